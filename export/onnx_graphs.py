@@ -1,0 +1,246 @@
+"""Write a trained Seq2Seq as two ONNX graphs — the encoder and the decoder step — straight from its weights.
+
+Why not torch.onnx.export: a traced encoder cannot carry per-row lengths (pack_padded_sequence does not survive
+export), so padding would leak into the final states of short rows and into the whole backward direction. Here the
+encoder uses the ONNX GRU/LSTM ops with `sequence_lens`, which stop each row at its own length in both directions,
+and the decoder step is written with primitive ops (MatMul + Add + activations), which onnxruntime runs fast at batch 1
+and which dynamic int8 quantization covers. Both graphs are checked against PyTorch by s2s_export.parity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import torch
+
+from s2s_runtime import roles
+
+from .config import Seq2SeqConfig
+from .graph_builder import GraphBuilder
+from .model import MASK_VALUE, Seq2Seq
+
+# PyTorch packs gates as GRU (r, z, n) and LSTM (i, f, g, o); the ONNX ops want GRU (z, r, h) and LSTM (i, o, f, c).
+ONNX_GATE_ORDER = {"gru": [1, 0, 2], "lstm": [0, 3, 1, 2]}
+
+
+@dataclass(frozen=True)
+class GraphIO:
+    """One graph input or output: its role in the bundle contract, its name in the graph, dtype and shape."""
+
+    role: str
+    name: str
+    dtype: str
+    shape: tuple
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+
+@dataclass
+class ExportedGraph:
+    model: onnx.ModelProto
+    inputs: list[GraphIO]
+    outputs: list[GraphIO]
+
+
+def graph_name(role: str) -> str:
+    return role.replace(".", "_")
+
+
+def encoded_io(cfg: Seq2SeqConfig) -> list[GraphIO]:
+    """The encoder's outputs = the decoder step's inputs besides previous_ids, in a fixed order."""
+    layers, hidden, enc_out = cfg.num_layers, cfg.hidden_size, cfg.encoder_output_size
+    specs = [(roles.STATE_H, (layers, "batch", hidden))]
+    if cfg.cell == "lstm":
+        specs.append((roles.STATE_C, (layers, "batch", hidden)))
+    if cfg.input_feeding:
+        specs.append((roles.STATE_FEED, ("batch", hidden)))
+    if cfg.concat_context:
+        specs.append((roles.CONTEXT, ("batch", enc_out)))
+    if cfg.attention != "none":
+        key_size = enc_out if cfg.attention == "dot" else hidden
+        specs += [(roles.MEMORY, ("batch", "source_length", enc_out)),
+                  (roles.ATTENTION_KEYS, ("batch", "source_length", key_size)),
+                  (roles.MEMORY_BIAS, ("batch", "source_length"))]
+    return [GraphIO(role, graph_name(role), "float32", shape) for role, shape in specs]
+
+
+def _weights(module: torch.nn.Module) -> dict[str, np.ndarray]:
+    return {name: tensor.detach().cpu().numpy().astype(np.float32) for name, tensor in module.state_dict().items()}
+
+
+def _reorder_gates(matrix: np.ndarray, cell: str) -> np.ndarray:
+    """Reorder the gate blocks along axis 0 from PyTorch's order to ONNX's."""
+    order = ONNX_GATE_ORDER[cell]
+    blocks = np.split(matrix, len(order))
+    return np.concatenate([blocks[i] for i in order])
+
+
+def build_encoder(model: Seq2Seq) -> ExportedGraph:
+    """Encoder graph: (source_ids, source_lengths) → initial decoder states and per-sequence statics."""
+    cfg = model.cfg
+    w = _weights(model)
+    g = GraphBuilder("encoder")
+    source_ids = g.input(graph_name(roles.SOURCE_IDS), "int64", ["batch", "source_length"])
+    lengths = g.input(graph_name(roles.SOURCE_LENGTHS), "int64", ["batch"])
+
+    embedded = g.op("Gather", g.const(w["encoder.embedding.weight"], "source_embedding"), source_ids)  # (B, S, E)
+    x = g.op("Transpose", embedded, perm=[1, 0, 2])  # (S, B, E)
+    sequence_lens = g.op("Cast", lengths, to=onnx.TensorProto.INT32)  # (B,)
+    suffixes = [""] + (["_reverse"] if cfg.bidirectional else [])
+    finals: dict[str, list[str]] = {"h": [], "c": []}
+    for layer in range(cfg.num_layers):
+        def stacked(kind: str) -> np.ndarray:  # (dirs, gates*H, in) weights or (dirs, 2*gates*H) biases
+            parts = []
+            for suffix in suffixes:
+                if kind == "B":
+                    parts.append(np.concatenate([_reorder_gates(w[f"encoder.rnn.bias_{m}_l{layer}{suffix}"], cfg.cell)
+                                                 for m in ("ih", "hh")]))
+                else:
+                    parts.append(_reorder_gates(w[f"encoder.rnn.weight_{kind}_l{layer}{suffix}"], cfg.cell))
+            return np.stack(parts)
+
+        attrs = {"hidden_size": cfg.hidden_size, "direction": "bidirectional" if cfg.bidirectional else "forward"}
+        if cfg.cell == "gru":
+            attrs["linear_before_reset"] = 1  # PyTorch applies the reset gate after the recurrent matmul
+        rnn_inputs = [x, g.const(stacked("ih"), "W"), g.const(stacked("hh"), "R"), g.const(stacked("B"), "B"),
+                      sequence_lens]
+        outs = g.op_multi(cfg.cell.upper(), 3 if cfg.cell == "lstm" else 2, *rnn_inputs, **attrs)
+        y = g.op("Transpose", outs[0], perm=[0, 2, 1, 3])  # (S, dirs, B, H) → (S, B, dirs, H)
+        x = g.op("Reshape", y, g.ints([0, 0, -1]))  # (S, B, enc_out)
+        for which, final in zip("hc", outs[1:]):
+            per_row = g.op("Reshape", g.op("Transpose", final, perm=[1, 0, 2]), g.ints([0, -1]))  # (B, enc_out)
+            finals[which].append(g.op("Unsqueeze", per_row, g.ints([0])))  # (1, B, enc_out)
+
+    memory = g.op("Transpose", x, perm=[1, 0, 2])  # (B, S, enc_out), zeros past each row's length
+    batch = g.op("Gather", g.op("Shape", source_ids), g.ints([0]), axis=0)  # (1,)
+
+    def zeros(*dims: str | int) -> str:
+        shape = g.op("Concat", *[d if isinstance(d, str) else g.ints([d]) for d in dims], axis=0)
+        return g.op("ConstantOfShape", shape, value=onnx.helper.make_tensor("zero", onnx.TensorProto.FLOAT, [1], [0]))
+
+    def bridge(which: str) -> str:
+        final = g.op("Concat", *finals[which], axis=0)  # (L, B, enc_out)
+        if cfg.bridge == "copy":
+            return final
+        if cfg.bridge == "zeros":
+            return zeros(cfg.num_layers, batch, cfg.hidden_size)
+        name = "hidden" if which == "h" else "cell"
+        projected = g.op("MatMul", final, g.const(w[f"bridge.{name}.weight"].T, "bridge_w"))  # (L, B, H)
+        return g.op("Add", projected, g.const(w[f"bridge.{name}.bias"], "bridge_b"))
+
+    values = {roles.STATE_H: lambda: bridge("h"), roles.STATE_C: lambda: bridge("c"),
+              roles.STATE_FEED: lambda: zeros(batch, cfg.hidden_size),
+              roles.CONTEXT: lambda: g.op("Squeeze", finals["h"][-1], g.ints([0])),
+              roles.MEMORY: lambda: memory,
+              roles.ATTENTION_KEYS: lambda: (memory if cfg.attention == "dot" else
+                                             g.op("MatMul", memory,
+                                                  g.const(w["decoder.attention.key.weight"].T, "key_w"))),
+              roles.MEMORY_BIAS: lambda: _memory_bias(g, source_ids, lengths)}
+    outputs = encoded_io(cfg)
+    for io in outputs:
+        g.output(values[io.role](), io.name, io.dtype, list(io.shape))
+    inputs = [GraphIO(roles.SOURCE_IDS, source_ids, "int64", ("batch", "source_length")),
+              GraphIO(roles.SOURCE_LENGTHS, lengths, "int64", ("batch",))]
+    return ExportedGraph(g.model(), inputs, outputs)
+
+
+def _memory_bias(g: GraphBuilder, source_ids: str, lengths: str) -> str:
+    """(B, S): 0 where position < length, MASK_VALUE at padding."""
+    src_len = g.op("Squeeze", g.op("Gather", g.op("Shape", source_ids), g.ints([1]), axis=0), g.ints([0]))
+    positions = g.op("Range", g.const(np.array(0, np.int64)), src_len, g.const(np.array(1, np.int64)))  # (S,)
+    padded = g.op("Not", g.op("Less", g.op("Unsqueeze", positions, g.ints([0])),
+                              g.op("Unsqueeze", lengths, g.ints([1]))))  # (B, S)
+    return g.op("Mul", g.op("Cast", padded, to=onnx.TensorProto.FLOAT), g.const(np.array(MASK_VALUE, np.float32)))
+
+
+def build_decoder_step(model: Seq2Seq) -> ExportedGraph:
+    """Decoder-step graph: (previous_ids, states, statics) → (log_probs, new states[, attention])."""
+    cfg = model.cfg
+    w = _weights(model)
+    g = GraphBuilder("decoder_step")
+    hidden = cfg.hidden_size
+    previous_ids = g.input(graph_name(roles.PREVIOUS_IDS), "int64", ["batch"])
+    encoded = encoded_io(cfg)
+    value = {io.role: g.input(io.name, io.dtype, list(io.shape)) for io in encoded}
+
+    parts = []
+    if cfg.feed_previous:
+        parts.append(g.op("Gather", g.const(w["decoder.embedding.weight"], "target_embedding"), previous_ids))
+    if cfg.concat_context:
+        parts.append(value[roles.CONTEXT])  # (B, enc_out)
+    if cfg.input_feeding:
+        parts.append(value[roles.STATE_FEED])  # (B, H)
+    x = parts[0] if len(parts) == 1 else g.op("Concat", *parts, axis=1)  # (B, dec_in)
+
+    new_h, new_c = [], []
+    for layer in range(cfg.num_layers):
+        def linear(inp: str, kind: str) -> str:  # inp @ W_kind^T + b_kind, PyTorch gate order
+            product = g.op("MatMul", inp, g.const(w[f"decoder.rnn.weight_{kind}_l{layer}"].T, f"W{kind}"))
+            return g.op("Add", product, g.const(w[f"decoder.rnn.bias_{kind}_l{layer}"], f"b{kind}"))
+
+        index = g.const(np.array(layer, np.int64), "layer")
+        h = g.op("Gather", value[roles.STATE_H], index, axis=0)  # (B, H)
+        split = g.ints([hidden] * (3 if cfg.cell == "gru" else 4), "split")
+        if cfg.cell == "gru":
+            i_r, i_z, i_n = g.op_multi("Split", 3, linear(x, "ih"), split, axis=1)  # each (B, H)
+            h_r, h_z, h_n = g.op_multi("Split", 3, linear(h, "hh"), split, axis=1)
+            r = g.op("Sigmoid", g.op("Add", i_r, h_r))
+            z = g.op("Sigmoid", g.op("Add", i_z, h_z))
+            n = g.op("Tanh", g.op("Add", i_n, g.op("Mul", r, h_n)))
+            x = g.op("Add", n, g.op("Mul", z, g.op("Sub", h, n)))  # (1 - z) * n + z * h
+        else:
+            c = g.op("Gather", value[roles.STATE_C], index, axis=0)  # (B, H)
+            gates = g.op("Add", linear(x, "ih"), linear(h, "hh"))  # (B, 4H)
+            i, f, gg, o = g.op_multi("Split", 4, gates, split, axis=1)
+            c = g.op("Add", g.op("Mul", g.op("Sigmoid", f), c), g.op("Mul", g.op("Sigmoid", i), g.op("Tanh", gg)))
+            x = g.op("Mul", g.op("Sigmoid", o), g.op("Tanh", c))
+            new_c.append(g.op("Unsqueeze", c, g.ints([0])))
+        new_h.append(g.op("Unsqueeze", x, g.ints([0])))  # (1, B, H)
+
+    outputs: list[GraphIO] = []
+    attention_weights = None
+    if cfg.attention != "none":
+        x, attention_weights = _attention(g, cfg, w, x, value)
+    logits = g.op("Add", g.op("MatMul", x, g.const(w["decoder.output.weight"].T, "output_w")),
+                  g.const(w["decoder.output.bias"], "output_b"))  # (B, V)
+    results = {roles.LOG_PROBS: g.op("LogSoftmax", logits, axis=1),
+               roles.STATE_H: g.op("Concat", *new_h, axis=0) if len(new_h) > 1 else new_h[0]}
+    if new_c:
+        results[roles.STATE_C] = g.op("Concat", *new_c, axis=0) if len(new_c) > 1 else new_c[0]
+    if cfg.input_feeding:
+        results[roles.STATE_FEED] = x
+    if attention_weights is not None:
+        results[roles.ATTENTION] = attention_weights
+    shapes = {io.role: io.shape for io in encoded}
+    shapes[roles.LOG_PROBS] = ("batch", cfg.target_vocab_size)
+    shapes[roles.ATTENTION] = ("batch", "source_length")
+    for role, name in results.items():
+        io = GraphIO(role, "new_" + graph_name(role) if roles.is_state(role) else graph_name(role), "float32",
+                     shapes[role])
+        g.output(name, io.name, io.dtype, list(io.shape))
+        outputs.append(io)
+    inputs = [GraphIO(roles.PREVIOUS_IDS, previous_ids, "int64", ("batch",))] + encoded
+    return ExportedGraph(g.model(), inputs, outputs)
+
+
+def _attention(g: GraphBuilder, cfg: Seq2SeqConfig, w: dict[str, np.ndarray], query: str, value: dict[str, str]
+               ) -> tuple[str, str]:
+    """Luong attention over precomputed keys; returns the attentional vector (B, H) and the weights (B, S)."""
+    keys = value[roles.ATTENTION_KEYS]  # (B, S, K)
+    if cfg.attention == "additive":
+        projected = g.op("Add", g.op("MatMul", query, g.const(w["decoder.attention.query.weight"].T, "query_w")),
+                         g.const(w["decoder.attention.query.bias"], "query_b"))  # (B, H)
+        energy = g.op("Tanh", g.op("Add", keys, g.op("Unsqueeze", projected, g.ints([1]))))  # (B, S, H)
+        scores = g.op("MatMul", energy, g.const(w["decoder.attention.score.weight"].T, "score_w"))  # (B, S, 1)
+    else:
+        scores = g.op("MatMul", keys, g.op("Unsqueeze", query, g.ints([2])))  # (B, S, 1)
+    scores = g.op("Add", g.op("Squeeze", scores, g.ints([2])), value[roles.MEMORY_BIAS])  # (B, S)
+    weights = g.op("Softmax", scores, axis=1)  # (B, S)
+    context = g.op("Squeeze", g.op("MatMul", g.op("Unsqueeze", weights, g.ints([1])), value[roles.MEMORY]),
+                   g.ints([1]))  # (B, enc_out)
+    combined = g.op("Concat", context, query, axis=1)  # (B, enc_out + H)
+    attentional = g.op("Tanh", g.op("MatMul", combined, g.const(w["decoder.attention.combine.weight"].T, "combine_w")))
+    return attentional, weights

@@ -1,0 +1,28 @@
+"""Logical roles of the graphs' inputs and outputs — the bundle contract between exporter and runtime.
+
+The manifest maps each role to a graph's real input/output name, so the runtime binds by role and never guesses
+from names. Roles starting with `state.` are recurrent: the decoder step's output of that role becomes its input at
+the next step. The encoder outputs every decoder-step input except `previous_ids`: the initial states and the
+per-sequence statics.
+"""
+
+SOURCE_IDS = "source_ids"          # encoder input  (batch, source_length) int64
+SOURCE_LENGTHS = "source_lengths"  # encoder input  (batch,) int64
+PREVIOUS_IDS = "previous_ids"      # decoder input  (batch,) int64
+LOG_PROBS = "log_probs"            # decoder output (batch, target_vocab) float
+ATTENTION = "attention"            # decoder output (batch, source_length) float, attention models only
+
+STATE_H = "state.h"        # (layers, batch, hidden)
+STATE_C = "state.c"        # (layers, batch, hidden), LSTM only
+STATE_FEED = "state.feed"  # (batch, hidden), input feeding only
+CONTEXT = "context"                # (batch, encoder_output) — concat conditioning
+MEMORY = "memory"                  # (batch, source_length, encoder_output) — attention
+ATTENTION_KEYS = "attention_keys"  # (batch, source_length, key) — attention
+MEMORY_BIAS = "memory_bias"        # (batch, source_length): 0 at real positions, a large negative at padding
+
+STATE_PREFIX = "state."
+BATCH_DIM = "batch"
+
+
+def is_state(role: str) -> bool:
+    return role.startswith(STATE_PREFIX)

@@ -1,0 +1,220 @@
+"""Training: teacher forcing, Adam, gradient clipping, length-bucketed batches, early stopping on dev exact match,
+seed-deterministic and resumable.
+
+Output directory:
+  checkpoint/       the best model so far (by dev exact match) — the input of `s2s export`
+  train_state.pt    last epoch's weights, optimizer state and progress, for --resume (tensors only, loaded with
+                    weights_only=True)
+  metrics.json      per-epoch history and the final dev (and test) metrics
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import random
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from s2s_runtime.vocab import Vocab
+
+from .checkpoint import Checkpoint, check_vocabularies, load_checkpoint, save_checkpoint, start_id
+from .config import ConfigError, Seq2SeqConfig
+from .data import Example, Pair, bucketed_batches, collate, encode_pairs
+from .metrics import Metrics, score_predictions
+from .model import Seq2Seq
+
+log = logging.getLogger(__name__)
+STATE_FILE = "train_state.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings (the model's architecture is a Seq2SeqConfig).
+
+    Example:
+        >>> TrainConfig(epochs=5, batch_size=32).learning_rate
+        0.001
+    """
+
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    clip_norm: float = 1.0
+    patience: int = 5            # stop after this many epochs without a better dev exact match
+    lr_decay: float = 0.5        # multiply the learning rate by this after an epoch without improvement
+    target_exact_match: float = 1.01  # stop as soon as dev exact match reaches this (> 1: never)
+    seed: int = 0
+    device: str = "cpu"
+    min_frequency: int = 1       # vocabulary: drop symbols seen fewer times in training data
+    source_tokenizer: str = "char"
+    target_tokenizer: str = "char"
+    max_dev_examples: int = 2000  # dev sources decoded per epoch for early stopping
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size", "patience", "min_frequency", "max_dev_examples"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}: must be ≥ 1, got {getattr(self, key)}")
+        if self.learning_rate <= 0 or self.clip_norm <= 0:
+            raise ConfigError("learning_rate and clip_norm must be > 0")
+        if not 0 < self.lr_decay <= 1:
+            raise ConfigError(f"lr_decay: must be in (0, 1], got {self.lr_decay}")
+
+
+@dataclass
+class TrainResult:
+    checkpoint_dir: Path
+    dev: Metrics
+    epochs_run: int
+    seconds: float
+    history: list[dict]
+
+
+def build_vocabularies(pairs: Sequence[Pair], model_options: dict, train: TrainConfig) -> tuple[Vocab, Vocab]:
+    source_roles = ["pad", "unk"] + (["eos"] if model_options.get("source_eos") else [])
+    source = Vocab.build((p.source for p in pairs), train.source_tokenizer, source_roles,
+                         min_frequency=train.min_frequency, origin="source vocabulary")
+    target = Vocab.build((p.target for p in pairs), train.target_tokenizer, ["pad", "unk", "bos", "eos"],
+                         min_frequency=train.min_frequency, origin="target vocabulary")
+    return source, target
+
+
+def max_target_length(source_length: int) -> int:
+    """Decoding limit used in evaluation (and written to bundles as the default rule)."""
+    return 2 * source_length + 10
+
+
+@torch.no_grad()
+def predict(checkpoint: Checkpoint, sources: Sequence[str], *, batch_size: int = 256, device: str = "cpu"
+            ) -> dict[str, list[str]]:
+    """Greedy predictions (target tokens) of a checkpoint in PyTorch, keyed by source."""
+    model, cfg = checkpoint.model.eval(), checkpoint.config
+    eos = [checkpoint.source_vocab.id_of("eos")] if cfg.source_eos else []
+    examples = [Example(checkpoint.source_vocab.encode(s) + eos, [], Pair(s, "")) for s in sources if s]
+    tgt = checkpoint.target_vocab
+    predictions: dict[str, list[str]] = {s: [] for s in sources}
+    for chunk in bucketed_batches(examples, batch_size, None):
+        batch = collate(chunk, source_pad=checkpoint.source_vocab.id_of("pad"), target_pad=0, start_id=0, eos_id=0)
+        ids = model.greedy(batch.source_ids.to(device), batch.lengths, start_id=start_id(cfg, tgt),
+                           eos_id=tgt.id_of("eos"), max_length=max_target_length(batch.source_ids.shape[1]))
+        for example, row in zip(chunk, ids):
+            predictions[example.pair.source] = tgt.decode_tokens(row)
+    return predictions
+
+
+def evaluate(checkpoint: Checkpoint, pairs: Sequence[Pair], *, device: str = "cpu") -> Metrics:
+    """Metrics of greedy PyTorch decoding over pairs (several pairs with one source are alternative references)."""
+    references: dict[str, list[list[str]]] = defaultdict(list)
+    for pair in pairs:
+        references[pair.source].append(checkpoint.target_vocab.split(pair.target))
+    return score_predictions(predict(checkpoint, list(references), device=device), references)
+
+
+def train(train_pairs: Sequence[Pair], dev_pairs: Sequence[Pair], out_dir: str | Path, *,
+          model_options: dict | None = None, train_config: TrainConfig = TrainConfig(), resume: bool = False
+          ) -> TrainResult:
+    """Train a Seq2Seq on parallel pairs and keep the best checkpoint by dev exact match.
+
+    `model_options` are Seq2SeqConfig fields other than the vocabulary sizes, which come from the data.
+
+    Example:
+        >>> from s2s_export.data import task_pairs
+        >>> result = train(task_pairs("reverse", "train"), task_pairs("reverse", "dev"), "runs/reverse")  # doctest: +SKIP
+        >>> result.dev.exact_match  # doctest: +SKIP
+        1.0
+    """
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    tc = train_config
+    model_options = dict(model_options or {})
+    if not train_pairs:
+        raise ValueError("train: no training examples")
+    if not dev_pairs:
+        raise ValueError("train: no dev examples (early stopping needs them)")
+    source_vocab, target_vocab = build_vocabularies(train_pairs, model_options, tc)
+    cfg = Seq2SeqConfig.from_dict({**model_options, "source_vocab_size": len(source_vocab),
+                                   "target_vocab_size": len(target_vocab)}, origin="model options")
+    check_vocabularies(cfg, source_vocab, target_vocab)
+    torch.manual_seed(tc.seed)
+    model = Seq2Seq(cfg).to(tc.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=tc.learning_rate)
+    examples = encode_pairs(train_pairs, source_vocab, target_vocab, source_eos=cfg.source_eos)
+    dev_sample = random.Random(tc.seed).sample(list(dev_pairs), min(len(dev_pairs), tc.max_dev_examples))
+    checkpoint = Checkpoint(model, source_vocab, target_vocab)
+    progress = {"epoch": 0, "best": -1.0, "bad_epochs": 0, "history": []}
+    state_path = out_dir / STATE_FILE
+    if resume and state_path.exists():
+        progress = _restore(state_path, model, optimizer)
+        log.info("resuming from %s after epoch %d", state_path, progress["epoch"])
+    loss_fn = nn.NLLLoss(ignore_index=target_vocab.id_of("pad"))
+    collate_args = dict(source_pad=source_vocab.id_of("pad"), target_pad=target_vocab.id_of("pad"),
+                        start_id=start_id(cfg, target_vocab), eos_id=target_vocab.id_of("eos"))
+    best_dir = out_dir / "checkpoint"
+    while progress["epoch"] < tc.epochs and progress["bad_epochs"] < tc.patience \
+            and progress["best"] < tc.target_exact_match:
+        epoch = progress["epoch"] + 1
+        torch.manual_seed(tc.seed * 1000 + epoch)  # dropout noise: deterministic per epoch, so resuming is too
+        batches = bucketed_batches(examples, tc.batch_size, random.Random(tc.seed * 1000 + epoch))
+        model.train()
+        total_loss = 0.0
+        bar = tqdm(batches, desc=f"epoch {epoch}", disable=not tc.progress, leave=False)
+        for chunk in bar:
+            batch = collate(chunk, **collate_args)
+            log_probs = model(batch.source_ids.to(tc.device), batch.lengths,
+                              batch.target_in.to(tc.device))  # (batch, tgt_len, vocab)
+            loss = loss_fn(log_probs.flatten(0, 1), batch.target_out.to(tc.device).flatten())
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), tc.clip_norm)
+            optimizer.step()
+            total_loss += loss.item()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        dev = evaluate(checkpoint, dev_sample, device=tc.device)
+        record = {"epoch": epoch, "loss": total_loss / len(batches), **dev.to_dict()}
+        progress["history"].append(record)
+        improved = dev.exact_match > progress["best"]
+        if improved:
+            progress["best"], progress["bad_epochs"] = dev.exact_match, 0
+            save_checkpoint(checkpoint, best_dir)
+        else:
+            progress["bad_epochs"] += 1
+            for group in optimizer.param_groups:  # the optimizer state (saved for resume) carries the decayed rate
+                group["lr"] *= tc.lr_decay
+        progress["epoch"] = epoch
+        _save_state(state_path, model, optimizer, progress)
+        message = (f"epoch {epoch}: loss {record['loss']:.4f}  dev exact {dev.exact_match:.2%}  "
+                   f"token acc {dev.token_accuracy:.2%}  error rate {dev.error_rate:.2%}" + ("  *" if improved else ""))
+        (tqdm.write if tc.progress else log.info)(message)
+    best = load_checkpoint(best_dir, device=tc.device)
+    dev = evaluate(best, dev_pairs, device=tc.device)
+    seconds = time.perf_counter() - started
+    result = TrainResult(best_dir, dev, progress["epoch"], seconds, progress["history"])
+    (out_dir / "metrics.json").write_text(json.dumps(
+        {"dev": dev.to_dict(), "epochs": progress["epoch"], "seconds": seconds, "model": cfg.to_dict(),
+         "train": dataclasses.asdict(tc), "history": progress["history"]}, indent=1) + "\n")
+    return result
+
+
+def _save_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, progress: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "progress": json.dumps(progress)}, tmp)
+    tmp.replace(path)  # never leave a half-written state behind
+
+
+def _restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    state = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain types only: no unpickling
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return json.loads(state["progress"])
+

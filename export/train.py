@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import random
 import time
 from collections import defaultdict
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from s2s_runtime.bundle import DEFAULT_TARGET_LENGTH_OFFSET, DEFAULT_TARGET_LENGTH_RATIO
 from s2s_runtime.vocab import Vocab
 
 from .checkpoint import Checkpoint, check_vocabularies, load_checkpoint, save_checkpoint, start_id
@@ -89,8 +91,8 @@ def build_vocabularies(pairs: Sequence[Pair], model_options: dict, train: TrainC
 
 
 def max_target_length(source_length: int) -> int:
-    """Decoding limit used in evaluation (and written to bundles as the default rule)."""
-    return 2 * source_length + 10
+    """Decoding limit used in evaluation: the rule s2s export writes into bundles."""
+    return math.ceil(DEFAULT_TARGET_LENGTH_RATIO * source_length + DEFAULT_TARGET_LENGTH_OFFSET)
 
 
 @torch.no_grad()

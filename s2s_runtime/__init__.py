@@ -1,1 +1,17 @@
-"""s2s_runtime: torch-free inference for recurrent encoder–decoder models exported by s2s_export."""
+"""s2s_runtime: torch-free inference for recurrent encoder–decoder models exported by s2s_export.
+
+Example:
+    >>> import s2s_runtime
+    >>> model = s2s_runtime.load("bundle/")  # doctest: +SKIP
+    >>> [r.text for r in model.generate(["hello", "world"])]  # doctest: +SKIP
+"""
+
+from .bundle import Bundle, BundleError
+from .config import GenerationOptions
+from .model import Result, Seq2SeqModel, load
+from .sessions import DeviceError, SessionSettings
+from .vocab import Vocab, VocabError
+
+__version__ = "0.1.0"
+__all__ = ["load", "Seq2SeqModel", "Result", "GenerationOptions", "SessionSettings", "Bundle", "BundleError",
+           "DeviceError", "Vocab", "VocabError", "__version__"]

@@ -1,0 +1,123 @@
+"""`s2s export`: checkpoint directory → bundle directory, gated by the parity check."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import onnxruntime
+import torch
+
+from s2s_runtime.bundle import (DEFAULT_TARGET_LENGTH_OFFSET, DEFAULT_TARGET_LENGTH_RATIO, FORMAT_VERSION,
+                                MANIFEST_FILE, sha256_of)
+
+from .checkpoint import SOURCE_VOCAB_FILE, TARGET_VOCAB_FILE, Checkpoint, load_checkpoint, start_id
+from .graph_builder import OPSET
+from .onnx_graphs import ExportedGraph, build_decoder_step, build_encoder
+from .parity import check_parity
+
+ENCODER_FILE = "encoder.onnx"
+DECODER_FILE = "decoder_step.onnx"
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Settings of an export.
+
+    Example:
+        >>> ExportOptions(max_source_length=256).validation_size
+        64
+    """
+
+    max_source_length: int = 1024  # longer inputs are refused by the runtime (no limit is baked into the weights)
+    validation_size: int = 64      # sources used by the parity check
+    overwrite: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_source_length < 1 or self.validation_size < 1:
+            raise ValueError("max_source_length and validation_size must be ≥ 1")
+
+
+def export_bundle(checkpoint: str | Path | Checkpoint, out_dir: str | Path, *,
+                  validation_sources: Sequence[str] | None = None, options: ExportOptions = ExportOptions()) -> Path:
+    """Write a bundle (encoder.onnx, decoder_step.onnx, vocabularies, manifest.json) after proving parity with PyTorch.
+
+    `validation_sources` (raw source texts, e.g. the dev set) feed the parity check; without them, random sequences of
+    source symbols are used. On a parity failure ParityError is raised and nothing is left at `out_dir`.
+
+    Example:
+        >>> export_bundle("runs/reverse/checkpoint", "bundles/reverse", validation_sources=["abc", "hello"])  # doctest: +SKIP
+        PosixPath('bundles/reverse')
+    """
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not options.overwrite:
+        raise FileExistsError(f"{out_dir}: already exists (pass overwrite=True / --overwrite to replace it)")
+    ckpt.model.eval()
+    encoder, decoder = build_encoder(ckpt.model), build_decoder_step(ckpt.model)
+    report = check_parity(ckpt, encoder, decoder, _validation_ids(ckpt, validation_sources, options))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # Written next to the destination and renamed at the end, so a crash never leaves a half-bundle at out_dir.
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
+    try:
+        onnx.save(encoder.model, str(staging / ENCODER_FILE))
+        onnx.save(decoder.model, str(staging / DECODER_FILE))
+        ckpt.source_vocab.save(staging / SOURCE_VOCAB_FILE)
+        ckpt.target_vocab.save(staging / TARGET_VOCAB_FILE)
+        manifest = build_manifest(ckpt, encoder, decoder, report.to_dict(), options)
+        manifest["files"] = {p.name: sha256_of(p) for p in sorted(staging.iterdir())}
+        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        staging.rename(out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out_dir
+
+
+def _validation_ids(ckpt: Checkpoint, sources: Sequence[str] | None, options: ExportOptions) -> list[list[int]]:
+    rng = random.Random(options.seed)
+    eos = [ckpt.source_vocab.id_of("eos")] if ckpt.config.source_eos else []
+    if sources:
+        chosen = rng.sample(list(sources), min(len(sources), options.validation_size))
+        ids = [ckpt.source_vocab.encode(s) + eos for s in chosen if s]
+        if ids:
+            return ids
+    symbols = [i for i in range(len(ckpt.source_vocab)) if i not in ckpt.source_vocab.special_ids.values()]
+    symbols = symbols or list(range(len(ckpt.source_vocab)))
+    return [[rng.choice(symbols) for _ in range(rng.randint(1, 12))] + eos for _ in range(options.validation_size)]
+
+
+def _io_map(ios) -> dict:
+    return {io.role: io.to_dict() for io in ios}
+
+
+def build_manifest(ckpt: Checkpoint, encoder: ExportedGraph, decoder: ExportedGraph, parity: dict,
+                   options: ExportOptions) -> dict:
+    return {
+        "format_version": FORMAT_VERSION,
+        "config": ckpt.config.to_dict(),
+        "source": {"vocab": SOURCE_VOCAB_FILE, "tokenizer": ckpt.source_vocab.tokenizer,
+                   "special_ids": ckpt.source_vocab.special_ids},
+        "target": {"vocab": TARGET_VOCAB_FILE, "tokenizer": ckpt.target_vocab.tokenizer,
+                   "special_ids": ckpt.target_vocab.special_ids},
+        "decoding": {"start_id": start_id(ckpt.config, ckpt.target_vocab), "eos_id": ckpt.target_vocab.id_of("eos")},
+        "limits": {"max_source_length": options.max_source_length,
+                   "max_target_length": {"ratio": DEFAULT_TARGET_LENGTH_RATIO,
+                                                         "offset": DEFAULT_TARGET_LENGTH_OFFSET}},
+        "graphs": {"encoder": {"file": ENCODER_FILE, "inputs": _io_map(encoder.inputs), "outputs": _io_map(encoder.outputs)},
+                   "decoder_step": {"file": DECODER_FILE, "inputs": _io_map(decoder.inputs),
+                                    "outputs": _io_map(decoder.outputs)}},
+        "opset": OPSET,
+        "producer": {"name": "s2s_export", "torch": torch.__version__, "onnx": onnx.__version__,
+                     "onnxruntime": onnxruntime.__version__},
+        "parity": parity,
+    }

@@ -1,0 +1,234 @@
+"""Bundles: the directory `s2s export` writes and the runtime loads — manifest, two ONNX graphs, two vocabularies.
+
+manifest.json (format_version 1):
+  config            the model's Seq2SeqConfig as a dict (informational for the runtime)
+  source / target   {"vocab": file, "tokenizer": "char"|"space", "special_ids": {role: id}}
+  decoding          {"start_id": id fed at the first step, "eos_id": id that ends a hypothesis}
+  limits            {"max_source_length": n, "max_target_length": {"ratio": r, "offset": k}}: by default a hypothesis
+                    may have ceil(r * source_length + k) tokens
+  graphs            {"encoder": G, "decoder_step": G}, G = {"file": name, "inputs": {role: IO}, "outputs": {role: IO}},
+                    IO = {"name": graph name, "dtype": "float32"|"int64"|..., "shape": [dims; strings are dynamic]}
+  opset, producer   opset and the versions of the tools that made the bundle
+  parity            the export's parity report against PyTorch
+  files             {file name: sha256} for every other file of the bundle
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import roles
+from .vocab import Vocab, VocabError
+
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+# Default decoding limit written by s2s export: ceil(ratio * source_length + offset) target tokens.
+DEFAULT_TARGET_LENGTH_RATIO = 2.0
+DEFAULT_TARGET_LENGTH_OFFSET = 10
+GRAPH_KINDS = ("encoder", "decoder_step")
+REQUIRED_KEYS = ("format_version", "config", "source", "target", "decoding", "limits", "graphs", "opset", "files")
+REQUIRED_INPUTS = {"encoder": (roles.SOURCE_IDS, roles.SOURCE_LENGTHS), "decoder_step": (roles.PREVIOUS_IDS,)}
+REQUIRED_OUTPUTS = {"encoder": (roles.STATE_H,), "decoder_step": (roles.LOG_PROBS, roles.STATE_H)}
+
+
+class BundleError(ValueError):
+    """A bundle is missing, corrupt or inconsistent; the message names the file and the problem."""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    role: str
+    name: str
+    dtype: str
+    shape: tuple  # ints are fixed sizes, strings named dynamic dims
+
+    @property
+    def batch_axis(self) -> int | None:
+        return self.shape.index(roles.BATCH_DIM) if roles.BATCH_DIM in self.shape else None
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    kind: str
+    path: Path
+    inputs: dict[str, TensorSpec]
+    outputs: dict[str, TensorSpec]
+
+
+@dataclass(frozen=True)
+class SideSpec:
+    vocab: Vocab
+    special_ids: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A validated bundle directory (checksums verified). Load with `Bundle.open(path)`.
+
+    Example:
+        >>> bundle = Bundle.open("bundle/")  # doctest: +SKIP
+        >>> bundle.graphs["encoder"].inputs["source_ids"].name  # doctest: +SKIP
+        'source_ids'
+    """
+
+    root: Path
+    manifest: dict
+    source: SideSpec
+    target: SideSpec
+    start_id: int
+    eos_id: int
+    max_source_length: int
+    target_length_ratio: float
+    target_length_offset: int
+    graphs: dict[str, GraphSpec]
+
+    def default_max_length(self, source_length: int) -> int:
+        return math.ceil(self.target_length_ratio * source_length + self.target_length_offset)
+
+    @classmethod
+    def open(cls, path: str | Path) -> "Bundle":
+        root = Path(path)
+        manifest_path = root / MANIFEST_FILE
+        if not root.is_dir():
+            raise BundleError(f"{root}: not a bundle directory")
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise BundleError(f"{manifest_path}: file not found") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise BundleError(f"{manifest_path}: not valid JSON ({error})") from None
+        return _parse(root, manifest)
+
+
+def _fail(message: str) -> BundleError:
+    return BundleError(f"{MANIFEST_FILE}: {message}")
+
+
+def _get(mapping: object, key: str, where: str, kind: type | tuple = dict):
+    if not isinstance(mapping, dict) or key not in mapping:
+        raise _fail(f"missing {where}{key!r}")
+    value = mapping[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise _fail(f"{where}{key!r} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def bundle_file(root: Path, name: object, where: str) -> Path:
+    """A file named in the manifest: a plain file name inside the bundle, nothing that could leave it."""
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name \
+            or Path(name).is_absolute() or Path(name).name != name:
+        raise _fail(f"{where} {name!r} is not a plain file name inside the bundle")
+    path = root / name
+    if not path.is_file():
+        raise BundleError(f"{path}: file not found (named by {MANIFEST_FILE} {where})")
+    return path
+
+
+def _parse(root: Path, manifest: dict) -> Bundle:
+    if not isinstance(manifest, dict):
+        raise _fail("expected a JSON object")
+    for key in REQUIRED_KEYS:
+        if key not in manifest:
+            raise _fail(f"missing required key {key!r}")
+    version = manifest["format_version"]
+    if version != FORMAT_VERSION:
+        raise _fail(f"unsupported format_version {version!r} (this runtime reads {FORMAT_VERSION}); "
+                    "re-export the bundle or upgrade s2s-runtime")
+    files = _get(manifest, "files", "")
+    for name, digest in files.items():
+        path = bundle_file(root, name, "files")
+        if not isinstance(digest, str) or sha256_of(path) != digest.lower():
+            raise BundleError(f"{path}: sha256 does not match {MANIFEST_FILE} (file corrupt or modified)")
+
+    def checked(name: object, where: str) -> Path:
+        path = bundle_file(root, name, where)
+        if path.name not in files:
+            raise _fail(f"{where} {path.name!r} has no checksum in 'files'")
+        return path
+
+    sides = {}
+    for side in ("source", "target"):
+        spec = _get(manifest, side, "")
+        vocab_path = checked(_get(spec, "vocab", f"{side}.", str), f"{side}.vocab")
+        try:
+            vocab = Vocab.load(vocab_path)
+        except VocabError as error:
+            raise BundleError(str(error)) from None
+        special_ids = _get(spec, "special_ids", f"{side}.")
+        if special_ids != vocab.special_ids:
+            raise _fail(f"{side}.special_ids {special_ids} disagree with {vocab_path.name} ({vocab.special_ids})")
+        sides[side] = SideSpec(vocab, vocab.special_ids)
+    decoding = _get(manifest, "decoding", "")
+    start_id = _get(decoding, "start_id", "decoding.", int)
+    eos_id = _get(decoding, "eos_id", "decoding.", int)
+    for key, value in (("start_id", start_id), ("eos_id", eos_id)):
+        if not 0 <= value < len(sides["target"].vocab):
+            raise _fail(f"decoding.{key} {value} is outside the target vocabulary (size {len(sides['target'].vocab)})")
+    limits = _get(manifest, "limits", "")
+    max_source_length = _get(limits, "max_source_length", "limits.", int)
+    target_rule = _get(limits, "max_target_length", "limits.")
+    ratio = _get(target_rule, "ratio", "limits.max_target_length.", (int, float))
+    offset = _get(target_rule, "offset", "limits.max_target_length.", int)
+    if max_source_length < 1 or ratio < 0 or offset < 1:
+        raise _fail("limits: max_source_length and max_target_length.offset must be ≥ 1, ratio ≥ 0")
+    graphs = {}
+    for kind in GRAPH_KINDS:
+        spec = _get(_get(manifest, "graphs", ""), kind, "graphs.")
+        path = checked(_get(spec, "file", f"graphs.{kind}.", str), f"graphs.{kind}.file")
+        io = {}
+        for direction in ("inputs", "outputs"):
+            entries = _get(spec, direction, f"graphs.{kind}.")
+            io[direction] = {role: _tensor_spec(role, entry, f"graphs.{kind}.{direction}.{role}")
+                             for role, entry in entries.items()}
+        for role in REQUIRED_INPUTS[kind]:
+            if role not in io["inputs"]:
+                raise _fail(f"graphs.{kind}.inputs lacks the required role {role!r}")
+        for role in REQUIRED_OUTPUTS[kind]:
+            if role not in io["outputs"]:
+                raise _fail(f"graphs.{kind}.outputs lacks the required role {role!r}")
+        graphs[kind] = GraphSpec(kind, path, io["inputs"], io["outputs"])
+    _check_contract(graphs)
+    return Bundle(root, manifest, sides["source"], sides["target"], start_id, eos_id, max_source_length,
+                  float(ratio), offset, graphs)
+
+
+def _tensor_spec(role: str, entry: object, where: str) -> TensorSpec:
+    name = _get(entry, "name", f"{where}.", str)
+    dtype = _get(entry, "dtype", f"{where}.", str)
+    shape = _get(entry, "shape", f"{where}.", list)
+    if not all(isinstance(d, str) or (isinstance(d, int) and not isinstance(d, bool) and d > 0) for d in shape):
+        raise _fail(f"{where}.shape {shape} must hold positive sizes or dimension names")
+    return TensorSpec(role, name, dtype, tuple(shape))
+
+
+def _check_contract(graphs: dict[str, GraphSpec]) -> None:
+    """The encoder must provide every decoder-step input but previous_ids, and each state output must feed back."""
+    encoder, step = graphs["encoder"], graphs["decoder_step"]
+    for role, spec in step.inputs.items():
+        if role == roles.PREVIOUS_IDS:
+            continue
+        if role not in encoder.outputs:
+            raise _fail(f"graphs.decoder_step.inputs.{role} is not produced by the encoder")
+        if encoder.outputs[role].dtype != spec.dtype:
+            raise _fail(f"graphs.decoder_step.inputs.{role} dtype {spec.dtype} != encoder output "
+                        f"{encoder.outputs[role].dtype}")
+        if spec.batch_axis is None:
+            raise _fail(f"graphs.decoder_step.inputs.{role} has no 'batch' dimension")
+    for role in step.outputs:
+        if roles.is_state(role) and role not in step.inputs:
+            raise _fail(f"graphs.decoder_step.outputs.{role} is a state with no matching input")
+    for role in step.inputs:
+        if roles.is_state(role) and role not in step.outputs:
+            raise _fail(f"graphs.decoder_step.inputs.{role} is a state the step never updates")

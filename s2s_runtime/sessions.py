@@ -1,0 +1,144 @@
+"""onnxruntime sessions: provider selection (CUDA when it really loads, else CPU), session settings, IO checks."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .bundle import BundleError, GraphSpec
+
+log = logging.getLogger("s2s_runtime")
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
+              "tensor(int32)": "int32"}
+
+
+class DeviceError(RuntimeError):
+    """The requested device cannot be used (e.g. device="cuda" on a machine where CUDA does not load)."""
+
+
+def import_onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ImportError("s2s_runtime needs onnxruntime: pip install 's2s-runtime[cpu]' "
+                          "(or 's2s-runtime[gpu]' for CUDA; never both)") from None
+    return onnxruntime
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """onnxruntime session settings. The defaults suit small recurrent models: one intra-op thread (a decoder step is
+    a few small GEMVs, so more threads mostly add synchronisation), no spinning (idle threads do not burn a core
+    between requests), all graph optimizations.
+
+    Example:
+        >>> SessionSettings(intra_op_threads=2).intra_op_threads
+        2
+    """
+
+    intra_op_threads: int = 1
+    inter_op_threads: int = 1
+    allow_spinning: bool = False
+    optimization_level: str = "all"  # "disable" | "basic" | "extended" | "all"
+
+    def __post_init__(self) -> None:
+        for key in ("intra_op_threads", "inter_op_threads"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{key}: must be an int ≥ 0 (0 lets onnxruntime choose), got {value!r}")
+        if self.optimization_level not in ("disable", "basic", "extended", "all"):
+            raise ValueError(f"optimization_level: {self.optimization_level!r} is not one of disable, basic, "
+                             "extended, all")
+
+    def session_options(self) -> Any:
+        ort = import_onnxruntime()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.intra_op_threads
+        options.inter_op_num_threads = self.inter_op_threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.allow_spinning else "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "1" if self.allow_spinning else "0")
+        options.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[self.optimization_level]
+        options.log_severity_level = 3  # onnxruntime's own warnings are not the caller's business
+        return options
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the sessions run: the device actually used and the provider list actually active."""
+
+    device: str                   # "cpu" or "cuda:N"
+    providers: tuple[str, ...]
+    reason: str
+
+
+def parse_device(device: str) -> tuple[str, int]:
+    """"auto" | "cpu" | "cuda" | "cuda:N" → (kind, device id)."""
+    if not isinstance(device, str):
+        raise TypeError(f"device: expected a string, got {type(device).__name__}")
+    match = re.fullmatch(r"(auto|cpu|cuda)(?::(\d+))?", device)
+    if not match or (match.group(2) is not None and match.group(1) != "cuda"):
+        raise ValueError(f"device: {device!r} is not 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    return match.group(1), int(match.group(2) or 0)
+
+
+def create_sessions(graphs: list[GraphSpec], device: str, settings: SessionSettings) -> tuple[list[Any], Placement]:
+    """One session per graph on the requested device. CUDA counts as available only if the created session really
+    runs on it: onnxruntime-gpu lists CUDAExecutionProvider even where its libraries are missing, then silently
+    falls back to the CPU."""
+    ort = import_onnxruntime()
+    kind, device_id = parse_device(device)
+    if kind in ("auto", "cuda"):
+        if CUDA not in ort.get_available_providers():
+            why = "this onnxruntime build has no CUDAExecutionProvider (install s2s-runtime[gpu])"
+        else:
+            providers = [(CUDA, {"device_id": device_id}), CPU]
+            first = _session(graphs[0], providers, settings)  # one probe: a failed CUDA load logs once, not per graph
+            active = first.get_providers()
+            if active and active[0] == CUDA:
+                sessions = [first] + [_session(g, providers, settings) for g in graphs[1:]]
+                log.info("s2s_runtime: running on cuda:%d (CUDAExecutionProvider)", device_id)
+                return sessions, Placement(f"cuda:{device_id}", tuple(active), "CUDA loaded")
+            why = "CUDAExecutionProvider is listed but did not load (CUDA/cuDNN libraries or GPU missing)"
+        if kind == "cuda":
+            raise DeviceError(f"device={device!r}: {why}; use device='cpu' or 'auto'")
+        log.info("s2s_runtime: running on CPU (CPUExecutionProvider): %s", why)
+    else:
+        why = "device='cpu' requested"
+    sessions = [_session(g, [CPU], settings) for g in graphs]
+    return sessions, Placement("cpu", tuple(sessions[0].get_providers()), why)
+
+
+def _session(graph: GraphSpec, providers: list, settings: SessionSettings) -> Any:
+    ort = import_onnxruntime()
+    try:
+        session = ort.InferenceSession(str(graph.path), settings.session_options(), providers=providers)
+    except Exception as error:  # onnxruntime raises its own exception types for unreadable models
+        raise BundleError(f"{graph.path}: onnxruntime cannot load this graph ({str(error).strip()[:300]})") from None
+    check_graph_io(graph, session)
+    return session
+
+
+def check_graph_io(graph: GraphSpec, session: Any) -> None:
+    """The graph's real inputs and outputs must be exactly those the manifest declares, with the same dtypes and ranks."""
+    for direction, real in (("inputs", session.get_inputs()), ("outputs", session.get_outputs())):
+        declared = {spec.name: spec for spec in getattr(graph, direction).values()}
+        actual = {arg.name: arg for arg in real}
+        if set(declared) != set(actual):
+            missing, extra = sorted(set(declared) - set(actual)), sorted(set(actual) - set(declared))
+            raise BundleError(f"{graph.path}: graph {direction} do not match manifest.json graphs.{graph.kind}."
+                              f"{direction} (declared but absent: {missing}; present but undeclared: {extra})")
+        for name, spec in declared.items():
+            arg = actual[name]
+            dtype = ORT_DTYPES.get(arg.type, arg.type)
+            if dtype != spec.dtype or len(arg.shape) != len(spec.shape):
+                raise BundleError(f"{graph.path}: {direction[:-1]} {name!r} is {dtype} of rank {len(arg.shape)}, "
+                                  f"manifest.json declares {spec.dtype} of rank {len(spec.shape)}")
+

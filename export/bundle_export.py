@@ -105,6 +105,7 @@ def build_manifest(ckpt: Checkpoint, encoder: ExportedGraph, decoder: ExportedGr
     return {
         "format_version": FORMAT_VERSION,
         "config": ckpt.config.to_dict(),
+        "parameters": sum(p.numel() for p in ckpt.model.parameters()),  # shared (tied) weights counted once
         "source": {"vocab": SOURCE_VOCAB_FILE, "tokenizer": ckpt.source_vocab.tokenizer,
                    "special_ids": ckpt.source_vocab.special_ids},
         "target": {"vocab": TARGET_VOCAB_FILE, "tokenizer": ckpt.target_vocab.tokenizer,

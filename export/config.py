@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from s2s_runtime.vocab import TOKENIZERS
+
 
 class ConfigError(ValueError):
     """An invalid model configuration; the message names the key at fault (and the file when loaded from one)."""
@@ -144,3 +146,40 @@ class Seq2SeqConfig:
         except json.JSONDecodeError as error:
             raise ConfigError(f"{path}: not valid JSON ({error})") from None
         return cls.from_dict(data, origin=str(path))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings (the model's architecture is a Seq2SeqConfig).
+
+    Example:
+        >>> TrainConfig(epochs=5, batch_size=32).learning_rate
+        0.001
+    """
+
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    clip_norm: float = 1.0
+    patience: int = 5            # stop after this many epochs without a better dev exact match
+    lr_decay: float = 0.5        # multiply the learning rate by this after an epoch without improvement
+    target_exact_match: float = 1.01  # stop as soon as dev exact match reaches this (> 1: never)
+    seed: int = 0
+    device: str = "cpu"
+    min_frequency: int = 1       # vocabulary: drop symbols seen fewer times in training data
+    source_tokenizer: str = "char"
+    target_tokenizer: str = "char"
+    max_dev_examples: int = 2000  # dev sources decoded per epoch for early stopping
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size", "patience", "min_frequency", "max_dev_examples"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}: must be ≥ 1, got {getattr(self, key)}")
+        if self.learning_rate <= 0 or self.clip_norm <= 0:
+            raise ConfigError("learning_rate and clip_norm must be > 0")
+        if not 0 < self.lr_decay <= 1:
+            raise ConfigError(f"lr_decay: must be in (0, 1], got {self.lr_decay}")
+        for key in ("source_tokenizer", "target_tokenizer"):
+            if getattr(self, key) not in TOKENIZERS:
+                raise ConfigError(f"{key}: {getattr(self, key)!r} is not one of {TOKENIZERS}")

@@ -1,0 +1,121 @@
+"""`s2s train` and `s2s export`. This module imports no torch at import time, so `s2s --help` works without the
+export extra; the commands themselves say how to install it when torch is missing."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from .config import Seq2SeqConfig, TrainConfig
+
+EXPORT_EXTRA_HINT = ("this command needs the export extra: pip install 's2s-runtime[export]' "
+                     "(on CPU-only machines first: pip install torch==2.13.0, the CPU wheel)")
+MODEL_FLAG_FIELDS = [f for f in dataclasses.fields(Seq2SeqConfig) if f.name not in ("source_vocab_size",
+                                                                                      "target_vocab_size")]
+
+
+def require_torch() -> None:
+    try:
+        import torch  # noqa: F401
+        import onnx  # noqa: F401
+    except ImportError:
+        raise SystemExit(f"s2s: {EXPORT_EXTRA_HINT}") from None
+
+
+def add_train_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("train", help="train a model on a built-in task or TSV/JSONL files",
+                                 description="Train a recurrent encoder-decoder; writes OUT/checkpoint (best by dev "
+                                             "exact match), OUT/train_state.pt (for --resume) and OUT/metrics.json.")
+    data = parser.add_argument_group("data")
+    data.add_argument("--task", help="built-in task: reverse, sort, add, dates, cmudict")
+    data.add_argument("--train", type=Path, help="training pairs (.tsv: source<TAB>target, or .jsonl)")
+    data.add_argument("--dev", type=Path, help="dev pairs for early stopping (required with --train)")
+    data.add_argument("--size", type=int, default=5000, help="examples of a generated task (default 5000)")
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
+    model = parser.add_argument_group("model (Seq2SeqConfig fields)")
+    for field in MODEL_FLAG_FIELDS:
+        flag = "--" + field.name.replace("_", "-")
+        if field.type == "bool":
+            model.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            model.add_argument(flag, type={"int": int, "float": float, "str": str}[field.type], default=None,
+                               help=f"default {field.default}")
+    optimisation = parser.add_argument_group("training (TrainConfig fields)")
+    for field in dataclasses.fields(TrainConfig):
+        if field.name == "progress":
+            continue
+        optimisation.add_argument("--" + field.name.replace("_", "-"), dest="train_" + field.name,
+                                  type={"int": int, "float": float, "str": str}[field.type], default=None,
+                                  help=f"default {field.default}")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=run_train)
+
+
+def add_export_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("export", help="export a checkpoint to a bundle (parity-checked)",
+                                 description="Write encoder.onnx, decoder_step.onnx, vocabularies and manifest.json, "
+                                             "after checking them against PyTorch.")
+    parser.add_argument("checkpoint", type=Path, help="checkpoint directory (e.g. OUT/checkpoint of s2s train)")
+    parser.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    parser.add_argument("--validation", type=Path, help="TSV/JSONL whose sources feed the parity check")
+    parser.add_argument("--task", help="built-in task whose dev sources feed the parity check")
+    parser.add_argument("--max-source-length", type=int, default=1024)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
+    parser.set_defaults(handler=run_export)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    require_torch()
+    from .config import ConfigError
+    from .data import DataError, read_pairs, task_pairs
+    from .train import train
+
+    model_options = {f.name: getattr(args, f.name) for f in MODEL_FLAG_FIELDS if getattr(args, f.name) is not None}
+    train_options = {f.name: getattr(args, "train_" + f.name) for f in dataclasses.fields(TrainConfig)
+                     if f.name != "progress" and getattr(args, "train_" + f.name) is not None}
+    try:
+        if args.task:
+            train_pairs = task_pairs(args.task, "train", size=args.size, seed=train_options.get("seed", 0))
+            dev_pairs = task_pairs(args.task, "dev", size=args.size, seed=train_options.get("seed", 0))
+            if args.task == "cmudict":
+                train_options.setdefault("target_tokenizer", "space")
+        elif args.train and args.dev:
+            train_pairs, dev_pairs = read_pairs(args.train), read_pairs(args.dev)
+        else:
+            raise SystemExit("s2s train: give --task, or both --train and --dev")
+        config = TrainConfig(progress=not args.quiet, **train_options)
+        result = train(train_pairs, dev_pairs, args.out, model_options=model_options, train_config=config,
+                       resume=args.resume)
+    except (ConfigError, DataError, ValueError) as error:
+        raise SystemExit(f"s2s train: {error}") from None
+    print(json.dumps({"checkpoint": str(result.checkpoint_dir), "epochs": result.epochs_run,
+                      "seconds": round(result.seconds, 1), "dev": result.dev.to_dict()}, indent=1))
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    require_torch()
+    from .bundle_export import ExportOptions, export_bundle
+    from .checkpoint import CheckpointError
+    from .config import ConfigError
+    from .data import DataError, read_pairs, task_pairs
+    from .parity import ParityError
+
+    try:
+        sources = None
+        if args.validation:
+            sources = [p.source for p in read_pairs(args.validation)]
+        elif args.task:
+            sources = [p.source for p in task_pairs(args.task, "dev")]
+        out = export_bundle(args.checkpoint, args.out, validation_sources=sources,
+                            options=ExportOptions(max_source_length=args.max_source_length, overwrite=args.overwrite))
+    except (CheckpointError, ConfigError, DataError, ParityError, FileExistsError, ValueError) as error:
+        raise SystemExit(f"s2s export: {error}") from None
+    manifest = json.loads((out / "manifest.json").read_text())
+    print(f"wrote {out} (parity max |Δ| {manifest['parity']['max_abs_diff']:.2e} over "
+          f"{manifest['parity']['checks']} checks)", file=sys.stderr)
+    return 0

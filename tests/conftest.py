@@ -1,0 +1,100 @@
+"""Shared fixtures: tiny models built in code (random or briefly trained), saved as checkpoints and bundles."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from s2s_export.bundle_export import ExportOptions, export_bundle  # noqa: E402
+from s2s_export.checkpoint import Checkpoint, save_checkpoint  # noqa: E402
+from s2s_export.config import Seq2SeqConfig, TrainConfig  # noqa: E402
+from s2s_export.data import task_pairs  # noqa: E402
+from s2s_export.model import Seq2Seq  # noqa: E402
+from s2s_export.train import train  # noqa: E402
+from s2s_runtime.vocab import Vocab  # noqa: E402
+
+torch.set_num_threads(1)
+
+LETTERS = list("abcdefghij")
+SOURCE_VOCAB = Vocab(["<pad>", "<unk>", "</s>"] + LETTERS, {"pad": "<pad>", "unk": "<unk>", "eos": "</s>"}, "char",
+                     origin="source vocabulary")
+TARGET_VOCAB = Vocab(["<pad>", "<unk>", "<s>", "</s>"] + LETTERS + ["k", "l"],
+                     {"pad": "<pad>", "unk": "<unk>", "bos": "<s>", "eos": "</s>"}, "char", origin="target vocabulary")
+SMALL = dict(hidden_size=16, source_embedding_size=8, target_embedding_size=8)
+
+
+def architecture(cell: str, layers: int, bidirectional: bool, attention: str, conditioning: str, **extra) -> dict:
+    """A valid config dict for one grid cell (bridge chosen to fit), or None if the cell is invalid."""
+    options = dict(SMALL, cell=cell, num_layers=layers, bidirectional=bidirectional, attention=attention,
+                   conditioning=conditioning)
+    if conditioning == "concat":
+        options["bridge"] = "zeros"
+    elif bidirectional:
+        options["bridge"] = "linear"
+    options.update(extra)
+    if bidirectional and attention == "dot":
+        return None  # dot attention needs encoder outputs of the decoder's size
+    return options
+
+
+GRID = [a for a in (architecture(*cell) for cell in itertools.product(
+    ("gru", "lstm"), (1, 2), (False, True), ("none", "dot", "general", "additive"), ("init", "concat"))) if a]
+EXTRA_OPTIONS = [
+    dict(SMALL, attention="general", input_feeding=True),
+    dict(SMALL, cell="lstm", bidirectional=True, bridge="linear", attention="additive", input_feeding=True),
+    dict(SMALL, cell="lstm", conditioning="concat", bridge="zeros", feed_previous=False),  # the seed's Keras model
+    dict(SMALL, tie_target_embedding=True, target_embedding_size=16, source_eos=True),
+    dict(SMALL, bridge="linear", conditioning="both", attention="dot", num_layers=2),
+    dict(SMALL, attention="general", input_feeding=True, feed_previous=False),
+]
+
+
+def grid_id(options: dict) -> str:
+    keys = ("cell", "num_layers", "bidirectional", "attention", "conditioning", "input_feeding", "feed_previous",
+            "tie_target_embedding", "source_eos")
+    return "-".join(f"{k}={options[k]}" for k in keys if k in options)
+
+
+def random_checkpoint(seed: int = 0, **options) -> Checkpoint:
+    torch.manual_seed(seed)
+    cfg = Seq2SeqConfig(source_vocab_size=len(SOURCE_VOCAB), target_vocab_size=len(TARGET_VOCAB), **options)
+    return Checkpoint(Seq2Seq(cfg).eval(), SOURCE_VOCAB, TARGET_VOCAB)
+
+
+def random_sources(count: int, seed: int = 0, low: int = 1, high: int = 9) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choice(LETTERS) for _ in range(rng.randint(low, high))) for _ in range(count)]
+
+
+def write_bundle(checkpoint: Checkpoint, directory: Path) -> Path:
+    save_checkpoint(checkpoint, directory / "checkpoint")
+    return export_bundle(directory / "checkpoint", directory / "bundle", validation_sources=random_sources(16),
+                         options=ExportOptions(validation_size=16))
+
+
+@pytest.fixture(scope="session")
+def reverse_model(tmp_path_factory) -> dict:
+    """A small model trained on the reverse task to 100% dev exact match, its checkpoint and its bundle."""
+    root = tmp_path_factory.mktemp("reverse")
+    options = dict(hidden_size=64, source_embedding_size=32, target_embedding_size=32, attention="general",
+                   bidirectional=True, bridge="linear", input_feeding=True)
+    result = train(task_pairs("reverse", "train", size=6000), task_pairs("reverse", "dev", size=3000), root / "run",
+                   model_options=options,
+                   train_config=TrainConfig(epochs=25, batch_size=32, learning_rate=3e-3, target_exact_match=1.0,
+                                            progress=False))
+    bundle = export_bundle(result.checkpoint_dir, root / "bundle",
+                           validation_sources=[p.source for p in task_pairs("reverse", "dev", size=3000)])
+    return {"result": result, "checkpoint": result.checkpoint_dir, "bundle": bundle, "root": root}
+
+
+@pytest.fixture(scope="session")
+def small_bundle(tmp_path_factory) -> Path:
+    """A random-weight GRU with attention (bundle directory), for runtime tests that need no trained model."""
+    root = tmp_path_factory.mktemp("small")
+    return write_bundle(random_checkpoint(3, **dict(SMALL, attention="general", bidirectional=True, bridge="linear")),
+                        root)

@@ -1,0 +1,124 @@
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+import s2s_export.bundle_export as bundle_export
+from conftest import EXTRA_OPTIONS, GRID, SOURCE_VOCAB, grid_id, random_checkpoint, random_sources, write_bundle
+from s2s_export.onnx_graphs import build_decoder_step, build_encoder
+from s2s_export.parity import ParityError, check_parity, session
+from s2s_runtime import roles
+from s2s_runtime.bundle import sha256_of
+
+SOURCE_IDS = [SOURCE_VOCAB.encode(s) for s in random_sources(24, seed=5)]
+
+
+@pytest.mark.parametrize("options", GRID + EXTRA_OPTIONS, ids=grid_id)
+def test_parity_over_architecture_grid(options):
+    checkpoint = random_checkpoint(7, **options)
+    report = check_parity(checkpoint, build_encoder(checkpoint.model), build_decoder_step(checkpoint.model), SOURCE_IDS)
+    summary = report.to_dict()
+    assert summary["passed"] and summary["greedy_ids_identical"] and summary["max_abs_diff"] <= 1e-4
+    assert {1, 3, 17} <= set(summary["batch_sizes"])
+    assert max(summary["source_lengths"]) > max(len(s) for s in SOURCE_IDS)  # longer than any validation source
+
+
+def encode_both(checkpoint, sources):
+    """PyTorch and onnxruntime encoder outputs plus one decoder step, for a padded batch."""
+    lengths = np.array([len(s) for s in sources])
+    ids = np.zeros((len(sources), lengths.max()), dtype=np.int64)
+    for row, source in enumerate(sources):
+        ids[row, :len(source)] = source
+    encoder, decoder = build_encoder(checkpoint.model), build_decoder_step(checkpoint.model)
+    with torch.no_grad():
+        expected = {k: v.numpy() for k, v in checkpoint.model.encode(torch.from_numpy(ids),
+                                                                     torch.from_numpy(lengths)).items()}
+    got = dict(zip([o.role for o in encoder.outputs], session(encoder).run(None, {"source_ids": ids,
+                                                                                   "source_lengths": lengths})))
+    feeds = {io.name: np.full(len(sources), 2) if io.role == roles.PREVIOUS_IDS else got[io.role]
+             for io in decoder.inputs}
+    step = dict(zip([o.role for o in decoder.outputs], session(decoder).run(None, feeds)))
+    return expected, got, step
+
+
+def row_view(values, row, length):
+    """One row of every encoder/step tensor, cut to the row's own source length."""
+    out = {}
+    for role, value in values.items():
+        if role in (roles.STATE_H, roles.STATE_C):
+            out[role] = value[:, row]
+        elif role in (roles.MEMORY, roles.ATTENTION_KEYS, roles.MEMORY_BIAS, roles.ATTENTION):
+            out[role] = value[row, :length]
+        else:
+            out[role] = value[row]
+    return out
+
+
+@pytest.mark.parametrize("options", [
+    dict(cell="lstm", bidirectional=True, bridge="linear", attention="additive", num_layers=2, hidden_size=16),
+    dict(cell="gru", bidirectional=True, bridge="linear", conditioning="both", hidden_size=16),
+    dict(cell="gru", attention="dot", input_feeding=True, hidden_size=16),
+], ids=["bilstm-additive", "bigru-both", "gru-dot-feed"])
+def test_padding_never_leaks_into_states(options):
+    checkpoint = random_checkpoint(11, **options)
+    short = SOURCE_VOCAB.encode("abc")
+    alone = encode_both(checkpoint, [short])
+    mixed = encode_both(checkpoint, [SOURCE_VOCAB.encode("jihgfedcbajihgfedcba"), short,
+                                     SOURCE_VOCAB.encode("abcdefghijabcdefghijabcdefghij")])
+    for alone_values, mixed_values in zip(alone, mixed):  # PyTorch encoder, ONNX encoder, ONNX step
+        a, m = row_view(alone_values, 0, len(short)), row_view(mixed_values, 1, len(short))
+        for role in a:
+            np.testing.assert_allclose(m[role], a[role], atol=1e-6, err_msg=role)
+    model = checkpoint.model
+    kwargs = dict(start_id=2, eos_id=3, max_length=15)
+    batch = torch.tensor([[3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 3, 4], short + [0] * 9])
+    assert model.greedy(batch, torch.tensor([12, 3]), **kwargs)[1] == \
+        model.greedy(torch.tensor([short]), torch.tensor([3]), **kwargs)[0]
+
+
+def test_bundle_manifest_lists_roles_checksums_versions_and_parity(tmp_path):
+    bundle = write_bundle(random_checkpoint(2, attention="general", cell="lstm", hidden_size=16), tmp_path)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["format_version"] == 1 and manifest["opset"] == 17
+    assert set(manifest["files"]) == {"encoder.onnx", "decoder_step.onnx", "source_vocab.json", "target_vocab.json"}
+    assert all(sha256_of(bundle / name) == digest for name, digest in manifest["files"].items())
+    step = manifest["graphs"]["decoder_step"]
+    assert step["inputs"]["state.c"] == {"name": "state_c", "dtype": "float32", "shape": [1, "batch", 16]}
+    assert step["outputs"]["log_probs"]["shape"] == ["batch", 16]
+    assert manifest["parity"]["passed"] and manifest["producer"]["torch"] == torch.__version__
+    assert manifest["source"]["special_ids"] == {"pad": 0, "unk": 1, "eos": 2}
+    assert manifest["parameters"] == sum(p.numel() for p in random_checkpoint(2, attention="general", cell="lstm",
+                                                                              hidden_size=16).model.parameters())
+    with pytest.raises(FileExistsError, match="already exists"):
+        write_bundle(random_checkpoint(2), tmp_path)
+
+
+def test_failed_parity_names_the_graph_and_leaves_no_bundle(tmp_path, monkeypatch):
+    checkpoint = random_checkpoint(4, hidden_size=16)
+    real_build = bundle_export.build_decoder_step
+
+    def tampered(model):
+        graph = real_build(model)
+        weight = next(i for i in graph.model.graph.initializer if i.name.startswith("output_b"))
+        weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) + np.linspace(0, 0.01, weight.dims[0], dtype=np.float32), weight.name))
+        return graph
+
+    monkeypatch.setattr(bundle_export, "build_decoder_step", tampered)
+    with pytest.raises(ParityError, match=r"decoder_step: output 'log_probs' differs .* \(inputs: source_ids \[1, "):
+        write_bundle(checkpoint, tmp_path)
+    assert not (tmp_path / "bundle").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint"]  # no staging directory left behind either
+
+
+def test_graphs_are_valid_onnx_with_dynamic_batch_and_length(tmp_path):
+    bundle = write_bundle(random_checkpoint(5, attention="additive", hidden_size=16), tmp_path)
+    encoder = onnx.load(str(bundle / "encoder.onnx"))
+    onnx.checker.check_model(encoder, full_check=True)
+    dims = [d.dim_param for d in encoder.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", "source_length"]
+    assert {n.op_type for n in encoder.graph.node} >= {"GRU"}  # per-row lengths through sequence_lens
+    decoder = onnx.load(str(bundle / "decoder_step.onnx"))
+    assert not {"GRU", "LSTM", "Gemm"} & {n.op_type for n in decoder.graph.node}  # primitive ops only

@@ -1,0 +1,48 @@
+import json
+
+import pytest
+import torch
+
+from s2s_export.checkpoint import load_checkpoint
+from s2s_export.config import TrainConfig
+from s2s_export.data import task_pairs
+from s2s_export.metrics import score_predictions
+from s2s_export.train import evaluate, train
+
+
+def test_reverse_reaches_full_dev_exact_match(reverse_model):
+    result = reverse_model["result"]
+    assert result.dev.exact_match == 1.0 and result.dev.error_rate == 0.0
+    # The budget is 30 s on one core; the time is recorded (not asserted: tests never assert timings).
+    metrics = json.loads((reverse_model["root"] / "run" / "metrics.json").read_text())
+    assert metrics["seconds"] == pytest.approx(result.seconds) and metrics["history"]
+    print(f"reverse: 100% dev exact match after {result.epochs_run} epochs, {result.seconds:.1f} s")
+
+
+def test_best_checkpoint_reloads_with_same_metrics(reverse_model):
+    checkpoint = load_checkpoint(reverse_model["checkpoint"])
+    assert evaluate(checkpoint, task_pairs("reverse", "dev", size=3000)).exact_match == 1.0
+
+
+def run(out, epochs, resume=False):
+    return train(task_pairs("sort", "train", size=400), task_pairs("sort", "dev", size=400), out,
+                 model_options=dict(hidden_size=16, source_embedding_size=8, target_embedding_size=8, dropout=0.1),
+                 train_config=TrainConfig(epochs=epochs, batch_size=32, patience=50, progress=False), resume=resume)
+
+
+def test_training_is_seed_deterministic_and_resumable(tmp_path):
+    straight = run(tmp_path / "a", 4)
+    run(tmp_path / "b", 2)
+    resumed = run(tmp_path / "b", 4, resume=True)
+    assert resumed.epochs_run == 4
+    assert [h["loss"] for h in resumed.history] == pytest.approx([h["loss"] for h in straight.history], abs=1e-6)
+    a, b = (load_checkpoint(d).model.state_dict() for d in (straight.checkpoint_dir, resumed.checkpoint_dir))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_metrics_with_several_references():
+    metrics = score_predictions({"read": ["R", "EH", "D"], "cat": ["K", "AE"]},
+                                {"read": [["R", "IY", "D"], ["R", "EH", "D"]], "cat": [["K", "AE", "T"]]})
+    assert metrics.exact_match == 0.5 and metrics.wer == 0.5
+    assert metrics.error_rate == pytest.approx(1 / 6)       # one deletion over 3 + 3 reference phonemes
+    assert metrics.token_accuracy == pytest.approx(5 / 6)

@@ -1,0 +1,55 @@
+import io
+import json
+
+import pytest
+
+from s2s_runtime.cli import main
+
+
+def test_generate_arguments_and_timing(reverse_model, capsys):
+    assert main(["generate", str(reverse_model["bundle"]), "hello", "abc", "--timing", "--device", "cpu"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["olleh", "cba"]
+    assert "µs/token" in err and "2 sequences" in err
+
+
+def test_generate_reads_stdin_and_prints_json(reverse_model, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO("world\n\nab?\n"))
+    assert main(["generate", str(reverse_model["bundle"]), "--json", "--device", "cpu"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["input"] for r in records] == ["world", "", "ab?"]
+    assert records[0]["text"] == "dlrow" and records[0]["tokens"] == list("dlrow") and records[0]["score"] < 0
+    assert records[1]["text"] == "" and records[2]["unknown_source_tokens"] == 1
+
+
+def test_info(small_bundle, capsys):
+    assert main(["info", str(small_bundle), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["config"]["attention"] == "general" and info["opset"] == 17 and info["parameters"] > 0
+    assert set(info["files"]) == {"encoder.onnx", "decoder_step.onnx", "source_vocab.json", "target_vocab.json"}
+    assert "CPUExecutionProvider" in info["available_providers"] and info["parity"]["passed"]
+    assert main(["info", str(small_bundle)]) == 0
+    assert "parameters:" in capsys.readouterr().out
+
+
+def test_errors_are_reported_not_raised(tmp_path, small_bundle, capsys):
+    assert main(["generate", str(tmp_path), "abc"]) == 2
+    assert "s2s generate:" in capsys.readouterr().err
+    assert main(["generate", str(small_bundle), "abc", "--max-length", "0", "--device", "cpu"]) == 2
+    assert "max_length: must be ≥ 1" in capsys.readouterr().err
+
+
+def test_train_then_export_then_generate(tmp_path, capsys):
+    assert main(["train", "--task", "sort", "--size", "300", "--out", str(tmp_path / "run"), "--epochs", "2",
+                 "--hidden-size", "16", "--attention", "dot", "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["epochs"] == 2 and 0 <= summary["dev"]["exact_match"] <= 1
+    assert main(["export", summary["checkpoint"], "--out", str(tmp_path / "bundle"), "--task", "sort"]) == 0
+    assert "parity max" in capsys.readouterr().err
+    assert main(["generate", str(tmp_path / "bundle"), "cab", "--device", "cpu"]) == 0
+    with pytest.raises(SystemExit, match="already exists"):
+        main(["export", summary["checkpoint"], "--out", str(tmp_path / "bundle")])
+    with pytest.raises(SystemExit, match="give --task, or both --train and --dev"):
+        main(["train", "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="bridge: 'zeros' discards"):
+        main(["train", "--task", "sort", "--out", str(tmp_path / "y"), "--bridge", "zeros"])

@@ -30,10 +30,12 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
                                  description="Train a recurrent encoder-decoder; writes OUT/checkpoint (best by dev "
                                              "exact match), OUT/train_state.pt (for --resume) and OUT/metrics.json.")
     data = parser.add_argument_group("data")
+    data.add_argument("--preset", help="a named recipe (task, model and training settings; flags override): "
+                                       "reverse")
     data.add_argument("--task", help="built-in task: reverse, sort, add, dates, cmudict")
     data.add_argument("--train", type=Path, help="training pairs (.tsv: source<TAB>target, or .jsonl)")
     data.add_argument("--dev", type=Path, help="dev pairs for early stopping (required with --train)")
-    data.add_argument("--size", type=int, default=5000, help="examples of a generated task (default 5000)")
+    data.add_argument("--size", type=int, help="examples of a generated task (default 5000)")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
     model = parser.add_argument_group("model (Seq2SeqConfig fields)")
@@ -72,21 +74,29 @@ def run_train(args: argparse.Namespace) -> int:
     require_torch()
     from .config import ConfigError
     from .data import DataError, read_pairs, task_pairs
+    from .presets import get_preset
     from .train import train
 
     model_options = {f.name: getattr(args, f.name) for f in MODEL_FLAG_FIELDS if getattr(args, f.name) is not None}
     train_options = {f.name: getattr(args, "train_" + f.name) for f in dataclasses.fields(TrainConfig)
                      if f.name != "progress" and getattr(args, "train_" + f.name) is not None}
     try:
-        if args.task:
-            train_pairs = task_pairs(args.task, "train", size=args.size, seed=train_options.get("seed", 0))
-            dev_pairs = task_pairs(args.task, "dev", size=args.size, seed=train_options.get("seed", 0))
-            if args.task == "cmudict":
+        task, size = args.task, args.size
+        if args.preset:
+            preset = get_preset(args.preset)
+            model_options = {**preset.model, **model_options}
+            train_options = {**preset.train, **train_options}
+            task, size = task or preset.task, size or preset.size
+        if task:
+            seed = train_options.get("seed", 0)
+            train_pairs = task_pairs(task, "train", size=size or 5000, seed=seed)
+            dev_pairs = task_pairs(task, "dev", size=size or 5000, seed=seed)
+            if task == "cmudict":
                 train_options.setdefault("target_tokenizer", "space")
         elif args.train and args.dev:
             train_pairs, dev_pairs = read_pairs(args.train), read_pairs(args.dev)
         else:
-            raise SystemExit("s2s train: give --task, or both --train and --dev")
+            raise SystemExit("s2s train: give --preset, --task, or both --train and --dev")
         config = TrainConfig(progress=not args.quiet, **train_options)
         result = train(train_pairs, dev_pairs, args.out, model_options=model_options, train_config=config,
                        resume=args.resume)

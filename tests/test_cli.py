@@ -49,7 +49,7 @@ def test_train_then_export_then_generate(tmp_path, capsys):
     assert main(["generate", str(tmp_path / "bundle"), "cab", "--device", "cpu"]) == 0
     with pytest.raises(SystemExit, match="already exists"):
         main(["export", summary["checkpoint"], "--out", str(tmp_path / "bundle")])
-    with pytest.raises(SystemExit, match="give --task, or both --train and --dev"):
+    with pytest.raises(SystemExit, match="give --preset, --task, or both --train and --dev"):
         main(["train", "--out", str(tmp_path / "x")])
     with pytest.raises(SystemExit, match="bridge: 'zeros' discards"):
         main(["train", "--task", "sort", "--out", str(tmp_path / "y"), "--bridge", "zeros"])

@@ -1,0 +1,30 @@
+"""Named training recipes for `s2s train --preset NAME`: a task plus model and training settings (flags override)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Preset:
+    task: str
+    model: dict
+    train: dict
+    size: int = 5000  # examples of a generated task
+    description: str = ""
+
+
+PRESETS = {
+    "reverse": Preset(
+        task="reverse", size=6000,
+        model=dict(hidden_size=64, source_embedding_size=32, target_embedding_size=32, bidirectional=True,
+                   bridge="linear", attention="general", input_feeding=True),
+        train=dict(epochs=30, batch_size=32, learning_rate=3e-3, target_exact_match=1.0, patience=8),
+        description="string reversal; reaches 100% dev exact match in about 10 s on one core"),
+}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ValueError(f"preset: unknown preset {name!r} (presets: {', '.join(PRESETS)})")
+    return PRESETS[name]

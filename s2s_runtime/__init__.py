@@ -8,10 +8,11 @@ Example:
 
 from .bundle import Bundle, BundleError
 from .config import GenerationOptions
-from .model import Result, Seq2SeqModel, load
+from .model import Hypothesis, Result, Seq2SeqModel, StreamedToken, TokenScore, load
 from .sessions import DeviceError, SessionSettings
 from .vocab import Vocab, VocabError
 
 __version__ = "0.1.0"
-__all__ = ["load", "Seq2SeqModel", "Result", "GenerationOptions", "SessionSettings", "Bundle", "BundleError",
+__all__ = ["load", "Seq2SeqModel", "Result", "Hypothesis", "TokenScore", "StreamedToken", "GenerationOptions",
+           "SessionSettings", "Bundle", "BundleError",
            "DeviceError", "Vocab", "VocabError", "__version__"]

@@ -3,46 +3,132 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
-STRATEGIES = ("greedy",)
+STRATEGIES = ("greedy", "beam", "sample")
+LENGTH_NORMALIZATIONS = ("power", "gnmt")
+DEFAULT_BEAM_SIZE = 4
 
 
 @dataclass(frozen=True)
 class GenerationOptions:
-    """Decoding options, validated on construction.
+    """Decoding options, validated on construction. The strategy is always explicit: sampling options with
+    strategy="greedy" are an error, not a silent switch.
 
     Arguments:
-        strategy: "greedy" (the next token is the most probable one).
-        max_length: the most tokens a hypothesis may have (eos excluded); None uses the bundle's rule,
-            ceil(ratio * source_length + offset) from manifest.json `limits.max_target_length`.
-        max_batch_size: inputs per encoder/decoder batch; longer input lists are split into length-sorted batches
-            and the results returned in input order.
+        strategy: "greedy" (most probable token), "beam" (beam search) or "sample" (random sampling).
+        beam_size: live beams per input (beam only; default 4).
+        num_hypotheses: n-best size (beam: ≤ beam_size) or independent samples (sample); greedy gives 1.
+        length_penalty, length_normalization: rank hypotheses by score / length^α ("power": α = 0 no
+            normalization, α = 1 the average log-prob) or by the GNMT score / ((5 + length) / 6)^α ("gnmt");
+            length counts the scored steps, eos included.
+        min_length: eos is not allowed before this many output tokens.
+        max_length, max_length_ratio: at most max_length output tokens, and at most ceil(ratio × source length);
+            with neither, the bundle's rule ceil(ratio × source_length + offset).
+        temperature, top_k, top_p, seed: sampling only. The same seed gives the same samples for the same input,
+            whatever else is in the batch (each input's random stream derives from the seed and the input itself).
+        no_repeat_ngram_size: no n-gram of this size appears twice in an output (0: off).
+        repetition_penalty: log-probs of tokens already in the output are multiplied by it (> 1 discourages
+            repeats), then renormalized.
+        suppress_tokens: target tokens (strings or ids) never generated.
+        return_attention: attach each step's attention weights over the source (attention models).
+        replace_unknowns: replace an output unk token by the source token it attended to most (attention models).
+        max_batch_size: inputs per batch; long input lists are split into length-sorted batches, results returned
+            in input order.
 
     Raises:
         TypeError: an unknown option (`from_kwargs`) or a value of the wrong type.
-        ValueError: a value out of range, naming the option.
+        ValueError: a value out of range or an invalid combination, naming the option.
 
     Example:
-        >>> GenerationOptions(max_length=20).max_batch_size
-        64
-        >>> GenerationOptions.from_kwargs({"beam": 3})
+        >>> GenerationOptions(strategy="beam", beam_size=5, num_hypotheses=3).num_hypotheses
+        3
+        >>> GenerationOptions(strategy="beam", beam_size=2, num_hypotheses=3)
         Traceback (most recent call last):
         ...
-        TypeError: unknown generation option 'beam' (options: strategy, max_length, max_batch_size)
+        ValueError: num_hypotheses: 3 is more than beam_size 2
     """
 
     strategy: str = "greedy"
+    beam_size: int | None = None
+    num_hypotheses: int = 1
+    length_penalty: float = 0.0
+    length_normalization: str = "power"
+    min_length: int = 0
     max_length: int | None = None
+    max_length_ratio: float | None = None
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    no_repeat_ngram_size: int = 0
+    repetition_penalty: float = 1.0
+    suppress_tokens: tuple = ()
+    return_attention: bool = False
+    replace_unknowns: bool = False
     max_batch_size: int = 64
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy: {self.strategy!r} is not one of {', '.join(STRATEGIES)}")
-        if self.max_length is not None:
-            _check_int("max_length", self.max_length, minimum=1)
-        _check_int("max_batch_size", self.max_batch_size, minimum=1)
+        if self.length_normalization not in LENGTH_NORMALIZATIONS:
+            raise ValueError(f"length_normalization: {self.length_normalization!r} is not one of "
+                             f"{', '.join(LENGTH_NORMALIZATIONS)}")
+        for name, minimum in (("num_hypotheses", 1), ("min_length", 0), ("no_repeat_ngram_size", 0),
+                              ("max_batch_size", 1)):
+            _check_int(name, getattr(self, name), minimum)
+        for name, minimum in (("beam_size", 1), ("max_length", 1), ("top_k", 1), ("seed", 0)):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), minimum)
+        for name in ("length_penalty", "repetition_penalty", "max_length_ratio", "temperature", "top_p"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+                raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name}: must be finite, got {value}")
+        for name in ("return_attention", "replace_unknowns"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name}: expected a bool, got {type(getattr(self, name)).__name__}")
+        if self.length_penalty < 0:
+            raise ValueError(f"length_penalty: must be ≥ 0, got {self.length_penalty}")
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty: must be > 0, got {self.repetition_penalty}")
+        if self.max_length_ratio is not None and self.max_length_ratio <= 0:
+            raise ValueError(f"max_length_ratio: must be > 0, got {self.max_length_ratio}")
+        if self.temperature is not None and self.temperature <= 0:
+            raise ValueError(f"temperature: must be > 0, got {self.temperature}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p: must be in (0, 1], got {self.top_p}")
+        if self.max_length is not None and self.min_length > self.max_length:
+            raise ValueError(f"min_length: {self.min_length} is more than max_length {self.max_length}")
+        if not isinstance(self.suppress_tokens, (list, tuple)) or \
+                not all(isinstance(t, (str, int)) and not isinstance(t, bool) for t in self.suppress_tokens):
+            raise TypeError("suppress_tokens: expected a list of token strings or ids")
+        object.__setattr__(self, "suppress_tokens", tuple(self.suppress_tokens))
+        self._check_strategy_options()
+
+    def _check_strategy_options(self) -> None:
+        if self.strategy != "beam" and self.beam_size is not None:
+            raise ValueError(f"beam_size: only used with strategy='beam' (strategy is {self.strategy!r})")
+        if self.strategy != "sample":
+            for name in ("temperature", "top_k", "top_p", "seed"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name}: only used with strategy='sample' (strategy is {self.strategy!r})")
+        if self.strategy == "greedy" and self.num_hypotheses != 1:
+            raise ValueError("num_hypotheses: greedy decoding gives one hypothesis; use strategy='beam' or 'sample'")
+        if self.strategy == "beam" and self.num_hypotheses > self.beam:
+            raise ValueError(f"num_hypotheses: {self.num_hypotheses} is more than beam_size {self.beam}")
+
+    @property
+    def beam(self) -> int:
+        return self.beam_size if self.beam_size is not None else DEFAULT_BEAM_SIZE
+
+    @property
+    def has_constraints(self) -> bool:
+        """Whether log-probs need rewriting beyond suppressed tokens and min_length."""
+        return self.repetition_penalty != 1.0 or self.no_repeat_ngram_size > 0
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any], base: "GenerationOptions | None" = None) -> "GenerationOptions":
@@ -54,7 +140,7 @@ class GenerationOptions:
         return dataclasses.replace(base or cls(), **kwargs)
 
 
-def _check_int(name: str, value: Any, *, minimum: int) -> None:
+def _check_int(name: str, value: Any, minimum: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
     if value < minimum:

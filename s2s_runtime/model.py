@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,44 +14,92 @@ from . import roles
 from .batching import length_sorted_batches
 from .bundle import Bundle
 from .config import GenerationOptions
-from .search import Hypothesis, greedy_search
+from .search import (Candidate, RowLimits, StepFunction, beam_search, normalized_score, sample_search, take_rows)
 from .sessions import SessionSettings, create_sessions
+
+InputText = str | Sequence[str]
 
 
 @dataclass(frozen=True)
-class Result:
-    """The output for one input.
+class Hypothesis:
+    """One output sequence.
 
     Attributes:
         text: the detokenized output (characters joined, or symbols joined by spaces).
-        tokens / ids: the output tokens and their ids, eos excluded.
-        score: sum of the log-probabilities of the output tokens (and of eos, when emitted).
+        tokens / ids: the output tokens and their ids, eos excluded (a forced target prefix included).
+        score: sum of the log-probabilities of the output tokens and of eos when emitted (after repetition_penalty,
+            when set; sampling's temperature/top-k/top-p are not part of it).
+        normalized_score: the score used for ranking (see GenerationOptions.length_penalty).
         finished: True if the model emitted eos, False if the length limit stopped it.
-        unknown_source_tokens: how many input symbols were not in the source vocabulary (mapped to unk).
+        attention: (steps, source_length) attention weights when return_attention=True, else None.
     """
 
     text: str
     tokens: list[str]
     ids: list[int]
     score: float
-    finished: bool = True
-    unknown_source_tokens: int = 0
+    normalized_score: float
+    finished: bool
+    attention: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Result:
+    """The output for one input: its hypotheses (best first) and what was noticed about the input. The fields of the
+    best hypothesis are available directly (`result.text`, `.tokens`, `.ids`, `.score`, ...)."""
+
+    hypotheses: list[Hypothesis]
+    unknown_source_tokens: int = 0  # input symbols not in the source vocabulary (mapped to unk)
+
+    @property
+    def best(self) -> Hypothesis:
+        return self.hypotheses[0]
+
+    text = property(lambda self: self.best.text)
+    tokens = property(lambda self: self.best.tokens)
+    ids = property(lambda self: self.best.ids)
+    score = property(lambda self: self.best.score)
+    normalized_score = property(lambda self: self.best.normalized_score)
+    finished = property(lambda self: self.best.finished)
+    attention = property(lambda self: self.best.attention)
+
+
+@dataclass(frozen=True)
+class TokenScore:
+    """Forced-decoding scores of one (source, target) pair: per-token log-probs (the last one is eos) and their sum."""
+
+    tokens: list[str]
+    ids: list[int]
+    log_probs: list[float]
+    score: float
+
+
+@dataclass(frozen=True)
+class StreamedToken:
+    """A token as generate_stream produces it; str() gives the token."""
+
+    token: str
+    id: int
+    log_prob: float
+
+    def __str__(self) -> str:
+        return self.token
 
 
 @dataclass
 class _Prepared:
     """An input after tokenization."""
 
-    ids: list[int]
+    tokens: list[str]
+    ids: list[int]  # with the source eos when the model uses one
     unknown: int
-    empty: bool = field(default=False)
 
 
 class Seq2SeqModel:
     """A bundle loaded into onnxruntime sessions. Create with `s2s_runtime.load`.
 
-    `generate` is safe to call from several threads at once (onnxruntime sessions are thread-safe and each call keeps
-    its own states).
+    All methods are safe to call from several threads at once: onnxruntime sessions are thread-safe and every call
+    keeps its own states.
     """
 
     def __init__(self, bundle: Bundle, *, device: str = "auto", settings: SessionSettings = SessionSettings()):
@@ -60,7 +109,6 @@ class Seq2SeqModel:
         self._encoder_spec, self._step_spec = graphs
         self._batch_axes = {role: spec.batch_axis for role, spec in self._step_spec.inputs.items()}
         self._state_outputs = [role for role in self._step_spec.outputs if roles.is_state(role)]
-        self._step_output_names = [self._step_spec.outputs[r].name for r in [roles.LOG_PROBS] + self._state_outputs]
         self._encoder_roles = list(self._encoder_spec.outputs)
         self._source_unk = bundle.source.special_ids.get("unk")
         self._source_eos = [bundle.source.special_ids["eos"]] if bundle.manifest["config"].get("source_eos") else []
@@ -75,49 +123,115 @@ class Seq2SeqModel:
         """The execution providers the sessions actually use, in priority order."""
         return self.placement.providers
 
+    @property
+    def has_attention(self) -> bool:
+        return roles.ATTENTION in self._step_spec.outputs
+
     def __repr__(self) -> str:
         return f"Seq2SeqModel({str(self.bundle.root)!r}, device={self.device!r})"
 
     # ---- public API ----------------------------------------------------------------------------------------------
 
-    def generate(self, inputs: str | Sequence[str] | Sequence[Sequence[str]], *,
+    def generate(self, inputs: InputText | Sequence[InputText], *, target_prefix: Sequence[InputText | None] | None = None,
                  options: GenerationOptions | None = None, **kwargs: Any) -> list[Result]:
-        """Generate one output per input.
+        """Generate outputs for each input.
 
         Arguments:
             inputs: a string, a list of strings, or a list of pre-tokenized inputs (lists of source symbols).
                 An empty input gives an empty output (score 0) without running the model.
-            options: a GenerationOptions; keyword arguments (e.g. max_length=20) override its fields.
+            target_prefix: optional, one per input: a target text or token list every output of that input starts
+                with (None for no prefix).
+            options: a GenerationOptions; keyword arguments (strategy="beam", max_length=20, ...) override its fields.
 
         Returns:
-            A list of Result, one per input, in input order.
+            A list of Result, one per input, in input order; `result.hypotheses` holds the n-best, best first.
 
         Raises:
             TypeError: inputs of the wrong type, or an unknown option.
-            ValueError: an input longer than the bundle's max_source_length, or an invalid option value.
+            ValueError: an input longer than the bundle's max_source_length, or an invalid option.
 
         Example:
             >>> model = s2s_runtime.load("bundle/")  # doctest: +SKIP
-            >>> model.generate(["hello", "world"], max_length=20)[0].text  # doctest: +SKIP
+            >>> model.generate(["hello", "world"], strategy="beam", beam_size=4, num_hypotheses=2)[0].text  # doctest: +SKIP
             'olleh'
         """
         options = GenerationOptions.from_kwargs(kwargs, options)
-        prepared = [self._prepare(item, index) for index, item in enumerate(_as_input_list(inputs))]
+        items = _as_input_list(inputs)
+        prepared = [self._prepare(item, index) for index, item in enumerate(items)]
+        prefixes = self._prefixes(target_prefix, len(prepared))
+        self._check_options(options)
         results: list[Result | None] = [None] * len(prepared)
         for index, item in enumerate(prepared):
-            if item.empty:
-                results[index] = Result("", [], [], 0.0, True, 0)
-        pending = [i for i, item in enumerate(prepared) if not item.empty]
+            if not item.ids:
+                results[index] = Result([Hypothesis("", [], [], 0.0, 0.0, True)], 0)
+        pending = [i for i, item in enumerate(prepared) if item.ids]
+        entropy = np.random.SeedSequence().entropy if options.seed is None else options.seed
         for batch in length_sorted_batches([len(prepared[i].ids) for i in pending], options.max_batch_size):
             rows = [pending[i] for i in batch]
-            hypotheses = self._generate_batch([prepared[i].ids for i in rows], options)
-            for row, hypothesis in zip(rows, hypotheses):
-                results[row] = self._result(hypothesis, prepared[row].unknown)
+            limits = [self._limits(prepared[row], prefixes[row], options, row) for row in rows]
+            n_best = self._decode_batch([prepared[row] for row in rows], limits, options, entropy)
+            for row, candidates in zip(rows, n_best):
+                results[row] = Result([self._hypothesis(c, prepared[row], options) for c in candidates],
+                                      prepared[row].unknown)
         return results  # type: ignore[return-value]
 
-    # ---- internals -----------------------------------------------------------------------------------------------
+    def generate_stream(self, source: InputText, *, target_prefix: InputText | None = None,
+                        options: GenerationOptions | None = None, **kwargs: Any) -> Iterator[StreamedToken]:
+        """Yield the output tokens of one input as they are produced (greedy or sampling).
 
-    def _prepare(self, item: str | Sequence[str], index: int) -> _Prepared:
+        Example:
+            >>> for token in model.generate_stream("hello"):  # doctest: +SKIP
+            ...     print(token, end="", flush=True)
+        """
+        options = GenerationOptions.from_kwargs(kwargs, options)
+        if options.strategy == "beam":
+            raise ValueError("strategy: beam search is not streamable (the best hypothesis is known only at the "
+                             "end); use strategy='greedy' or 'sample', or generate()")
+        if options.num_hypotheses != 1:
+            raise ValueError("num_hypotheses: streaming produces one hypothesis")
+        self._check_options(options)
+        item = self._prepare(source, 0)
+        if not item.ids:
+            return
+        prefix = self._prefixes(None if target_prefix is None else [target_prefix], 1)[0]
+        limits = [self._limits(item, prefix, options, 0)]
+        entropy = np.random.SeedSequence().entropy if options.seed is None else options.seed
+        states, statics, _ = self._encode([item.ids])
+        vocab = self.bundle.target.vocab
+        previous_score = 0.0
+        for _, candidate in self._sample_rows(states, statics, [item], limits, options, entropy, 1):
+            if len(candidate.ids) and not candidate.finished:
+                token_id = candidate.ids[-1]
+                yield StreamedToken(vocab.tokens[token_id], token_id, candidate.score - previous_score)
+            previous_score = candidate.score
+
+    def score(self, sources: Sequence[InputText], targets: Sequence[InputText], *, max_batch_size: int = 64
+              ) -> list[TokenScore]:
+        """Forced decoding: the log-prob of every target token (then of eos) given its source, batched.
+
+        Example:
+            >>> model.score(["hello"], ["olleh"])[0].score  # doctest: +SKIP
+            -0.016
+        """
+        sources, targets = _as_input_list(sources), _as_input_list(targets)
+        if len(sources) != len(targets):
+            raise ValueError(f"targets: {len(targets)} targets for {len(sources)} sources")
+        prepared = [self._prepare(item, index) for index, item in enumerate(sources)]
+        for index, item in enumerate(prepared):
+            if not item.ids:
+                raise ValueError(f"sources[{index}]: an empty source cannot be scored")
+        target_ids = [self._target_ids(t, f"targets[{i}]") for i, t in enumerate(targets)]
+        results: list[TokenScore | None] = [None] * len(prepared)
+        for batch in length_sorted_batches([len(p.ids) for p in prepared], max_batch_size):
+            log_probs = self._forced_log_probs([prepared[i].ids for i in batch], [target_ids[i] for i in batch])
+            for i, row_log_probs in zip(batch, log_probs):
+                tokens = self.bundle.target.vocab.decode_tokens(target_ids[i])
+                results[i] = TokenScore(tokens, target_ids[i], row_log_probs, float(sum(row_log_probs)))
+        return results  # type: ignore[return-value]
+
+    # ---- input preparation ---------------------------------------------------------------------------------------
+
+    def _prepare(self, item: InputText, index: int) -> _Prepared:
         vocab = self.bundle.source.vocab
         if isinstance(item, str):
             tokens = vocab.split(item)
@@ -126,13 +240,66 @@ class Seq2SeqModel:
         else:
             raise TypeError(f"inputs[{index}]: expected a string or a list of token strings, got {item!r:.60}")
         if not tokens:
-            return _Prepared([], 0, empty=True)
+            return _Prepared([], [], 0)
         ids = vocab.encode(tokens)
         if len(ids) + len(self._source_eos) > self.bundle.max_source_length:
             raise ValueError(f"inputs[{index}]: {len(ids)} source tokens exceed the bundle's max_source_length "
                              f"{self.bundle.max_source_length}")
         unknown = sum(1 for t, i in zip(tokens, ids) if i == self._source_unk and t != vocab.tokens[i])
-        return _Prepared(ids + self._source_eos, unknown)
+        return _Prepared(tokens, ids + self._source_eos, unknown)
+
+    def _target_ids(self, item: InputText, where: str) -> list[int]:
+        vocab = self.bundle.target.vocab
+        if not isinstance(item, str) and not (isinstance(item, (list, tuple)) and all(isinstance(t, str) for t in item)):
+            raise TypeError(f"{where}: expected a string or a list of token strings, got {item!r:.60}")
+        try:
+            return vocab.encode(item)
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
+
+    def _prefixes(self, target_prefix: Sequence[InputText | None] | None, count: int) -> list[tuple[int, ...]]:
+        if target_prefix is None:
+            return [()] * count
+        if isinstance(target_prefix, str) or len(target_prefix) != count:
+            raise ValueError(f"target_prefix: expected a list with one prefix (or None) per input ({count})")
+        return [() if p is None else tuple(self._target_ids(p, f"target_prefix[{i}]"))
+                for i, p in enumerate(target_prefix)]
+
+    def _check_options(self, options: GenerationOptions) -> None:
+        for name in ("return_attention", "replace_unknowns"):
+            if getattr(options, name) and not self.has_attention:
+                raise ValueError(f"{name}: this model has no attention")
+        if options.replace_unknowns and "unk" not in self.bundle.target.special_ids:
+            raise ValueError("replace_unknowns: the target vocabulary has no unk token")
+        self._suppressed_ids(options)
+
+    def _suppressed_ids(self, options: GenerationOptions) -> np.ndarray:
+        vocab = self.bundle.target.vocab
+        ids = []
+        for token in options.suppress_tokens:
+            if isinstance(token, int):
+                if not 0 <= token < len(vocab):
+                    raise ValueError(f"suppress_tokens: id {token} is outside the target vocabulary ({len(vocab)})")
+                ids.append(token)
+            elif token in vocab.tokens:
+                ids.append(vocab.tokens.index(token))
+            else:
+                raise ValueError(f"suppress_tokens: {token!r} is not in the target vocabulary")
+        if self.bundle.eos_id in ids:
+            raise ValueError("suppress_tokens: eos cannot be suppressed (nothing could end)")
+        return np.array(sorted(set(ids)), dtype=np.int64)
+
+    def _limits(self, item: _Prepared, prefix: tuple[int, ...], options: GenerationOptions, index: int) -> RowLimits:
+        source_length = len(item.ids) - len(self._source_eos)
+        caps = [c for c in (options.max_length,
+                            None if options.max_length_ratio is None
+                            else max(1, math.ceil(options.max_length_ratio * source_length))) if c is not None]
+        max_length = min(caps) if caps else self.bundle.default_max_length(source_length)
+        if len(prefix) > max_length:
+            raise ValueError(f"target_prefix[{index}]: {len(prefix)} tokens, more than the max length {max_length}")
+        return RowLimits(prefix, options.min_length, max_length)
+
+    # ---- running the graphs --------------------------------------------------------------------------------------
 
     def _encode(self, sources: list[list[int]]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
         lengths = np.array([len(s) for s in sources], dtype=np.int64)  # (batch,)
@@ -147,28 +314,92 @@ class Seq2SeqModel:
         statics = {r: encoded[r] for r in needed if not roles.is_state(r)}
         return states, statics, lengths
 
-    def _step(self, previous: np.ndarray, states: dict[str, np.ndarray], statics: dict[str, np.ndarray]
-              ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        inputs = self._step_spec.inputs
-        feeds = {inputs[roles.PREVIOUS_IDS].name: previous}
-        feeds.update({inputs[role].name: value for role, value in states.items()})
-        feeds.update({inputs[role].name: value for role, value in statics.items()})
-        log_probs, *new_states = self._decoder.run(self._step_output_names, feeds)
-        return log_probs, dict(zip(self._state_outputs, new_states))
+    def _step_function(self, with_attention: bool) -> StepFunction:
+        inputs, outputs = self._step_spec.inputs, self._step_spec.outputs
+        names = [outputs[r].name for r in [roles.LOG_PROBS] + self._state_outputs]
+        if with_attention:
+            names.append(outputs[roles.ATTENTION].name)
 
-    def _generate_batch(self, sources: list[list[int]], options: GenerationOptions) -> list[Hypothesis]:
-        states, statics, lengths = self._encode(sources)
-        if options.max_length is not None:
-            max_lengths = np.full(len(sources), options.max_length)
-        else:
-            max_lengths = np.array([self.bundle.default_max_length(int(n)) for n in lengths])
-        return greedy_search(self._step, states, statics, self._batch_axes, start_id=self.bundle.start_id,
-                             eos_id=self.bundle.eos_id, max_lengths=max_lengths)
+        def step(previous: np.ndarray, states: dict[str, np.ndarray], statics: dict[str, np.ndarray]):
+            feeds = {inputs[roles.PREVIOUS_IDS].name: previous}
+            feeds.update({inputs[role].name: value for role, value in states.items()})
+            feeds.update({inputs[role].name: value for role, value in statics.items()})
+            log_probs, *rest = self._decoder.run(names, feeds)
+            new_states = dict(zip(self._state_outputs, rest))
+            return log_probs, new_states, rest[-1] if with_attention else None
 
-    def _result(self, hypothesis: Hypothesis, unknown: int) -> Result:
+        return step
+
+    def _decode_batch(self, items: list[_Prepared], limits: list[RowLimits], options: GenerationOptions,
+                      entropy: int) -> list[list[Candidate]]:
+        states, statics, _ = self._encode([item.ids for item in items])
+        if options.strategy == "beam":
+            return beam_search(self._step_function(self._wants_attention(options)), states, statics, self._batch_axes,
+                               start_id=self.bundle.start_id, eos_id=self.bundle.eos_id, limits=limits,
+                               options=options, suppressed=self._suppressed_ids(options),
+                               collect_attention=self._wants_attention(options))
+        copies = options.num_hypotheses
+        n_best: list[list[Candidate]] = [[] for _ in items]
+        rows = np.repeat(np.arange(len(items)), copies)  # each input `copies` times (independent samples)
+        if copies > 1:
+            states, statics = take_rows(states, rows, self._batch_axes), take_rows(statics, rows, self._batch_axes)
+        final: dict[int, Candidate] = {}
+        for row, candidate in self._sample_rows(states, statics, [items[i] for i in rows], [limits[i] for i in rows],
+                                                options, entropy, copies):
+            final[row] = candidate
+        for row, candidate in sorted(final.items()):
+            n_best[row // copies].append(candidate)
+        return [sorted(c, key=lambda h: -normalized_score(h, options)) for c in n_best]
+
+    def _sample_rows(self, states: dict[str, np.ndarray], statics: dict[str, np.ndarray], items: list[_Prepared],
+                     limits: list[RowLimits], options: GenerationOptions, entropy: int, copies: int):
+        rngs = None
+        if options.strategy == "sample":
+            # Each row's random stream depends only on the seed, the input and the sample number, so an input's
+            # samples are the same whatever else is in the batch.
+            rngs = [np.random.default_rng(np.random.SeedSequence([entropy, row % copies, len(item.ids), *item.ids,
+                                                                  len(lim.prefix), *lim.prefix]))
+                    for row, (item, lim) in enumerate(zip(items, limits))]
+        return sample_search(self._step_function(self._wants_attention(options)), states, statics, self._batch_axes,
+                             start_id=self.bundle.start_id, eos_id=self.bundle.eos_id, limits=limits, options=options,
+                             rngs=rngs, suppressed=self._suppressed_ids(options),
+                             collect_attention=self._wants_attention(options))
+
+    @staticmethod
+    def _wants_attention(options: GenerationOptions) -> bool:
+        return options.return_attention or options.replace_unknowns
+
+    def _forced_log_probs(self, sources: list[list[int]], targets: list[list[int]]) -> list[list[float]]:
+        states, statics, _ = self._encode(sources)
+        step = self._step_function(False)
+        eos = self.bundle.eos_id
+        steps = max(len(t) for t in targets) + 1
+        forced = np.full((len(targets), steps), eos, dtype=np.int64)  # (batch, steps): target then eos (and filler)
+        for row, target in enumerate(targets):
+            forced[row, :len(target)] = target
+        previous = np.full(len(targets), self.bundle.start_id, dtype=np.int64)
+        chosen = np.zeros((len(targets), steps))
+        for t in range(steps):
+            log_probs, states, _ = step(previous, states, statics)  # (batch, vocab)
+            chosen[:, t] = log_probs[np.arange(len(targets)), forced[:, t]]
+            previous = forced[:, t]
+        return [chosen[row, :len(target) + 1].tolist() for row, target in enumerate(targets)]
+
+    def _hypothesis(self, candidate: Candidate, item: _Prepared, options: GenerationOptions) -> Hypothesis:
         vocab = self.bundle.target.vocab
-        tokens = vocab.decode_tokens(hypothesis.ids)
-        return Result(vocab.join(tokens), tokens, hypothesis.ids, hypothesis.score, hypothesis.finished, unknown)
+        tokens = vocab.decode_tokens(candidate.ids)
+        attention = None
+        if candidate.attention:
+            attention = np.stack(candidate.attention)[:, :len(item.ids)]  # (steps, source_length)
+        if options.replace_unknowns and attention is not None:
+            unk = self.bundle.target.special_ids["unk"]
+            for position, token_id in enumerate(candidate.ids):
+                if token_id == unk:
+                    source_position = int(attention[position, :len(item.tokens)].argmax())
+                    tokens[position] = item.tokens[source_position]
+        return Hypothesis(vocab.join(tokens), tokens, candidate.ids, candidate.score,
+                          normalized_score(candidate, options), candidate.finished,
+                          attention if options.return_attention else None)
 
 
 def _as_input_list(inputs: object) -> list:
@@ -205,4 +436,3 @@ def load(bundle_dir: str | Path, device: str = "auto", *, intra_op_threads: int 
     """
     settings = SessionSettings(intra_op_threads, inter_op_threads, allow_spinning, optimization_level)
     return Seq2SeqModel(Bundle.open(bundle_dir), device=device, settings=settings)
-

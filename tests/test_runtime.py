@@ -17,7 +17,7 @@ def torch_greedy(checkpoint, sources):
     for source in sources:
         ids = SOURCE_VOCAB.encode(source) + eos
         outputs += checkpoint.model.greedy(torch.tensor([ids]), torch.tensor([len(ids)]), start_id=2, eos_id=3,
-                                           max_length=max_target_length(len(ids)))
+                                           max_length=max_target_length(len(source)))  # the source eos not counted
     return outputs
 
 

@@ -1,36 +1,44 @@
+"""Search algorithms over fake step functions (no graphs): reference equality and constraint properties."""
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from s2s_runtime.batching import length_sorted_batches
-from s2s_runtime.search import greedy_search
+from s2s_runtime.config import GenerationOptions
+from s2s_runtime.search import RowLimits, beam_search, sample_search, sampling_distribution
 
 VOCAB, EOS, START = 6, 0, 1
+AXES = {"state.t": 0, "state.h": 0, "rows": 0}
 
 
 def table_step(tables):
-    """A fake decoder whose log-probs depend only on (row id kept in state, step), so compaction bugs show."""
+    """A fake decoder whose log-probs depend only on (row id kept in statics, step), so compaction bugs show."""
     def step(previous, states, statics):
         rows, t = statics["rows"], states["state.t"]
         log_probs = np.stack([tables[r][min(int(k), len(tables[r]) - 1)] for r, k in zip(rows, t)])
-        return log_probs, {"state.t": t + 1}
+        return log_probs, {"state.t": t + 1}, None
     return step
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.lists(st.lists(st.floats(-5, 0), min_size=VOCAB, max_size=VOCAB), min_size=1, max_size=6),
-                min_size=1, max_size=5), st.integers(1, 8))
-def test_greedy_search_matches_a_row_by_row_reference(tables, max_length):
-    tables = [np.array(t) for t in tables]
-    batch = len(tables)
-    hypotheses = greedy_search(table_step(tables), {"state.t": np.zeros(batch)}, {"rows": np.arange(batch)},
-                               {"state.t": 0, "rows": 0}, start_id=START, eos_id=EOS,
-                               max_lengths=np.full(batch, max_length))
-    for row, hypothesis in enumerate(hypotheses):
-        ids, score, finished = reference_greedy(tables[row], max_length)
-        assert hypothesis.ids == ids
-        assert abs(hypothesis.score - score) < 1e-9
-        assert hypothesis.finished == finished
+def history_step(seed):
+    """A fake decoder whose log-probs depend on the whole history (kept as a hash in the state)."""
+    def step(previous, states, statics):
+        h = states["state.h"] * 1_000_003 + previous + 1
+        h %= 2**31 - 1
+        logits = np.stack([np.random.default_rng([seed, int(x)]).normal(0, 2, VOCAB) for x in h])
+        logits[:, EOS] -= 1.5  # long enough outputs to exercise the constraints
+        log_probs = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
+        return log_probs, {"state.h": h}, None
+    return step
+
+
+def run_sample_search(step, states, statics, limits, options, rngs=None):
+    final = {}
+    for row, candidate in sample_search(step, states, statics, AXES, start_id=START, eos_id=EOS, limits=limits,
+                                        options=options, rngs=rngs):
+        final[row] = candidate
+    return [final[row] for row in range(len(limits))]
 
 
 def reference_greedy(table, max_length):
@@ -46,6 +54,86 @@ def reference_greedy(table, max_length):
         if len(ids) == max_length:
             return ids, score, False
     raise AssertionError("unreachable")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.lists(st.floats(-5, 0), min_size=VOCAB, max_size=VOCAB), min_size=1, max_size=6),
+                min_size=1, max_size=5), st.integers(1, 8))
+def test_greedy_search_matches_a_row_by_row_reference(tables, max_length):
+    tables = [np.array(t) for t in tables]
+    batch = len(tables)
+    hypotheses = run_sample_search(table_step(tables), {"state.t": np.zeros(batch)}, {"rows": np.arange(batch)},
+                                   [RowLimits((), 0, max_length)] * batch, GenerationOptions())
+    for row, hypothesis in enumerate(hypotheses):
+        ids, score, finished = reference_greedy(tables[row], max_length)
+        assert hypothesis.ids == ids
+        assert abs(hypothesis.score - score) < 1e-9
+        assert hypothesis.finished == finished
+
+
+constraint_options = st.builds(
+    dict, min_length=st.integers(0, 4), no_repeat_ngram_size=st.integers(0, 3),
+    repetition_penalty=st.sampled_from([1.0, 1.5, 3.0]), max_length=st.integers(4, 12))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), constraint_options, st.lists(st.integers(1, VOCAB - 1), max_size=3),
+       st.sampled_from(["greedy", "beam", "sample"]))
+def test_constraints_are_honoured(seed, constraints, prefix, strategy):
+    max_length = constraints.pop("max_length")
+    extra = {"beam": dict(beam_size=3, num_hypotheses=2), "sample": dict(seed=seed)}.get(strategy, {})
+    options = GenerationOptions(strategy=strategy, max_length=max_length, **constraints, **extra)
+    limits = [RowLimits(tuple(prefix), options.min_length, max_length)] * 2
+    states, statics = {"state.h": np.array([seed, seed + 1])}, {}
+    if strategy == "beam":
+        hypotheses = [h for n_best in beam_search(history_step(seed), states, statics, AXES, start_id=START,
+                                                  eos_id=EOS, limits=limits, options=options) for h in n_best]
+        assert all(len(n_best) == 2 for n_best in [hypotheses[:2], hypotheses[2:]])
+    else:
+        rngs = [np.random.default_rng([seed, i]) for i in range(2)] if strategy == "sample" else None
+        hypotheses = run_sample_search(history_step(seed), states, statics, limits, options, rngs)
+    n = options.no_repeat_ngram_size
+    for hypothesis in hypotheses:
+        ids = hypothesis.ids
+        assert ids[:len(prefix)] == prefix
+        assert len(ids) <= max_length
+        assert hypothesis.finished or len(ids) == max_length
+        if hypothesis.finished:
+            assert len(ids) >= options.min_length
+        if n:  # no generated token completes an n-gram seen earlier (a forced prefix is the caller's business)
+            for start in range(len(ids) - n + 1):
+                if start + n - 1 >= len(prefix):
+                    earlier = {tuple(ids[j:j + n]) for j in range(start)}
+                    assert tuple(ids[start:start + n]) not in earlier
+        assert EOS not in ids
+
+
+def test_beam_results_are_sorted_and_beam_one_is_greedy():
+    seed = 42
+    states = {"state.h": np.array([seed, seed + 7, seed + 9])}
+    limits = [RowLimits((), 0, 10)] * 3
+    greedy = run_sample_search(history_step(seed), states, {}, limits, GenerationOptions())
+    beam_one = beam_search(history_step(seed), states, {}, AXES, start_id=START, eos_id=EOS, limits=limits,
+                           options=GenerationOptions(strategy="beam", beam_size=1))
+    assert [n[0].ids for n in beam_one] == [g.ids for g in greedy]
+    assert [n[0].score for n in beam_one] == [g.score for g in greedy]
+    options = GenerationOptions(strategy="beam", beam_size=5, num_hypotheses=5, length_penalty=1.0)
+    for n_best in beam_search(history_step(seed), states, {}, AXES, start_id=START, eos_id=EOS, limits=limits,
+                              options=options):
+        normalized = [h.score / (len(h.ids) + h.finished) for h in n_best]
+        assert normalized == sorted(normalized, reverse=True) and len(n_best) == 5
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(-8, 0), min_size=VOCAB, max_size=VOCAB), st.integers(1, VOCAB), st.floats(0.05, 1.0))
+def test_sampling_distribution_keeps_only_top_k_and_the_nucleus(log_probs, top_k, top_p):
+    log_probs = np.array([log_probs]) - np.logaddexp.reduce(log_probs)
+    probs = sampling_distribution(log_probs, GenerationOptions(strategy="sample", top_k=top_k))[0]
+    kth_largest = np.sort(log_probs[0])[::-1][top_k - 1]
+    assert np.all(probs[log_probs[0] < kth_largest] == 0) and abs(probs.sum() - 1) < 1e-9
+    probs = sampling_distribution(log_probs, GenerationOptions(strategy="sample", top_p=top_p))[0]
+    kept = np.sort(np.exp(log_probs[0])[probs > 0])
+    assert kept.sum() >= top_p - 1e-9 and kept.sum() - kept[0] < top_p + 1e-9  # smallest set reaching top_p
 
 
 @given(st.lists(st.integers(1, 50), max_size=40), st.integers(1, 9))

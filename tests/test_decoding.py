@@ -1,0 +1,212 @@
+"""Beam search, sampling, constraints, streaming, scoring and attention through the runtime, against PyTorch."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import chisquare
+
+import s2s_runtime
+from conftest import EXTRA_OPTIONS, GRID, SOURCE_VOCAB, TARGET_VOCAB, grid_id, random_checkpoint, random_sources, write_bundle
+from s2s_runtime import GenerationOptions
+
+START, EOS = TARGET_VOCAB.id_of("bos"), TARGET_VOCAB.id_of("eos")
+
+
+@torch.no_grad()
+def torch_beam(model, source, beam, max_length, n_best):
+    """A straightforward beam search over the PyTorch model, one input at a time, with the runtime's documented rule:
+    extend every live beam by every token, visit the 2·beam best extensions (ties: earlier beam, lower id), eos →
+    finished, others → live until beam live beams; stop at beam finished hypotheses or the max length."""
+    ids = SOURCE_VOCAB.encode(source)
+    states, statics = model.split(model.encode(torch.tensor([ids]), torch.tensor([len(ids)])))
+    live, finished = [([], 0.0, states)], []
+    while live:
+        candidates = []
+        for tokens, score, beam_states in live:
+            previous = torch.tensor([tokens[-1] if tokens else START])
+            log_probs, new_states, _ = model.decoder(previous, beam_states, statics)
+            for token in range(log_probs.shape[1]):
+                candidates.append((score + float(log_probs[0, token]), tokens, token, new_states))
+        candidates.sort(key=lambda c: -c[0])
+        next_live, survivors = [], 0
+        for score, tokens, token, new_states in candidates[:2 * beam]:
+            if token == EOS:
+                finished.append((tokens, score, True))
+                continue
+            if len(tokens) + 1 >= max_length:
+                finished.append((tokens + [token], score, False))
+            else:
+                next_live.append((tokens + [token], score, new_states))
+            survivors += 1
+            if survivors == beam:
+                break
+        live = [] if sum(f[2] for f in finished) >= beam else next_live
+    return sorted(finished, key=lambda f: -f[1])[:n_best]
+
+
+@pytest.mark.parametrize("options", GRID[::8] + EXTRA_OPTIONS[:3], ids=grid_id)
+def test_beam_search_equals_pytorch_reference(tmp_path, options):
+    checkpoint = random_checkpoint(21, **options)
+    model = s2s_runtime.load(write_bundle(checkpoint, tmp_path), device="cpu")
+    sources = random_sources(5, seed=4, high=6)
+    results = model.generate(sources, strategy="beam", beam_size=3, num_hypotheses=3, max_length=8)
+    for source, result in zip(sources, results):
+        expected = torch_beam(checkpoint.model, source, 3, 8, 3)
+        assert [h.ids for h in result.hypotheses] == [e[0] for e in expected]
+        assert [h.score for h in result.hypotheses] == pytest.approx([e[1] for e in expected], abs=1e-4)
+        assert [h.finished for h in result.hypotheses] == [e[2] for e in expected]
+
+
+@pytest.fixture(scope="module")
+def attention_model(tmp_path_factory):
+    checkpoint = random_checkpoint(5, hidden_size=16, attention="general", bidirectional=True, bridge="linear")
+    return checkpoint, s2s_runtime.load(write_bundle(checkpoint, tmp_path_factory.mktemp("attn")), device="cpu")
+
+
+def test_beam_one_equals_greedy_and_n_best_is_sorted(attention_model):
+    _, model = attention_model
+    sources = random_sources(12, seed=8)
+    greedy = model.generate(sources)
+    beam_one = model.generate(sources, strategy="beam", beam_size=1)
+    assert [r.ids for r in beam_one] == [r.ids for r in greedy]
+    assert [r.score for r in beam_one] == pytest.approx([r.score for r in greedy], abs=1e-6)
+    for normalization, alpha in (("power", 0.0), ("power", 1.0), ("gnmt", 0.6)):
+        for result in model.generate(sources, strategy="beam", beam_size=4, num_hypotheses=4, max_length=10,
+                                     length_penalty=alpha, length_normalization=normalization):
+            scores = [h.normalized_score for h in result.hypotheses]
+            assert scores == sorted(scores, reverse=True) and len(scores) == 4
+            assert all(h.finished or len(h.ids) == 10 for h in result.hypotheses)
+            length = len(result.hypotheses[0].ids) + result.hypotheses[0].finished
+            expected = result.score / (length ** alpha if normalization == "power" else ((5 + length) / 6) ** alpha)
+            assert result.normalized_score == pytest.approx(expected)
+
+
+def test_sampling_is_seeded_and_independent_of_batch_composition(attention_model):
+    _, model = attention_model
+    alone = model.generate("abcd", strategy="sample", seed=7, num_hypotheses=3)[0]
+    mixed = model.generate(["jj", "abcd", "hello"], strategy="sample", seed=7, num_hypotheses=3, max_batch_size=2)[1]
+    assert [h.ids for h in mixed.hypotheses] == [h.ids for h in alone.hypotheses]
+    other_seed = model.generate("abcd", strategy="sample", seed=8, num_hypotheses=3)[0]
+    assert [h.ids for h in other_seed.hypotheses] != [h.ids for h in alone.hypotheses]
+    unseeded = [model.generate("abcd", strategy="sample")[0].ids for _ in range(4)]
+    assert len({tuple(u) for u in unseeded}) > 1
+
+
+def test_top_k_never_leaves_the_k_most_likely(attention_model):
+    checkpoint, model = attention_model
+    sources = random_sources(6, seed=3)
+    results = model.generate(sources, strategy="sample", seed=1, top_k=2, temperature=1.5, max_length=8)
+    for source, result in zip(sources, results):
+        ids = SOURCE_VOCAB.encode(source)
+        targets = result.ids + ([EOS] if result.finished else [])
+        with torch.no_grad():
+            log_probs = checkpoint.model(torch.tensor([ids]), torch.tensor([len(ids)]),
+                                         torch.tensor([[START] + targets[:-1]]))[0]  # (steps, vocab)
+        ranks = (log_probs > log_probs[range(len(targets)), targets][:, None]).sum(1)
+        assert ranks.max() < 2
+
+
+def test_temperature_one_sampling_follows_the_model_distribution(attention_model):
+    checkpoint, model = attention_model
+    draws = model.generate("abc", strategy="sample", seed=3, num_hypotheses=3000, max_length=1)[0].hypotheses
+    first = np.array([h.ids[0] if h.ids else EOS for h in draws])
+    ids = SOURCE_VOCAB.encode("abc")
+    with torch.no_grad():
+        log_probs = checkpoint.model(torch.tensor([ids]), torch.tensor([3]), torch.tensor([[START]]))[0, 0]
+    probs = log_probs.double().exp().numpy()
+    observed = np.bincount(first, minlength=len(probs)).astype(float)
+    expected = probs * len(first)
+    big = expected >= 5  # merge rare tokens into one cell, as the test requires
+    observed = np.append(observed[big], observed[~big].sum())
+    expected = np.append(expected[big], expected[~big].sum())
+    keep = expected > 0
+    assert chisquare(observed[keep], expected[keep] * observed.sum() / expected[keep].sum()).pvalue > 0.001
+
+
+def test_score_of_the_greedy_output_equals_its_score(reverse_model, attention_model):
+    trained = s2s_runtime.load(reverse_model["bundle"], device="cpu")
+    sources = ["hello", "abc", "runtime", "x", "seq"]
+    results = trained.generate(sources)
+    scored = trained.score(sources, [r.tokens for r in results], max_batch_size=2)
+    for result, scores in zip(results, scored):
+        assert result.finished and scores.ids == result.ids and len(scores.log_probs) == len(result.ids) + 1
+        assert scores.score == pytest.approx(result.score, abs=1e-4)
+    _, untrained = attention_model  # hits the length limit: its score has no eos term
+    result = untrained.generate("abcd", max_length=7)[0]
+    assert not result.finished
+    assert sum(untrained.score(["abcd"], [result.tokens])[0].log_probs[:-1]) == pytest.approx(result.score, abs=1e-4)
+
+
+def test_streaming_yields_the_greedy_tokens(attention_model):
+    _, model = attention_model
+    streamed = list(model.generate_stream("hello", max_length=9))
+    result = model.generate("hello", max_length=9)[0]
+    assert [t.id for t in streamed] == result.ids and "".join(map(str, streamed)) == result.text
+    forced = model.score(["hello"], [result.tokens])[0].log_probs  # per token, then eos
+    assert [t.log_prob for t in streamed] == pytest.approx(forced[:len(streamed)], abs=1e-5)
+    sampled = list(model.generate_stream("hello", strategy="sample", seed=4, max_length=9))
+    assert [t.id for t in sampled] == model.generate("hello", strategy="sample", seed=4, max_length=9)[0].ids
+
+
+def test_target_prefix_attention_and_unknown_replacement(attention_model):
+    _, model = attention_model
+    result = model.generate(["abcd", "hij"], target_prefix=["ba", None], return_attention=True, max_length=6)
+    assert result[0].tokens[:2] == ["b", "a"]
+    attention = result[0].attention
+    assert attention.shape == (len(result[0].ids) + result[0].finished, 4)
+    np.testing.assert_allclose(attention.sum(axis=1), 1.0, rtol=1e-5)
+    replaced = model.generate("abcd", target_prefix=[["<unk>"]], replace_unknowns=True, return_attention=True)[0]
+    assert replaced.ids[0] == TARGET_VOCAB.id_of("unk")
+    assert replaced.tokens[0] == "abcd"[int(replaced.attention[0].argmax())]
+    beam = model.generate("abcd", target_prefix=["ab"], strategy="beam", beam_size=3, num_hypotheses=3)[0]
+    assert all(h.tokens[:2] == ["a", "b"] for h in beam.hypotheses)
+
+
+def test_constraints_through_the_runtime(attention_model):
+    _, model = attention_model
+    for result in model.generate(random_sources(8, seed=9), strategy="beam", beam_size=3, min_length=5,
+                                 max_length=9, no_repeat_ngram_size=2, suppress_tokens=["a", 5],
+                                 repetition_penalty=1.3):
+        assert 5 <= len(result.ids) <= 9
+        assert TARGET_VOCAB.encode("a")[0] not in result.ids and 5 not in result.ids
+        bigrams = list(zip(result.ids, result.ids[1:]))
+        assert len(bigrams) == len(set(bigrams))
+    assert all(len(r.ids) <= 3 for r in model.generate(random_sources(4), max_length_ratio=0.5, max_length=3))
+
+
+@pytest.mark.parametrize("options, error, message", [
+    (dict(strategy="beam", beam_size=2, num_hypotheses=3), ValueError, "num_hypotheses: 3 is more than beam_size 2"),
+    (dict(strategy="sample", top_p=0.0), ValueError, r"top_p: must be in \(0, 1\]"),
+    (dict(strategy="sample", top_p=1.5), ValueError, "top_p"),
+    (dict(strategy="sample", temperature=-1.0), ValueError, "temperature: must be > 0"),
+    (dict(temperature=0.5), ValueError, "temperature: only used with strategy='sample'"),
+    (dict(beam_size=4), ValueError, "beam_size: only used with strategy='beam'"),
+    (dict(num_hypotheses=2), ValueError, "num_hypotheses: greedy decoding gives one hypothesis"),
+    (dict(min_length=5, max_length=3), ValueError, "min_length: 5 is more than max_length 3"),
+    (dict(suppress_tokens=["</s>"]), ValueError, "suppress_tokens: eos cannot be suppressed"),
+    (dict(suppress_tokens=["zz"]), ValueError, "suppress_tokens: 'zz' is not in the target vocabulary"),
+    (dict(strategy="nucleus"), ValueError, "strategy: 'nucleus'"),
+    (dict(length_penalty=-1.0), ValueError, "length_penalty: must be ≥ 0"),
+    (dict(top_k=3), ValueError, "top_k: only used with strategy='sample'"),
+])
+def test_invalid_options_name_the_option(attention_model, options, error, message):
+    _, model = attention_model
+    with pytest.raises(error, match=message):
+        model.generate("abc", **options)
+
+
+def test_invalid_streaming_and_prefix_uses(attention_model, small_bundle):
+    _, model = attention_model
+    with pytest.raises(ValueError, match="strategy: beam search is not streamable"):
+        list(model.generate_stream("abc", strategy="beam"))
+    with pytest.raises(ValueError, match=r"target_prefix: expected a list with one prefix \(or None\) per input \(2\)"):
+        model.generate(["a", "b"], target_prefix=["x"])
+    with pytest.raises(ValueError, match=r"target_prefix\[0\]: 4 tokens, more than the max length 3"):
+        model.generate(["a"], target_prefix=["abcd"], max_length=3)
+    with pytest.raises(ValueError, match=r"targets: 1 targets for 2 sources"):
+        model.score(["a", "b"], ["x"])
+    no_attention = s2s_runtime.load(write_bundle(random_checkpoint(1, hidden_size=16), small_bundle.parent / "plain"),
+                                    device="cpu")
+    with pytest.raises(ValueError, match="return_attention: this model has no attention"):
+        no_attention.generate("abc", return_attention=True)
+    assert GenerationOptions(strategy="sample", seed=3).seed == 3

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from .bundle import Bundle, BundleError
 from .config import GenerationOptions
@@ -22,12 +24,23 @@ def build_parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate", help="generate outputs for inputs (arguments or stdin lines)")
     generate.add_argument("bundle", help="bundle directory")
     generate.add_argument("inputs", nargs="*", metavar="TEXT", help="inputs; read one per line from stdin if none")
-    generate.add_argument("--json", action="store_true", help="one JSON object per input: text, tokens, ids, score")
-    generate.add_argument("--max-length", type=int, help="most output tokens (default: the bundle's rule)")
-    generate.add_argument("--batch-size", type=int, default=64, help="inputs per batch (default 64)")
+    generate.add_argument("--json", action="store_true",
+                          help="one JSON object per input: text, tokens, ids, score and the n-best hypotheses")
+    generate.add_argument("--target-prefix", help="a target prefix every output starts with")
+    generate.add_argument("--stream", action="store_true", help="print tokens as they are generated (greedy/sample)")
     generate.add_argument("--timing", action="store_true", help="print latency per sequence and per token to stderr")
+    add_generation_flags(generate)
     add_session_flags(generate)
     generate.set_defaults(handler=run_generate)
+
+    score = commands.add_parser("score", help="forced-decoding log-probs of source<TAB>target pairs (stdin)")
+    score.add_argument("bundle", help="bundle directory")
+    score.add_argument("--file", type=argparse.FileType("r", encoding="utf-8"), default=sys.stdin,
+                       help="TSV of source<TAB>target pairs (default: stdin)")
+    score.add_argument("--json", action="store_true", help="one JSON object per pair with per-token log-probs")
+    score.add_argument("--batch-size", type=int, default=64)
+    add_session_flags(score)
+    score.set_defaults(handler=run_score)
 
     info = commands.add_parser("info", help="describe a bundle: config, parameters, files, providers")
     info.add_argument("bundle", help="bundle directory")
@@ -40,6 +53,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_generation_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per GenerationOptions field (--beam-size, --top-p, --no-repeat-ngram-size, ...)."""
+    group = parser.add_argument_group("generation options (GenerationOptions fields)")
+    for field in dataclasses.fields(GenerationOptions):
+        flag = "--" + field.name.replace("_", "-")
+        if field.name == "suppress_tokens":
+            group.add_argument(flag, nargs="+", metavar="TOKEN", help="target tokens never generated")
+        elif field.type == "bool":
+            group.add_argument(flag, action="store_true", default=None)
+        else:
+            kind = float if "float" in field.type else int if "int" in field.type else str
+            group.add_argument(flag, type=kind, metavar=kind.__name__.upper(), help=f"default {field.default}")
+
+
+def generation_options(args: argparse.Namespace) -> GenerationOptions:
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(GenerationOptions)
+             if getattr(args, f.name, None) is not None}
+    return GenerationOptions(**given)
+
+
 def add_session_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
@@ -48,24 +81,68 @@ def add_session_flags(parser: argparse.ArgumentParser) -> None:
 def run_generate(args: argparse.Namespace) -> int:
     from .model import load
 
+    options = generation_options(args)
     model = load(args.bundle, device=args.device, intra_op_threads=args.threads)
     inputs: Sequence[str] = args.inputs or [line.rstrip("\n") for line in sys.stdin]
-    options = GenerationOptions(max_length=args.max_length, max_batch_size=args.batch_size)
+    if args.stream:
+        for text in inputs:
+            for token in model.generate_stream(text, target_prefix=args.target_prefix, options=options):
+                print(token.token, end="" if model.bundle.target.vocab.tokenizer == "char" else " ", flush=True)
+            print()
+        return 0
+    prefixes = None if args.target_prefix is None else [args.target_prefix] * len(inputs)
     started = time.perf_counter()
-    results = model.generate(list(inputs), options=options)
+    results = model.generate(list(inputs), target_prefix=prefixes, options=options)
     elapsed = time.perf_counter() - started
-    for text, result in zip(inputs, results):
+    for index, (text, result) in enumerate(zip(inputs, results)):
         if args.json:
-            print(json.dumps({"input": text, "text": result.text, "tokens": result.tokens, "ids": result.ids,
-                              "score": round(result.score, 6), "finished": result.finished,
-                              "unknown_source_tokens": result.unknown_source_tokens}, ensure_ascii=False))
-        else:
+            print(json.dumps(result_record(text, result), ensure_ascii=False))
+        elif len(result.hypotheses) == 1:
             print(result.text)
+        else:
+            for rank, hypothesis in enumerate(result.hypotheses):
+                print(f"{index}\t{rank}\t{hypothesis.normalized_score:.4f}\t{hypothesis.text}")
     if args.timing:
-        tokens = sum(len(r.ids) + r.finished for r in results)  # eos is a decoding step too
+        tokens = sum(len(h.ids) + h.finished for r in results for h in r.hypotheses)  # eos is a decoding step too
         print(f"{len(results)} sequences, {tokens} tokens in {elapsed * 1e3:.1f} ms: "
               f"{elapsed * 1e3 / max(len(results), 1):.2f} ms/sequence, {elapsed * 1e6 / max(tokens, 1):.0f} µs/token "
-              f"({model.device}, {args.threads} thread(s), batch ≤ {args.batch_size})", file=sys.stderr)
+              f"({model.device}, {args.threads} thread(s), {options.strategy}, batch ≤ {options.max_batch_size})",
+              file=sys.stderr)
+    return 0
+
+
+def result_record(text: str, result: Any) -> dict:
+    def hypothesis(h: Any) -> dict:
+        record = {"text": h.text, "tokens": h.tokens, "ids": h.ids, "score": round(h.score, 6),
+                  "normalized_score": round(h.normalized_score, 6), "finished": h.finished}
+        if h.attention is not None:
+            record["attention"] = h.attention.round(5).tolist()
+        return record
+
+    return {"input": text, **hypothesis(result.best), "unknown_source_tokens": result.unknown_source_tokens,
+            "hypotheses": [hypothesis(h) for h in result.hypotheses]}
+
+
+def run_score(args: argparse.Namespace) -> int:
+    from .model import load
+
+    pairs = []
+    for number, line in enumerate(args.file, start=1):
+        if not line.strip():
+            continue
+        if "\t" not in line:
+            raise ValueError(f"{args.file.name}:{number}: no tab between source and target")
+        source, target = line.rstrip("\n").split("\t", 1)
+        pairs.append((source, target))
+    model = load(args.bundle, device=args.device, intra_op_threads=args.threads)
+    scores = model.score([p[0] for p in pairs], [p[1] for p in pairs], max_batch_size=args.batch_size)
+    for (source, target), score in zip(pairs, scores):
+        if args.json:
+            print(json.dumps({"source": source, "target": target, "score": round(score.score, 6),
+                              "tokens": score.tokens, "log_probs": [round(x, 6) for x in score.log_probs]},
+                             ensure_ascii=False))
+        else:
+            print(f"{score.score:.6f}\t{source}\t{target}")
     return 0
 
 

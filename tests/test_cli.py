@@ -53,3 +53,34 @@ def test_train_then_export_then_generate(tmp_path, capsys):
         main(["train", "--out", str(tmp_path / "x")])
     with pytest.raises(SystemExit, match="bridge: 'zeros' discards"):
         main(["train", "--task", "sort", "--out", str(tmp_path / "y"), "--bridge", "zeros"])
+
+
+def test_generate_decoding_flags(reverse_model, capsys):
+    bundle = str(reverse_model["bundle"])
+    assert main(["generate", bundle, "hello", "--strategy", "beam", "--beam-size", "4", "--num-hypotheses", "3",
+                 "--device", "cpu"]) == 0
+    lines = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert [line[:2] for line in lines] == [["0", "0"], ["0", "1"], ["0", "2"]] and lines[0][3] == "olleh"
+    assert main(["generate", bundle, "abc", "--strategy", "sample", "--seed", "3", "--top-k", "2", "--json",
+                 "--target-prefix", "c", "--suppress-tokens", "q", "--no-repeat-ngram-size", "3", "--device", "cpu"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["tokens"][0] == "c" and "q" not in record["tokens"] and len(record["hypotheses"]) == 1
+    assert main(["generate", bundle, "stream", "--stream", "--device", "cpu"]) == 0
+    assert capsys.readouterr().out == "maerts\n"
+    assert main(["generate", bundle, "abc", "--stream", "--strategy", "beam", "--device", "cpu"]) == 2
+    assert "not streamable" in capsys.readouterr().err
+
+
+def test_score_command(reverse_model, capsys, monkeypatch, tmp_path):
+    bundle = str(reverse_model["bundle"])
+    monkeypatch.setattr("sys.stdin", io.StringIO("hello\tolleh\nabc\tabc\n"))
+    assert main(["score", bundle, "--device", "cpu"]) == 0
+    good, bad = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert float(good[0]) > float(bad[0]) and good[1:] == ["hello", "olleh"]
+    (tmp_path / "pairs.tsv").write_text("abc\tcba\n")
+    assert main(["score", bundle, "--file", str(tmp_path / "pairs.tsv"), "--json", "--device", "cpu"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["tokens"] == ["c", "b", "a"] and len(record["log_probs"]) == 4
+    (tmp_path / "bad.tsv").write_text("abc cba\n")
+    assert main(["score", bundle, "--file", str(tmp_path / "bad.tsv"), "--device", "cpu"]) == 2
+    assert "bad.tsv:1: no tab" in capsys.readouterr().err

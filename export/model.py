@@ -97,14 +97,15 @@ class Attention(nn.Module):
         return memory if self.kind == "dot" else self.key(memory)  # (batch, src_len, key)
 
     def forward(self, query: Tensor, memory: Tensor, keys: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
+        """query (batch, steps, hidden) → attentional vectors (batch, steps, hidden), weights (batch, steps, src_len)."""
         if self.kind == "additive":
-            energy = torch.tanh(keys + self.query(query).unsqueeze(1))  # (batch, src_len, hidden)
-            scores = self.score(energy).squeeze(2)  # (batch, src_len)
+            energy = torch.tanh(keys.unsqueeze(1) + self.query(query).unsqueeze(2))  # (batch, steps, src_len, hidden)
+            scores = self.score(energy).squeeze(3)  # (batch, steps, src_len)
         else:
-            scores = torch.bmm(keys, query.unsqueeze(2)).squeeze(2)  # (batch, src_len)
-        weights = torch.softmax(scores + bias, dim=1)  # (batch, src_len)
-        context = torch.bmm(weights.unsqueeze(1), memory).squeeze(1)  # (batch, enc_out)
-        attentional = torch.tanh(self.combine(torch.cat([context, query], dim=1)))  # (batch, hidden)
+            scores = torch.bmm(query, keys.transpose(1, 2))  # (batch, steps, src_len)
+        weights = torch.softmax(scores + bias.unsqueeze(1), dim=2)  # (batch, steps, src_len)
+        context = torch.bmm(weights, memory)  # (batch, steps, enc_out)
+        attentional = torch.tanh(self.combine(torch.cat([context, query], dim=2)))  # (batch, steps, hidden)
         return attentional, weights
 
 
@@ -129,29 +130,40 @@ class DecoderStep(nn.Module):
 
     def forward(self, previous_ids: Tensor, states: dict[str, Tensor], statics: dict[str, Tensor]
                 ) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
+        """One step: previous_ids (batch,) → log-probs (batch, vocab), new states, weights (batch, src_len) or None."""
+        log_probs, new_states, weights = self.run(previous_ids.unsqueeze(1), states, statics)
+        return log_probs.squeeze(1), new_states, None if weights is None else weights.squeeze(1)
+
+    def run(self, previous_ids: Tensor, states: dict[str, Tensor], statics: dict[str, Tensor]
+            ) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
+        """Several steps at once for teacher forcing: previous_ids (batch, steps) → log-probs (batch, steps, vocab).
+        With input feeding each step needs the previous step's output, so steps must be 1."""
         cfg = self.cfg
+        steps = previous_ids.shape[1]
         parts = []
         if cfg.feed_previous:
-            parts.append(self.dropout(self.embedding(previous_ids)))  # (batch, tgt_emb)
+            parts.append(self.dropout(self.embedding(previous_ids)))  # (batch, steps, tgt_emb)
         if cfg.concat_context:
-            parts.append(statics[CONTEXT])  # (batch, enc_out)
+            context = statics[CONTEXT]  # (batch, enc_out)
+            parts.append(context.unsqueeze(1).expand(-1, steps, -1))  # (batch, steps, enc_out)
         if cfg.input_feeding:
-            parts.append(states[STATE_FEED])  # (batch, hidden)
-        step_input = torch.cat(parts, dim=1).unsqueeze(1)  # (batch, 1, dec_in)
+            assert steps == 1, "input feeding decodes one step at a time"
+            parts.append(states[STATE_FEED].unsqueeze(1))  # (batch, 1, hidden)
+        step_input = torch.cat(parts, dim=2)  # (batch, steps, dec_in)
         if cfg.cell == "lstm":
             output, (h, c) = self.rnn(step_input, (states[STATE_H], states[STATE_C]))
             new_states = {STATE_H: h, STATE_C: c}  # each (layers, batch, hidden)
         else:
             output, h = self.rnn(step_input, states[STATE_H])
             new_states = {STATE_H: h}
-        output = output.squeeze(1)  # (batch, hidden)
+        # output: (batch, steps, hidden)
         weights = None
         if self.attention is not None:
             output, weights = self.attention(output, statics[MEMORY], statics[ATTENTION_KEYS], statics[MEMORY_BIAS])
             if cfg.input_feeding:
-                new_states[STATE_FEED] = output
-        logits = self.output(self.dropout(output))  # (batch, vocab)
-        return torch.log_softmax(logits, dim=1), new_states, weights
+                new_states[STATE_FEED] = output.squeeze(1)
+        logits = self.output(self.dropout(output))  # (batch, steps, vocab)
+        return torch.log_softmax(logits, dim=2), new_states, weights
 
 
 class Seq2Seq(nn.Module):
@@ -199,6 +211,8 @@ class Seq2Seq(nn.Module):
     def forward(self, source_ids: Tensor, lengths: Tensor, target_in: Tensor) -> Tensor:
         """Teacher forcing: log-probs (batch, tgt_len, vocab) for decoder inputs target_in (batch, tgt_len)."""
         states, statics = self.split(self.encode(source_ids, lengths))
+        if not self.cfg.input_feeding:  # all steps in one RNN call: several times faster to train
+            return self.decoder.run(target_in, states, statics)[0]
         steps = []
         for t in range(target_in.shape[1]):
             log_probs, states, _ = self.decoder(target_in[:, t], states, statics)  # (batch, vocab)

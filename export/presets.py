@@ -21,6 +21,23 @@ PRESETS = {
                    bridge="linear", attention="general", input_feeding=True),
         train=dict(epochs=30, batch_size=32, learning_rate=3e-3, target_exact_match=1.0, patience=8),
         description="string reversal; reaches 100% dev exact match in about 10 s on one core"),
+    # English G2P on CMUdict: the best model with attention (shipped as the built-in bundle g2p-en).
+    "g2p-en": Preset(
+        task="cmudict",
+        model=dict(cell="gru", hidden_size=256, source_embedding_size=128, target_embedding_size=128,
+                   bidirectional=True, bridge="linear", attention="general", input_feeding=True, dropout=0.3),
+        train=dict(epochs=40, batch_size=128, learning_rate=2e-3, patience=5, target_tokenizer="space",
+                   max_dev_examples=3000),
+        description="English grapheme-to-phoneme, bidirectional GRU with Luong attention and input feeding"),
+    # The seed's plain encoder-decoder (no attention): the context vector initializes the decoder and is fed at
+    # every step.
+    "g2p-en-plain": Preset(
+        task="cmudict",
+        model=dict(cell="lstm", num_layers=2, hidden_size=256, source_embedding_size=128, target_embedding_size=128,
+                   bidirectional=True, bridge="linear", conditioning="both", dropout=0.3),
+        train=dict(epochs=40, batch_size=128, learning_rate=2e-3, patience=5, target_tokenizer="space",
+                   max_dev_examples=3000),
+        description="English grapheme-to-phoneme, plain encoder-decoder (no attention)"),
 }
 
 

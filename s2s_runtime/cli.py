@@ -180,7 +180,8 @@ def run_info(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    chatty = args.verbose or args.command == "train"  # training reports each epoch's dev metrics
+    logging.basicConfig(level=logging.INFO if chatty else logging.WARNING, format="%(message)s")
     try:
         return args.handler(args)
     except (BundleError, DeviceError, ValueError, TypeError, ImportError) as error:

@@ -14,7 +14,8 @@ from . import roles
 from .batching import length_sorted_batches
 from .bundle import Bundle
 from .config import GenerationOptions
-from .search import (Candidate, RowLimits, StepFunction, beam_search, normalized_score, sample_search, take_rows)
+from .decoder import ArrayRunner, BoundRunner, DeviceGather, StepGraph, take_rows
+from .search import Candidate, DecoderRunner, RowLimits, beam_search, normalized_score, run_sample_search, sample_search
 from .sessions import SessionSettings, create_sessions
 
 InputText = str | Sequence[str]
@@ -105,10 +106,15 @@ class Seq2SeqModel:
     def __init__(self, bundle: Bundle, *, device: str = "auto", settings: SessionSettings = SessionSettings()):
         self.bundle = bundle
         graphs = [bundle.graphs["encoder"], bundle.graphs["decoder_step"]]
-        (self._encoder, self._decoder), self.placement = create_sessions(graphs, device, settings)
+        (self._encoder, decoder), self.placement = create_sessions(graphs, device, settings)
         self._encoder_spec, self._step_spec = graphs
-        self._batch_axes = {role: spec.batch_axis for role, spec in self._step_spec.inputs.items()}
-        self._state_outputs = [role for role in self._step_spec.outputs if roles.is_state(role)]
+        self._step_graph = StepGraph.of(decoder, self._step_spec)
+        self._batch_axes = self._step_graph.batch_axes
+        self._io_binding = settings.io_binding
+        self._gather = None
+        if self.placement.device != "cpu":  # keep compaction and beam reordering on the device
+            device_type, device_id = self.placement.device.split(":")
+            self._gather = DeviceGather(list(self.placement.providers), device_type, int(device_id))
         self._encoder_roles = list(self._encoder_spec.outputs)
         self._source_unk = bundle.source.special_ids.get("unk")
         self._source_eos = [bundle.source.special_ids["eos"]] if bundle.manifest["config"].get("source_eos") else []
@@ -198,12 +204,10 @@ class Seq2SeqModel:
         entropy = np.random.SeedSequence().entropy if options.seed is None else options.seed
         states, statics, _ = self._encode([item.ids])
         vocab = self.bundle.target.vocab
-        previous_score = 0.0
-        for _, candidate in self._sample_rows(states, statics, [item], limits, options, entropy, 1):
-            if len(candidate.ids) and not candidate.finished:
-                token_id = candidate.ids[-1]
-                yield StreamedToken(vocab.tokens[token_id], token_id, candidate.score - previous_score)
-            previous_score = candidate.score
+        for event in self._sample_rows(states, statics, [item], limits, options, entropy, 1):
+            if not event.ended[0]:
+                token_id = int(event.tokens[0])
+                yield StreamedToken(vocab.tokens[token_id], token_id, float(event.log_probs[0]))
 
     def score(self, sources: Sequence[InputText], targets: Sequence[InputText], *, max_batch_size: int = 64
               ) -> list[TokenScore]:
@@ -314,41 +318,29 @@ class Seq2SeqModel:
         statics = {r: encoded[r] for r in needed if not roles.is_state(r)}
         return states, statics, lengths
 
-    def _step_function(self, with_attention: bool) -> StepFunction:
-        inputs, outputs = self._step_spec.inputs, self._step_spec.outputs
-        names = [outputs[r].name for r in [roles.LOG_PROBS] + self._state_outputs]
-        if with_attention:
-            names.append(outputs[roles.ATTENTION].name)
-
-        def step(previous: np.ndarray, states: dict[str, np.ndarray], statics: dict[str, np.ndarray]):
-            feeds = {inputs[roles.PREVIOUS_IDS].name: previous}
-            feeds.update({inputs[role].name: value for role, value in states.items()})
-            feeds.update({inputs[role].name: value for role, value in statics.items()})
-            log_probs, *rest = self._decoder.run(names, feeds)
-            new_states = dict(zip(self._state_outputs, rest))
-            return log_probs, new_states, rest[-1] if with_attention else None
-
-        return step
+    def _runner(self, states: dict[str, np.ndarray], statics: dict[str, np.ndarray], with_attention: bool
+                ) -> DecoderRunner:
+        if not self._io_binding:
+            return ArrayRunner(self._step_graph, states, statics, with_attention)
+        device_type, _, device_id = self.placement.device.partition(":")
+        return BoundRunner(self._step_graph, states, statics, with_attention, device_type=device_type,
+                           device_id=int(device_id or 0), gather=self._gather)
 
     def _decode_batch(self, items: list[_Prepared], limits: list[RowLimits], options: GenerationOptions,
                       entropy: int) -> list[list[Candidate]]:
         states, statics, _ = self._encode([item.ids for item in items])
+        with_attention = self._wants_attention(options)
         if options.strategy == "beam":
-            return beam_search(self._step_function(self._wants_attention(options)), states, statics, self._batch_axes,
-                               start_id=self.bundle.start_id, eos_id=self.bundle.eos_id, limits=limits,
-                               options=options, suppressed=self._suppressed_ids(options),
-                               collect_attention=self._wants_attention(options))
+            return beam_search(self._runner(states, statics, with_attention), start_id=self.bundle.start_id,
+                               eos_id=self.bundle.eos_id, limits=limits, options=options,
+                               suppressed=self._suppressed_ids(options), collect_attention=with_attention)
         copies = options.num_hypotheses
-        n_best: list[list[Candidate]] = [[] for _ in items]
         rows = np.repeat(np.arange(len(items)), copies)  # each input `copies` times (independent samples)
         if copies > 1:
             states, statics = take_rows(states, rows, self._batch_axes), take_rows(statics, rows, self._batch_axes)
-        final: dict[int, Candidate] = {}
-        for row, candidate in self._sample_rows(states, statics, [items[i] for i in rows], [limits[i] for i in rows],
-                                                options, entropy, copies):
-            final[row] = candidate
-        for row, candidate in sorted(final.items()):
-            n_best[row // copies].append(candidate)
+        candidates = run_sample_search(self._sample_rows(states, statics, [items[i] for i in rows],
+                                                         [limits[i] for i in rows], options, entropy, copies))
+        n_best = [candidates[i * copies:(i + 1) * copies] for i in range(len(items))]
         return [sorted(c, key=lambda h: -normalized_score(h, options)) for c in n_best]
 
     def _sample_rows(self, states: dict[str, np.ndarray], statics: dict[str, np.ndarray], items: list[_Prepared],
@@ -360,10 +352,10 @@ class Seq2SeqModel:
             rngs = [np.random.default_rng(np.random.SeedSequence([entropy, row % copies, len(item.ids), *item.ids,
                                                                   len(lim.prefix), *lim.prefix]))
                     for row, (item, lim) in enumerate(zip(items, limits))]
-        return sample_search(self._step_function(self._wants_attention(options)), states, statics, self._batch_axes,
-                             start_id=self.bundle.start_id, eos_id=self.bundle.eos_id, limits=limits, options=options,
-                             rngs=rngs, suppressed=self._suppressed_ids(options),
-                             collect_attention=self._wants_attention(options))
+        with_attention = self._wants_attention(options)
+        return sample_search(self._runner(states, statics, with_attention), start_id=self.bundle.start_id,
+                             eos_id=self.bundle.eos_id, limits=limits, options=options, rngs=rngs,
+                             suppressed=self._suppressed_ids(options), collect_attention=with_attention)
 
     @staticmethod
     def _wants_attention(options: GenerationOptions) -> bool:
@@ -371,7 +363,7 @@ class Seq2SeqModel:
 
     def _forced_log_probs(self, sources: list[list[int]], targets: list[list[int]]) -> list[list[float]]:
         states, statics, _ = self._encode(sources)
-        step = self._step_function(False)
+        runner = self._runner(states, statics, False)
         eos = self.bundle.eos_id
         steps = max(len(t) for t in targets) + 1
         forced = np.full((len(targets), steps), eos, dtype=np.int64)  # (batch, steps): target then eos (and filler)
@@ -380,7 +372,7 @@ class Seq2SeqModel:
         previous = np.full(len(targets), self.bundle.start_id, dtype=np.int64)
         chosen = np.zeros((len(targets), steps))
         for t in range(steps):
-            log_probs, states, _ = step(previous, states, statics)  # (batch, vocab)
+            log_probs, _ = runner.step(previous)  # (batch, vocab)
             chosen[:, t] = log_probs[np.arange(len(targets)), forced[:, t]]
             previous = forced[:, t]
         return [chosen[row, :len(target) + 1].tolist() for row, target in enumerate(targets)]
@@ -412,14 +404,14 @@ def _as_input_list(inputs: object) -> list:
 
 
 def load(bundle_dir: str | Path, device: str = "auto", *, intra_op_threads: int = 1, inter_op_threads: int = 1,
-         allow_spinning: bool = False, optimization_level: str = "all") -> Seq2SeqModel:
+         allow_spinning: bool = False, optimization_level: str = "all", io_binding: bool = True) -> Seq2SeqModel:
     """Load a bundle directory and create its onnxruntime sessions.
 
     Arguments:
         bundle_dir: a directory written by `s2s export`.
         device: "auto" (CUDA if it really loads, else CPU; one log line says which and why), "cpu", "cuda" or
             "cuda:N" (a DeviceError if CUDA cannot be used).
-        intra_op_threads, inter_op_threads, allow_spinning, optimization_level: onnxruntime session settings
+        intra_op_threads, inter_op_threads, allow_spinning, optimization_level, io_binding: session settings
             (see SessionSettings for the defaults and why).
 
     Returns:
@@ -434,5 +426,5 @@ def load(bundle_dir: str | Path, device: str = "auto", *, intra_op_threads: int 
         >>> model = s2s_runtime.load("bundle/", device="cpu")  # doctest: +SKIP
         >>> model.generate("hello")[0].text  # doctest: +SKIP
     """
-    settings = SessionSettings(intra_op_threads, inter_op_threads, allow_spinning, optimization_level)
+    settings = SessionSettings(intra_op_threads, inter_op_threads, allow_spinning, optimization_level, io_binding)
     return Seq2SeqModel(Bundle.open(bundle_dir), device=device, settings=settings)

@@ -1,27 +1,36 @@
-"""Search over a decoder step function: greedy, sampling and beam search, with constraints and forced prefixes.
+"""Search over a decoder: greedy, sampling and beam search, with constraints and forced prefixes.
 
-The step function is whatever the model provides (onnxruntime sessions behind role-keyed dicts); the search only sees
-numpy arrays, so it is tested without any graph. Rows that finish are dropped from the states and statics (beam
-search also gathers them to follow the surviving beams), so finished rows, beams and inputs stop costing compute.
+The search sees the decoder only through a DecoderRunner — `step(previous_ids)` advances every live row by one token
+and `select(rows)` keeps, reorders or repeats rows of the cached states — so it is tested with fake runners and knows
+nothing of sessions or buffers. Rows that finish are dropped with `select`, so finished rows, beams and inputs stop
+costing compute; beam search also uses it to make the cached states follow the surviving beams. Bookkeeping is
+vectorized over rows, so large batches do not pay Python per row and step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from .config import GenerationOptions
 
-# (previous_ids (rows,), states, statics) → (log_probs (rows, vocab), new states, attention (rows, src_len) or None)
-StepFunction = Callable[[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]],
-                        tuple[np.ndarray, dict[str, np.ndarray], "np.ndarray | None"]]
+
+class DecoderRunner(Protocol):
+    """The decoder as the search drives it (implementations: s2s_runtime.decoder)."""
+
+    def step(self, previous_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """previous_ids (rows,) → log-probs (rows, vocab) and attention (rows, source_length) or None."""
+
+    def select(self, rows: np.ndarray) -> None:
+        """Keep only `rows` (indices into the current rows; may reorder or repeat) of every cached tensor."""
 
 
 @dataclass
 class Candidate:
-    """One hypothesis under construction or finished."""
+    """One finished (or length-limited) hypothesis."""
 
     ids: list[int]                  # output ids, eos excluded (forced prefix included)
     score: float = 0.0              # sum of the chosen tokens' log-probs (and of eos when emitted)
@@ -41,45 +50,71 @@ class RowLimits:
     max_length: int
 
 
-def take_rows(values: dict[str, np.ndarray], rows: np.ndarray, batch_axes: dict[str, int]) -> dict[str, np.ndarray]:
-    """Keep (or repeat, or reorder) `rows` of every tensor along its own batch axis."""
-    return {role: np.take(value, rows, axis=batch_axes[role]) for role, value in values.items()}
+@dataclass
+class Rows:
+    """Per-row state of a search, in arrays indexed by row: output ids so far, lengths, scores, limits."""
+
+    ids: np.ndarray         # (rows, max_length) int64
+    lengths: np.ndarray     # (rows,)
+    scores: np.ndarray      # (rows,) float64
+    prefix: np.ndarray      # (rows, longest prefix) int64
+    prefix_lengths: np.ndarray
+    min_lengths: np.ndarray
+    max_lengths: np.ndarray
+
+    @classmethod
+    def start(cls, limits: list[RowLimits]) -> "Rows":
+        count = len(limits)
+        longest_prefix = max((len(lim.prefix) for lim in limits), default=0)
+        prefix = np.zeros((count, max(longest_prefix, 1)), dtype=np.int64)
+        for row, lim in enumerate(limits):
+            prefix[row, :len(lim.prefix)] = lim.prefix
+        return cls(np.zeros((count, max(lim.max_length for lim in limits) + 1), dtype=np.int64),
+                   np.zeros(count, dtype=np.int64), np.zeros(count), prefix,
+                   np.array([len(lim.prefix) for lim in limits]), np.array([lim.min_length for lim in limits]),
+                   np.array([lim.max_length for lim in limits]))
+
+    def take(self, rows: np.ndarray) -> "Rows":
+        return Rows(*(getattr(self, f)[rows] for f in self.__dataclass_fields__))
+
+    def histories(self) -> list[list[int]]:
+        return [row[:n].tolist() for row, n in zip(self.ids, self.lengths)]
 
 
 def normalized_score(candidate: Candidate, options: GenerationOptions) -> float:
-    """Score used to rank finished hypotheses: score / length^α ("power"; α = 0 none, α = 1 average) or the GNMT
-    penalty score / ((5 + length) / 6)^α, where length counts the scored steps (eos included)."""
+    """Score used to rank hypotheses: score / length^α ("power"; α = 0 none, α = 1 average) or the GNMT penalty
+    score / ((5 + length) / 6)^α, where length counts the scored steps (eos included)."""
     alpha, length = options.length_penalty, max(candidate.steps(), 1)
     if options.length_normalization == "gnmt":
         return candidate.score / ((5 + length) / 6) ** alpha
     return candidate.score / length ** alpha
 
 
-def constrain(log_probs: np.ndarray, histories: list[list[int]], limits: list[RowLimits], options: GenerationOptions,
-              eos_id: int, suppressed: np.ndarray) -> np.ndarray:
-    """Apply repetition_penalty, suppress_tokens, min_length and no_repeat_ngram_size to a copy of (rows, vocab)
-    log-probs. Banned tokens get -inf; a row left with nothing allowed may still end (eos)."""
-    if not options.has_constraints and not suppressed.size and all(lim.min_length == 0 for lim in limits):
+def constrain(log_probs: np.ndarray, rows: Rows, options: GenerationOptions, eos_id: int, suppressed: np.ndarray
+              ) -> np.ndarray:
+    """Apply repetition_penalty, suppress_tokens, min_length and no_repeat_ngram_size to (rows, vocab) log-probs
+    (a copy when anything applies). Banned tokens get -inf; a row left with nothing allowed may still end (eos)."""
+    too_short = rows.lengths < rows.min_lengths
+    if not options.has_constraints and not suppressed.size and not too_short.any():
         return log_probs
     out = log_probs.astype(np.float64)  # (rows, vocab)
     if options.repetition_penalty != 1.0:
-        for row, history in enumerate(histories):
+        for row, history in enumerate(rows.histories()):
             if history:
-                seen = np.unique(history)
-                out[row, seen] *= options.repetition_penalty  # log-probs are ≤ 0: a penalty > 1 lowers them
+                out[row, np.unique(history)] *= options.repetition_penalty  # log-probs ≤ 0: a penalty > 1 lowers
         out -= np.logaddexp.reduce(out, axis=1, keepdims=True)  # renormalize
     if suppressed.size:
         out[:, suppressed] = -np.inf
+    out[too_short, eos_id] = -np.inf
     n = options.no_repeat_ngram_size
-    for row, history in enumerate(histories):
-        if len(history) < limits[row].min_length:
-            out[row, eos_id] = -np.inf
-        if n and len(history) >= n - 1:
-            tail = history[len(history) - n + 1:] if n > 1 else []
-            banned = [history[i + n - 1] for i in range(len(history) - n + 1) if history[i:i + n - 1] == tail]
-            out[row, banned] = -np.inf
-        if not np.isfinite(out[row]).any():
-            out[row, eos_id] = log_probs[row, eos_id]
+    if n:
+        for row, history in enumerate(rows.histories()):
+            if len(history) >= n - 1:
+                tail = history[len(history) - n + 1:] if n > 1 else []
+                banned = [history[i + n - 1] for i in range(len(history) - n + 1) if history[i:i + n - 1] == tail]
+                out[row, banned] = -np.inf
+    stuck = ~np.isfinite(out).any(axis=1)
+    out[stuck, eos_id] = log_probs[stuck, eos_id]
     return out
 
 
@@ -96,16 +131,22 @@ def sampling_distribution(log_probs: np.ndarray, options: GenerationOptions) -> 
         order = np.argsort(-probs, axis=1, kind="stable")
         sorted_probs = np.take_along_axis(probs, order, axis=1)
         before = np.cumsum(sorted_probs, axis=1) - sorted_probs  # mass of strictly more likely tokens
-        keep_sorted = before < top_p  # the smallest set whose mass reaches top_p
-        keep = np.zeros_like(keep_sorted)
-        np.put_along_axis(keep, order, keep_sorted, axis=1)
+        keep = np.zeros_like(before, dtype=bool)
+        np.put_along_axis(keep, order, before < top_p, axis=1)  # the smallest set whose mass reaches top_p
         probs = np.where(keep, probs, 0.0)
         probs /= probs.sum(axis=1, keepdims=True)
     return probs
 
 
-def choose(processed: np.ndarray, raw: np.ndarray, histories: list[list[int]], limits: list[RowLimits],
-           options: GenerationOptions, rngs: list[np.random.Generator] | None) -> tuple[np.ndarray, np.ndarray]:
+def forced_tokens(rows: Rows) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows are still inside their forced prefix, and the token each such row must take."""
+    forced = rows.lengths < rows.prefix_lengths
+    position = np.minimum(rows.lengths, rows.prefix.shape[1] - 1)
+    return forced, rows.prefix[np.arange(len(position)), position]
+
+
+def choose(processed: np.ndarray, raw: np.ndarray, rows: Rows, options: GenerationOptions,
+           rngs: list[np.random.Generator] | None) -> tuple[np.ndarray, np.ndarray]:
     """Next token per row (forced prefix, sample or argmax) and the log-prob it scores."""
     if rngs is None:
         chosen = processed.argmax(axis=1)
@@ -115,128 +156,152 @@ def choose(processed: np.ndarray, raw: np.ndarray, histories: list[list[int]], l
         draws = np.array([rng.random() for rng in rngs])[:, None] * cumulative[:, -1:]
         chosen = np.minimum((cumulative <= draws).sum(axis=1), probs.shape[1] - 1)
         chosen = np.where(probs[np.arange(len(chosen)), chosen] > 0, chosen, probs.argmax(axis=1))
-    scores = processed[np.arange(len(chosen)), chosen]
-    for row, history in enumerate(histories):
-        prefix = limits[row].prefix
-        if len(history) < len(prefix):  # forced: scored by the model's own log-prob
-            chosen[row] = prefix[len(history)]
-            scores[row] = raw[row, chosen[row]]
+    forced, prefix_token = forced_tokens(rows)
+    chosen = np.where(forced, prefix_token, chosen)
+    index = np.arange(len(chosen))
+    scores = np.where(forced, raw[index, chosen], processed[index, chosen])  # forced: the model's own log-prob
     return chosen, scores
 
 
-def sample_search(step: StepFunction, states: dict[str, np.ndarray], statics: dict[str, np.ndarray],
-                  batch_axes: dict[str, int], *, start_id: int, eos_id: int, limits: list[RowLimits],
+@dataclass
+class StepEvent:
+    """What one step of sample_search produced, for streaming: the rows (original indices) that got a token."""
+
+    rows: np.ndarray
+    tokens: np.ndarray
+    log_probs: np.ndarray
+    ended: np.ndarray  # this token was eos
+
+
+def sample_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: list[RowLimits],
                   options: GenerationOptions, rngs: list[np.random.Generator] | None = None,
                   suppressed: np.ndarray = np.zeros(0, dtype=np.int64), collect_attention: bool = False
-                  ) -> Iterator[tuple[int, Candidate]]:
-    """Greedy (rngs=None) or sampled decoding of every row. Yields (row, candidate) after each token a row gets, so
-    callers can stream; a candidate is complete when `finished` is set or it reached its max length.
-
-    Example:
-        >>> def step(previous, states, statics):  # prefers token 2 for two steps, then eos (0)
-        ...     t = states["state.t"] + 1
-        ...     log_probs = np.log(np.where(t[:, None] > 2, [[0.9, 0.05, 0.05]], [[0.1, 0.1, 0.8]]))
-        ...     return log_probs, {"state.t": t}, None
-        >>> rows = list(sample_search(step, {"state.t": np.zeros(1)}, {}, {"state.t": 0}, start_id=1, eos_id=0,
-        ...                           limits=[RowLimits((), 0, 5)], options=GenerationOptions()))
-        >>> rows[-1][1].ids, rows[-1][1].finished
-        ([2, 2], True)
-    """
-    candidates = [Candidate([]) for _ in limits]
+                  ) -> Iterator[StepEvent]:
+    """Greedy (rngs=None) or sampled decoding of every row: a generator of StepEvents whose return value (the
+    StopIteration value; see `run_sample_search`) is one Candidate per row."""
+    state = Rows.start(limits)
+    attention: list[list[np.ndarray]] = [[] for _ in limits]
+    finished = np.zeros(len(limits), dtype=bool)
     active = np.arange(len(limits))  # original row of each row still decoding
     previous = np.full(len(limits), start_id, dtype=np.int64)
     while active.size:
-        raw, states, attention = step(previous, states, statics)  # (active, vocab)
-        histories = [candidates[row].ids for row in active]
-        active_limits = [limits[row] for row in active]
-        processed = constrain(raw, histories, active_limits, options, eos_id, suppressed)
-        chosen, scores = choose(processed, raw, histories, active_limits, options,
-                                None if rngs is None else [rngs[row] for row in active])
-        keep = np.ones(active.size, dtype=bool)
-        for position, row in enumerate(active):
-            candidate = candidates[row]
-            candidate.score += float(scores[position])
-            if collect_attention and attention is not None:
-                candidate.attention.append(attention[position])
-            if chosen[position] == eos_id and len(candidate.ids) >= len(limits[row].prefix):
-                candidate.finished, keep[position] = True, False
-            else:
-                candidate.ids.append(int(chosen[position]))
-                keep[position] = len(candidate.ids) < limits[row].max_length
-            yield int(row), candidate
+        raw, weights = runner.step(previous)  # (active, vocab)
+        rows = state.take(active)
+        processed = constrain(raw, rows, options, eos_id, suppressed)
+        chosen, scores = choose(processed, raw, rows, options, None if rngs is None else [rngs[r] for r in active])
+        state.scores[active] += scores
+        if collect_attention and weights is not None:
+            for position, row in enumerate(active):
+                attention[row].append(np.array(weights[position]))  # the runner may reuse its buffer
+        ended = (chosen == eos_id) & (rows.lengths >= rows.prefix_lengths)
+        finished[active[ended]] = True
+        growing = active[~ended]
+        state.ids[growing, state.lengths[growing]] = chosen[~ended]
+        state.lengths[growing] += 1
+        yield StepEvent(active, chosen, scores, ended)
+        keep = ~ended & (state.lengths[active] < state.max_lengths[active])
         if not keep.all():
             kept = np.flatnonzero(keep)
-            states, statics = take_rows(states, kept, batch_axes), take_rows(statics, kept, batch_axes)
+            runner.select(kept)
             active, chosen = active[kept], chosen[kept]
         previous = chosen.astype(np.int64)
+    return [Candidate(state.ids[row, :state.lengths[row]].tolist(), float(state.scores[row]), bool(finished[row]),
+                      attention[row]) for row in range(len(limits))]
 
 
-def beam_search(step: StepFunction, states: dict[str, np.ndarray], statics: dict[str, np.ndarray],
-                batch_axes: dict[str, int], *, start_id: int, eos_id: int, limits: list[RowLimits],
+def run_sample_search(search: Iterator[StepEvent]) -> list[Candidate]:
+    """Run a sample_search generator to the end and return its candidates."""
+    while True:
+        try:
+            next(search)
+        except StopIteration as done:
+            return done.value
+
+
+def beam_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: list[RowLimits],
                 options: GenerationOptions, suppressed: np.ndarray = np.zeros(0, dtype=np.int64),
                 collect_attention: bool = False) -> list[list[Candidate]]:
     """Beam search; returns each input's n-best (num_hypotheses candidates, best first by normalized score).
 
     Stopping rule: an input stops once beam_size hypotheses have ended with eos, or when its beams reach its max
     length (the unfinished beams then compete with the finished hypotheses). Each step, every live beam is extended by
-    every token; the 2 × beam_size best extensions by summed log-prob are visited best first: an eos extension
-    becomes a finished hypothesis, any other extension a live beam, until beam_size live beams are found.
+    every token; the 2 × beam_size best extensions by summed log-prob (ties: earlier beam, then lower id) are visited
+    best first: an eos extension becomes a finished hypothesis, any other extension a live beam, until beam_size live
+    beams are found.
     """
-    beam = options.beam
-    inputs = len(limits)
-    # Each input starts with one live beam; rows are (input, beam) pairs, states gathered to follow them.
-    row_input = np.arange(inputs)
-    states, statics = take_rows(states, row_input, batch_axes), take_rows(statics, row_input, batch_axes)
-    live: list[Candidate] = [Candidate([]) for _ in range(inputs)]
+    beam, inputs = options.beam, len(limits)
     finished: list[list[Candidate]] = [[] for _ in range(inputs)]
+    done_count = np.zeros(inputs, dtype=np.int64)
+    # Live rows: (input, beam) pairs; each input starts with one. Row bookkeeping follows `select`.
+    row_input = np.arange(inputs)
+    rows = Rows.start(limits)
+    attention: list[list[np.ndarray]] = [[] for _ in range(inputs)]
     previous = np.full(inputs, start_id, dtype=np.int64)
-    while live:
-        raw, states, attention = step(previous, states, statics)  # (rows, vocab)
-        row_limits = [limits[i] for i in row_input]
-        processed = constrain(raw, [c.ids for c in live], row_limits, options, eos_id, suppressed)
-        for row, candidate in enumerate(live):  # forced prefix: a single allowed token, scored by the model
-            prefix = row_limits[row].prefix
-            if len(candidate.ids) < len(prefix):
-                token = prefix[len(candidate.ids)]
-                forced = np.full(processed.shape[1], -np.inf)
-                forced[token] = raw[row, token]
-                processed[row] = forced
-        totals = np.array([c.score for c in live])[:, None] + processed  # (rows, vocab)
-        next_rows, next_live, next_tokens = [], [], []
-        for index in range(inputs):
-            rows = np.flatnonzero(row_input == index)
-            if rows.size == 0:
+    while row_input.size:
+        raw, weights = runner.step(previous)  # (rows, vocab)
+        vocab = raw.shape[1]
+        processed = constrain(raw, rows, options, eos_id, suppressed)
+        forced, prefix_token = forced_tokens(rows)
+        if forced.any():  # inside a forced prefix a row has one allowed token, scored by the model
+            only = np.full((int(forced.sum()), vocab), -np.inf)
+            only[np.arange(len(only)), prefix_token[forced]] = raw[forced, prefix_token[forced]]
+            processed = processed.astype(np.float64, copy=True)
+            processed[forced] = only
+        totals = rows.scores[:, None] + processed  # (rows, vocab)
+        # Lay rows out as (input, beam slot, vocab) so each input's candidates are one flat, ordered row.
+        first = np.r_[True, row_input[1:] != row_input[:-1]]
+        starts = np.flatnonzero(first)
+        slot = np.arange(len(row_input)) - np.repeat(starts, np.diff(np.r_[starts, len(row_input)]))
+        grid = np.full((inputs, beam, vocab), -np.inf)
+        grid[row_input, slot] = totals
+        flat = grid.reshape(inputs, beam * vocab)
+        order = np.argsort(-flat, axis=1, kind="stable")[:, :2 * beam]  # (inputs, 2·beam)
+        best = np.take_along_axis(flat, order, axis=1)
+        source_row = np.full((inputs, beam), -1)
+        source_row[row_input, slot] = np.arange(len(row_input))
+        parent = source_row[np.arange(inputs)[:, None], order // vocab]  # (inputs, 2·beam) row index or -1
+        token = order % vocab
+        valid = np.isfinite(best) & (parent >= 0)
+        is_eos = token == eos_id
+        # Visit candidates best first until `beam` non-eos survivors: a candidate counts if fewer than `beam`
+        # non-eos candidates come before it.
+        non_eos = valid & ~is_eos
+        before = np.cumsum(non_eos, axis=1) - non_eos
+        visited = valid & (before < beam)
+        safe_parent = np.where(parent >= 0, parent, 0)
+        parent_length = rows.lengths[safe_parent]
+        at_limit = parent_length + 1 >= rows.max_lengths[safe_parent]
+        ends = visited & is_eos
+        stops = visited & ~is_eos & at_limit
+        grows = visited & ~is_eos & ~at_limit
+        active_inputs = np.zeros(inputs, dtype=bool)
+        active_inputs[row_input] = True
+        for index, position in zip(*np.nonzero(ends | stops)):
+            if not active_inputs[index]:
                 continue
-            flat = totals[rows].ravel()
-            best = np.argsort(-flat, kind="stable")[:2 * beam]
-            survivors = 0
-            for position in best:
-                total = flat[position]
-                if not np.isfinite(total):
-                    break
-                row, token = rows[position // totals.shape[1]], int(position % totals.shape[1])
-                parent = live[row]
-                trace = parent.attention + [attention[row]] if collect_attention and attention is not None else []
-                if token == eos_id:
-                    finished[index].append(Candidate(list(parent.ids), float(total), True, trace))
-                    continue
-                child = Candidate(parent.ids + [token], float(total), False, trace)
-                if len(child.ids) >= limits[index].max_length:
-                    finished[index].append(child)  # length limit reached: competes unfinished
-                else:
-                    next_rows.append(row)
-                    next_live.append(child)
-                    next_tokens.append(token)
-                survivors += 1
-                if survivors == beam:
-                    break
-            if len([c for c in finished[index] if c.finished]) >= beam:
-                drop = [i for i, r in enumerate(next_rows) if row_input[r] == index]
-                for i in reversed(drop):
-                    del next_rows[i], next_live[i], next_tokens[i]
-        if not next_rows:
+            row = parent[index, position]
+            ids = rows.ids[row, :rows.lengths[row]].tolist()
+            trace = attention[row] + [np.array(weights[row])] if collect_attention and weights is not None else []
+            if ends[index, position]:
+                finished[index].append(Candidate(ids, float(best[index, position]), True, trace))
+                done_count[index] += 1
+            else:
+                finished[index].append(Candidate(ids + [int(token[index, position])], float(best[index, position]),
+                                                 False, trace))
+        grows &= (done_count < beam)[:, None] & active_inputs[:, None]
+        child_input, child_position = np.nonzero(grows)
+        if child_input.size == 0:
             break
-        gather = np.array(next_rows)
-        states, statics = take_rows(states, gather, batch_axes), take_rows(statics, gather, batch_axes)
-        row_input, live, previous = row_input[gather], next_live, np.array(next_tokens, dtype=np.int64)
+        parents = parent[child_input, child_position]
+        runner.select(parents)
+        new_tokens = token[child_input, child_position]
+        rows = rows.take(parents)
+        rows.ids[np.arange(len(parents)), rows.lengths] = new_tokens
+        rows.lengths += 1
+        rows.scores = best[child_input, child_position].astype(np.float64)
+        if collect_attention and weights is not None:
+            attention = [attention[p] + [np.array(weights[p])] for p in parents]
+        else:
+            attention = [[] for _ in parents]
+        row_input, previous = child_input, new_tokens.astype(np.int64)
     return [sorted(f, key=lambda c: -normalized_score(c, options))[:options.num_hypotheses] for f in finished]

@@ -45,6 +45,7 @@ class SessionSettings:
     inter_op_threads: int = 1
     allow_spinning: bool = False
     optimization_level: str = "all"  # "disable" | "basic" | "extended" | "all"
+    io_binding: bool = True  # preallocated, double-buffered state buffers (and device-resident states on CUDA)
 
     def __post_init__(self) -> None:
         for key in ("intra_op_threads", "inter_op_threads"):

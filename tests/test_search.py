@@ -6,39 +6,52 @@ from hypothesis import strategies as st
 
 from s2s_runtime.batching import length_sorted_batches
 from s2s_runtime.config import GenerationOptions
-from s2s_runtime.search import RowLimits, beam_search, sample_search, sampling_distribution
+from s2s_runtime.search import RowLimits, beam_search, run_sample_search, sample_search, sampling_distribution
 
 VOCAB, EOS, START = 6, 0, 1
-AXES = {"state.t": 0, "state.h": 0, "rows": 0}
+
+
+class FakeRunner:
+    """A DecoderRunner over a pure function of (previous ids, states, statics), with numpy row selection."""
+
+    def __init__(self, step, states, statics):
+        self.step_fn, self.states, self.statics = step, states, statics
+
+    def step(self, previous):
+        log_probs, self.states = self.step_fn(previous, self.states, self.statics)
+        return log_probs, None
+
+    def select(self, rows):
+        self.states = {k: v[rows] for k, v in self.states.items()}
+        self.statics = {k: v[rows] for k, v in self.statics.items()}
 
 
 def table_step(tables):
-    """A fake decoder whose log-probs depend only on (row id kept in statics, step), so compaction bugs show."""
+    """Log-probs that depend only on (row id kept in statics, step), so compaction bugs show."""
     def step(previous, states, statics):
-        rows, t = statics["rows"], states["state.t"]
+        rows, t = statics["rows"], states["t"]
         log_probs = np.stack([tables[r][min(int(k), len(tables[r]) - 1)] for r, k in zip(rows, t)])
-        return log_probs, {"state.t": t + 1}, None
+        return log_probs, {"t": t + 1}
     return step
 
 
 def history_step(seed):
-    """A fake decoder whose log-probs depend on the whole history (kept as a hash in the state)."""
+    """Log-probs that depend on the whole history (kept as a hash in the state)."""
     def step(previous, states, statics):
-        h = states["state.h"] * 1_000_003 + previous + 1
-        h %= 2**31 - 1
+        h = (states["h"] * 1_000_003 + previous + 1) % (2**31 - 1)
         logits = np.stack([np.random.default_rng([seed, int(x)]).normal(0, 2, VOCAB) for x in h])
         logits[:, EOS] -= 1.5  # long enough outputs to exercise the constraints
-        log_probs = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
-        return log_probs, {"state.h": h}, None
+        return logits - np.logaddexp.reduce(logits, axis=1, keepdims=True), {"h": h}
     return step
 
 
-def run_sample_search(step, states, statics, limits, options, rngs=None):
-    final = {}
-    for row, candidate in sample_search(step, states, statics, AXES, start_id=START, eos_id=EOS, limits=limits,
-                                        options=options, rngs=rngs):
-        final[row] = candidate
-    return [final[row] for row in range(len(limits))]
+def greedy_or_sample(runner, limits, options, rngs=None):
+    return run_sample_search(sample_search(runner, start_id=START, eos_id=EOS, limits=limits, options=options,
+                                           rngs=rngs))
+
+
+def beam(runner, limits, options):
+    return beam_search(runner, start_id=START, eos_id=EOS, limits=limits, options=options)
 
 
 def reference_greedy(table, max_length):
@@ -62,8 +75,8 @@ def reference_greedy(table, max_length):
 def test_greedy_search_matches_a_row_by_row_reference(tables, max_length):
     tables = [np.array(t) for t in tables]
     batch = len(tables)
-    hypotheses = run_sample_search(table_step(tables), {"state.t": np.zeros(batch)}, {"rows": np.arange(batch)},
-                                   [RowLimits((), 0, max_length)] * batch, GenerationOptions())
+    hypotheses = greedy_or_sample(FakeRunner(table_step(tables), {"t": np.zeros(batch)}, {"rows": np.arange(batch)}),
+                                  [RowLimits((), 0, max_length)] * batch, GenerationOptions())
     for row, hypothesis in enumerate(hypotheses):
         ids, score, finished = reference_greedy(tables[row], max_length)
         assert hypothesis.ids == ids
@@ -84,14 +97,14 @@ def test_constraints_are_honoured(seed, constraints, prefix, strategy):
     extra = {"beam": dict(beam_size=3, num_hypotheses=2), "sample": dict(seed=seed)}.get(strategy, {})
     options = GenerationOptions(strategy=strategy, max_length=max_length, **constraints, **extra)
     limits = [RowLimits(tuple(prefix), options.min_length, max_length)] * 2
-    states, statics = {"state.h": np.array([seed, seed + 1])}, {}
+    runner = FakeRunner(history_step(seed), {"h": np.array([seed, seed + 1])}, {})
     if strategy == "beam":
-        hypotheses = [h for n_best in beam_search(history_step(seed), states, statics, AXES, start_id=START,
-                                                  eos_id=EOS, limits=limits, options=options) for h in n_best]
-        assert all(len(n_best) == 2 for n_best in [hypotheses[:2], hypotheses[2:]])
+        n_bests = beam(runner, limits, options)
+        assert [len(n_best) for n_best in n_bests] == [2, 2]
+        hypotheses = [h for n_best in n_bests for h in n_best]
     else:
         rngs = [np.random.default_rng([seed, i]) for i in range(2)] if strategy == "sample" else None
-        hypotheses = run_sample_search(history_step(seed), states, statics, limits, options, rngs)
+        hypotheses = greedy_or_sample(runner, limits, options, rngs)
     n = options.no_repeat_ngram_size
     for hypothesis in hypotheses:
         ids = hypothesis.ids
@@ -110,16 +123,14 @@ def test_constraints_are_honoured(seed, constraints, prefix, strategy):
 
 def test_beam_results_are_sorted_and_beam_one_is_greedy():
     seed = 42
-    states = {"state.h": np.array([seed, seed + 7, seed + 9])}
+    runner = lambda: FakeRunner(history_step(seed), {"h": np.array([seed, seed + 7, seed + 9])}, {})  # noqa: E731
     limits = [RowLimits((), 0, 10)] * 3
-    greedy = run_sample_search(history_step(seed), states, {}, limits, GenerationOptions())
-    beam_one = beam_search(history_step(seed), states, {}, AXES, start_id=START, eos_id=EOS, limits=limits,
-                           options=GenerationOptions(strategy="beam", beam_size=1))
+    greedy = greedy_or_sample(runner(), limits, GenerationOptions())
+    beam_one = beam(runner(), limits, GenerationOptions(strategy="beam", beam_size=1))
     assert [n[0].ids for n in beam_one] == [g.ids for g in greedy]
     assert [n[0].score for n in beam_one] == [g.score for g in greedy]
     options = GenerationOptions(strategy="beam", beam_size=5, num_hypotheses=5, length_penalty=1.0)
-    for n_best in beam_search(history_step(seed), states, {}, AXES, start_id=START, eos_id=EOS, limits=limits,
-                              options=options):
+    for n_best in beam(runner(), limits, options):
         normalized = [h.score / (len(h.ids) + h.finished) for h in n_best]
         assert normalized == sorted(normalized, reverse=True) and len(n_best) == 5
 

@@ -1,0 +1,175 @@
+"""Decoder runners: drive the decoder-step session over one batch, keeping its states cached between steps.
+
+Two implementations of search.DecoderRunner:
+- ArrayRunner: `session.run` with numpy arrays; simple, used when IO binding is off.
+- BoundRunner: onnxruntime IO binding. States live in preallocated, double-buffered OrtValues (step t reads buffer A
+  and writes buffer B, step t+1 the reverse), so no state is allocated per step; on CUDA the states and the encoder's
+  statics stay on the device, and compaction / beam reordering runs a small Gather graph there, so the only per-step
+  host traffic is the previous ids in and the log-probs out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import roles
+from .bundle import GraphSpec
+from .sessions import import_onnxruntime
+
+GRAPHS_DIR = Path(__file__).resolve().parent / "graphs"
+
+
+def take_rows(values: dict[str, np.ndarray], rows: np.ndarray, batch_axes: dict[str, int]) -> dict[str, np.ndarray]:
+    """Keep (or repeat, or reorder) `rows` of every tensor along its own batch axis."""
+    return {role: np.take(value, rows, axis=batch_axes[role]) for role, value in values.items()}
+
+
+@dataclass(frozen=True)
+class StepGraph:
+    """What a runner needs to know about the decoder-step graph."""
+
+    session: Any
+    spec: GraphSpec
+    state_roles: tuple[str, ...]  # recurrent: output of step t is input of step t + 1
+    batch_axes: dict[str, int]
+
+    @classmethod
+    def of(cls, session: Any, spec: GraphSpec) -> "StepGraph":
+        state_roles = tuple(role for role in spec.outputs if roles.is_state(role))
+        return cls(session, spec, state_roles, {role: io.batch_axis for role, io in spec.inputs.items()})
+
+    def output_names(self, with_attention: bool) -> list[str]:
+        wanted = [roles.LOG_PROBS, *self.state_roles] + ([roles.ATTENTION] if with_attention else [])
+        return [self.spec.outputs[role].name for role in wanted]
+
+
+class ArrayRunner:
+    """Runs the step with `session.run`; states and statics are numpy arrays."""
+
+    def __init__(self, graph: StepGraph, states: dict[str, np.ndarray], statics: dict[str, np.ndarray],
+                 with_attention: bool):
+        self.graph, self.states, self.statics = graph, states, statics
+        self.with_attention = with_attention
+        self._names = graph.output_names(with_attention)
+        inputs = graph.spec.inputs
+        self._feed_names = {role: io.name for role, io in inputs.items()}
+
+    def step(self, previous_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        feeds = {self._feed_names[roles.PREVIOUS_IDS]: previous_ids}
+        for values in (self.states, self.statics):
+            feeds.update({self._feed_names[role]: value for role, value in values.items()})
+        log_probs, *rest = self.graph.session.run(self._names, feeds)
+        self.states = dict(zip(self.graph.state_roles, rest))
+        return log_probs, rest[-1] if self.with_attention else None
+
+    def select(self, rows: np.ndarray) -> None:
+        self.states = take_rows(self.states, rows, self.graph.batch_axes)
+        self.statics = take_rows(self.statics, rows, self.graph.batch_axes)
+
+
+class DeviceGather:
+    """Gather along a batch axis on the device where the tensors live, with the shipped Gather graphs."""
+
+    def __init__(self, providers: list, device_type: str, device_id: int):
+        ort = import_onnxruntime()
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.device_type, self.device_id = device_type, device_id
+        self._sessions = {path.stem: ort.InferenceSession(str(path), options, providers=providers)
+                          for path in sorted(GRAPHS_DIR.glob("gather_*.onnx"))}
+
+    def __call__(self, value: Any, rows: np.ndarray, axis: int) -> Any:
+        dtype = {"tensor(float)": "float32", "tensor(float16)": "float16"}[value.data_type()]
+        session = self._sessions[f"gather_{dtype}_rank{len(value.shape())}_axis{axis}"]
+        binding = session.io_binding()
+        binding.bind_ortvalue_input("values", value)
+        binding.bind_cpu_input("indices", rows.astype(np.int64))
+        binding.bind_output("gathered", self.device_type, self.device_id)
+        session.run_with_iobinding(binding)
+        return binding.get_outputs()[0]
+
+
+class BoundRunner:
+    """Runs the step with IO binding and double-buffered state buffers (see the module docstring).
+
+    Without a `gather`, cached tensors are OrtValues over numpy arrays this runner owns, so selecting rows is a numpy
+    take; with one (a DeviceGather, for tensors on a device), the rows are gathered where they live.
+    """
+
+    def __init__(self, graph: StepGraph, states: dict[str, np.ndarray], statics: dict[str, np.ndarray],
+                 with_attention: bool, *, device_type: str = "cpu", device_id: int = 0,
+                 gather: DeviceGather | None = None):
+        self.graph, self.with_attention = graph, with_attention
+        self.device_type, self.device_id, self._gather = device_type, device_id, gather
+        self._ort = import_onnxruntime()
+        self._backing: dict[int, np.ndarray] = {}  # id(OrtValue) → the host array it wraps (kept alive here)
+        self._in = {role: io.name for role, io in graph.spec.inputs.items()}
+        self._out = {role: io.name for role, io in graph.spec.outputs.items()}
+        # States are copied: their buffers are reused as outputs, and the caller's arrays must stay untouched.
+        self._states = {role: self._upload(np.array(value)) for role, value in states.items()}
+        self._statics = {role: self._upload(value) for role, value in statics.items()}
+        role, value = next(iter(states.items()))
+        self._rows = value.shape[graph.batch_axes[role]]
+        self._allocate()
+
+    def _wrap(self, array: np.ndarray) -> Any:
+        value = self._ort.OrtValue.ortvalue_from_numpy(array)  # over the array's memory, no copy
+        self._backing[id(value)] = array
+        return value
+
+    def _upload(self, array: np.ndarray) -> Any:
+        """An OrtValue holding `array` on the runner's device."""
+        array = np.ascontiguousarray(array)
+        if self.device_type == "cpu":
+            return self._wrap(array)
+        return self._ort.OrtValue.ortvalue_from_numpy(array, self.device_type, self.device_id)
+
+    def _empty(self, shape: tuple[int, ...], *, host: bool = False) -> Any:
+        if host or self.device_type == "cpu":
+            return self._wrap(np.empty(shape, dtype=np.float32))
+        return self._ort.OrtValue.ortvalue_from_shape_and_type(list(shape), np.float32, self.device_type,
+                                                                self.device_id)
+
+    def _allocate(self) -> None:
+        """Allocate the spare state buffers and the host outputs for the current row count; bind the statics."""
+        live = [*self._states.values(), *self._statics.values()]
+        self._backing = {id(v): self._backing[id(v)] for v in live if id(v) in self._backing}
+        self._spare = {role: self._empty(tuple(value.shape())) for role, value in self._states.items()}
+        vocab = self.graph.spec.outputs[roles.LOG_PROBS].shape[-1]
+        self._binding = binding = self.graph.session.io_binding()
+        for role, value in self._statics.items():
+            binding.bind_ortvalue_input(self._in[role], value)
+        log_probs = self._empty((self._rows, vocab), host=True)
+        binding.bind_ortvalue_output(self._out[roles.LOG_PROBS], log_probs)
+        self._log_probs = self._backing[id(log_probs)]  # (rows, vocab), rewritten in place every step
+        self._attention = None
+        if self.with_attention:
+            attention = self._empty((self._rows, self._statics[roles.MEMORY_BIAS].shape()[1]), host=True)
+            binding.bind_ortvalue_output(self._out[roles.ATTENTION], attention)
+            self._attention = self._backing[id(attention)]  # (rows, source_length)
+
+    def step(self, previous_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        binding = self._binding
+        binding.bind_cpu_input(self._in[roles.PREVIOUS_IDS], np.ascontiguousarray(previous_ids, dtype=np.int64))
+        for role in self.graph.state_roles:
+            binding.bind_ortvalue_input(self._in[role], self._states[role])
+            binding.bind_ortvalue_output(self._out[role], self._spare[role])
+        self.graph.session.run_with_iobinding(binding)
+        self._states, self._spare = self._spare, self._states  # the buffers just read are written next step
+        return self._log_probs, self._attention
+
+    def select(self, rows: np.ndarray) -> None:
+        axes = self.graph.batch_axes
+        self._states = {role: self._take(value, rows, axes[role]) for role, value in self._states.items()}
+        self._statics = {role: self._take(value, rows, axes[role]) for role, value in self._statics.items()}
+        self._rows = len(rows)
+        self._allocate()
+
+    def _take(self, value: Any, rows: np.ndarray, axis: int) -> Any:
+        if self._gather is not None:
+            return self._gather(value, rows, axis)
+        return self._wrap(np.take(self._backing[id(value)], rows, axis=axis))

@@ -1,0 +1,65 @@
+"""Decoder runners: IO binding (host buffers or on-device gather) must compute exactly what session.run does."""
+
+import numpy as np
+import pytest
+
+import s2s_runtime
+from conftest import random_checkpoint, random_sources, write_bundle
+from s2s_export.runtime_graphs import GRAPHS_DIR, runtime_graph_files
+from s2s_runtime.decoder import ArrayRunner, BoundRunner, DeviceGather
+
+ARCHITECTURES = [dict(hidden_size=16, cell="lstm", attention="additive", input_feeding=True, bidirectional=True,
+                      bridge="linear", num_layers=2),
+                 dict(hidden_size=16, conditioning="both", attention="dot")]
+
+
+@pytest.fixture(scope="module", params=ARCHITECTURES, ids=["lstm-additive-feed", "gru-dot-both"])
+def model(request, tmp_path_factory):
+    checkpoint = random_checkpoint(13, **request.param)
+    return s2s_runtime.load(write_bundle(checkpoint, tmp_path_factory.mktemp("runner")), device="cpu")
+
+
+def drive(runner, steps=6):
+    """Step, compact and reorder a runner the way the searches do; collect every output."""
+    outputs, previous = [], np.array([4, 5, 6, 7, 8])
+    for step in range(steps):
+        log_probs, attention = runner.step(previous)
+        outputs.append(log_probs.copy())
+        if attention is not None:
+            outputs.append(attention.copy())
+        previous = log_probs.argmax(axis=1)
+        if step == 2:  # a row finishes: compaction
+            runner.select(np.array([0, 2, 3, 4]))
+            previous = previous[[0, 2, 3, 4]]
+        if step == 4:  # beam-style reorder with repeats
+            runner.select(np.array([3, 3, 0, 1]))
+            previous = previous[[3, 3, 0, 1]]
+    return outputs
+
+
+@pytest.mark.parametrize("with_attention", [False, True])
+def test_bound_runners_equal_the_plain_runner(model, with_attention):
+    states, statics, _ = model._encode([[3, 4, 5], [6, 7], [8, 9, 10, 11], [3], [5, 5, 5, 5, 5]])
+    graph = model._step_graph
+    expected = drive(ArrayRunner(graph, states, statics, with_attention))
+    host = drive(BoundRunner(graph, states, statics, with_attention))
+    gather = DeviceGather(["CPUExecutionProvider"], "cpu", 0)  # the CUDA code path, run on the CPU
+    on_device = drive(BoundRunner(graph, states, statics, with_attention, gather=gather))
+    for got in (host, on_device):
+        assert len(got) == len(expected)
+        for a, b in zip(got, expected):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_generation_is_identical_with_and_without_io_binding(model):
+    bundle = model.bundle.root
+    plain = s2s_runtime.load(bundle, device="cpu", io_binding=False)
+    sources = random_sources(20, seed=3)
+    for options in (dict(), dict(strategy="beam", beam_size=3, num_hypotheses=2), dict(strategy="sample", seed=2)):
+        a, b = model.generate(sources, **options), plain.generate(sources, **options)
+        assert [[h.ids for h in r.hypotheses] for r in a] == [[h.ids for h in r.hypotheses] for r in b]
+        assert [r.score for r in a] == [r.score for r in b]
+
+
+def test_shipped_gather_graphs_are_up_to_date():
+    assert {p.name: p.read_bytes() for p in GRAPHS_DIR.glob("*.onnx")} == runtime_graph_files()

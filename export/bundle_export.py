@@ -21,6 +21,7 @@ from .checkpoint import SOURCE_VOCAB_FILE, TARGET_VOCAB_FILE, Checkpoint, load_c
 from .graph_builder import OPSET
 from .onnx_graphs import ExportedGraph, build_decoder_step, build_encoder
 from .parity import check_parity
+from .precision import PRECISIONS, convert, quality_change
 
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder_step.onnx"
@@ -37,12 +38,16 @@ class ExportOptions:
 
     max_source_length: int = 1024  # longer inputs are refused by the runtime (no limit is baked into the weights)
     validation_size: int = 64      # sources used by the parity check
+    plain: bool = False            # ONNX GRU/LSTM ops + Gemm in the decoder step instead of the optimized graph
+    precision: str = "float32"     # "int8" (dynamic quantization) or "float16" (for CUDA)
     overwrite: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.max_source_length < 1 or self.validation_size < 1:
             raise ValueError("max_source_length and validation_size must be ≥ 1")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
 
 
 def export_bundle(checkpoint: str | Path | Checkpoint, out_dir: str | Path, *,
@@ -61,26 +66,46 @@ def export_bundle(checkpoint: str | Path | Checkpoint, out_dir: str | Path, *,
     if out_dir.exists() and not options.overwrite:
         raise FileExistsError(f"{out_dir}: already exists (pass overwrite=True / --overwrite to replace it)")
     ckpt.model.eval()
-    encoder, decoder = build_encoder(ckpt.model), build_decoder_step(ckpt.model)
-    report = check_parity(ckpt, encoder, decoder, _validation_ids(ckpt, validation_sources, options))
+    encoder, decoder = build_encoder(ckpt.model), build_decoder_step(ckpt.model, plain=options.plain)
+    validation = _validation_ids(ckpt, validation_sources, options)
+    report = check_parity(ckpt, encoder, decoder, validation)
+    manifest = build_manifest(ckpt, encoder, decoder, report.to_dict(), options)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # Written next to the destination and renamed at the end, so a crash never leaves a half-bundle at out_dir.
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
+    staging = [_write(out_dir, ckpt, encoder.model, decoder.model, manifest)]
     try:
-        onnx.save(encoder.model, str(staging / ENCODER_FILE))
-        onnx.save(decoder.model, str(staging / DECODER_FILE))
-        ckpt.source_vocab.save(staging / SOURCE_VOCAB_FILE)
-        ckpt.target_vocab.save(staging / TARGET_VOCAB_FILE)
-        manifest = build_manifest(ckpt, encoder, decoder, report.to_dict(), options)
-        manifest["files"] = {p.name: sha256_of(p) for p in sorted(staging.iterdir())}
-        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
+        if options.precision != "float32":
+            # The parity above proved the fp32 graphs; the reduced-precision graphs are measured against them.
+            reduced = {**manifest, "precision": options.precision}
+            staging.append(_write(out_dir, ckpt, convert(encoder.model, options.precision),
+                                  convert(decoder.model, options.precision), reduced))
+            sources = [ckpt.source_vocab.join(ckpt.source_vocab.decode_tokens(ids)) for ids in validation]
+            reduced["quality"] = quality_change(staging[0], staging[1], sources)
+            _write_manifest(staging[1], reduced)
         if out_dir.exists():
             shutil.rmtree(out_dir)
-        staging.rename(out_dir)
+        staging[-1].rename(out_dir)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        for directory in staging:
+            shutil.rmtree(directory, ignore_errors=True)
     return out_dir
+
+
+def _write(out_dir: Path, ckpt: Checkpoint, encoder: onnx.ModelProto, decoder: onnx.ModelProto, manifest: dict
+           ) -> Path:
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
+    onnx.save(encoder, str(staging / ENCODER_FILE))
+    onnx.save(decoder, str(staging / DECODER_FILE))
+    ckpt.source_vocab.save(staging / SOURCE_VOCAB_FILE)
+    ckpt.target_vocab.save(staging / TARGET_VOCAB_FILE)
+    _write_manifest(staging, manifest)
+    return staging
+
+
+def _write_manifest(directory: Path, manifest: dict) -> None:
+    manifest["files"] = {p.name: sha256_of(p) for p in sorted(directory.iterdir()) if p.name != MANIFEST_FILE}
+    (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
 
 
 def _validation_ids(ckpt: Checkpoint, sources: Sequence[str] | None, options: ExportOptions) -> list[list[int]]:
@@ -118,6 +143,8 @@ def build_manifest(ckpt: Checkpoint, encoder: ExportedGraph, decoder: ExportedGr
                    "decoder_step": {"file": DECODER_FILE, "inputs": _io_map(decoder.inputs),
                                     "outputs": _io_map(decoder.outputs)}},
         "opset": OPSET,
+        "graph_variant": "plain" if options.plain else "optimized",
+        "precision": "float32",
         "producer": {"name": "s2s_export", "torch": torch.__version__, "onnx": onnx.__version__,
                      "onnxruntime": onnxruntime.__version__},
         "parity": parity,

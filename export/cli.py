@@ -66,6 +66,11 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--validation", type=Path, help="TSV/JSONL whose sources feed the parity check")
     parser.add_argument("--task", help="built-in task whose dev sources feed the parity check")
     parser.add_argument("--max-source-length", type=int, default=1024)
+    parser.add_argument("--plain", action="store_true",
+                        help="straightforward decoder step (ONNX GRU/LSTM op, Gemm) instead of the optimized graph")
+    precision = parser.add_mutually_exclusive_group()
+    precision.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantization (CPU)")
+    precision.add_argument("--fp16", action="store_true", help="fp16 weights and arithmetic (CUDA)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     parser.set_defaults(handler=run_export)
 
@@ -122,10 +127,15 @@ def run_export(args: argparse.Namespace) -> int:
         elif args.task:
             sources = [p.source for p in task_pairs(args.task, "dev")]
         out = export_bundle(args.checkpoint, args.out, validation_sources=sources,
-                            options=ExportOptions(max_source_length=args.max_source_length, overwrite=args.overwrite))
+                            options=ExportOptions(max_source_length=args.max_source_length, overwrite=args.overwrite,
+                                                  plain=args.plain,
+                                                  precision="int8" if args.quantize else
+                                                  "float16" if args.fp16 else "float32"))
     except (CheckpointError, ConfigError, DataError, ParityError, FileExistsError, ValueError) as error:
         raise SystemExit(f"s2s export: {error}") from None
     manifest = json.loads((out / "manifest.json").read_text())
     print(f"wrote {out} (parity max |Δ| {manifest['parity']['max_abs_diff']:.2e} over "
           f"{manifest['parity']['checks']} checks)", file=sys.stderr)
+    if "quality" in manifest:
+        print(f"{manifest['precision']} against float32: {json.dumps(manifest['quality'])}", file=sys.stderr)
     return 0

@@ -153,11 +153,18 @@ def _memory_bias(g: GraphBuilder, source_ids: str, lengths: str) -> str:
     positions = g.op("Range", g.const(np.array(0, np.int64)), src_len, g.const(np.array(1, np.int64)))  # (S,)
     padded = g.op("Not", g.op("Less", g.op("Unsqueeze", positions, g.ints([0])),
                               g.op("Unsqueeze", lengths, g.ints([1]))))  # (B, S)
-    return g.op("Mul", g.op("Cast", padded, to=onnx.TensorProto.FLOAT), g.const(np.array(MASK_VALUE, np.float32)))
+    # Where rather than Cast + Mul: its constants follow a float16 conversion of the graph.
+    return g.op("Where", padded, g.const(np.array(MASK_VALUE, np.float32)), g.const(np.array(0.0, np.float32)))
 
 
-def build_decoder_step(model: Seq2Seq) -> ExportedGraph:
-    """Decoder-step graph: (previous_ids, states, statics) → (log_probs, new states[, attention])."""
+def build_decoder_step(model: Seq2Seq, *, plain: bool = False) -> ExportedGraph:
+    """Decoder-step graph: (previous_ids, states, statics) → (log_probs, new states[, attention]).
+
+    Optimized (default): the cells are written with MatMul + Add + activations (fast at batch 1, and covered by
+    dynamic int8 quantization), and the target embedding is folded into the first layer's input projection — a Gather
+    from a precomputed (vocab, gates × hidden) table instead of a Gather and a MatMul per step. Plain: the ONNX
+    GRU/LSTM op for the cells and Gemm for the output projection, the straightforward graph kept for comparison.
+    """
     cfg = model.cfg
     w = _weights(model)
     g = GraphBuilder("decoder_step")
@@ -166,16 +173,39 @@ def build_decoder_step(model: Seq2Seq) -> ExportedGraph:
     encoded = encoded_io(cfg)
     value = {io.role: g.input(io.name, io.dtype, list(io.shape)) for io in encoded}
 
-    parts = []
+    parts = []  # the first layer's input, in the order of decoder.rnn.weight_ih_l0's columns
     if cfg.feed_previous:
-        parts.append(g.op("Gather", g.const(w["decoder.embedding.weight"], "target_embedding"), previous_ids))
+        parts.append(("embedding", cfg.target_embedding_size))
     if cfg.concat_context:
-        parts.append(value[roles.CONTEXT])  # (B, enc_out)
+        parts.append((roles.CONTEXT, cfg.encoder_output_size))
     if cfg.input_feeding:
-        parts.append(value[roles.STATE_FEED])  # (B, H)
-    x = parts[0] if len(parts) == 1 else g.op("Concat", *parts, axis=1)  # (B, dec_in)
+        parts.append((roles.STATE_FEED, hidden))
+
+    def first_layer_input() -> str:
+        vectors = [g.op("Gather", g.const(w["decoder.embedding.weight"], "target_embedding"), previous_ids)
+                   if name == "embedding" else value[name] for name, _ in parts]
+        return vectors[0] if len(vectors) == 1 else g.op("Concat", *vectors, axis=1)  # (B, dec_in)
+
+    def folded_input_projection() -> str:
+        """x @ W_ih^T + b_ih for layer 0 with the embedding block precomputed per token."""
+        weight, bias = w["decoder.rnn.weight_ih_l0"], w["decoder.rnn.bias_ih_l0"]  # (G·H, dec_in), (G·H,)
+        projected, offset = [], 0
+        for name, size in parts:
+            block = weight[:, offset:offset + size]
+            if name == "embedding":
+                table = w["decoder.embedding.weight"] @ block.T + bias  # (V, G·H)
+                projected.append(g.op("Gather", g.const(table.astype(np.float32), "embedding_projection"),
+                                      previous_ids))
+            else:
+                projected.append(g.op("MatMul", value[name], g.const(block.T.copy(), "W_ih")))
+            offset += size
+        total = projected[0]
+        for term in projected[1:]:
+            total = g.op("Add", total, term)
+        return total if cfg.feed_previous else g.op("Add", total, g.const(bias, "b_ih"))  # (B, G·H)
 
     new_h, new_c = [], []
+    x = None if not plain and cfg.feed_previous else first_layer_input()
     for layer in range(cfg.num_layers):
         def linear(inp: str, kind: str) -> str:  # inp @ W_kind^T + b_kind, PyTorch gate order
             product = g.op("MatMul", inp, g.const(w[f"decoder.rnn.weight_{kind}_l{layer}"].T, f"W{kind}"))
@@ -183,20 +213,13 @@ def build_decoder_step(model: Seq2Seq) -> ExportedGraph:
 
         index = g.const(np.array(layer, np.int64), "layer")
         h = g.op("Gather", value[roles.STATE_H], index, axis=0)  # (B, H)
-        split = g.ints([hidden] * (3 if cfg.cell == "gru" else 4), "split")
-        if cfg.cell == "gru":
-            i_r, i_z, i_n = g.op_multi("Split", 3, linear(x, "ih"), split, axis=1)  # each (B, H)
-            h_r, h_z, h_n = g.op_multi("Split", 3, linear(h, "hh"), split, axis=1)
-            r = g.op("Sigmoid", g.op("Add", i_r, h_r))
-            z = g.op("Sigmoid", g.op("Add", i_z, h_z))
-            n = g.op("Tanh", g.op("Add", i_n, g.op("Mul", r, h_n)))
-            x = g.op("Add", n, g.op("Mul", z, g.op("Sub", h, n)))  # (1 - z) * n + z * h
+        c = g.op("Gather", value[roles.STATE_C], index, axis=0) if cfg.cell == "lstm" else None  # (B, H)
+        if plain:
+            x, h, c = _rnn_op_step(g, cfg, w, layer, x, h, c)
         else:
-            c = g.op("Gather", value[roles.STATE_C], index, axis=0)  # (B, H)
-            gates = g.op("Add", linear(x, "ih"), linear(h, "hh"))  # (B, 4H)
-            i, f, gg, o = g.op_multi("Split", 4, gates, split, axis=1)
-            c = g.op("Add", g.op("Mul", g.op("Sigmoid", f), c), g.op("Mul", g.op("Sigmoid", i), g.op("Tanh", gg)))
-            x = g.op("Mul", g.op("Sigmoid", o), g.op("Tanh", c))
+            gi = folded_input_projection() if layer == 0 and cfg.feed_previous else linear(x, "ih")  # (B, G·H)
+            x, c = _primitive_cell(g, cfg, gi, linear(h, "hh"), h, c)
+        if c is not None:
             new_c.append(g.op("Unsqueeze", c, g.ints([0])))
         new_h.append(g.op("Unsqueeze", x, g.ints([0])))  # (1, B, H)
 
@@ -204,8 +227,12 @@ def build_decoder_step(model: Seq2Seq) -> ExportedGraph:
     attention_weights = None
     if cfg.attention != "none":
         x, attention_weights = _attention(g, cfg, w, x, value)
-    logits = g.op("Add", g.op("MatMul", x, g.const(w["decoder.output.weight"].T, "output_w")),
-                  g.const(w["decoder.output.bias"], "output_b"))  # (B, V)
+    if plain:
+        logits = g.op("Gemm", x, g.const(w["decoder.output.weight"], "output_w"), g.const(w["decoder.output.bias"],
+                                                                                        "output_b"), transB=1)
+    else:
+        logits = g.op("Add", g.op("MatMul", x, g.const(w["decoder.output.weight"].T, "output_w")),
+                      g.const(w["decoder.output.bias"], "output_b"))  # (B, V)
     results = {roles.LOG_PROBS: g.op("LogSoftmax", logits, axis=1),
                roles.STATE_H: g.op("Concat", *new_h, axis=0) if len(new_h) > 1 else new_h[0]}
     if new_c:
@@ -224,6 +251,43 @@ def build_decoder_step(model: Seq2Seq) -> ExportedGraph:
         outputs.append(io)
     inputs = [GraphIO(roles.PREVIOUS_IDS, previous_ids, "int64", ("batch",))] + encoded
     return ExportedGraph(g.model(), inputs, outputs)
+
+
+def _primitive_cell(g: GraphBuilder, cfg: Seq2SeqConfig, gi: str, gh: str, h: str, c: str | None
+                    ) -> tuple[str, str | None]:
+    """One GRU/LSTM cell from its input and recurrent projections (PyTorch gate order); returns (h', c')."""
+    hidden = cfg.hidden_size
+    if cfg.cell == "gru":
+        split = g.ints([hidden] * 3, "split")
+        i_r, i_z, i_n = g.op_multi("Split", 3, gi, split, axis=1)  # each (B, H)
+        h_r, h_z, h_n = g.op_multi("Split", 3, gh, split, axis=1)
+        r = g.op("Sigmoid", g.op("Add", i_r, h_r))
+        z = g.op("Sigmoid", g.op("Add", i_z, h_z))
+        n = g.op("Tanh", g.op("Add", i_n, g.op("Mul", r, h_n)))
+        return g.op("Add", n, g.op("Mul", z, g.op("Sub", h, n))), None  # (1 - z) * n + z * h
+    i, f, gg, o = g.op_multi("Split", 4, g.op("Add", gi, gh), g.ints([hidden] * 4, "split"), axis=1)
+    c = g.op("Add", g.op("Mul", g.op("Sigmoid", f), c), g.op("Mul", g.op("Sigmoid", i), g.op("Tanh", gg)))
+    return g.op("Mul", g.op("Sigmoid", o), g.op("Tanh", c)), c
+
+
+def _rnn_op_step(g: GraphBuilder, cfg: Seq2SeqConfig, w: dict[str, np.ndarray], layer: int, x: str, h: str,
+                 c: str | None) -> tuple[str, str, str | None]:
+    """One step of one layer with the ONNX GRU/LSTM op (sequence length 1); returns (output, h', c')."""
+    def weight(name: str) -> np.ndarray:
+        return _reorder_gates(w[f"decoder.rnn.{name}_l{layer}"], cfg.cell)
+
+    biases = np.concatenate([weight("bias_ih"), weight("bias_hh")])[None]  # (1, 2·G·H)
+    attrs = {"hidden_size": cfg.hidden_size}
+    if cfg.cell == "gru":
+        attrs["linear_before_reset"] = 1
+    inputs = [g.op("Unsqueeze", x, g.ints([0])), g.const(weight("weight_ih")[None], "W"),
+              g.const(weight("weight_hh")[None], "R"), g.const(biases, "B"), "",
+              g.op("Unsqueeze", h, g.ints([0]))]  # X (1, B, in), initial_h (1, B, H)
+    if c is not None:
+        inputs.append(g.op("Unsqueeze", c, g.ints([0])))
+    outs = g.op_multi(cfg.cell.upper(), 3 if c is not None else 2, *inputs, **attrs)
+    new_h = g.op("Squeeze", outs[1], g.ints([0]))  # (B, H)
+    return new_h, new_h, None if c is None else g.op("Squeeze", outs[2], g.ints([0]))
 
 
 def _attention(g: GraphBuilder, cfg: Seq2SeqConfig, w: dict[str, np.ndarray], query: str, value: dict[str, str]

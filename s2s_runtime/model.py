@@ -16,7 +16,7 @@ from .bundle import Bundle
 from .config import GenerationOptions
 from .decoder import ArrayRunner, BoundRunner, DeviceGather, StepGraph, take_rows
 from .search import Candidate, DecoderRunner, RowLimits, beam_search, normalized_score, run_sample_search, sample_search
-from .sessions import SessionSettings, create_sessions
+from .sessions import DeviceError, SessionSettings, create_sessions, cuda_works, parse_device
 
 InputText = str | Sequence[str]
 
@@ -106,6 +106,8 @@ class Seq2SeqModel:
     def __init__(self, bundle: Bundle, *, device: str = "auto", settings: SessionSettings = SessionSettings()):
         self.bundle = bundle
         graphs = [bundle.graphs["encoder"], bundle.graphs["decoder_step"]]
+        if bundle.manifest.get("precision") == "float16":
+            device = _cuda_only(device)  # onnxruntime's CPU kernels cannot run these graphs (it may even crash)
         (self._encoder, decoder), self.placement = create_sessions(graphs, device, settings)
         self._encoder_spec, self._step_spec = graphs
         self._step_graph = StepGraph.of(decoder, self._step_spec)
@@ -392,6 +394,15 @@ class Seq2SeqModel:
         return Hypothesis(vocab.join(tokens), tokens, candidate.ids, candidate.score,
                           normalized_score(candidate, options), candidate.finished,
                           attention if options.return_attention else None)
+
+
+def _cuda_only(device: str) -> str:
+    """The device for a float16 bundle: CUDA, or a DeviceError naming the precision."""
+    kind, device_id = parse_device(device)
+    works, why = cuda_works(device_id) if kind != "cpu" else (False, "device='cpu' requested")
+    if not works:
+        raise DeviceError(f"this bundle is float16 (s2s export --fp16) and runs on CUDA only: {why}")
+    return f"cuda:{device_id}"
 
 
 def _as_input_list(inputs: object) -> list:

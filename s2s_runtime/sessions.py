@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .bundle import BundleError, GraphSpec
 
 log = logging.getLogger("s2s_runtime")
 
+PROBE_GRAPH = Path(__file__).resolve().parent / "graphs" / "gather_float32_rank2_axis0.onnx"
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
@@ -91,23 +94,17 @@ def parse_device(device: str) -> tuple[str, int]:
 
 
 def create_sessions(graphs: list[GraphSpec], device: str, settings: SessionSettings) -> tuple[list[Any], Placement]:
-    """One session per graph on the requested device. CUDA counts as available only if the created session really
-    runs on it: onnxruntime-gpu lists CUDAExecutionProvider even where its libraries are missing, then silently
-    falls back to the CPU."""
-    ort = import_onnxruntime()
+    """One session per graph on the requested device. CUDA counts as available only if a session really runs on it:
+    onnxruntime-gpu lists CUDAExecutionProvider even where its libraries are missing, then silently falls back to
+    the CPU."""
     kind, device_id = parse_device(device)
     if kind in ("auto", "cuda"):
-        if CUDA not in ort.get_available_providers():
-            why = "this onnxruntime build has no CUDAExecutionProvider (install s2s-runtime[gpu])"
-        else:
+        works, why = cuda_works(device_id)
+        if works:
             providers = [(CUDA, {"device_id": device_id}), CPU]
-            first = _session(graphs[0], providers, settings)  # one probe: a failed CUDA load logs once, not per graph
-            active = first.get_providers()
-            if active and active[0] == CUDA:
-                sessions = [first] + [_session(g, providers, settings) for g in graphs[1:]]
-                log.info("s2s_runtime: running on cuda:%d (CUDAExecutionProvider)", device_id)
-                return sessions, Placement(f"cuda:{device_id}", tuple(active), "CUDA loaded")
-            why = "CUDAExecutionProvider is listed but did not load (CUDA/cuDNN libraries or GPU missing)"
+            sessions = [_session(g, providers, settings) for g in graphs]
+            log.info("s2s_runtime: running on cuda:%d (CUDAExecutionProvider)", device_id)
+            return sessions, Placement(f"cuda:{device_id}", tuple(sessions[0].get_providers()), why)
         if kind == "cuda":
             raise DeviceError(f"device={device!r}: {why}; use device='cpu' or 'auto'")
         log.info("s2s_runtime: running on CPU (CPUExecutionProvider): %s", why)
@@ -115,6 +112,26 @@ def create_sessions(graphs: list[GraphSpec], device: str, settings: SessionSetti
         why = "device='cpu' requested"
     sessions = [_session(g, [CPU], settings) for g in graphs]
     return sessions, Placement("cpu", tuple(sessions[0].get_providers()), why)
+
+
+def cuda_works(device_id: int) -> tuple[bool, str]:
+    """Whether a session really runs on CUDA device `device_id`, and why not."""
+    if CUDA not in import_onnxruntime().get_available_providers():
+        return False, "this onnxruntime build has no CUDAExecutionProvider (install s2s-runtime[gpu])"
+    if _probe_cuda(device_id):
+        return True, "CUDA loaded"
+    return False, "CUDAExecutionProvider is listed but did not load (CUDA/cuDNN libraries or GPU missing)"
+
+
+@functools.lru_cache(maxsize=None)
+def _probe_cuda(device_id: int) -> bool:
+    """Probed once per process and device with a tiny graph — never with a bundle's own graphs: a float16 graph
+    that falls back to the CPU can crash onnxruntime."""
+    ort = import_onnxruntime()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    probe = ort.InferenceSession(str(PROBE_GRAPH), options, providers=[(CUDA, {"device_id": device_id}), CPU])
+    return probe.get_providers()[0] == CUDA
 
 
 def _session(graph: GraphSpec, providers: list, settings: SessionSettings) -> Any:

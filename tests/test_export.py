@@ -100,8 +100,8 @@ def test_failed_parity_names_the_graph_and_leaves_no_bundle(tmp_path, monkeypatc
     checkpoint = random_checkpoint(4, hidden_size=16)
     real_build = bundle_export.build_decoder_step
 
-    def tampered(model):
-        graph = real_build(model)
+    def tampered(model, **kwargs):
+        graph = real_build(model, **kwargs)
         weight = next(i for i in graph.model.graph.initializer if i.name.startswith("output_b"))
         weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) + np.linspace(0, 0.01, weight.dims[0], dtype=np.float32), weight.name))
         return graph
@@ -122,3 +122,51 @@ def test_graphs_are_valid_onnx_with_dynamic_batch_and_length(tmp_path):
     assert {n.op_type for n in encoder.graph.node} >= {"GRU"}  # per-row lengths through sequence_lens
     decoder = onnx.load(str(bundle / "decoder_step.onnx"))
     assert not {"GRU", "LSTM", "Gemm"} & {n.op_type for n in decoder.graph.node}  # primitive ops only
+
+
+def test_plain_and_optimized_graphs_generate_identically(tmp_path):
+    import s2s_runtime
+    from s2s_export.bundle_export import ExportOptions
+
+    checkpoint = random_checkpoint(8, cell="lstm", attention="general", input_feeding=True, num_layers=2,
+                                   hidden_size=16)
+    optimized = write_bundle(checkpoint, tmp_path / "optimized")
+    plain = export_bundle_with(checkpoint, tmp_path / "plain", ExportOptions(plain=True, validation_size=16))
+    ops = {name: {n.op_type for n in onnx.load(str(b / "decoder_step.onnx")).graph.node}
+           for name, b in (("optimized", optimized), ("plain", plain))}
+    assert "LSTM" in ops["plain"] and "Gemm" in ops["plain"]
+    assert not {"LSTM", "GRU", "Gemm"} & ops["optimized"]
+    assert json.loads((plain / "manifest.json").read_text())["graph_variant"] == "plain"
+    sources = random_sources(15, seed=2)
+    results = [s2s_runtime.load(b, device="cpu").generate(sources, strategy="beam", beam_size=3)
+               for b in (optimized, plain)]
+    assert [r.ids for r in results[0]] == [r.ids for r in results[1]]
+
+
+def export_bundle_with(checkpoint, directory, options):
+    from s2s_export.checkpoint import save_checkpoint
+
+    save_checkpoint(checkpoint, directory / "checkpoint")
+    return bundle_export.export_bundle(directory / "checkpoint", directory / "bundle",
+                                       validation_sources=random_sources(16), options=options)
+
+
+def test_int8_and_fp16_exports_report_their_quality(tmp_path):
+    import s2s_runtime
+    from s2s_export.bundle_export import ExportOptions
+
+    checkpoint = random_checkpoint(8, attention="general", hidden_size=32)
+    int8 = export_bundle_with(checkpoint, tmp_path / "int8", ExportOptions(precision="int8", validation_size=16))
+    manifest = json.loads((int8 / "manifest.json").read_text())
+    assert manifest["precision"] == "int8" and manifest["quality"]["measured"]
+    assert 0.0 <= manifest["quality"]["exact_match_vs_fp32"] <= 1.0 and manifest["parity"]["passed"]
+    assert "MatMulInteger" in {n.op_type for n in onnx.load(str(int8 / "decoder_step.onnx")).graph.node}
+    assert s2s_runtime.load(int8, device="cpu").generate("abc")[0].ids is not None
+    fp16 = export_bundle_with(checkpoint, tmp_path / "fp16", ExportOptions(precision="float16", validation_size=16))
+    manifest = json.loads((fp16 / "manifest.json").read_text())
+    assert manifest["precision"] == "float16" and manifest["quality"]["measured"] is False
+    decoder = onnx.load(str(fp16 / "decoder_step.onnx"))
+    onnx.checker.check_model(decoder, full_check=True)
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in decoder.graph.initializer)
+    with pytest.raises(s2s_runtime.DeviceError, match="float16 .* runs on CUDA only"):
+        s2s_runtime.load(fp16, device="cpu")

@@ -47,9 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.set_defaults(handler=run_info)
 
-    from s2s_export.cli import add_export_parser, add_train_parser  # torch-free at import time
+    from s2s_bench.cli import add_bench_parser  # these modules import nothing heavy until a command runs
+    from s2s_export.cli import add_export_parser, add_train_parser
     add_train_parser(commands)
     add_export_parser(commands)
+    add_bench_parser(commands)
     return parser
 
 

@@ -133,6 +133,8 @@ class GenerationOptions:
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any], base: "GenerationOptions | None" = None) -> "GenerationOptions":
         """Options from keyword arguments, on top of `base` (defaults if None); unknown names are a TypeError."""
+        if not kwargs:
+            return base or DEFAULT_OPTIONS
         names = [f.name for f in dataclasses.fields(cls)]
         for key in kwargs:
             if key not in names:
@@ -145,3 +147,6 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
         raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{name}: must be ≥ {minimum}, got {value}")
+
+
+DEFAULT_OPTIONS = GenerationOptions()

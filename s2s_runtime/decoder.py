@@ -96,8 +96,9 @@ class DeviceGather:
 class BoundRunner:
     """Runs the step with IO binding and double-buffered state buffers (see the module docstring).
 
-    Without a `gather`, cached tensors are OrtValues over numpy arrays this runner owns, so selecting rows is a numpy
-    take; with one (a DeviceGather, for tensors on a device), the rows are gathered where they live.
+    On the CPU every cached tensor is a numpy array this runner owns, bound by address (no OrtValue per tensor), and
+    selecting rows is a numpy take. With a `gather` (a DeviceGather, for a device) they are OrtValues living on
+    that device and rows are gathered there.
     """
 
     def __init__(self, graph: StepGraph, states: dict[str, np.ndarray], statics: dict[str, np.ndarray],
@@ -106,7 +107,6 @@ class BoundRunner:
         self.graph, self.with_attention = graph, with_attention
         self.device_type, self.device_id, self._gather = device_type, device_id, gather
         self._ort = import_onnxruntime()
-        self._backing: dict[int, np.ndarray] = {}  # id(OrtValue) → the host array it wraps (kept alive here)
         self._in = {role: io.name for role, io in graph.spec.inputs.items()}
         self._out = {role: io.name for role, io in graph.spec.outputs.items()}
         # States are copied: their buffers are reused as outputs, and the caller's arrays must stay untouched.
@@ -116,50 +116,73 @@ class BoundRunner:
         self._rows = value.shape[graph.batch_axes[role]]
         self._allocate()
 
-    def _wrap(self, array: np.ndarray) -> Any:
-        value = self._ort.OrtValue.ortvalue_from_numpy(array)  # over the array's memory, no copy
-        self._backing[id(value)] = array
-        return value
+    # -- tensors: numpy arrays on the host, OrtValues on a device ----------------------------------------------------
 
     def _upload(self, array: np.ndarray) -> Any:
-        """An OrtValue holding `array` on the runner's device."""
         array = np.ascontiguousarray(array)
-        if self.device_type == "cpu":
-            return self._wrap(array)
+        if self._gather is None:
+            return array
         return self._ort.OrtValue.ortvalue_from_numpy(array, self.device_type, self.device_id)
 
-    def _empty(self, shape: tuple[int, ...], *, host: bool = False) -> Any:
-        if host or self.device_type == "cpu":
-            return self._wrap(np.empty(shape, dtype=np.float32))
+    def _empty(self, shape: tuple[int, ...]) -> Any:
+        if self._gather is None:
+            return np.empty(shape, dtype=np.float32)
         return self._ort.OrtValue.ortvalue_from_shape_and_type(list(shape), np.float32, self.device_type,
                                                                 self.device_id)
 
+    @staticmethod
+    def _shape(tensor: Any) -> tuple[int, ...]:
+        return tensor.shape if isinstance(tensor, np.ndarray) else tuple(tensor.shape())
+
+    @staticmethod
+    def _bind(binding: Any, name: str, tensor: Any, *, output: bool = False) -> None:
+        if isinstance(tensor, np.ndarray):  # by address: the array stays alive as long as this runner
+            bind = binding.bind_output if output else binding.bind_input
+            bind(name, "cpu", 0, tensor.dtype, list(tensor.shape), tensor.ctypes.data)
+        elif output:
+            binding.bind_ortvalue_output(name, tensor)
+        else:
+            binding.bind_ortvalue_input(name, tensor)
+
+    def _take(self, tensor: Any, rows: np.ndarray, axis: int) -> Any:
+        if self._gather is None:
+            return np.take(tensor, rows, axis=axis)
+        return self._gather(tensor, rows, axis)
+
+    # -- DecoderRunner ---------------------------------------------------------------------------------------------
+
     def _allocate(self) -> None:
-        """Allocate the spare state buffers and the host outputs for the current row count; bind the statics."""
-        live = [*self._states.values(), *self._statics.values()]
-        self._backing = {id(v): self._backing[id(v)] for v in live if id(v) in self._backing}
-        self._spare = {role: self._empty(tuple(value.shape())) for role, value in self._states.items()}
+        """Allocate the spare state buffers, the previous-ids input and the host outputs for the current row count,
+        and bind everything once: one IOBinding per buffer parity, so a step only writes the previous ids and runs."""
+        spare = {role: self._empty(self._shape(value)) for role, value in self._states.items()}
+        self._buffers = (self._states, spare)  # a step with parity p reads buffers[p] and writes buffers[1 - p]
+        self._parity = 0
+        self._previous = np.zeros(self._rows, dtype=np.int64)
         vocab = self.graph.spec.outputs[roles.LOG_PROBS].shape[-1]
-        self._binding = binding = self.graph.session.io_binding()
-        for role, value in self._statics.items():
-            binding.bind_ortvalue_input(self._in[role], value)
-        log_probs = self._empty((self._rows, vocab), host=True)
-        binding.bind_ortvalue_output(self._out[roles.LOG_PROBS], log_probs)
-        self._log_probs = self._backing[id(log_probs)]  # (rows, vocab), rewritten in place every step
+        self._log_probs = np.empty((self._rows, vocab), dtype=np.float32)  # rewritten in place every step
         self._attention = None
         if self.with_attention:
-            attention = self._empty((self._rows, self._statics[roles.MEMORY_BIAS].shape()[1]), host=True)
-            binding.bind_ortvalue_output(self._out[roles.ATTENTION], attention)
-            self._attention = self._backing[id(attention)]  # (rows, source_length)
+            source_length = self._shape(self._statics[roles.MEMORY_BIAS])[1]
+            self._attention = np.empty((self._rows, source_length), dtype=np.float32)
+        self._bindings = []
+        for parity in (0, 1):
+            binding = self.graph.session.io_binding()
+            self._bind(binding, self._in[roles.PREVIOUS_IDS], self._previous)
+            for role, value in self._statics.items():
+                self._bind(binding, self._in[role], value)
+            for role in self.graph.state_roles:
+                self._bind(binding, self._in[role], self._buffers[parity][role])
+                self._bind(binding, self._out[role], self._buffers[1 - parity][role], output=True)
+            self._bind(binding, self._out[roles.LOG_PROBS], self._log_probs, output=True)
+            if self._attention is not None:
+                self._bind(binding, self._out[roles.ATTENTION], self._attention, output=True)
+            self._bindings.append(binding)
 
     def step(self, previous_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        binding = self._binding
-        binding.bind_cpu_input(self._in[roles.PREVIOUS_IDS], np.ascontiguousarray(previous_ids, dtype=np.int64))
-        for role in self.graph.state_roles:
-            binding.bind_ortvalue_input(self._in[role], self._states[role])
-            binding.bind_ortvalue_output(self._out[role], self._spare[role])
-        self.graph.session.run_with_iobinding(binding)
-        self._states, self._spare = self._spare, self._states  # the buffers just read are written next step
+        self._previous[:] = previous_ids
+        self.graph.session.run_with_iobinding(self._bindings[self._parity])
+        self._parity = 1 - self._parity
+        self._states = self._buffers[self._parity]  # what the step just wrote
         return self._log_probs, self._attention
 
     def select(self, rows: np.ndarray) -> None:
@@ -168,8 +191,3 @@ class BoundRunner:
         self._statics = {role: self._take(value, rows, axes[role]) for role, value in self._statics.items()}
         self._rows = len(rows)
         self._allocate()
-
-    def _take(self, value: Any, rows: np.ndarray, axis: int) -> Any:
-        if self._gather is not None:
-            return self._gather(value, rows, axis)
-        return self._wrap(np.take(self._backing[id(value)], rows, axis=axis))

@@ -145,9 +145,9 @@ def forced_tokens(rows: Rows) -> tuple[np.ndarray, np.ndarray]:
     return forced, rows.prefix[np.arange(len(position)), position]
 
 
-def choose(processed: np.ndarray, raw: np.ndarray, rows: Rows, options: GenerationOptions,
+def choose(processed: np.ndarray, raw: np.ndarray, rows: Rows | None, options: GenerationOptions,
            rngs: list[np.random.Generator] | None) -> tuple[np.ndarray, np.ndarray]:
-    """Next token per row (forced prefix, sample or argmax) and the log-prob it scores."""
+    """Next token per row (forced prefix when `rows` has one, sample or argmax) and the log-prob it scores."""
     if rngs is None:
         chosen = processed.argmax(axis=1)
     else:
@@ -156,11 +156,12 @@ def choose(processed: np.ndarray, raw: np.ndarray, rows: Rows, options: Generati
         draws = np.array([rng.random() for rng in rngs])[:, None] * cumulative[:, -1:]
         chosen = np.minimum((cumulative <= draws).sum(axis=1), probs.shape[1] - 1)
         chosen = np.where(probs[np.arange(len(chosen)), chosen] > 0, chosen, probs.argmax(axis=1))
+    index = np.arange(len(chosen))
+    if rows is None:
+        return chosen, processed[index, chosen]
     forced, prefix_token = forced_tokens(rows)
     chosen = np.where(forced, prefix_token, chosen)
-    index = np.arange(len(chosen))
-    scores = np.where(forced, raw[index, chosen], processed[index, chosen])  # forced: the model's own log-prob
-    return chosen, scores
+    return chosen, np.where(forced, raw[index, chosen], processed[index, chosen])  # forced: the model's log-prob
 
 
 @dataclass
@@ -184,16 +185,22 @@ def sample_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: 
     finished = np.zeros(len(limits), dtype=bool)
     active = np.arange(len(limits))  # original row of each row still decoding
     previous = np.full(len(limits), start_id, dtype=np.int64)
+    # Without constraints or prefixes the per-row bookkeeping is skipped: the common case stays lean.
+    has_prefix = bool(state.prefix_lengths.any())
+    constrained = options.has_constraints or bool(suppressed.size) or bool(state.min_lengths.any())
     while active.size:
         raw, weights = runner.step(previous)  # (active, vocab)
-        rows = state.take(active)
-        processed = constrain(raw, rows, options, eos_id, suppressed)
-        chosen, scores = choose(processed, raw, rows, options, None if rngs is None else [rngs[r] for r in active])
+        rows = state.take(active) if constrained or has_prefix else None
+        processed = constrain(raw, rows, options, eos_id, suppressed) if constrained else raw
+        chosen, scores = choose(processed, raw, rows if has_prefix else None, options,
+                                None if rngs is None else [rngs[r] for r in active])
         state.scores[active] += scores
         if collect_attention and weights is not None:
             for position, row in enumerate(active):
                 attention[row].append(np.array(weights[position]))  # the runner may reuse its buffer
-        ended = (chosen == eos_id) & (rows.lengths >= rows.prefix_lengths)
+        ended = chosen == eos_id
+        if has_prefix:
+            ended &= rows.lengths >= rows.prefix_lengths
         finished[active[ended]] = True
         growing = active[~ended]
         state.ids[growing, state.lengths[growing]] = chosen[~ended]
@@ -202,7 +209,8 @@ def sample_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: 
         keep = ~ended & (state.lengths[active] < state.max_lengths[active])
         if not keep.all():
             kept = np.flatnonzero(keep)
-            runner.select(kept)
+            if kept.size:
+                runner.select(kept)
             active, chosen = active[kept], chosen[kept]
         previous = chosen.astype(np.int64)
     return [Candidate(state.ids[row, :state.lengths[row]].tolist(), float(state.scores[row]), bool(finished[row]),

@@ -1,0 +1,91 @@
+"""`s2s bench BUNDLE [--checkpoint CKPT]`: this runtime against PyTorch eager and a hand-written onnxruntime loop."""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+from pathlib import Path
+
+from s2s_runtime.bundle import Bundle
+
+from . import report
+
+
+def add_bench_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("bench", help="latency/throughput against PyTorch eager and a hand-written loop",
+                                 description="Benchmark a bundle on the CPU. With --checkpoint (needs the export "
+                                             "extra) it also exports the plain and int8 variants and runs PyTorch "
+                                             "eager and a hand-written onnxruntime loop on the same weights.")
+    parser.add_argument("bundle", help="bundle directory")
+    parser.add_argument("--checkpoint", type=Path, help="the checkpoint the bundle was exported from")
+    parser.add_argument("--inputs", type=Path, help="one source per line (default: cmudict dev words)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 64, 256])
+    parser.add_argument("--strategies", nargs="+", default=["greedy", "beam"], choices=["greedy", "beam"])
+    parser.add_argument("--beam-size", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=1, help="threads for every contender (default 1)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--min-sequences", type=int, default=256, help="sequences per repeat and batch size")
+    parser.add_argument("--out", type=Path, default=Path("bench-results"), help="directory for JSON, MD, PNG")
+    parser.set_defaults(handler=run_bench)
+
+
+def load_inputs(path: Path | None, bundle: Bundle) -> tuple[list[str], str]:
+    if path is not None:
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()], str(path)
+    try:
+        from s2s_export.data import cmudict_pairs
+        words = sorted({p.source for p in cmudict_pairs("dev")})
+        random.Random(0).shuffle(words)
+        return words, "cmudict dev words"
+    except Exception:  # no export extra: random strings from the source vocabulary
+        rng = random.Random(0)
+        symbols = [t for i, t in enumerate(bundle.source.vocab.tokens) if i not in bundle.source.special_ids.values()]
+        return [bundle.source.vocab.join(rng.choices(symbols, k=8)) for _ in range(2048)], "random 8-symbol strings"
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .baselines import HandWrittenLoop, RuntimeContender, TorchEager
+    from .latency import decoder_flops_per_token, matmul_gflops, measure
+
+    bundle = Bundle.open(args.bundle)
+    sources, described = load_inputs(args.inputs, bundle)
+    contenders = []
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.checkpoint is not None:
+            from s2s_export.bundle_export import ExportOptions, export_bundle
+            from s2s_export.checkpoint import load_checkpoint
+
+            checkpoint = load_checkpoint(args.checkpoint)
+            plain = export_bundle(checkpoint, Path(tmp) / "plain", validation_sources=sources[:64],
+                                  options=ExportOptions(plain=True))
+            int8 = export_bundle(checkpoint, Path(tmp) / "int8", validation_sources=sources[:64],
+                                 options=ExportOptions(precision="int8"))
+            contenders += [TorchEager(checkpoint, args.threads), HandWrittenLoop(plain, args.threads)]
+        contenders.append(RuntimeContender(report.RUNTIME, Path(args.bundle), args.threads, args.beam_size))
+        if args.checkpoint is not None:
+            contenders.append(RuntimeContender("s2s-runtime int8", int8, args.threads, args.beam_size))
+        matmul = matmul_gflops(args.threads)
+        plan = [(c, s, b) for s in args.strategies for b in args.batch_sizes for c in contenders if s in c.strategies]
+        measurements = []
+        with tqdm(total=len(plan) * args.repeats, desc="bench", file=sys.stderr) as progress:
+            for contender, strategy, batch in plan:
+                progress.set_postfix_str(f"{contender.name} {strategy} b={batch}")
+                measurements.append(measure(contender, sources, strategy, batch, repeats=args.repeats,
+                                            min_sequences=args.min_sequences, progress=progress).to_dict())
+    source_length = sum(len(bundle.source.vocab.split(s)) for s in sources[:1000]) / min(len(sources), 1000)
+    step_flops = decoder_flops_per_token(bundle.manifest["config"], source_length)
+    for m in measurements:
+        beams = args.beam_size if m["strategy"] == "beam" else 1
+        m["decoder_gflops"] = m["tokens_per_s"] * beams * step_flops / 1e9
+        m["matmul_fraction"] = m["decoder_gflops"] / matmul
+    result = {"bundle": str(args.bundle), "threads": args.threads, "repeats": args.repeats, "inputs": described,
+              "machine": {"matmul_gflops": matmul}, "decoder_flops_per_token": step_flops,
+              "measurements": measurements, "ratios": report.ratios(measurements)}
+    for path in report.write(result, args.out):
+        print(f"wrote {path}", file=sys.stderr)
+    print(report.markdown(result))
+    return 0

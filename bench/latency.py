@@ -1,0 +1,96 @@
+"""Timing harness: every contender over the same inputs, per batch size and strategy, warm-up excluded, repeated
+runs with medians, plus the machine's single-thread float32 matmul rate measured in the same run."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from .baselines import Contender
+
+
+@dataclass
+class Measurement:
+    contender: str
+    strategy: str
+    batch_size: int
+    sequences: int                 # per repeat
+    tokens: int                    # per repeat, eos included
+    p50_ms: float                  # latency of one call (= of each sequence in it)
+    p90_ms: float
+    p99_ms: float
+    us_per_token: float            # median repeat time / tokens
+    sequences_per_s: float         # median over repeats
+    tokens_per_s: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def measure(contender: Contender, sources: Sequence[str], strategy: str, batch_size: int, *, repeats: int,
+            min_sequences: int, progress: tqdm | None = None) -> Measurement:
+    batches = [list(sources[i:i + batch_size]) for i in range(0, max(min_sequences, batch_size), batch_size)]
+    batches = [b if len(b) == batch_size else (b + list(sources))[:batch_size] for b in batches]
+    contender.run(batches[0], strategy)  # warm-up: session initialization, allocator growth
+    call_ms, repeat_s, tokens = [], [], 0
+    for _ in range(repeats):
+        started, tokens = time.perf_counter(), 0
+        for batch in batches:
+            call_start = time.perf_counter()
+            tokens += contender.run(batch, strategy)
+            call_ms.append((time.perf_counter() - call_start) * 1e3)
+        repeat_s.append(time.perf_counter() - started)
+        if progress is not None:
+            progress.update(1)
+    median = statistics.median(repeat_s)
+    sequences = len(batches) * batch_size
+    p50, p90, p99 = np.percentile(call_ms, [50, 90, 99])
+    return Measurement(contender.name, strategy, batch_size, sequences, tokens, float(p50), float(p90), float(p99),
+                       median * 1e6 / max(tokens, 1), sequences / median, tokens / median)
+
+
+def matmul_gflops(threads: int = 1, size: int = 512, repeats: int = 20) -> float:
+    """float32 GEMM rate of onnxruntime's own kernels (what the graphs use) on `threads` threads, in GFLOP/s."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
+                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [size, size]),
+                               helper.make_tensor_value_info("b", TensorProto.FLOAT, [size, size])],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [size, size])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
+    session.run(None, {"a": a, "b": a})
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        session.run(None, {"a": a, "b": a})
+        times.append(time.perf_counter() - started)
+    return 2 * size ** 3 / statistics.median(times) / 1e9
+
+
+def decoder_flops_per_token(config: dict, source_length: float) -> float:
+    """Multiply-adds × 2 of one decoder step for one row, as the optimized graph executes it (the embedding part of
+    the first layer's input projection is a table lookup, so it costs nothing)."""
+    hidden, layers = config["hidden_size"], config["num_layers"]
+    gates = 3 if config["cell"] == "gru" else 4
+    enc_out = hidden * (2 if config["bidirectional"] else 1)
+    first_input = (enc_out if config["conditioning"] in ("concat", "both") else 0) + \
+        (hidden if config["input_feeding"] else 0)
+    flops = 2 * gates * hidden * (first_input + hidden)  # layer 0: non-embedding input + recurrent
+    flops += (layers - 1) * 2 * gates * hidden * (hidden + hidden)
+    if config["attention"] != "none":
+        key = enc_out if config["attention"] == "dot" else hidden
+        flops += 2 * source_length * (key + enc_out)  # scores and context
+        flops += 2 * (enc_out + hidden) * hidden  # combine
+        if config["attention"] == "additive":
+            flops += 2 * hidden * hidden + 2 * source_length * hidden
+    return flops + 2 * hidden * config["target_vocab_size"]  # output projection

@@ -1,0 +1,82 @@
+"""Bench reports: JSON (everything), a Markdown table with ratios against the baselines, a PNG plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+RUNTIME = "s2s-runtime fp32"
+
+
+def ratios(measurements: list[dict]) -> list[dict]:
+    """For each (strategy, batch size): this runtime's speed-up per token and in sequences/s over each contender."""
+    rows = []
+    keyed = {(m["contender"], m["strategy"], m["batch_size"]): m for m in measurements}
+    for (name, strategy, batch), m in keyed.items():
+        ours = keyed.get((RUNTIME, strategy, batch))
+        if ours is None or name == RUNTIME:
+            continue
+        rows.append({"strategy": strategy, "batch_size": batch, "versus": name,
+                     "per_token_speedup": m["us_per_token"] / ours["us_per_token"],
+                     "throughput_ratio": ours["sequences_per_s"] / m["sequences_per_s"]})
+    return rows
+
+
+def markdown(result: dict) -> str:
+    lines = [f"# s2s bench — {result['bundle']}", "",
+             f"{result['threads']} thread(s); {result['machine']['matmul_gflops']:.1f} GFLOP/s single-thread fp32 "
+             f"matmul measured in the same run; {result['repeats']} repeats (medians); inputs: {result['inputs']}.", "",
+             "| contender | strategy | batch | p50 ms | p90 ms | p99 ms | µs/token | sequences/s | tokens/s | "
+             "decoder GFLOP/s | % of matmul |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for m in result["measurements"]:
+        lines.append(f"| {m['contender']} | {m['strategy']} | {m['batch_size']} | {m['p50_ms']:.2f} | "
+                     f"{m['p90_ms']:.2f} | {m['p99_ms']:.2f} | {m['us_per_token']:.1f} | {m['sequences_per_s']:.0f} | "
+                     f"{m['tokens_per_s']:.0f} | {m.get('decoder_gflops', 0):.2f} | "
+                     f"{100 * m.get('matmul_fraction', 0):.0f}% |")
+    lines += ["", "| strategy | batch | s2s-runtime fp32 versus | per-token speed-up | throughput ratio |",
+              "|---|---:|---|---:|---:|"]
+    for r in result["ratios"]:
+        lines.append(f"| {r['strategy']} | {r['batch_size']} | {r['versus']} | {r['per_token_speedup']:.2f}× | "
+                     f"{r['throughput_ratio']:.2f}× |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, path: Path) -> bool:
+    """Latency and throughput against batch size, one line per contender and strategy; False without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    figure, (latency, throughput) = plt.subplots(1, 2, figsize=(11, 4.2))
+    series: dict[str, list[dict]] = {}
+    for m in result["measurements"]:
+        series.setdefault(f"{m['contender']} ({m['strategy']})", []).append(m)
+    for label, points in series.items():
+        points.sort(key=lambda m: m["batch_size"])
+        batches = [m["batch_size"] for m in points]
+        latency.plot(batches, [m["us_per_token"] for m in points], marker="o", label=label)
+        throughput.plot(batches, [m["sequences_per_s"] for m in points], marker="o", label=label)
+    for axis, title in ((latency, "µs per generated token"), (throughput, "sequences per second")):
+        axis.set_xscale("log", base=2)
+        axis.set_yscale("log")
+        axis.set_xlabel("batch size")
+        axis.set_title(title)
+        axis.grid(True, which="both", alpha=0.3)
+    throughput.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return True
+
+
+def write(result: dict, out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [out_dir / "bench.json", out_dir / "bench.md"]
+    written[0].write_text(json.dumps(result, indent=1) + "\n")
+    written[1].write_text(markdown(result))
+    if plot(result, out_dir / "bench.png"):
+        written.append(out_dir / "bench.png")
+    return written

@@ -75,6 +75,54 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run_export)
 
 
+def add_eval_parser(commands: argparse._SubParsersAction, add_generation_flags) -> None:
+    parser = commands.add_parser("eval", help="accuracy of a bundle through the runtime (WER, PER/CER)",
+                                 description="Decode a task split or a TSV/JSONL file with the runtime and report "
+                                             "exact match (WER = 1 - exact match), token accuracy and token error "
+                                             "rate (PER for phonemes, CER for characters).")
+    parser.add_argument("bundle", help="bundle directory or built-in name")
+    parser.add_argument("--task", help="built-in task (e.g. cmudict)")
+    parser.add_argument("--split", default="test", choices=["train", "dev", "test"])
+    parser.add_argument("--data", type=Path, help="TSV/JSONL pairs instead of a task")
+    parser.add_argument("--limit", type=int, help="evaluate the first N distinct sources only")
+    parser.add_argument("--errors", type=Path, help="write wrong predictions here (source, prediction, references)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_generation_flags(parser)
+    parser.set_defaults(handler=run_eval)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    import s2s_runtime
+    from s2s_runtime.cli import generation_options
+
+    from .data import DataError, read_pairs, task_pairs
+    from .evaluate import evaluate_bundle, write_errors
+
+    try:
+        if args.data:
+            pairs = read_pairs(args.data)
+        elif args.task:
+            pairs = task_pairs(args.task, args.split)
+        else:
+            raise SystemExit("s2s eval: give --task or --data")
+    except DataError as error:
+        raise SystemExit(f"s2s eval: {error}") from None
+    if args.limit:
+        keep = set(list(dict.fromkeys(p.source for p in pairs))[:args.limit])
+        pairs = [p for p in pairs if p.source in keep]
+    model = s2s_runtime.load(args.bundle, device=args.device, intra_op_threads=args.threads)
+    evaluation = evaluate_bundle(model, pairs, options=generation_options(args), progress=not args.quiet)
+    if args.errors:
+        write_errors(evaluation.errors, args.errors)
+    metrics = evaluation.metrics
+    print(json.dumps({"bundle": str(args.bundle), "data": str(args.data or f"{args.task}/{args.split}"),
+                      "sources": metrics.count, "wer": metrics.wer, "exact_match": metrics.exact_match,
+                      "token_accuracy": metrics.token_accuracy, "error_rate": metrics.error_rate}, indent=1))
+    return 0
+
+
 def run_train(args: argparse.Namespace) -> int:
     require_torch()
     from .config import ConfigError

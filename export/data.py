@@ -1,4 +1,5 @@
-"""Parallel data: TSV/JSONL files, built-in generated tasks, the CMUdict G2P task, and length-bucketed batches."""
+"""Parallel data: TSV/JSONL files, built-in generated tasks, the CMUdict G2P task, and length-bucketed batches.
+Torch-free, so `s2s eval` works with the runtime alone."""
 
 from __future__ import annotations
 
@@ -10,8 +11,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
 
 from s2s_runtime.vocab import Vocab
 
@@ -161,30 +160,6 @@ def encode_pairs(pairs: Sequence[Pair], source_vocab: Vocab, target_vocab: Vocab
         if source and target:
             examples.append(Example(source + eos, target, pair))
     return examples
-
-
-@dataclass
-class Batch:
-    source_ids: torch.Tensor  # (batch, src_len)
-    lengths: torch.Tensor     # (batch,)
-    target_in: torch.Tensor   # (batch, tgt_len + 1): start token, then the target
-    target_out: torch.Tensor  # (batch, tgt_len + 1): the target, then eos; pad elsewhere
-    examples: list[Example]
-
-
-def collate(examples: Sequence[Example], *, source_pad: int, target_pad: int, start_id: int, eos_id: int) -> Batch:
-    batch = len(examples)
-    src_len = max(len(e.source_ids) for e in examples)
-    tgt_len = max(len(e.target_ids) for e in examples) + 1
-    source = torch.full((batch, src_len), source_pad, dtype=torch.long)
-    target_in = torch.full((batch, tgt_len), target_pad, dtype=torch.long)
-    target_out = torch.full((batch, tgt_len), target_pad, dtype=torch.long)
-    for row, e in enumerate(examples):
-        source[row, :len(e.source_ids)] = torch.tensor(e.source_ids)
-        target_in[row, :len(e.target_ids) + 1] = torch.tensor([start_id] + e.target_ids)
-        target_out[row, :len(e.target_ids) + 1] = torch.tensor(e.target_ids + [eos_id])
-    lengths = torch.tensor([len(e.source_ids) for e in examples], dtype=torch.long)
-    return Batch(source, lengths, target_in, target_out, list(examples))
 
 
 def bucketed_batches(examples: Sequence[Example], batch_size: int, rng: random.Random | None) -> list[list[Example]]:

@@ -30,7 +30,7 @@ from s2s_runtime.vocab import Vocab
 
 from .checkpoint import Checkpoint, check_vocabularies, load_checkpoint, save_checkpoint, start_id
 from .config import Seq2SeqConfig, TrainConfig
-from .data import Example, Pair, bucketed_batches, collate, encode_pairs
+from .data import Example, Pair, bucketed_batches, encode_pairs
 from .metrics import Metrics, score_predictions
 from .model import Seq2Seq
 
@@ -45,6 +45,30 @@ class TrainResult:
     epochs_run: int
     seconds: float
     history: list[dict]
+
+
+@dataclass
+class Batch:
+    source_ids: torch.Tensor  # (batch, src_len)
+    lengths: torch.Tensor     # (batch,)
+    target_in: torch.Tensor   # (batch, tgt_len + 1): start token, then the target
+    target_out: torch.Tensor  # (batch, tgt_len + 1): the target, then eos; pad elsewhere
+    examples: list[Example]
+
+
+def collate(examples: Sequence[Example], *, source_pad: int, target_pad: int, start_id: int, eos_id: int) -> Batch:
+    batch = len(examples)
+    src_len = max(len(e.source_ids) for e in examples)
+    tgt_len = max(len(e.target_ids) for e in examples) + 1
+    source = torch.full((batch, src_len), source_pad, dtype=torch.long)
+    target_in = torch.full((batch, tgt_len), target_pad, dtype=torch.long)
+    target_out = torch.full((batch, tgt_len), target_pad, dtype=torch.long)
+    for row, e in enumerate(examples):
+        source[row, :len(e.source_ids)] = torch.tensor(e.source_ids)
+        target_in[row, :len(e.target_ids) + 1] = torch.tensor([start_id] + e.target_ids)
+        target_out[row, :len(e.target_ids) + 1] = torch.tensor(e.target_ids + [eos_id])
+    lengths = torch.tensor([len(e.source_ids) for e in examples], dtype=torch.long)
+    return Batch(source, lengths, target_in, target_out, list(examples))
 
 
 def build_vocabularies(pairs: Sequence[Pair], model_options: dict, train: TrainConfig) -> tuple[Vocab, Vocab]:

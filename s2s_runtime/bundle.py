@@ -26,6 +26,7 @@ from .vocab import Vocab, VocabError
 
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
+BUILTIN_DIR = Path(__file__).resolve().parent / "bundles"  # bundles shipped inside the package, by name
 # Default decoding limit written by s2s export: ceil(ratio * source_length + offset) target tokens.
 DEFAULT_TARGET_LENGTH_RATIO = 2.0
 DEFAULT_TARGET_LENGTH_OFFSET = 10
@@ -99,10 +100,12 @@ class Bundle:
 
     @classmethod
     def open(cls, path: str | Path) -> "Bundle":
-        root = Path(path)
+        """Open a bundle directory, or a built-in bundle by name (e.g. "g2p-en")."""
+        root = resolve(path)
         manifest_path = root / MANIFEST_FILE
         if not root.is_dir():
-            raise BundleError(f"{root}: not a bundle directory")
+            names = ", ".join(builtin_names()) or "none installed"
+            raise BundleError(f"{root}: not a bundle directory (nor a built-in bundle name: {names})")
         try:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -110,6 +113,18 @@ class Bundle:
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise BundleError(f"{manifest_path}: not valid JSON ({error})") from None
         return _parse(root, manifest)
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.parent.name for p in BUILTIN_DIR.glob(f"*/{MANIFEST_FILE}"))
+
+
+def resolve(path: str | Path) -> Path:
+    """A directory path as given, or the built-in bundle of that name when no such directory exists."""
+    root = Path(path)
+    if not root.exists() and isinstance(path, str) and path in builtin_names():
+        return BUILTIN_DIR / path
+    return root
 
 
 def _fail(message: str) -> BundleError:

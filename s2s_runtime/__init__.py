@@ -9,10 +9,12 @@ Example:
 from .bundle import Bundle, BundleError
 from .config import GenerationOptions
 from .model import Hypothesis, Result, Seq2SeqModel, StreamedToken, TokenScore, load
+from .service import Batcher, BatcherClosed, BatcherConfig, Overloaded, RequestTimeout
 from .sessions import DeviceError, SessionSettings
 from .vocab import Vocab, VocabError
 
 __version__ = "0.1.0"
 __all__ = ["load", "Seq2SeqModel", "Result", "Hypothesis", "TokenScore", "StreamedToken", "GenerationOptions",
            "SessionSettings", "Bundle", "BundleError",
-           "DeviceError", "Vocab", "VocabError", "__version__"]
+           "DeviceError", "Vocab", "VocabError", "Batcher", "BatcherConfig", "Overloaded", "RequestTimeout",
+           "BatcherClosed", "__version__"]

@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,6 +17,9 @@ from .config import GenerationOptions
 from .decoder import ArrayRunner, BoundRunner, DeviceGather, StepGraph, take_rows
 from .search import Candidate, DecoderRunner, RowLimits, beam_search, normalized_score, run_sample_search, sample_search
 from .sessions import DeviceError, SessionSettings, create_sessions, cuda_works, parse_device
+
+if TYPE_CHECKING:
+    from .service import Batcher
 
 InputText = str | Sequence[str]
 
@@ -137,6 +140,18 @@ class Seq2SeqModel:
 
     def __repr__(self) -> str:
         return f"Seq2SeqModel({str(self.bundle.root)!r}, device={self.device!r})"
+
+    def batcher(self, *, max_batch_size: int = 64, max_wait_ms: float = 2.0, max_queue: int = 1024,
+                timeout_s: float | None = None, warmup: bool = True) -> "Batcher":
+        """A dynamic batcher over this model for concurrent callers (see s2s_runtime.service).
+
+        Example:
+            >>> with model.batcher(max_batch_size=64, max_wait_ms=2) as batcher:  # doctest: +SKIP
+            ...     batcher.submit("hello").result().text
+        """
+        from .service import Batcher, BatcherConfig
+
+        return Batcher(self, BatcherConfig(max_batch_size, max_wait_ms, max_queue, timeout_s, warmup))
 
     # ---- public API ----------------------------------------------------------------------------------------------
 

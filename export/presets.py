@@ -24,11 +24,11 @@ PRESETS = {
     # English G2P on CMUdict: the best model with attention (shipped as the built-in bundle g2p-en).
     "g2p-en": Preset(
         task="cmudict",
-        model=dict(cell="gru", hidden_size=256, source_embedding_size=128, target_embedding_size=128,
-                   bidirectional=True, bridge="linear", attention="general", input_feeding=True, dropout=0.3),
+        model=dict(cell="lstm", num_layers=2, hidden_size=256, source_embedding_size=128, target_embedding_size=128,
+                   bidirectional=True, bridge="linear", attention="general", dropout=0.2),
         train=dict(epochs=40, batch_size=128, learning_rate=2e-3, patience=5, target_tokenizer="space",
                    max_dev_examples=3000),
-        description="English grapheme-to-phoneme, bidirectional GRU with Luong attention and input feeding"),
+        description="English grapheme-to-phoneme, 2-layer bidirectional LSTM encoder-decoder with Luong attention"),
     # The seed's plain encoder-decoder (no attention): the context vector initializes the decoder and is fed at
     # every step.
     "g2p-en-plain": Preset(

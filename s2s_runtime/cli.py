@@ -42,6 +42,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_session_flags(score)
     score.set_defaults(handler=run_score)
 
+    serve = commands.add_parser("serve", help="HTTP service with dynamic batching (the serve extra)",
+                                description="POST /v1/generate, GET /healthz, /readyz, /metrics. Binds to loopback "
+                                            "unless --host says otherwise.")
+    serve.add_argument("bundle", help="bundle directory or built-in name")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--max-batch-size", type=int, default=64)
+    serve.add_argument("--max-wait-ms", type=float, default=2.0)
+    serve.add_argument("--max-queue", type=int, default=1024)
+    serve.add_argument("--timeout-s", type=float, default=30.0, help="per-request deadline (504 past it)")
+    serve.add_argument("--max-inputs", type=int, default=256, help="inputs per request")
+    serve.add_argument("--log-level", default="info")
+    add_session_flags(serve)
+    serve.set_defaults(handler=run_serve)
+
     info = commands.add_parser("info", help="describe a bundle: config, parameters, files, providers")
     info.add_argument("bundle", help="bundle directory")
     info.add_argument("--json", action="store_true", help="machine-readable output")
@@ -146,6 +161,23 @@ def run_score(args: argparse.Namespace) -> int:
                              ensure_ascii=False))
         else:
             print(f"{score.score:.6f}\t{source}\t{target}")
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from .model import load
+    from .service import BatcherConfig
+
+    try:
+        from .server import ServerConfig, serve
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise ImportError("s2s serve needs the serve extra: pip install 's2s-runtime[serve]'") from None
+    model = load(args.bundle, device=args.device, intra_op_threads=args.threads)
+    serve(model, host=args.host, port=args.port, log_level=args.log_level,
+          batcher_config=BatcherConfig(args.max_batch_size, args.max_wait_ms, args.max_queue, args.timeout_s),
+          config=ServerConfig(max_inputs=args.max_inputs, request_timeout_s=args.timeout_s))
     return 0
 
 

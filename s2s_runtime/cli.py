@@ -63,11 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(handler=run_info)
 
     from s2s_bench.cli import add_bench_parser  # these modules import nothing heavy until a command runs
+    from s2s_bench.load import add_load_parser
     from s2s_export.cli import add_eval_parser, add_export_parser, add_train_parser
     add_train_parser(commands)
     add_export_parser(commands)
     add_eval_parser(commands, add_generation_flags)
     add_bench_parser(commands)
+    add_load_parser(commands)
     return parser
 
 

@@ -105,3 +105,16 @@ def test_overload_and_timeout_statuses(reverse_model):
                 thread.join()
             gate.set()
     assert 503 in results and 504 in results
+
+
+def test_load_generator_checks_every_answer(server):
+    import asyncio
+
+    from s2s_bench.load import drive
+
+    words = ["abc", "hello", "xyz", "seq"]
+    expected = {w: w[::-1] for w in words}
+    closed = asyncio.run(drive(server.url, words, expected, clients=8, duration=0.5, rate=None))
+    assert closed["requests"] > 0 and closed["failures"] == 0 and closed["mismatches"] == 0
+    wrong = asyncio.run(drive(server.url, words, {w: "?" for w in words}, clients=2, duration=0.3, rate=50))
+    assert wrong["mismatches"] == wrong["requests"] > 0  # a mismatch would be noticed

@@ -187,6 +187,12 @@ class BoundRunner:
 
     def select(self, rows: np.ndarray) -> None:
         axes = self.graph.batch_axes
+        if len(rows) == self._rows and self._gather is None:
+            # Same row count (beam search reorders every step): gather in place, the bindings stay valid.
+            for values in (self._states, self._statics):
+                for role, array in values.items():
+                    array[...] = np.take(array, rows, axis=axes[role])
+            return
         self._states = {role: self._take(value, rows, axes[role]) for role, value in self._states.items()}
         self._statics = {role: self._take(value, rows, axes[role]) for role, value in self._statics.items()}
         self._rows = len(rows)

@@ -183,36 +183,48 @@ def sample_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: 
     state = Rows.start(limits)
     attention: list[list[np.ndarray]] = [[] for _ in limits]
     finished = np.zeros(len(limits), dtype=bool)
-    active = np.arange(len(limits))  # original row of each row still decoding
+    active = np.arange(len(limits))  # original row of each row in the runner (some may be done, see below)
+    done = np.zeros(len(limits), dtype=bool)  # per runner row: finished, still computed until the next compaction
     previous = np.full(len(limits), start_id, dtype=np.int64)
     # Without constraints or prefixes the per-row bookkeeping is skipped: the common case stays lean.
     has_prefix = bool(state.prefix_lengths.any())
     constrained = options.has_constraints or bool(suppressed.size) or bool(state.min_lengths.any())
     while active.size:
-        raw, weights = runner.step(previous)  # (active, vocab)
-        rows = state.take(active) if constrained or has_prefix else None
+        raw, weights = runner.step(previous)  # (runner rows, vocab)
+        live = np.flatnonzero(~done)
+        if live.size < active.size:
+            raw, live_rows = raw[live], active[live]
+            weights = None if weights is None else weights[live]
+        else:
+            live_rows = active
+        rows = state.take(live_rows) if constrained or has_prefix else None
         processed = constrain(raw, rows, options, eos_id, suppressed) if constrained else raw
         chosen, scores = choose(processed, raw, rows if has_prefix else None, options,
-                                None if rngs is None else [rngs[r] for r in active])
-        state.scores[active] += scores
+                                None if rngs is None else [rngs[r] for r in live_rows])
+        state.scores[live_rows] += scores
         if collect_attention and weights is not None:
-            for position, row in enumerate(active):
+            for position, row in enumerate(live_rows):
                 attention[row].append(np.array(weights[position]))  # the runner may reuse its buffer
         ended = chosen == eos_id
         if has_prefix:
             ended &= rows.lengths >= rows.prefix_lengths
-        finished[active[ended]] = True
-        growing = active[~ended]
+        finished[live_rows[ended]] = True
+        growing = live_rows[~ended]
         state.ids[growing, state.lengths[growing]] = chosen[~ended]
         state.lengths[growing] += 1
-        yield StepEvent(active, chosen, scores, ended)
-        keep = ~ended & (state.lengths[active] < state.max_lengths[active])
-        if not keep.all():
-            kept = np.flatnonzero(keep)
-            if kept.size:
-                runner.select(kept)
-            active, chosen = active[kept], chosen[kept]
-        previous = chosen.astype(np.int64)
+        yield StepEvent(live_rows, chosen, scores, ended)
+        stopped = ended | (state.lengths[live_rows] >= state.max_lengths[live_rows])
+        done[live[stopped]] = True
+        previous = np.full(active.size, eos_id, dtype=np.int64)  # done rows are fed anything; outputs ignored
+        previous[live] = chosen
+        # Compaction re-lays the runner's buffers, which costs about as much as a few steps of a small model:
+        # drop finished rows once they are a quarter of the batch, not one at a time.
+        if done.all():
+            break
+        if done.sum() * 4 >= active.size:
+            kept = np.flatnonzero(~done)
+            runner.select(kept)
+            active, previous, done = active[kept], previous[kept], done[kept]
     return [Candidate(state.ids[row, :state.lengths[row]].tolist(), float(state.scores[row]), bool(finished[row]),
                       attention[row]) for row in range(len(limits))]
 

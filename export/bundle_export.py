@@ -80,7 +80,7 @@ def export_bundle(checkpoint: str | Path | Checkpoint, out_dir: str | Path, *,
             staging.append(_write(out_dir, ckpt, convert(encoder.model, options.precision),
                                   convert(decoder.model, options.precision), reduced))
             sources = [ckpt.source_vocab.join(ckpt.source_vocab.decode_tokens(ids)) for ids in validation]
-            reduced["quality"] = quality_change(staging[0], staging[1], sources)
+            reduced["quality"] = quality_change(staging[0], staging[1], sources, options.precision)
             _write_manifest(staging[1], reduced)
         if out_dir.exists():
             shutil.rmtree(out_dir)

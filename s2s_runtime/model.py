@@ -189,7 +189,8 @@ class Seq2SeqModel:
                 results[index] = Result([Hypothesis("", [], [], 0.0, 0.0, True)], 0)
         pending = [i for i, item in enumerate(prepared) if item.ids]
         entropy = np.random.SeedSequence().entropy if options.seed is None else options.seed
-        for batch in length_sorted_batches([len(prepared[i].ids) for i in pending], options.max_batch_size):
+        for batch in length_sorted_batches([len(prepared[i].ids) for i in pending], options.max_batch_size,
+                                           options.max_batch_tokens):
             rows = [pending[i] for i in batch]
             limits = [self._limits(prepared[row], prefixes[row], options, row) for row in rows]
             n_best = self._decode_batch([prepared[row] for row in rows], limits, options, entropy)

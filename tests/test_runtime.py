@@ -52,6 +52,7 @@ def test_output_does_not_depend_on_batch_composition(small_bundle):
     shuffled_order = np.random.default_rng(0).permutation(len(sources))
     shuffled = model.generate([sources[i] for i in shuffled_order], max_batch_size=7)
     assert [r.ids for r in mixed] == [r.ids for r in alone]
+    assert [r.ids for r in model.generate(sources, max_batch_tokens=40)] == [r.ids for r in alone]
     assert [shuffled[j].ids for j in np.argsort(shuffled_order)] == [r.ids for r in alone]
     assert [r.score for r in mixed] == pytest.approx([r.score for r in alone], abs=1e-5)
 

@@ -147,10 +147,12 @@ def test_sampling_distribution_keeps_only_top_k_and_the_nucleus(log_probs, top_k
     assert kept.sum() >= top_p - 1e-9 and kept.sum() - kept[0] < top_p + 1e-9  # smallest set reaching top_p
 
 
-@given(st.lists(st.integers(1, 50), max_size=40), st.integers(1, 9))
-def test_length_sorted_batches_partition_the_inputs(lengths, size):
-    batches = length_sorted_batches(lengths, size)
+@given(st.lists(st.integers(1, 50), max_size=40), st.integers(1, 9), st.one_of(st.none(), st.integers(1, 200)))
+def test_length_sorted_batches_partition_the_inputs(lengths, size, max_tokens):
+    batches = length_sorted_batches(lengths, size, max_tokens)
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     assert all(len(b) <= size for b in batches)
+    if max_tokens is not None:
+        assert all(len(b) == 1 or len(b) * max(lengths[i] for i in b) <= max_tokens for b in batches)
     flat = [lengths[i] for b in batches for i in b]
     assert flat == sorted(flat)

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from s2s_runtime.files import read_json
 from s2s_runtime.vocab import TOKENIZERS
 
 
@@ -139,13 +140,7 @@ class Seq2SeqConfig:
     @classmethod
     def load(cls, path: str | Path) -> "Seq2SeqConfig":
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: file not found") from None
-        except json.JSONDecodeError as error:
-            raise ConfigError(f"{path}: not valid JSON ({error})") from None
-        return cls.from_dict(data, origin=str(path))
+        return cls.from_dict(read_json(path, ConfigError), origin=str(path))
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,12 @@ manifest.json (format_version 1):
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import roles
+from .files import read_json
 from .vocab import Vocab, VocabError
 
 FORMAT_VERSION = 1
@@ -106,13 +106,7 @@ class Bundle:
         if not root.is_dir():
             names = ", ".join(builtin_names()) or "none installed"
             raise BundleError(f"{root}: not a bundle directory (nor a built-in bundle name: {names})")
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise BundleError(f"{manifest_path}: file not found") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise BundleError(f"{manifest_path}: not valid JSON ({error})") from None
-        return _parse(root, manifest)
+        return _parse(root, read_json(manifest_path, BundleError))
 
 
 def builtin_names() -> list[str]:

@@ -15,6 +15,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from .files import read_json
+
 ROLES = ("pad", "unk", "bos", "eos")
 TOKENIZERS = ("char", "space")
 DEFAULT_SPECIALS = {"pad": "<pad>", "unk": "<unk>", "bos": "<s>", "eos": "</s>"}
@@ -123,13 +125,7 @@ class Vocab:
     @classmethod
     def load(cls, path: str | Path) -> "Vocab":
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise VocabError(f"{path}: file not found") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise VocabError(f"{path}: not valid JSON ({error})") from None
-        return cls.from_dict(data, origin=str(path))
+        return cls.from_dict(read_json(path, VocabError), origin=str(path))
 
     @classmethod
     def build(

@@ -191,8 +191,9 @@ def sample_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: 
     constrained = options.has_constraints or bool(suppressed.size) or bool(state.min_lengths.any())
     while active.size:
         raw, weights = runner.step(previous)  # (runner rows, vocab)
-        live = np.flatnonzero(~done)
-        if live.size < active.size:
+        some_done = done.any()
+        if some_done:
+            live = np.flatnonzero(~done)
             raw, live_rows = raw[live], active[live]
             weights = None if weights is None else weights[live]
         else:
@@ -214,9 +215,13 @@ def sample_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: 
         state.lengths[growing] += 1
         yield StepEvent(live_rows, chosen, scores, ended)
         stopped = ended | (state.lengths[live_rows] >= state.max_lengths[live_rows])
-        done[live[stopped]] = True
-        previous = np.full(active.size, eos_id, dtype=np.int64)  # done rows are fed anything; outputs ignored
-        previous[live] = chosen
+        if some_done:
+            done[live[stopped]] = True
+            previous = np.full(active.size, eos_id, dtype=np.int64)  # done rows are fed anything; outputs ignored
+            previous[live] = chosen
+        else:
+            done |= stopped
+            previous = chosen
         # Compaction re-lays the runner's buffers, which costs about as much as a few steps of a small model:
         # drop finished rows once they are a quarter of the batch, not one at a time.
         if done.all():

@@ -241,12 +241,16 @@ def build_decoder_step(model: Seq2Seq, *, plain: bool = False) -> ExportedGraph:
         results[roles.STATE_FEED] = x
     if attention_weights is not None:
         results[roles.ATTENTION] = attention_weights
+    if not plain:  # greedy selection in the graph: only two (batch,) vectors need to leave it
+        results[roles.NEXT_IDS] = g.op("ArgMax", results[roles.LOG_PROBS], axis=1, keepdims=0)
+        results[roles.NEXT_LOG_PROBS] = g.op("ReduceMax", results[roles.LOG_PROBS], axes=[1], keepdims=0)
     shapes = {io.role: io.shape for io in encoded}
     shapes[roles.LOG_PROBS] = ("batch", cfg.target_vocab_size)
     shapes[roles.ATTENTION] = ("batch", "source_length")
+    shapes[roles.NEXT_IDS] = shapes[roles.NEXT_LOG_PROBS] = ("batch",)
     for role, name in results.items():
-        io = GraphIO(role, "new_" + graph_name(role) if roles.is_state(role) else graph_name(role), "float32",
-                     shapes[role])
+        io = GraphIO(role, "new_" + graph_name(role) if roles.is_state(role) else graph_name(role),
+                     "int64" if role == roles.NEXT_IDS else "float32", shapes[role])
         g.output(name, io.name, io.dtype, list(io.shape))
         outputs.append(io)
     inputs = [GraphIO(roles.PREVIOUS_IDS, previous_ids, "int64", ("batch",))] + encoded

@@ -197,6 +197,8 @@ def run_info(args: argparse.Namespace) -> int:
                    "special_ids": bundle.target.special_ids},
         "limits": manifest["limits"],
         "opset": manifest["opset"],
+        "graph_variant": manifest.get("graph_variant"),
+        "precision": manifest.get("precision"),
         "producer": manifest.get("producer", {}),
         "parity": {k: manifest.get("parity", {}).get(k) for k in ("passed", "max_abs_diff", "tolerance")},
         "files": {name: (bundle.root / name).stat().st_size for name in sorted(manifest["files"])},

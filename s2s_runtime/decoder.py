@@ -42,6 +42,11 @@ class StepGraph:
         state_roles = tuple(role for role in spec.outputs if roles.is_state(role))
         return cls(session, spec, state_roles, {role: io.batch_axis for role, io in spec.inputs.items()})
 
+    @property
+    def selects(self) -> bool:
+        """Whether the graph also outputs its greedy choice (next_ids, next_log_probs): optimized exports do."""
+        return roles.NEXT_IDS in self.spec.outputs and roles.NEXT_LOG_PROBS in self.spec.outputs
+
     def output_names(self, with_attention: bool) -> list[str]:
         wanted = [roles.LOG_PROBS, *self.state_roles] + ([roles.ATTENTION] if with_attention else [])
         return [self.spec.outputs[role].name for role in wanted]
@@ -54,21 +59,36 @@ class ArrayRunner:
                  with_attention: bool):
         self.graph, self.states, self.statics = graph, states, statics
         self.with_attention = with_attention
+        self.selects = graph.selects
         self._names = graph.output_names(with_attention)
-        inputs = graph.spec.inputs
-        self._feed_names = {role: io.name for role, io in inputs.items()}
+        outputs = graph.spec.outputs
+        self._greedy_names = [outputs[r].name for r in (roles.NEXT_IDS, roles.NEXT_LOG_PROBS, *graph.state_roles)
+                              if r in outputs]
+        self._feed_names = {role: io.name for role, io in graph.spec.inputs.items()}
+        self._previous = np.zeros(0, dtype=np.int64)
 
-    def step(self, previous_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def _run(self, names: list[str], previous_ids: np.ndarray) -> list[np.ndarray]:
         feeds = {self._feed_names[roles.PREVIOUS_IDS]: previous_ids}
         for values in (self.states, self.statics):
             feeds.update({self._feed_names[role]: value for role, value in values.items()})
-        log_probs, *rest = self.graph.session.run(self._names, feeds)
+        return self.graph.session.run(names, feeds)
+
+    def step(self, previous_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        log_probs, *rest = self._run(self._names, previous_ids)
         self.states = dict(zip(self.graph.state_roles, rest))
         return log_probs, rest[-1] if self.with_attention else None
+
+    def greedy_step(self, previous_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        next_ids, next_log_probs, *states = self._run(self._greedy_names,
+                                                      self._previous if previous_ids is None else previous_ids)
+        self.states, self._previous = dict(zip(self.graph.state_roles, states)), next_ids
+        return next_ids, next_log_probs
 
     def select(self, rows: np.ndarray) -> None:
         self.states = take_rows(self.states, rows, self.graph.batch_axes)
         self.statics = take_rows(self.statics, rows, self.graph.batch_axes)
+        if self._previous.size:
+            self._previous = self._previous[rows]
 
 
 class DeviceGather:
@@ -105,6 +125,7 @@ class BoundRunner:
                  with_attention: bool, *, device_type: str = "cpu", device_id: int = 0,
                  gather: DeviceGather | None = None):
         self.graph, self.with_attention = graph, with_attention
+        self.selects = graph.selects
         self.device_type, self.device_id, self._gather = device_type, device_id, gather
         self._ort = import_onnxruntime()
         self._in = {role: io.name for role, io in graph.spec.inputs.items()}
@@ -114,6 +135,7 @@ class BoundRunner:
         self._statics = {role: self._upload(value) for role, value in statics.items()}
         role, value = next(iter(states.items()))
         self._rows = value.shape[graph.batch_axes[role]]
+        self._chained_ids = np.zeros(self._rows, dtype=np.int64)
         self._allocate()
 
     # -- tensors: numpy arrays on the host, OrtValues on a device ----------------------------------------------------
@@ -157,7 +179,10 @@ class BoundRunner:
         spare = {role: self._empty(self._shape(value)) for role, value in self._states.items()}
         self._buffers = (self._states, spare)  # a step with parity p reads buffers[p] and writes buffers[1 - p]
         self._parity = 0
-        self._previous = np.zeros(self._rows, dtype=np.int64)
+        # Previous ids, double-buffered too: with in-graph selection, step p writes its next ids where step p + 1
+        # reads them, so greedy decoding never copies ids into the graph.
+        self._ids = (self._chained_ids, np.zeros(self._rows, dtype=np.int64))
+        self._next_log_probs = np.empty(self._rows, dtype=np.float32)
         vocab = self.graph.spec.outputs[roles.LOG_PROBS].shape[-1]
         self._log_probs = np.empty((self._rows, vocab), dtype=np.float32)  # rewritten in place every step
         self._attention = None
@@ -167,7 +192,10 @@ class BoundRunner:
         self._bindings = []
         for parity in (0, 1):
             binding = self.graph.session.io_binding()
-            self._bind(binding, self._in[roles.PREVIOUS_IDS], self._previous)
+            self._bind(binding, self._in[roles.PREVIOUS_IDS], self._ids[parity])
+            if self.graph.selects:
+                self._bind(binding, self._out[roles.NEXT_IDS], self._ids[1 - parity], output=True)
+                self._bind(binding, self._out[roles.NEXT_LOG_PROBS], self._next_log_probs, output=True)
             for role, value in self._statics.items():
                 self._bind(binding, self._in[role], value)
             for role in self.graph.state_roles:
@@ -179,20 +207,34 @@ class BoundRunner:
             self._bindings.append(binding)
 
     def step(self, previous_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        self._previous[:] = previous_ids
+        self._ids[self._parity][:] = previous_ids
+        self._run()
+        return self._log_probs, self._attention
+
+    def greedy_step(self, previous_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One step choosing in the graph: (next ids, their log-probs), both (rows,), valid until the next step.
+        previous_ids=None continues from the ids the last step chose."""
+        if previous_ids is not None:
+            self._ids[self._parity][:] = previous_ids
+        self._run()
+        return self._ids[self._parity], self._next_log_probs
+
+    def _run(self) -> None:
         self.graph.session.run_with_iobinding(self._bindings[self._parity])
         self._parity = 1 - self._parity
         self._states = self._buffers[self._parity]  # what the step just wrote
-        return self._log_probs, self._attention
 
     def select(self, rows: np.ndarray) -> None:
         axes = self.graph.batch_axes
+        chained = self._ids[self._parity]  # the ids the last step chose (the next step's previous ids)
         if len(rows) == self._rows and self._gather is None:
             # Same row count (beam search reorders every step): gather in place, the bindings stay valid.
             for values in (self._states, self._statics):
                 for role, array in values.items():
                     array[...] = np.take(array, rows, axis=axes[role])
+            chained[...] = chained[rows]
             return
+        self._chained_ids = chained[rows]
         self._states = {role: self._take(value, rows, axes[role]) for role, value in self._states.items()}
         self._statics = {role: self._take(value, rows, axes[role]) for role, value in self._statics.items()}
         self._rows = len(rows)

@@ -11,6 +11,8 @@ SOURCE_LENGTHS = "source_lengths"  # encoder input  (batch,) int64
 PREVIOUS_IDS = "previous_ids"      # decoder input  (batch,) int64
 LOG_PROBS = "log_probs"            # decoder output (batch, target_vocab) float
 ATTENTION = "attention"            # decoder output (batch, source_length) float, attention models only
+NEXT_IDS = "next_ids"              # decoder output (batch,) int64: argmax of log_probs (optimized graphs)
+NEXT_LOG_PROBS = "next_log_probs"  # decoder output (batch,) float: its log-prob (optimized graphs)
 
 STATE_H = "state.h"        # (layers, batch, hidden)
 STATE_C = "state.c"        # (layers, batch, hidden), LSTM only

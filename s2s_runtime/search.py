@@ -21,8 +21,13 @@ from .config import GenerationOptions
 class DecoderRunner(Protocol):
     """The decoder as the search drives it (implementations: s2s_runtime.decoder)."""
 
+    selects: bool  # whether greedy_step is available (the graph chooses the next token itself)
+
     def step(self, previous_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """previous_ids (rows,) → log-probs (rows, vocab) and attention (rows, source_length) or None."""
+
+    def greedy_step(self, previous_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One step choosing the argmax in the graph → (next ids, their log-probs); None continues the chain."""
 
     def select(self, rows: np.ndarray) -> None:
         """Keep only `rows` (indices into the current rows; may reorder or repeat) of every cached tensor."""
@@ -189,19 +194,29 @@ def sample_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: 
     # Without constraints or prefixes the per-row bookkeeping is skipped: the common case stays lean.
     has_prefix = bool(state.prefix_lengths.any())
     constrained = options.has_constraints or bool(suppressed.size) or bool(state.min_lengths.any())
+    # Plain greedy decoding lets the graph choose: only (rows,) ids and log-probs leave it, and the ids chain from
+    # one step to the next inside the runner's bound buffers.
+    in_graph = runner.selects and rngs is None and not (constrained or has_prefix or collect_attention)
+    chain = previous
     while active.size:
-        raw, weights = runner.step(previous)  # (runner rows, vocab)
         some_done = done.any()
-        if some_done:
-            live = np.flatnonzero(~done)
-            raw, live_rows = raw[live], active[live]
-            weights = None if weights is None else weights[live]
-        else:
+        live = np.flatnonzero(~done) if some_done else None
+        if in_graph:
+            chosen, scores = (np.array(v) for v in runner.greedy_step(chain))  # copies: the buffers are reused
+            chain, weights = None, None
             live_rows = active
-        rows = state.take(live_rows) if constrained or has_prefix else None
-        processed = constrain(raw, rows, options, eos_id, suppressed) if constrained else raw
-        chosen, scores = choose(processed, raw, rows if has_prefix else None, options,
-                                None if rngs is None else [rngs[r] for r in live_rows])
+            if some_done:
+                chosen, scores, live_rows = chosen[live], scores[live], active[live]
+        else:
+            raw, weights = runner.step(previous)  # (runner rows, vocab)
+            live_rows = active
+            if some_done:
+                raw, live_rows = raw[live], active[live]
+                weights = None if weights is None else weights[live]
+            rows = state.take(live_rows) if constrained or has_prefix else None
+            processed = constrain(raw, rows, options, eos_id, suppressed) if constrained else raw
+            chosen, scores = choose(processed, raw, rows if has_prefix else None, options,
+                                    None if rngs is None else [rngs[r] for r in live_rows])
         state.scores[live_rows] += scores
         if collect_attention and weights is not None:
             for position, row in enumerate(live_rows):

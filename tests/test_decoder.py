@@ -63,3 +63,23 @@ def test_generation_is_identical_with_and_without_io_binding(model):
 
 def test_shipped_gather_graphs_are_up_to_date():
     assert {p.name: p.read_bytes() for p in GRAPHS_DIR.glob("*.onnx")} == runtime_graph_files()
+
+
+def test_in_graph_greedy_choice_equals_argmax_of_the_log_probs(model):
+    states, statics, _ = model._encode([[3, 4, 5], [6, 7], [8, 9, 10, 11]])
+    graph = model._step_graph
+    assert graph.selects
+    for make in (lambda: ArrayRunner(graph, states, statics, False), lambda: BoundRunner(graph, states, statics, False)):
+        reference, chained = make(), make()
+        previous = np.array([2, 2, 2])
+        ids, log_probs = chained.greedy_step(previous)
+        for step in range(5):
+            expected = reference.step(previous)[0]
+            np.testing.assert_array_equal(ids, expected.argmax(axis=1))
+            np.testing.assert_array_equal(log_probs, expected.max(axis=1))
+            previous = expected.argmax(axis=1)
+            if step == 2:  # compaction keeps the chained ids of the kept rows
+                for runner in (reference, chained):
+                    runner.select(np.array([2, 0]))
+                previous = previous[[2, 0]]
+            ids, log_probs = (np.array(v) for v in chained.greedy_step())

@@ -138,9 +138,10 @@ def test_plain_and_optimized_graphs_generate_identically(tmp_path):
     assert not {"LSTM", "GRU", "Gemm"} & ops["optimized"]
     assert json.loads((plain / "manifest.json").read_text())["graph_variant"] == "plain"
     sources = random_sources(15, seed=2)
-    results = [s2s_runtime.load(b, device="cpu").generate(sources, strategy="beam", beam_size=3)
-               for b in (optimized, plain)]
-    assert [r.ids for r in results[0]] == [r.ids for r in results[1]]
+    for options in (dict(strategy="beam", beam_size=3), dict()):  # greedy: chosen in the graph vs in numpy
+        results = [s2s_runtime.load(b, device="cpu").generate(sources, **options) for b in (optimized, plain)]
+        assert [r.ids for r in results[0]] == [r.ids for r in results[1]]
+        assert [r.score for r in results[0]] == pytest.approx([r.score for r in results[1]], abs=1e-4)
 
 
 def export_bundle_with(checkpoint, directory, options):

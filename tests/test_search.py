@@ -14,6 +14,8 @@ VOCAB, EOS, START = 6, 0, 1
 class FakeRunner:
     """A DecoderRunner over a pure function of (previous ids, states, statics), with numpy row selection."""
 
+    selects = False  # no in-graph selection: the search chooses from the log-probs
+
     def __init__(self, step, states, statics):
         self.step_fn, self.states, self.statics = step, states, statics
 

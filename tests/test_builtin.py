@@ -1,0 +1,41 @@
+"""The built-in g2p-en bundle shipped inside the package (runtime only)."""
+
+import pytest
+
+import s2s_runtime
+from s2s_export.evaluate import evaluate_bundle
+from s2s_export.ship import MAX_BUNDLE_BYTES, evaluation_sample
+from s2s_runtime.bundle import BUILTIN_DIR
+from s2s_runtime.cli import main
+
+
+@pytest.fixture(scope="module")
+def g2p():
+    return s2s_runtime.load("g2p-en", device="cpu")
+
+
+def test_shipped_bundle_loads_verified_and_small(g2p):
+    assert g2p.bundle.root == BUILTIN_DIR / "g2p-en"  # by name, checksums verified on load
+    assert (BUILTIN_DIR / "g2p-en" / "MODEL_CARD.md").is_file()
+    assert sum(f.stat().st_size for f in (BUILTIN_DIR / "g2p-en").iterdir()) <= MAX_BUNDLE_BYTES
+    assert g2p.bundle.manifest["evaluation"]["precision"] == g2p.bundle.manifest["precision"]
+
+
+def test_wer_on_the_fixed_sample_matches_the_model_card(g2p):
+    evaluation = g2p.bundle.manifest["evaluation"]
+    measured = evaluate_bundle(g2p, evaluation_sample(), progress=False).metrics
+    assert measured.count == evaluation["sample"]["words"] == 500
+    assert abs(100 * measured.wer - evaluation["sample_greedy"]["wer"]) <= 2.0
+
+
+@pytest.mark.parametrize("word, unknown", [("café", 1), ("h3llo", 1), ("Hello!", 2), ("naïve", 1), ("", 0)])
+def test_out_of_vocabulary_characters_are_counted_not_fatal(g2p, word, unknown):
+    result = g2p.generate(word)[0]
+    assert result.unknown_source_tokens == unknown
+    assert isinstance(result.text, str) and (result.text or not word)
+
+
+def test_cli_accepts_the_builtin_name(capsys):
+    assert main(["generate", "g2p-en", "hello", "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.strip()
+    assert main(["info", "g2p-en", "--json"]) == 0

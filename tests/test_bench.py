@@ -1,0 +1,35 @@
+"""s2s bench end to end on a tiny model (numbers are not asserted, only that every part is measured and written)."""
+
+import json
+
+import pytest
+
+from s2s_bench.latency import decoder_flops_per_token
+from s2s_runtime.cli import main
+
+
+def test_bench_measures_every_contender_and_writes_reports(small_bundle, tmp_path, capsys):
+    (tmp_path / "inputs.txt").write_text("abc\nhello\nxyz\nbad\n")
+    out = tmp_path / "results"
+    assert main(["bench", str(small_bundle), "--checkpoint", str(small_bundle.parent / "checkpoint"),
+                 "--inputs", str(tmp_path / "inputs.txt"), "--batch-sizes", "1", "4", "--repeats", "2",
+                 "--min-sequences", "4", "--beam-size", "2", "--out", str(out)]) == 0
+    result = json.loads((out / "bench.json").read_text())
+    seen = {(m["contender"], m["strategy"], m["batch_size"]) for m in result["measurements"]}
+    for contender in ("PyTorch eager", "hand-written onnxruntime loop", "s2s-runtime fp32", "s2s-runtime int8"):
+        assert (contender, "greedy", 1) in seen and (contender, "greedy", 4) in seen
+    assert ("s2s-runtime int8", "beam", 4) in seen and ("PyTorch eager", "beam", 4) not in seen
+    assert all(m["tokens"] > 0 and m["p50_ms"] <= m["p99_ms"] for m in result["measurements"])
+    assert result["machine"]["matmul_gflops"] > 0 and result["ratios"]
+    assert (out / "bench.png").stat().st_size > 0 and "| s2s-runtime fp32 |" in (out / "bench.md").read_text()
+    assert "per-token speed-up" in capsys.readouterr().out
+
+
+def test_decoder_flops_count():
+    config = dict(hidden_size=4, num_layers=1, cell="gru", bidirectional=False, conditioning="init",
+                  input_feeding=False, feed_previous=True, attention="none", target_vocab_size=10)
+    # embedding part folded (free), recurrent 3·4×4, output 4×10; 2 FLOPs per multiply-add
+    assert decoder_flops_per_token(config, source_length=5) == 2 * (3 * 4 * 4) + 2 * (4 * 10)
+    with_attention = dict(config, attention="general")
+    assert decoder_flops_per_token(with_attention, 5) == pytest.approx(
+        decoder_flops_per_token(config, 5) + 2 * 5 * (4 + 4) + 2 * (4 + 4) * 4)

@@ -124,7 +124,6 @@ def train(train_pairs: Sequence[Pair], dev_pairs: Sequence[Pair], out_dir: str |
         >>> result.dev.exact_match  # doctest: +SKIP
         1.0
     """
-    started = time.perf_counter()
     out_dir = Path(out_dir)
     tc = train_config
     model_options = dict(model_options or {})
@@ -142,7 +141,7 @@ def train(train_pairs: Sequence[Pair], dev_pairs: Sequence[Pair], out_dir: str |
     examples = encode_pairs(train_pairs, source_vocab, target_vocab, source_eos=cfg.source_eos)
     dev_sample = random.Random(tc.seed).sample(list(dev_pairs), min(len(dev_pairs), tc.max_dev_examples))
     checkpoint = Checkpoint(model, source_vocab, target_vocab)
-    progress = {"epoch": 0, "best": -1.0, "bad_epochs": 0, "history": []}
+    progress = {"epoch": 0, "best": -1.0, "bad_epochs": 0, "history": [], "seconds": 0.0}
     state_path = out_dir / STATE_FILE
     if resume and state_path.exists():
         progress = _restore(state_path, model, optimizer)
@@ -153,7 +152,7 @@ def train(train_pairs: Sequence[Pair], dev_pairs: Sequence[Pair], out_dir: str |
     best_dir = out_dir / "checkpoint"
     while progress["epoch"] < tc.epochs and progress["bad_epochs"] < tc.patience \
             and progress["best"] < tc.target_exact_match:
-        epoch = progress["epoch"] + 1
+        epoch, epoch_started = progress["epoch"] + 1, time.perf_counter()
         torch.manual_seed(tc.seed * 1000 + epoch)  # dropout noise: deterministic per epoch, so resuming is too
         batches = bucketed_batches(examples, tc.batch_size, random.Random(tc.seed * 1000 + epoch))
         model.train()
@@ -182,13 +181,14 @@ def train(train_pairs: Sequence[Pair], dev_pairs: Sequence[Pair], out_dir: str |
             for group in optimizer.param_groups:  # the optimizer state (saved for resume) carries the decayed rate
                 group["lr"] *= tc.lr_decay
         progress["epoch"] = epoch
+        progress["seconds"] = progress.get("seconds", 0.0) + time.perf_counter() - epoch_started
         _save_state(state_path, model, optimizer, progress)
         message = (f"epoch {epoch}: loss {record['loss']:.4f}  dev exact {dev.exact_match:.2%}  "
                    f"token acc {dev.token_accuracy:.2%}  error rate {dev.error_rate:.2%}" + ("  *" if improved else ""))
         (tqdm.write if tc.progress else log.info)(message)
     best = load_checkpoint(best_dir, device=tc.device)
     dev = evaluate(best, dev_pairs, device=tc.device)
-    seconds = time.perf_counter() - started
+    seconds = progress.get("seconds", 0.0)  # training time of every epoch, over all runs of a resumed training
     result = TrainResult(best_dir, dev, progress["epoch"], seconds, progress["history"])
     (out_dir / "metrics.json").write_text(json.dumps(
         {"dev": dev.to_dict(), "epochs": progress["epoch"], "seconds": seconds, "model": cfg.to_dict(),

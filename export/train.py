@@ -29,7 +29,7 @@ from s2s_runtime.bundle import DEFAULT_TARGET_LENGTH_OFFSET, DEFAULT_TARGET_LENG
 from s2s_runtime.vocab import Vocab
 
 from .checkpoint import Checkpoint, check_vocabularies, load_checkpoint, save_checkpoint, start_id
-from .config import Seq2SeqConfig, TrainConfig
+from .config import ConfigError, Seq2SeqConfig, TrainConfig
 from .data import Example, Pair, bucketed_batches, encode_pairs
 from .metrics import Metrics, score_predictions
 from .model import Seq2Seq
@@ -127,6 +127,8 @@ def train(train_pairs: Sequence[Pair], dev_pairs: Sequence[Pair], out_dir: str |
     out_dir = Path(out_dir)
     tc = train_config
     model_options = dict(model_options or {})
+    if tc.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device: {tc.device!r} requested but torch has no usable CUDA device here")
     if not train_pairs:
         raise ValueError("train: no training examples")
     if not dev_pairs:

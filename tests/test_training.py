@@ -46,3 +46,13 @@ def test_metrics_with_several_references():
     assert metrics.exact_match == 0.5 and metrics.wer == 0.5
     assert metrics.error_rate == pytest.approx(1 / 6)       # one deletion over 3 + 3 reference phonemes
     assert metrics.token_accuracy == pytest.approx(5 / 6)
+
+
+def test_unavailable_device_is_a_clear_error(tmp_path):
+    from s2s_export.config import ConfigError
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ConfigError, match="device: 'cuda' requested but torch has no usable CUDA device"):
+        train(task_pairs("sort", "train", size=50), task_pairs("sort", "dev", size=50), tmp_path,
+              train_config=TrainConfig(device="cuda", progress=False))

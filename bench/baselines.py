@@ -40,10 +40,12 @@ class RuntimeContender(Contender):
 
 class HandWrittenLoop(Contender):
     """What one writes by hand: session.run over the plain export (ONNX GRU/LSTM op), states passed as numpy
-    arrays, numpy argmax over the full log-probs, every row computed until all rows have ended."""
+    arrays, numpy argmax (greedy) or a numpy top-k over beams × vocab (beam) on the full log-probs, every row
+    computed until all rows have ended."""
 
-    def __init__(self, bundle: Path, threads: int):
-        super().__init__("hand-written onnxruntime loop", ("greedy",))
+    def __init__(self, bundle: Path, threads: int, beam_size: int):
+        super().__init__("hand-written onnxruntime loop", ("greedy", "beam"))
+        self.beam_size = beam_size
         import onnxruntime as ort
 
         self.bundle = Bundle.open(bundle)
@@ -63,23 +65,64 @@ class HandWrittenLoop(Contender):
         ids = np.zeros((len(encoded), lengths.max()), dtype=np.int64)
         for row, source in enumerate(encoded):
             ids[row, :len(source)] = source
-        encoder, step = bundle.graphs["encoder"], bundle.graphs["decoder_step"]
+        encoder = bundle.graphs["encoder"]
         values = dict(zip(encoder.outputs, self.encoder.run(None, {encoder.inputs[roles.SOURCE_IDS].name: ids,
                                                                     encoder.inputs[roles.SOURCE_LENGTHS].name: lengths})))
-        output_roles = list(step.outputs)
+        steps = bundle.default_max_length(int(lengths.max()))
+        if strategy == "beam":
+            return self._beam(values, len(encoded), steps)
         previous = np.full(len(encoded), bundle.start_id, dtype=np.int64)
         done = np.zeros(len(encoded), dtype=bool)
         tokens = 0
-        for _ in range(bundle.default_max_length(int(lengths.max()))):
-            feeds = {io.name: previous if role == roles.PREVIOUS_IDS else values[role] for role, io in step.inputs.items()}
-            outputs = dict(zip(output_roles, self.decoder.run(None, feeds)))
-            previous = outputs[roles.LOG_PROBS].argmax(axis=1)
+        for _ in range(steps):
+            log_probs, values = self._step(previous, values)
+            previous = log_probs.argmax(axis=1)
             tokens += int((~done).sum())
             done |= previous == bundle.eos_id
-            values.update({role: value for role, value in outputs.items() if roles.is_state(role)})
             if done.all():
                 break
         return tokens
+
+    def _step(self, previous: np.ndarray, values: dict) -> tuple[np.ndarray, dict]:
+        step = self.bundle.graphs["decoder_step"]
+        feeds = {io.name: previous if role == roles.PREVIOUS_IDS else values[role] for role, io in step.inputs.items()}
+        outputs = dict(zip(step.outputs, self.decoder.run(None, feeds)))
+        return outputs[roles.LOG_PROBS], {**values, **{r: v for r, v in outputs.items() if roles.is_state(r)}}
+
+    def _beam(self, values: dict, inputs: int, steps: int) -> int:
+        """K beams per input from the start (all but one at -inf), reordered by gathering every tensor each step,
+        until every beam has ended."""
+        k, axes = self.beam_size, {role: io.batch_axis for role, io in self.bundle.graphs["decoder_step"].inputs.items()}
+        rows = np.repeat(np.arange(inputs), k)
+        values = {role: np.take(v, rows, axis=axes[role]) for role, v in values.items()}
+        scores = np.tile(np.r_[0.0, np.full(k - 1, -np.inf)], inputs)  # (inputs·k,)
+        previous = np.full(inputs * k, self.bundle.start_id, dtype=np.int64)
+        ended = np.zeros(inputs * k, dtype=bool)
+        lengths = np.zeros(inputs * k, dtype=np.int64)  # tokens of each beam, eos included
+        done_score, done_length = np.full(inputs, -np.inf), np.zeros(inputs, dtype=np.int64)  # best ended beam
+        for _ in range(steps):
+            log_probs, values = self._step(previous, values)  # (inputs·k, vocab)
+            vocab = log_probs.shape[1]
+            totals = (scores[:, None] + log_probs).reshape(inputs, k * vocab)
+            best = np.argsort(-totals, axis=1)[:, :k]  # (inputs, k)
+            parents = (np.arange(inputs)[:, None] * k + best // vocab).ravel()
+            previous = (best % vocab).ravel()
+            scores = np.take_along_axis(totals, best, axis=1).ravel()
+            lengths = lengths[parents] + 1
+            values = {role: np.take(v, parents, axis=axes[role]) for role, v in values.items()}
+            ended = previous == self.bundle.eos_id
+            final = np.where(ended, scores, -np.inf).reshape(inputs, k)
+            better = final.max(axis=1) > done_score
+            done_length = np.where(better, lengths.reshape(inputs, k)[np.arange(inputs), final.argmax(axis=1)],
+                                   done_length)
+            done_score = np.maximum(done_score, final.max(axis=1))
+            scores = np.where(ended, -np.inf, scores)  # an ended beam is not extended
+            if not np.isfinite(scores).any():
+                break
+        # the best hypothesis of each input, ended or still live; tokens counted like the other contenders
+        live = scores.reshape(inputs, k)
+        live_length = lengths.reshape(inputs, k)[np.arange(inputs), live.argmax(axis=1)]
+        return int(np.where(done_score >= live.max(axis=1), done_length, live_length).sum())
 
 
 class TorchEager(Contender):

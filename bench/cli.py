@@ -64,7 +64,7 @@ def run_bench(args: argparse.Namespace) -> int:
                                   options=ExportOptions(plain=True))
             int8 = export_bundle(checkpoint, Path(tmp) / "int8", validation_sources=sources[:64],
                                  options=ExportOptions(precision="int8"))
-            contenders += [TorchEager(checkpoint, args.threads), HandWrittenLoop(plain, args.threads)]
+            contenders += [TorchEager(checkpoint, args.threads), HandWrittenLoop(plain, args.threads, args.beam_size)]
         contenders.append(RuntimeContender(report.RUNTIME, Path(args.bundle), args.threads, args.beam_size))
         if args.checkpoint is not None:
             contenders.append(RuntimeContender("s2s-runtime int8", int8, args.threads, args.beam_size))

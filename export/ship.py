@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plain-run", type=Path, help="training output of the plain encoder-decoder, for the card")
     parser.add_argument("--work", type=Path, default=Path("runs/ship"))
     parser.add_argument("--training-note", default="", help="how the training ran (hardware, sharing), for the card")
+    parser.add_argument("--plain-note", default="", help="the same for the plain model's training")
     args = parser.parse_args(argv)
     shutil.rmtree(args.work, ignore_errors=True)
     dev_sources = [p.source for p in cmudict_pairs("dev")][:2000]
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         plain = {"test_greedy": measure(plain_bundle, test),
                  "test_beam4": measure(plain_bundle, test, strategy="beam", beam_size=4),
                  "run": run_summary(args.plain_run)}
-    card = model_card(chosen, evaluations, size, run_summary(args.run), plain, args.training_note)
+    card = model_card(chosen, evaluations, size, run_summary(args.run), plain, args.training_note, args.plain_note)
     evaluation = {"precision": chosen, **evaluations[chosen], "float32": evaluations["float32"],
                   "sample": {"split": "test", "words": SAMPLE_SIZE, "seed": SAMPLE_SEED}}
     attach(bundles[chosen], {"MODEL_CARD.md": card}, {"evaluation": evaluation})
@@ -101,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def model_card(chosen: str, evaluations: dict, size: dict, run: dict, plain: dict | None, note: str) -> str:
+def model_card(chosen: str, evaluations: dict, size: dict, run: dict, plain: dict | None, note: str,
+               plain_note: str = "") -> str:
     ours, fp32 = evaluations[chosen], evaluations["float32"]
     model = run["model"]
     lines = [
@@ -122,7 +124,7 @@ def model_card(chosen: str, evaluations: dict, size: dict, run: dict, plain: dic
         f"{run['train']['batch_size']}, learning-rate decay ×{run['train']['lr_decay']} after an epoch without dev "
         f"improvement, early stopping on dev exact match): {run['epochs']} epochs in {run['minutes']} minutes. "
         f"{note}",
-        f"Bundle: `python -m s2s_export.ship runs/g2p-en --plain-run runs/g2p-en-plain` → {chosen} "
+        f"Bundle: `python -m s2s_export.ship runs/g2p-en --plain-run runs/g2p-en-plain ...` → {chosen} "
         f"({size[chosen] / 1e6:.1f} MB; fp32 would be {size['float32'] / 1e6:.1f} MB).", "",
         "## Accuracy (test split, through the runtime)",
         "A word is correct if the prediction matches any of its listed pronunciations; PER is the phoneme edit "
@@ -139,7 +141,7 @@ def model_card(chosen: str, evaluations: dict, size: dict, run: dict, plain: dic
                      f"{plain['test_beam4']['per']} |")
     if plain:
         lines += ["", f"Plain encoder–decoder: `s2s train --preset g2p-en-plain`, {plain['run']['epochs']} epochs in "
-                      f"{plain['run']['minutes']} minutes."]
+                      f"{plain['run']['minutes']} minutes. {plain_note}"]
     lines += [
         "", f"Fixed {SAMPLE_SIZE}-word test sample (seed {SAMPLE_SEED}, re-measured by the tests): WER "
         f"{ours['sample_greedy']['wer']} %.", "",

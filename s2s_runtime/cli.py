@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="one JSON object per input: text, tokens, ids, score and the n-best hypotheses")
     generate.add_argument("--target-prefix", help="a target prefix every output starts with")
     generate.add_argument("--stream", action="store_true", help="print tokens as they are generated (greedy/sample)")
-    generate.add_argument("--timing", action="store_true", help="print latency per sequence and per token to stderr")
+    generate.add_argument("--timing", action="store_true",
+                          help="print latency per sequence and per token to stderr (after one warm-up call)")
     add_generation_flags(generate)
     add_session_flags(generate)
     generate.set_defaults(handler=run_generate)
@@ -111,6 +112,8 @@ def run_generate(args: argparse.Namespace) -> int:
             print()
         return 0
     prefixes = None if args.target_prefix is None else [args.target_prefix] * len(inputs)
+    if args.timing and inputs:  # onnxruntime initializes lazily on the first run: time the steady state
+        model.generate(list(inputs[:1]), target_prefix=None if prefixes is None else prefixes[:1], options=options)
     started = time.perf_counter()
     results = model.generate(list(inputs), target_prefix=prefixes, options=options)
     elapsed = time.perf_counter() - started

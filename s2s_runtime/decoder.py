@@ -206,6 +206,22 @@ class BoundRunner:
                 self._bind(binding, self._out[roles.ATTENTION], self._attention, output=True)
             self._bindings.append(binding)
 
+    def reset(self, states: dict[str, np.ndarray], statics: dict[str, np.ndarray]) -> bool:
+        """Start a new batch in the existing buffers and bindings if every shape matches (then True): a service
+        decoding one input at a time pays for buffers and bindings once, not per call."""
+        if self._gather is not None:
+            return False
+        current = self._buffers[0]
+        if any(current[r].shape != v.shape for r, v in states.items()) or \
+                any(self._statics[r].shape != v.shape for r, v in statics.items()):
+            return False
+        for role, value in states.items():
+            np.copyto(current[role], value)
+        for role, value in statics.items():
+            np.copyto(self._statics[role], value)
+        self._parity, self._states = 0, current
+        return True
+
     def step(self, previous_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         self._ids[self._parity][:] = previous_ids
         self._run()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import threading
+from contextlib import contextmanager
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +92,15 @@ class StreamedToken:
         return self.token
 
 
+@dataclass(frozen=True)
+class _Decoding:
+    """One call's validated options with what is derived from them once per call."""
+
+    options: GenerationOptions
+    suppressed: np.ndarray  # suppressed target ids
+    entropy: int            # sampling seed material (the seed, or fresh entropy when none is given)
+
+
 @dataclass
 class _Prepared:
     """An input after tokenization."""
@@ -116,6 +127,7 @@ class Seq2SeqModel:
         self._step_graph = StepGraph.of(decoder, self._step_spec)
         self._batch_axes = self._step_graph.batch_axes
         self._io_binding = settings.io_binding
+        self._idle_runners = threading.local()
         self._gather = None
         if self.placement.device != "cpu":  # keep compaction and beam reordering on the device
             device_type, device_id = self.placement.device.split(":")
@@ -182,18 +194,17 @@ class Seq2SeqModel:
         items = _as_input_list(inputs)
         prepared = [self._prepare(item, index) for index, item in enumerate(items)]
         prefixes = self._prefixes(target_prefix, len(prepared))
-        self._check_options(options)
+        decoding = self._decoding(options)
         results: list[Result | None] = [None] * len(prepared)
         for index, item in enumerate(prepared):
             if not item.ids:
                 results[index] = Result([Hypothesis("", [], [], 0.0, 0.0, True)], 0)
         pending = [i for i, item in enumerate(prepared) if item.ids]
-        entropy = np.random.SeedSequence().entropy if options.seed is None else options.seed
         for batch in length_sorted_batches([len(prepared[i].ids) for i in pending], options.max_batch_size,
                                            options.max_batch_tokens):
             rows = [pending[i] for i in batch]
             limits = [self._limits(prepared[row], prefixes[row], options, row) for row in rows]
-            n_best = self._decode_batch([prepared[row] for row in rows], limits, options, entropy)
+            n_best = self._decode_batch([prepared[row] for row in rows], limits, decoding)
             for row, candidates in zip(rows, n_best):
                 results[row] = Result([self._hypothesis(c, prepared[row], options) for c in candidates],
                                       prepared[row].unknown)
@@ -213,16 +224,15 @@ class Seq2SeqModel:
                              "end); use strategy='greedy' or 'sample', or generate()")
         if options.num_hypotheses != 1:
             raise ValueError("num_hypotheses: streaming produces one hypothesis")
-        self._check_options(options)
+        decoding = self._decoding(options)
         item = self._prepare(source, 0)
         if not item.ids:
             return
         prefix = self._prefixes(None if target_prefix is None else [target_prefix], 1)[0]
         limits = [self._limits(item, prefix, options, 0)]
-        entropy = np.random.SeedSequence().entropy if options.seed is None else options.seed
         states, statics, _ = self._encode([item.ids])
         vocab = self.bundle.target.vocab
-        for event in self._sample_rows(states, statics, [item], limits, options, entropy, 1):
+        for event in self._sample_rows(states, statics, [item], limits, decoding, 1):
             if not event.ended[0]:
                 token_id = int(event.tokens[0])
                 yield StreamedToken(vocab.tokens[token_id], token_id, float(event.log_probs[0]))
@@ -287,13 +297,17 @@ class Seq2SeqModel:
         return [() if p is None else tuple(self._target_ids(p, f"target_prefix[{i}]"))
                 for i, p in enumerate(target_prefix)]
 
-    def _check_options(self, options: GenerationOptions) -> None:
+    def _decoding(self, options: GenerationOptions) -> _Decoding:
+        """Check the options against this model and derive what a call needs from them once."""
         for name in ("return_attention", "replace_unknowns"):
             if getattr(options, name) and not self.has_attention:
                 raise ValueError(f"{name}: this model has no attention")
         if options.replace_unknowns and "unk" not in self.bundle.target.special_ids:
             raise ValueError("replace_unknowns: the target vocabulary has no unk token")
-        self._suppressed_ids(options)
+        entropy = 0
+        if options.strategy == "sample":
+            entropy = np.random.SeedSequence().entropy if options.seed is None else options.seed
+        return _Decoding(options, self._suppressed_ids(options), entropy)
 
     def _suppressed_ids(self, options: GenerationOptions) -> np.ndarray:
         vocab = self.bundle.target.vocab
@@ -336,44 +350,55 @@ class Seq2SeqModel:
         statics = {r: encoded[r] for r in needed if not roles.is_state(r)}
         return states, statics, lengths
 
+    @contextmanager
     def _runner(self, states: dict[str, np.ndarray], statics: dict[str, np.ndarray], with_attention: bool
-                ) -> DecoderRunner:
+                ) -> Iterator[DecoderRunner]:
+        """A runner for one batch. Bound runners are kept per thread and reused when the next batch has the same
+        shapes (the common case of a service decoding single inputs); one in use is never shared."""
         if not self._io_binding:
-            return ArrayRunner(self._step_graph, states, statics, with_attention)
-        device_type, _, device_id = self.placement.device.partition(":")
-        return BoundRunner(self._step_graph, states, statics, with_attention, device_type=device_type,
-                           device_id=int(device_id or 0), gather=self._gather)
+            yield ArrayRunner(self._step_graph, states, statics, with_attention)
+            return
+        idle = self._idle_runners.__dict__.setdefault("runners", {})
+        runner = idle.pop(with_attention, None)
+        if runner is None or not runner.reset(states, statics):
+            device_type, _, device_id = self.placement.device.partition(":")
+            runner = BoundRunner(self._step_graph, states, statics, with_attention, device_type=device_type,
+                                 device_id=int(device_id or 0), gather=self._gather)
+        yield runner
+        idle[with_attention] = runner  # only after a clean finish: an abandoned stream keeps its own
 
-    def _decode_batch(self, items: list[_Prepared], limits: list[RowLimits], options: GenerationOptions,
-                      entropy: int) -> list[list[Candidate]]:
+    def _decode_batch(self, items: list[_Prepared], limits: list[RowLimits], decoding: _Decoding
+                      ) -> list[list[Candidate]]:
+        options = decoding.options
         states, statics, _ = self._encode([item.ids for item in items])
         with_attention = self._wants_attention(options)
         if options.strategy == "beam":
-            return beam_search(self._runner(states, statics, with_attention), start_id=self.bundle.start_id,
-                               eos_id=self.bundle.eos_id, limits=limits, options=options,
-                               suppressed=self._suppressed_ids(options), collect_attention=with_attention)
+            with self._runner(states, statics, with_attention) as runner:
+                return beam_search(runner, start_id=self.bundle.start_id, eos_id=self.bundle.eos_id, limits=limits,
+                                   options=options, suppressed=decoding.suppressed, collect_attention=with_attention)
         copies = options.num_hypotheses
         rows = np.repeat(np.arange(len(items)), copies)  # each input `copies` times (independent samples)
         if copies > 1:
             states, statics = take_rows(states, rows, self._batch_axes), take_rows(statics, rows, self._batch_axes)
         candidates = run_sample_search(self._sample_rows(states, statics, [items[i] for i in rows],
-                                                         [limits[i] for i in rows], options, entropy, copies))
+                                                         [limits[i] for i in rows], decoding, copies))
         n_best = [candidates[i * copies:(i + 1) * copies] for i in range(len(items))]
         return [sorted(c, key=lambda h: -normalized_score(h, options)) for c in n_best]
 
     def _sample_rows(self, states: dict[str, np.ndarray], statics: dict[str, np.ndarray], items: list[_Prepared],
-                     limits: list[RowLimits], options: GenerationOptions, entropy: int, copies: int):
-        rngs = None
+                     limits: list[RowLimits], decoding: _Decoding, copies: int):
+        options, rngs = decoding.options, None
         if options.strategy == "sample":
             # Each row's random stream depends only on the seed, the input and the sample number, so an input's
             # samples are the same whatever else is in the batch.
-            rngs = [np.random.default_rng(np.random.SeedSequence([entropy, row % copies, len(item.ids), *item.ids,
-                                                                  len(lim.prefix), *lim.prefix]))
+            rngs = [np.random.default_rng(np.random.SeedSequence([decoding.entropy, row % copies, len(item.ids),
+                                                                  *item.ids, len(lim.prefix), *lim.prefix]))
                     for row, (item, lim) in enumerate(zip(items, limits))]
         with_attention = self._wants_attention(options)
-        return sample_search(self._runner(states, statics, with_attention), start_id=self.bundle.start_id,
-                             eos_id=self.bundle.eos_id, limits=limits, options=options, rngs=rngs,
-                             suppressed=self._suppressed_ids(options), collect_attention=with_attention)
+        with self._runner(states, statics, with_attention) as runner:
+            return (yield from sample_search(runner, start_id=self.bundle.start_id, eos_id=self.bundle.eos_id,
+                                             limits=limits, options=options, rngs=rngs,
+                                             suppressed=decoding.suppressed, collect_attention=with_attention))
 
     @staticmethod
     def _wants_attention(options: GenerationOptions) -> bool:
@@ -381,7 +406,10 @@ class Seq2SeqModel:
 
     def _forced_log_probs(self, sources: list[list[int]], targets: list[list[int]]) -> list[list[float]]:
         states, statics, _ = self._encode(sources)
-        runner = self._runner(states, statics, False)
+        with self._runner(states, statics, False) as runner:
+            return self._forced_steps(runner, targets)
+
+    def _forced_steps(self, runner: DecoderRunner, targets: list[list[int]]) -> list[list[float]]:
         eos = self.bundle.eos_id
         steps = max(len(t) for t in targets) + 1
         forced = np.full((len(targets), steps), eos, dtype=np.int64)  # (batch, steps): target then eos (and filler)

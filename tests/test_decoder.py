@@ -83,3 +83,15 @@ def test_in_graph_greedy_choice_equals_argmax_of_the_log_probs(model):
                     runner.select(np.array([2, 0]))
                 previous = previous[[2, 0]]
             ids, log_probs = (np.array(v) for v in chained.greedy_step())
+
+
+def test_reused_runners_are_never_shared_by_interleaved_calls(model):
+    """A stream in progress keeps its runner; calls in between on the same thread get their own."""
+    plain = s2s_runtime.load(model.bundle.root, device="cpu", io_binding=False)
+    expected = {s: plain.generate(s, max_length=8)[0].ids for s in ("abc", "abd", "hij")}
+    stream = model.generate_stream("abc", max_length=8)
+    first = next(stream)
+    assert model.generate("abd", max_length=8)[0].ids == expected["abd"]  # same shape: would reuse a runner
+    assert [first.id] + [t.id for t in stream] == expected["abc"]
+    for source in ("hij", "abc", "abd"):  # sequential reuse with fresh states each time
+        assert model.generate(source, max_length=8)[0].ids == expected[source]

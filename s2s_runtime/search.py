@@ -197,9 +197,8 @@ def sample_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: 
     # Plain greedy decoding lets the graph choose: only (rows,) ids and log-probs leave it, and the ids chain from
     # one step to the next inside the runner's bound buffers.
     in_graph = runner.selects and rngs is None and not (constrained or has_prefix or collect_attention)
-    chain = previous
+    chain, some_done = previous, False
     while active.size:
-        some_done = done.any()
         live = np.flatnonzero(~done) if some_done else None
         if in_graph:
             chosen, scores = (np.array(v) for v in runner.greedy_step(chain))  # copies: the buffers are reused
@@ -239,12 +238,14 @@ def sample_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: 
             previous = chosen
         # Compaction re-lays the runner's buffers, which costs about as much as a few steps of a small model:
         # drop finished rows once they are a quarter of the batch, not one at a time.
-        if done.all():
+        finished_in_runner = int(done.sum())
+        if finished_in_runner == active.size:
             break
-        if done.sum() * 4 >= active.size:
+        some_done = finished_in_runner > 0
+        if finished_in_runner * 4 >= active.size:
             kept = np.flatnonzero(~done)
             runner.select(kept)
-            active, previous, done = active[kept], previous[kept], done[kept]
+            active, previous, done, some_done = active[kept], previous[kept], done[kept], False
     return [Candidate(state.ids[row, :state.lengths[row]].tolist(), float(state.scores[row]), bool(finished[row]),
                       attention[row]) for row in range(len(limits))]
 

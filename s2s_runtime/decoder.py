@@ -2,10 +2,13 @@
 
 Two implementations of search.DecoderRunner:
 - ArrayRunner: `session.run` with numpy arrays; simple, used when IO binding is off.
-- BoundRunner: onnxruntime IO binding. States live in preallocated, double-buffered OrtValues (step t reads buffer A
-  and writes buffer B, step t+1 the reverse), so no state is allocated per step; on CUDA the states and the encoder's
-  statics stay on the device, and compaction / beam reordering runs a small Gather graph there, so the only per-step
-  host traffic is the previous ids in and the log-probs out.
+- BoundRunner: onnxruntime IO binding. States live in preallocated, double-buffered buffers (step t reads buffer A
+  and writes buffer B, step t+1 the reverse) bound once per batch, so nothing is allocated or bound per step; with an
+  optimized graph the greedy ids chain from one step's output buffer to the next step's input. On the CPU the
+  buffers are numpy arrays bound by address; on CUDA they are OrtValues on the device, together with the encoder's
+  statics, and compaction / beam reordering runs a small Gather graph there, so the per-step host traffic is the
+  previous ids in and the (greedy choice or) log-probs out. A finished BoundRunner can be `reset` for the next batch
+  of the same shapes.
 """
 
 from __future__ import annotations

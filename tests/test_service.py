@@ -77,6 +77,14 @@ def test_bad_input_fails_alone(model):
         batcher.submit("abc", beam=3)
 
 
+def wait_until(predicate, timeout=10.0):
+    """Poll instead of sleeping a fixed time, so a loaded CI machine cannot reorder the steps of a test."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.005)
+
+
 def blocked_batcher(model, **config):
     """A batcher whose worker is stuck in a slow batch, so the queue fills deterministically."""
     gate = threading.Event()
@@ -96,7 +104,7 @@ def blocked_batcher(model, **config):
 def test_full_queue_is_overloaded_at_once(model):
     batcher, gate = blocked_batcher(model, max_batch_size=1, max_queue=3)
     first = batcher.submit("abc", max_length=3)
-    time.sleep(0.2)  # the worker holds `first`; the queue is empty
+    wait_until(lambda: batcher.queue_depth() == 0)  # the worker holds `first`
     queued = [batcher.submit("abc", max_length=3) for _ in range(3)]
     started = time.perf_counter()
     with pytest.raises(Overloaded, match="queue full"):
@@ -110,12 +118,12 @@ def test_full_queue_is_overloaded_at_once(model):
 def test_timeout_cancellation_and_shutdown_answer_everything(model):
     batcher, gate = blocked_batcher(model, max_batch_size=1, max_queue=10)
     running = batcher.submit("abc", max_length=3)
-    time.sleep(0.2)
+    wait_until(lambda: batcher.queue_depth() == 0)
     expiring = batcher.submit("abc", max_length=3, timeout=0.05)
     cancelled = batcher.submit("abc", max_length=3)
     assert cancelled.cancel()  # frees its slot: never decoded
     pending = [batcher.submit("abc", max_length=3) for _ in range(4)]
-    time.sleep(0.1)
+    time.sleep(0.1)  # past `expiring`'s 0.05 s deadline while it is still queued behind the blocked worker
     gate.set()
     with pytest.raises(RequestTimeout):
         expiring.result(timeout=30)
@@ -130,11 +138,11 @@ def test_timeout_cancellation_and_shutdown_answer_everything(model):
 def test_shutdown_without_draining_fails_pending_requests(model):
     batcher, gate = blocked_batcher(model, max_batch_size=1, max_queue=10)
     running = batcher.submit("abc", max_length=3)
-    time.sleep(0.2)
+    wait_until(lambda: batcher.queue_depth() == 0)
     pending = [batcher.submit("abc", max_length=3) for _ in range(3)]
     closer = threading.Thread(target=batcher.close, kwargs={"drain": False})
     closer.start()
-    time.sleep(0.1)
+    wait_until(lambda: all(f.done() for f in pending))  # failed by close(), before the worker is free again
     gate.set()
     closer.join(30)
     assert running.result(timeout=1).ids

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 from s2s_runtime import GenerationOptions, Seq2SeqModel
 
 from .data import Pair
-from .metrics import Metrics, score_predictions
+from .metrics import Metrics, group_references, score_predictions
 
 
 @dataclass
@@ -30,9 +29,7 @@ def evaluate_bundle(model: Seq2SeqModel, pairs: Sequence[Pair], *, options: Gene
     from tqdm import tqdm
 
     vocab = model.bundle.target.vocab
-    references: dict[str, list[list[str]]] = defaultdict(list)
-    for pair in pairs:
-        references[pair.source].append(vocab.split(pair.target))
+    references = group_references(pairs, vocab.split)
     sources = list(references)
     predictions: dict[str, list[str]] = {}
     with tqdm(total=len(sources), desc="eval", unit="input", disable=not progress) as bar:

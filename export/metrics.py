@@ -3,7 +3,8 @@ and token error rate (CER for characters, PER for phonemes) by edit distance."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 from rapidfuzz.distance import Levenshtein
@@ -22,6 +23,15 @@ class Metrics:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "wer": self.wer}
+
+
+def group_references(pairs: Iterable, split: Callable[[str], list[str]]) -> dict[str, list[list[str]]]:
+    """Targets of (source, target) pairs grouped by source: several pairs with one source are alternative references
+    (e.g. the pronunciations of one word)."""
+    references: dict[str, list[list[str]]] = defaultdict(list)
+    for pair in pairs:
+        references[pair.source].append(split(pair.target))
+    return references
 
 
 def score_predictions(predictions: Mapping[str, Sequence[str]], references: Mapping[str, Sequence[Sequence[str]]]

@@ -16,7 +16,6 @@ import logging
 import math
 import random
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from s2s_runtime.vocab import Vocab
 from .checkpoint import Checkpoint, check_vocabularies, load_checkpoint, save_checkpoint, start_id
 from .config import ConfigError, Seq2SeqConfig, TrainConfig
 from .data import Example, Pair, bucketed_batches, encode_pairs
-from .metrics import Metrics, score_predictions
+from .metrics import Metrics, group_references, score_predictions
 from .model import Seq2Seq
 
 log = logging.getLogger(__name__)
@@ -105,9 +104,7 @@ def predict(checkpoint: Checkpoint, sources: Sequence[str], *, batch_size: int =
 
 def evaluate(checkpoint: Checkpoint, pairs: Sequence[Pair], *, device: str = "cpu") -> Metrics:
     """Metrics of greedy PyTorch decoding over pairs (several pairs with one source are alternative references)."""
-    references: dict[str, list[list[str]]] = defaultdict(list)
-    for pair in pairs:
-        references[pair.source].append(checkpoint.target_vocab.split(pair.target))
+    references = group_references(pairs, checkpoint.target_vocab.split)
     return score_predictions(predict(checkpoint, list(references), device=device), references)
 
 

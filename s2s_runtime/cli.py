@@ -9,7 +9,6 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from .bundle import Bundle, BundleError
 from .config import GenerationOptions
@@ -119,7 +118,7 @@ def run_generate(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     for index, (text, result) in enumerate(zip(inputs, results)):
         if args.json:
-            print(json.dumps(result_record(text, result), ensure_ascii=False))
+            print(json.dumps({"input": text, **result.to_dict()}, ensure_ascii=False))
         elif len(result.hypotheses) == 1:
             print(result.text)
         else:
@@ -132,18 +131,6 @@ def run_generate(args: argparse.Namespace) -> int:
               f"({model.device}, {args.threads} thread(s), {options.strategy}, batch ≤ {options.max_batch_size})",
               file=sys.stderr)
     return 0
-
-
-def result_record(text: str, result: Any) -> dict:
-    def hypothesis(h: Any) -> dict:
-        record = {"text": h.text, "tokens": h.tokens, "ids": h.ids, "score": round(h.score, 6),
-                  "normalized_score": round(h.normalized_score, 6), "finished": h.finished}
-        if h.attention is not None:
-            record["attention"] = h.attention.round(5).tolist()
-        return record
-
-    return {"input": text, **hypothesis(result.best), "unknown_source_tokens": result.unknown_source_tokens,
-            "hypotheses": [hypothesis(h) for h in result.hypotheses]}
 
 
 def run_score(args: argparse.Namespace) -> int:

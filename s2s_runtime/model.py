@@ -48,6 +48,14 @@ class Hypothesis:
     finished: bool
     attention: np.ndarray | None = None
 
+    def to_dict(self) -> dict:
+        """JSON-ready form (scores to 6 decimals, attention to 5), as the CLI and the HTTP service print it."""
+        record = {"text": self.text, "tokens": self.tokens, "ids": self.ids, "score": round(self.score, 6),
+                  "normalized_score": round(self.normalized_score, 6), "finished": self.finished}
+        if self.attention is not None:
+            record["attention"] = self.attention.round(5).tolist()
+        return record
+
 
 @dataclass(frozen=True)
 class Result:
@@ -68,6 +76,11 @@ class Result:
     normalized_score = property(lambda self: self.best.normalized_score)
     finished = property(lambda self: self.best.finished)
     attention = property(lambda self: self.best.attention)
+
+    def to_dict(self) -> dict:
+        """The best hypothesis's fields, the unknown-symbol count and every hypothesis, JSON-ready."""
+        return {**self.best.to_dict(), "unknown_source_tokens": self.unknown_source_tokens,
+                "hypotheses": [h.to_dict() for h in self.hypotheses]}
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import GenerationOptions
-from .model import Result, Seq2SeqModel
+from .model import Seq2SeqModel
 from .service import Batcher, BatcherClosed, BatcherConfig, Overloaded, RequestTimeout
 
 log = logging.getLogger("s2s_runtime.server")
@@ -68,15 +68,6 @@ class BadRequest(ValueError):
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
         self.status = status
-
-
-def result_json(result: Result) -> dict:
-    def hypothesis(h: Any) -> dict:
-        return {"text": h.text, "tokens": h.tokens, "ids": h.ids, "score": h.score,
-                "normalized_score": h.normalized_score, "finished": h.finished}
-
-    return {**hypothesis(result.best), "unknown_source_tokens": result.unknown_source_tokens,
-            "hypotheses": [hypothesis(h) for h in result.hypotheses]}
 
 
 def create_app(model: Seq2SeqModel, batcher_config: BatcherConfig = BatcherConfig(),
@@ -174,7 +165,7 @@ def create_app(model: Seq2SeqModel, batcher_config: BatcherConfig = BatcherConfi
             return error(504, "timeout", str(problem))
         metrics.latency.observe(time.perf_counter() - started)
         log.debug("generate: %d inputs in %.1f ms", len(inputs), (time.perf_counter() - started) * 1e3)
-        return JSONResponse({"results": [result_json(r) for r in results]})
+        return JSONResponse({"results": [r.to_dict() for r in results]})
 
     def stream_response(item: Any, options: GenerationOptions, prefix: Any) -> Response:
         if options.strategy == "beam":

@@ -38,7 +38,7 @@ class ExportOptions:
 
     max_source_length: int = 1024  # longer inputs are refused by the runtime (no limit is baked into the weights)
     validation_size: int = 64      # sources used by the parity check
-    plain: bool = False            # ONNX GRU/LSTM ops + Gemm in the decoder step instead of the optimized graph
+    plain: bool = False            # ONNX GRU/LSTM ops (+ Gemm in the step) instead of the optimized graphs
     precision: str = "float32"     # "int8" (dynamic quantization) or "float16" (for CUDA)
     overwrite: bool = False
     seed: int = 0
@@ -66,7 +66,8 @@ def export_bundle(checkpoint: str | Path | Checkpoint, out_dir: str | Path, *,
     if out_dir.exists() and not options.overwrite:
         raise FileExistsError(f"{out_dir}: already exists (pass overwrite=True / --overwrite to replace it)")
     ckpt.model.eval()
-    encoder, decoder = build_encoder(ckpt.model), build_decoder_step(ckpt.model, plain=options.plain)
+    encoder = build_encoder(ckpt.model, plain=options.plain)
+    decoder = build_decoder_step(ckpt.model, plain=options.plain)
     validation = _validation_ids(ckpt, validation_sources, options)
     report = check_parity(ckpt, encoder, decoder, validation)
     manifest = build_manifest(ckpt, encoder, decoder, report.to_dict(), options)

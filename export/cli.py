@@ -67,7 +67,7 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--task", help="built-in task whose dev sources feed the parity check")
     parser.add_argument("--max-source-length", type=int, default=1024)
     parser.add_argument("--plain", action="store_true",
-                        help="straightforward decoder step (ONNX GRU/LSTM op, Gemm) instead of the optimized graph")
+                        help="straightforward graphs (ONNX GRU/LSTM ops, Gemm) instead of the optimized ones")
     precision = parser.add_mutually_exclusive_group()
     precision.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantization (CPU)")
     precision.add_argument("--fp16", action="store_true", help="fp16 weights and arithmetic (CUDA)")

@@ -24,8 +24,9 @@ class GraphBuilder:
         'Relu'
     """
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, prefix: str = ""):
         self.name = name
+        self.prefix = prefix  # subgraph names must not collide with the enclosing graph's
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.inputs: list[onnx.ValueInfoProto] = []
@@ -34,7 +35,7 @@ class GraphBuilder:
 
     def _fresh(self, hint: str) -> str:
         self._count += 1
-        return f"{hint}_{self._count}"
+        return f"{self.prefix}{hint}_{self._count}"
 
     def input(self, name: str, dtype: str, shape: list) -> str:
         self.inputs.append(helper.make_tensor_value_info(name, ONNX_DTYPES[dtype], shape))
@@ -60,9 +61,15 @@ class GraphBuilder:
         self.nodes.append(helper.make_node(op_type, list(inputs), outputs, **attrs))
         return outputs
 
+    def subgraph(self, name: str) -> GraphBuilder:
+        """A builder for a control-flow body (Scan, Loop) whose generated names cannot clash with this graph's."""
+        return GraphBuilder(name, prefix=self._fresh(name) + "_")
+
+    def graph(self) -> onnx.GraphProto:
+        return helper.make_graph(self.nodes, self.name, self.inputs, self.outputs, self.initializers)
+
     def model(self) -> onnx.ModelProto:
-        graph = helper.make_graph(self.nodes, self.name, self.inputs, self.outputs, self.initializers)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="s2s_export",
+        model = helper.make_model(self.graph(), opset_imports=[helper.make_opsetid("", OPSET)], producer_name="s2s_export",
                                   ir_version=IR_VERSION)
         onnx.checker.check_model(model, full_check=True)
         return model

@@ -21,7 +21,9 @@ def quantize_int8(model: onnx.ModelProto) -> onnx.ModelProto:
     with tempfile.TemporaryDirectory() as tmp:
         source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(model, str(source))
-        quantize_dynamic(str(source), str(target), op_types_to_quantize=["MatMul", "LSTM"], weight_type=QuantType.QInt8)
+        # EnableSubgraph: the optimized encoder's recurrent MatMuls live inside Scan bodies.
+        quantize_dynamic(str(source), str(target), op_types_to_quantize=["MatMul", "LSTM"], weight_type=QuantType.QInt8,
+                         extra_options={"EnableSubgraph": True})
         return onnx.load(str(target))
 
 

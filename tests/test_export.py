@@ -120,7 +120,8 @@ def test_graphs_are_valid_onnx_with_dynamic_batch_and_length(tmp_path):
     onnx.checker.check_model(encoder, full_check=True)
     dims = [d.dim_param for d in encoder.graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["batch", "source_length"]
-    assert {n.op_type for n in encoder.graph.node} >= {"GRU"}  # per-row lengths through sequence_lens
+    encoder_ops = {n.op_type for n in encoder.graph.node} | {n.op_type for n in scan_body(bundle).node}
+    assert not {"GRU", "LSTM"} & encoder_ops
     decoder = onnx.load(str(bundle / "decoder_step.onnx"))
     assert not {"GRU", "LSTM", "Gemm"} & {n.op_type for n in decoder.graph.node}  # primitive ops only
 
@@ -133,10 +134,11 @@ def test_plain_and_optimized_graphs_generate_identically(tmp_path):
                                    hidden_size=16)
     optimized = write_bundle(checkpoint, tmp_path / "optimized")
     plain = export_bundle_with(checkpoint, tmp_path / "plain", ExportOptions(plain=True, validation_size=16))
-    ops = {name: {n.op_type for n in onnx.load(str(b / "decoder_step.onnx")).graph.node}
-           for name, b in (("optimized", optimized), ("plain", plain))}
-    assert "LSTM" in ops["plain"] and "Gemm" in ops["plain"]
-    assert not {"LSTM", "GRU", "Gemm"} & ops["optimized"]
+    ops = {(name, graph): {n.op_type for n in onnx.load(str(b / f"{graph}.onnx")).graph.node}
+           for name, b in (("optimized", optimized), ("plain", plain)) for graph in ("encoder", "decoder_step")}
+    assert "LSTM" in ops["plain", "decoder_step"] and "Gemm" in ops["plain", "decoder_step"]
+    assert not {"LSTM", "GRU", "Gemm"} & ops["optimized", "decoder_step"]
+    assert "LSTM" in ops["plain", "encoder"] and "Scan" in ops["optimized", "encoder"]
     assert json.loads((plain / "manifest.json").read_text())["graph_variant"] == "plain"
     sources = random_sources(15, seed=2)
     for options in (dict(strategy="beam", beam_size=3), dict()):  # greedy: chosen in the graph vs in numpy
@@ -153,6 +155,11 @@ def export_bundle_with(checkpoint, directory, options):
                                        validation_sources=random_sources(16), options=options)
 
 
+def scan_body(bundle) -> onnx.GraphProto:
+    encoder = onnx.load(str(bundle / "encoder.onnx"))
+    return next(n for n in encoder.graph.node if n.op_type == "Scan").attribute[0].g
+
+
 def test_int8_and_fp16_exports_report_their_quality(tmp_path):
     import s2s_runtime
     from s2s_export.bundle_export import ExportOptions
@@ -163,6 +170,7 @@ def test_int8_and_fp16_exports_report_their_quality(tmp_path):
     assert manifest["precision"] == "int8" and manifest["quality"]["measured"]
     assert 0.0 <= manifest["quality"]["exact_match_vs_fp32"] <= 1.0 and manifest["parity"]["passed"]
     assert "MatMulInteger" in {n.op_type for n in onnx.load(str(int8 / "decoder_step.onnx")).graph.node}
+    assert "MatMulInteger" in {n.op_type for n in scan_body(int8).node}  # the encoder's recurrence is quantized too
     assert s2s_runtime.load(int8, device="cpu").generate("abc")[0].ids is not None
     fp16 = export_bundle_with(checkpoint, tmp_path / "fp16", ExportOptions(precision="float16", validation_size=16))
     manifest = json.loads((fp16 / "manifest.json").read_text())
@@ -170,5 +178,6 @@ def test_int8_and_fp16_exports_report_their_quality(tmp_path):
     decoder = onnx.load(str(fp16 / "decoder_step.onnx"))
     onnx.checker.check_model(decoder, full_check=True)
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in decoder.graph.initializer)
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in scan_body(fp16).initializer)
     with pytest.raises(s2s_runtime.DeviceError, match="float16 .* runs on CUDA only"):
         s2s_runtime.load(fp16, device="cpu")

@@ -49,7 +49,7 @@ def run_bench(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .baselines import HandWrittenLoop, RuntimeContender, TorchEager
-    from .latency import decoder_flops_per_token, matmul_gflops, measure
+    from .latency import decoder_flops_per_token, encoder_flops_per_source_token, matmul_gflops, measure
 
     bundle = Bundle.open(args.bundle)
     sources, described = load_inputs(args.inputs, bundle)
@@ -78,12 +78,14 @@ def run_bench(args: argparse.Namespace) -> int:
                                             min_sequences=args.min_sequences, progress=progress).to_dict())
     source_length = sum(len(bundle.source.vocab.split(s)) for s in sources[:1000]) / min(len(sources), 1000)
     step_flops = decoder_flops_per_token(bundle.manifest["config"], source_length)
-    for m in measurements:
+    encoder_flops = encoder_flops_per_source_token(bundle.manifest["config"]) * source_length
+    for m in measurements:  # graph FLOP/s: the encoder once per sequence, the step once per token and beam
         beams = args.beam_size if m["strategy"] == "beam" else 1
-        m["decoder_gflops"] = m["tokens_per_s"] * beams * step_flops / 1e9
-        m["matmul_fraction"] = m["decoder_gflops"] / matmul
+        m["graph_gflops"] = (m["sequences_per_s"] * encoder_flops + m["tokens_per_s"] * beams * step_flops) / 1e9
+        m["matmul_fraction"] = m["graph_gflops"] / matmul
     result = {"bundle": str(args.bundle), "threads": args.threads, "repeats": args.repeats, "inputs": described,
               "machine": {"matmul_gflops": matmul}, "decoder_flops_per_token": step_flops,
+              "encoder_flops_per_sequence": encoder_flops, "source_tokens_per_sequence": source_length,
               "measurements": measurements, "ratios": report.ratios(measurements)}
     for path in report.write(result, args.out):
         print(f"wrote {path}", file=sys.stderr)

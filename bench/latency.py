@@ -77,6 +77,21 @@ def matmul_gflops(threads: int = 1, size: int = 512, repeats: int = 20) -> float
     return 2 * size ** 3 / statistics.median(times) / 1e9
 
 
+def encoder_flops_per_source_token(config: dict) -> float:
+    """Multiply-adds × 2 of the optimized encoder per source position and row: the recurrence of every layer and
+    direction, the input projections of layers above the first (the first is a table lookup) and the attention keys.
+    The plain encoder also multiplies the embeddings by W_ih, which is not counted: the count is the work the
+    optimized graphs need, the same for every contender."""
+    hidden, layers = config["hidden_size"], config["num_layers"]
+    gates = 3 if config["cell"] == "gru" else 4
+    directions = 2 if config["bidirectional"] else 1
+    enc_out = hidden * directions
+    flops = directions * (layers * 2 * gates * hidden * hidden + (layers - 1) * 2 * gates * hidden * enc_out)
+    if config["attention"] in ("general", "additive"):
+        flops += 2 * enc_out * hidden  # keys, projected once per source position
+    return flops
+
+
 def decoder_flops_per_token(config: dict, source_length: float) -> float:
     """Multiply-adds × 2 of one decoder step for one row, as the optimized graph executes it (the embedding part of
     the first layer's input projection is a table lookup, so it costs nothing)."""

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from s2s_bench.latency import decoder_flops_per_token
+from s2s_bench.latency import decoder_flops_per_token, encoder_flops_per_source_token
 from s2s_runtime.cli import main
 
 
@@ -34,3 +34,11 @@ def test_decoder_flops_count():
     with_attention = dict(config, attention="general")
     assert decoder_flops_per_token(with_attention, 5) == pytest.approx(
         decoder_flops_per_token(config, 5) + 2 * 5 * (4 + 4) + 2 * (4 + 4) * 4)
+
+
+def test_encoder_flops_count():
+    config = dict(hidden_size=4, num_layers=1, cell="lstm", bidirectional=False, attention="none")
+    assert encoder_flops_per_source_token(config) == 2 * (4 * 4 * 4)  # layer 0: recurrent only (input folded)
+    two_bi = dict(config, num_layers=2, bidirectional=True, attention="general")
+    # per direction: 2 recurrent + 1 input projection (from 8 = 2 directions × 4); keys 8 → 4
+    assert encoder_flops_per_source_token(two_bi) == 2 * (2 * (2 * 16 * 4) + 2 * 16 * 8) + 2 * 8 * 4

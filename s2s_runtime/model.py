@@ -17,7 +17,8 @@ from .batching import length_sorted_batches
 from .bundle import Bundle
 from .config import GenerationOptions
 from .decoder import ArrayRunner, BoundRunner, DeviceGather, StepGraph, take_rows
-from .search import Candidate, DecoderRunner, RowLimits, beam_search, normalized_score, run_sample_search, sample_search
+from .search import (Candidate, DecoderRunner, RowLimits, beam_search, chooses_in_graph, greedy_in_graph,
+                     normalized_score, run_sample_search, sample_search)
 from .sessions import DeviceError, SessionSettings, create_sessions, cuda_works, parse_device
 
 if TYPE_CHECKING:
@@ -389,6 +390,11 @@ class Seq2SeqModel:
             with self._runner(states, statics, with_attention) as runner:
                 return beam_search(runner, start_id=self.bundle.start_id, eos_id=self.bundle.eos_id, limits=limits,
                                    options=options, suppressed=decoding.suppressed, collect_attention=with_attention)
+        if options.strategy == "greedy" and chooses_in_graph(self._step_graph.selects, limits, options,
+                                                             decoding.suppressed, with_attention):
+            with self._runner(states, statics, with_attention) as runner:
+                return [[c] for c in greedy_in_graph(runner, start_id=self.bundle.start_id,
+                                                     eos_id=self.bundle.eos_id, limits=limits)]
         copies = options.num_hypotheses
         rows = np.repeat(np.arange(len(items)), copies)  # each input `copies` times (independent samples)
         if copies > 1:

@@ -194,9 +194,7 @@ def sample_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: 
     # Without constraints or prefixes the per-row bookkeeping is skipped: the common case stays lean.
     has_prefix = bool(state.prefix_lengths.any())
     constrained = options.has_constraints or bool(suppressed.size) or bool(state.min_lengths.any())
-    # Plain greedy decoding lets the graph choose: only (rows,) ids and log-probs leave it, and the ids chain from
-    # one step to the next inside the runner's bound buffers.
-    in_graph = runner.selects and rngs is None and not (constrained or has_prefix or collect_attention)
+    in_graph = rngs is None and chooses_in_graph(runner.selects, limits, options, suppressed, collect_attention)
     chain, some_done = previous, False
     while active.size:
         live = np.flatnonzero(~done) if some_done else None
@@ -248,6 +246,54 @@ def sample_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: 
             active, previous, done, some_done = active[kept], previous[kept], done[kept], False
     return [Candidate(state.ids[row, :state.lengths[row]].tolist(), float(state.scores[row]), bool(finished[row]),
                       attention[row]) for row in range(len(limits))]
+
+
+def chooses_in_graph(selects: bool, limits: list[RowLimits], options: GenerationOptions, suppressed: np.ndarray,
+                     collect_attention: bool) -> bool:
+    """Whether greedy decoding can let the graph choose each token: only (rows,) ids and log-probs leave it, and the
+    ids chain from one step to the next inside the runner's bound buffers. Not with constraints, min lengths,
+    forced prefixes or attention, which need the full log-probs. `selects`: the step graph outputs its choice."""
+    return selects and not (options.has_constraints or suppressed.size or collect_attention
+                                   or any(lim.min_length or lim.prefix for lim in limits))
+
+
+def greedy_in_graph(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: list[RowLimits]
+                    ) -> list[Candidate]:
+    """Greedy decoding where chooses_in_graph allows it, without streaming: the result of sample_search with
+    rngs=None, for less Python per step — each step only records the chosen ids and log-probs; lengths, stops and
+    scores are worked out once at the end."""
+    max_lengths = np.array([lim.max_length for lim in limits])  # (rows,)
+    horizon, count = int(max_lengths.max()), len(limits)
+    ids = np.full((horizon, count), eos_id, dtype=np.int64)  # (steps, rows): the token chosen at each step
+    log_probs = np.zeros((horizon, count))  # (steps, rows)
+    active = None  # original row of each runner row, once compaction has dropped some (None: all, in order)
+    expires = max_lengths  # per runner row: the step count at which it reaches its max length
+    ended = np.zeros(count, dtype=bool)  # per runner row: chose eos or reached its max length
+    previous: np.ndarray | None = np.full(count, start_id, dtype=np.int64)
+    for step in range(horizon):
+        chosen, scores = runner.greedy_step(previous)  # (runner rows,) each, valid until the next step
+        previous = None  # from now on the runner chains the ids it chose itself
+        if active is None:
+            ids[step], log_probs[step] = chosen, scores
+        else:
+            ids[step, active], log_probs[step, active] = chosen, scores
+        ended |= chosen == eos_id
+        ended |= expires <= step + 1
+        finished_in_runner = int(np.count_nonzero(ended))
+        if finished_in_runner == ended.size:
+            break
+        if finished_in_runner * 4 >= ended.size:  # compaction, as in sample_search
+            kept = np.flatnonzero(~ended)
+            runner.select(kept)
+            active = kept if active is None else active[kept]
+            expires, ended = expires[kept], ended[kept]
+    steps = np.arange(step + 1)[:, None]  # (steps, 1)
+    is_eos = (ids[:step + 1] == eos_id) & (steps < max_lengths)  # (steps, rows): eos within each row's limit
+    finished = is_eos.any(axis=0)
+    lengths = np.where(finished, is_eos.argmax(axis=0), max_lengths)  # tokens before eos, or up to the limit
+    totals = np.cumsum(log_probs[:step + 1], axis=0)[np.where(finished, lengths, lengths - 1), np.arange(count)]
+    return [Candidate(ids[:lengths[row], row].tolist(), float(totals[row]), bool(finished[row]))
+            for row in range(count)]
 
 
 def run_sample_search(search: Iterator[StepEvent]) -> list[Candidate]:

@@ -6,7 +6,8 @@ from hypothesis import strategies as st
 
 from s2s_runtime.batching import length_sorted_batches
 from s2s_runtime.config import GenerationOptions
-from s2s_runtime.search import RowLimits, beam_search, run_sample_search, sample_search, sampling_distribution
+from s2s_runtime.search import (RowLimits, beam_search, greedy_in_graph, run_sample_search, sample_search,
+                               sampling_distribution)
 
 VOCAB, EOS, START = 6, 0, 1
 
@@ -26,6 +27,25 @@ class FakeRunner:
     def select(self, rows):
         self.states = {k: v[rows] for k, v in self.states.items()}
         self.statics = {k: v[rows] for k, v in self.statics.items()}
+
+
+class FakeSelectingRunner(FakeRunner):
+    """A FakeRunner whose "graph" also chooses the argmax and chains it to the next step, like optimized exports."""
+
+    selects = True
+
+    def __init__(self, step, states, statics):
+        super().__init__(step, states, statics)
+        self.chained = None
+
+    def greedy_step(self, previous=None):
+        log_probs, _ = self.step(self.chained if previous is None else previous)
+        self.chained = log_probs.argmax(axis=1)
+        return self.chained, log_probs.max(axis=1)
+
+    def select(self, rows):
+        super().select(rows)
+        self.chained = self.chained[rows]
 
 
 def table_step(tables):
@@ -84,6 +104,24 @@ def test_greedy_search_matches_a_row_by_row_reference(tables, max_length):
         assert hypothesis.ids == ids
         assert abs(hypothesis.score - score) < 1e-9
         assert hypothesis.finished == finished
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.lists(st.lists(st.floats(-5, 0), min_size=VOCAB, max_size=VOCAB), min_size=1, max_size=6),
+                          st.integers(1, 8)), min_size=1, max_size=9))
+def test_greedy_in_graph_equals_the_stepwise_search_and_the_reference(rows):
+    """Per-row max lengths and enough rows for compaction to drop some while others go on."""
+    tables, limits = [np.array(t) for t, _ in rows], [RowLimits((), 0, m) for _, m in rows]
+
+    def runner(cls):
+        return cls(table_step(tables), {"t": np.zeros(len(rows))}, {"rows": np.arange(len(rows))})
+
+    fast = greedy_in_graph(runner(FakeSelectingRunner), start_id=START, eos_id=EOS, limits=limits)
+    stepwise = greedy_or_sample(runner(FakeSelectingRunner), limits, GenerationOptions())
+    for (table, max_length), a, b in zip(rows, fast, stepwise):
+        ids, score, finished = reference_greedy(table, max_length)
+        assert a.ids == b.ids == ids and a.finished == b.finished == finished
+        assert abs(a.score - score) < 1e-9 and abs(b.score - score) < 1e-9
 
 
 constraint_options = st.builds(

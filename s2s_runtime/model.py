@@ -387,6 +387,8 @@ class Seq2SeqModel:
         states, statics, _ = self._encode([item.ids for item in items])
         with_attention = self._wants_attention(options)
         if options.strategy == "beam":
+            copies = np.repeat(np.arange(len(items)), options.beam)  # beam_search wants each input beam times
+            states, statics = take_rows(states, copies, self._batch_axes), take_rows(statics, copies, self._batch_axes)
             with self._runner(states, statics, with_attention) as runner:
                 return beam_search(runner, start_id=self.bundle.start_id, eos_id=self.bundle.eos_id, limits=limits,
                                    options=options, suppressed=decoding.suppressed, collect_attention=with_attention)

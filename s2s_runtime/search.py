@@ -308,7 +308,8 @@ def run_sample_search(search: Iterator[StepEvent]) -> list[Candidate]:
 def beam_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: list[RowLimits],
                 options: GenerationOptions, suppressed: np.ndarray = np.zeros(0, dtype=np.int64),
                 collect_attention: bool = False) -> list[list[Candidate]]:
-    """Beam search; returns each input's n-best (num_hypotheses candidates, best first by normalized score).
+    """Beam search; returns each input's n-best (num_hypotheses candidates, best first by normalized score). The
+    runner holds each input `options.beam` times, input-major (rows 0..beam-1 are input 0, and so on).
 
     Stopping rule: an input stops once beam_size hypotheses have ended with eos, or when its beams reach its max
     length (the unfinished beams then compete with the finished hypotheses). Each step, every live beam is extended by
@@ -319,11 +320,14 @@ def beam_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: li
     beam, inputs = options.beam, len(limits)
     finished: list[list[Candidate]] = [[] for _ in range(inputs)]
     done_count = np.zeros(inputs, dtype=np.int64)
-    # Live rows: (input, beam) pairs; each input starts with one. Row bookkeeping follows `select`.
-    row_input = np.arange(inputs)
-    rows = Rows.start(limits)
-    attention: list[list[np.ndarray]] = [[] for _ in range(inputs)]
-    previous = np.full(inputs, start_id, dtype=np.int64)
+    # Live rows: (input, beam) pairs, input-major; row bookkeeping follows `select`. The runner starts with every
+    # input `beam` times, of which only the first is live (the copies score -inf and are never extended), so the row
+    # count — and with it the runner's bound buffers — stays the same from the first step on.
+    row_input = np.repeat(np.arange(inputs), beam)
+    rows = Rows.start([lim for lim in limits for _ in range(beam)])
+    rows.scores[np.arange(row_input.size) % beam != 0] = -np.inf
+    attention: list[list[np.ndarray]] = [[] for _ in row_input]
+    previous = np.full(row_input.size, start_id, dtype=np.int64)
     while row_input.size:
         raw, weights = runner.step(previous)  # (rows, vocab)
         vocab = raw.shape[1]
@@ -336,9 +340,7 @@ def beam_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: li
             processed[forced] = only
         totals = rows.scores[:, None] + processed  # (rows, vocab)
         # Lay rows out as (input, beam slot, vocab) so each input's candidates are one flat, ordered row.
-        first = np.r_[True, row_input[1:] != row_input[:-1]]
-        starts = np.flatnonzero(first)
-        slot = np.arange(len(row_input)) - np.repeat(starts, np.diff(np.r_[starts, len(row_input)]))
+        slot = np.arange(len(row_input)) - np.searchsorted(row_input, row_input)  # rank among its input's rows
         grid = np.full((inputs, beam, vocab), -np.inf)
         grid[row_input, slot] = totals
         flat = grid.reshape(inputs, beam * vocab)

@@ -73,6 +73,7 @@ def greedy_or_sample(runner, limits, options, rngs=None):
 
 
 def beam(runner, limits, options):
+    runner.select(np.repeat(np.arange(len(limits)), options.beam))  # each input beam times, as beam_search wants
     return beam_search(runner, start_id=START, eos_id=EOS, limits=limits, options=options)
 
 

@@ -9,6 +9,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from .bundle import Bundle, BundleError
 from .config import GenerationOptions
@@ -96,13 +97,20 @@ def generation_options(args: argparse.Namespace) -> GenerationOptions:
 def add_session_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="on CUDA, replay the decoder step as captured CUDA graphs (no effect on the CPU)")
+
+
+def load_model(args: argparse.Namespace) -> Any:
+    """The model the session flags ask for."""
+    from .model import load
+
+    return load(args.bundle, device=args.device, intra_op_threads=args.threads, cuda_graph=args.cuda_graph)
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from .model import load
-
     options = generation_options(args)
-    model = load(args.bundle, device=args.device, intra_op_threads=args.threads)
+    model = load_model(args)
     inputs: Sequence[str] = args.inputs or [line.rstrip("\n") for line in sys.stdin]
     if args.stream:
         for text in inputs:
@@ -134,8 +142,6 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def run_score(args: argparse.Namespace) -> int:
-    from .model import load
-
     pairs = []
     for number, line in enumerate(args.file, start=1):
         if not line.strip():
@@ -144,7 +150,7 @@ def run_score(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.file.name}:{number}: no tab between source and target")
         source, target = line.rstrip("\n").split("\t", 1)
         pairs.append((source, target))
-    model = load(args.bundle, device=args.device, intra_op_threads=args.threads)
+    model = load_model(args)
     scores = model.score([p[0] for p in pairs], [p[1] for p in pairs], max_batch_size=args.batch_size)
     for (source, target), score in zip(pairs, scores):
         if args.json:
@@ -157,7 +163,6 @@ def run_score(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from .model import load
     from .service import BatcherConfig
 
     try:
@@ -166,7 +171,7 @@ def run_serve(args: argparse.Namespace) -> int:
         import uvicorn  # noqa: F401
     except ImportError:
         raise ImportError("s2s serve needs the serve extra: pip install 's2s-runtime[serve]'") from None
-    model = load(args.bundle, device=args.device, intra_op_threads=args.threads)
+    model = load_model(args)
     serve(model, host=args.host, port=args.port, log_level=args.log_level,
           batcher_config=BatcherConfig(args.max_batch_size, args.max_wait_ms, args.max_queue, args.timeout_s),
           config=ServerConfig(max_inputs=args.max_inputs, request_timeout_s=args.timeout_s))

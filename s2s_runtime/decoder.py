@@ -105,15 +105,20 @@ class DeviceGather:
         self._sessions = {path.stem: ort.InferenceSession(str(path), options, providers=providers)
                           for path in sorted(GRAPHS_DIR.glob("gather_*.onnx"))}
 
-    def __call__(self, value: Any, rows: np.ndarray, axis: int) -> Any:
+    def __call__(self, value: Any, rows: np.ndarray, axis: int, *, out: Any = None) -> Any:
+        """`rows` of `value` along `axis`, as a new device tensor or written into `out` (which must not be
+        `value`: the gather does not work in place)."""
         dtype = {"tensor(float)": "float32", "tensor(float16)": "float16"}[value.data_type()]
         session = self._sessions[f"gather_{dtype}_rank{len(value.shape())}_axis{axis}"]
         binding = session.io_binding()
         binding.bind_ortvalue_input("values", value)
         binding.bind_cpu_input("indices", rows.astype(np.int64))
-        binding.bind_output("gathered", self.device_type, self.device_id)
+        if out is None:
+            binding.bind_output("gathered", self.device_type, self.device_id)
+        else:
+            binding.bind_ortvalue_output("gathered", out)
         session.run_with_iobinding(binding)
-        return binding.get_outputs()[0]
+        return out if out is not None else binding.get_outputs()[0]
 
 
 class BoundRunner:

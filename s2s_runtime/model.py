@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from contextlib import contextmanager
@@ -16,13 +17,16 @@ from . import roles
 from .batching import length_sorted_batches
 from .bundle import Bundle
 from .config import GenerationOptions
+from .capture import GraphCapture
 from .decoder import ArrayRunner, BoundRunner, DeviceGather, StepGraph, take_rows
 from .search import (Candidate, DecoderRunner, RowLimits, beam_search, chooses_in_graph, greedy_in_graph,
                      normalized_score, run_sample_search, sample_search)
-from .sessions import DeviceError, SessionSettings, create_sessions, cuda_works, parse_device
+from .sessions import DeviceError, SessionSettings, create_capture_session, create_sessions, cuda_works, parse_device
 
 if TYPE_CHECKING:
     from .service import Batcher
+
+log = logging.getLogger("s2s_runtime")
 
 InputText = str | Sequence[str]
 
@@ -146,9 +150,23 @@ class Seq2SeqModel:
         if self.placement.device != "cpu":  # keep compaction and beam reordering on the device
             device_type, device_id = self.placement.device.split(":")
             self._gather = DeviceGather(list(self.placement.providers), device_type, int(device_id))
+        self._capture = self._graph_capture(settings)
         self._encoder_roles = list(self._encoder_spec.outputs)
         self._source_unk = bundle.source.special_ids.get("unk")
         self._source_eos = [bundle.source.special_ids["eos"]] if bundle.manifest["config"].get("source_eos") else []
+
+    def _graph_capture(self, settings: SessionSettings) -> GraphCapture | None:
+        if not settings.cuda_graph:
+            return None
+        if self._gather is None or not settings.io_binding:
+            log.info("s2s_runtime: cuda_graph=True has no effect: %s", "it needs io_binding" if self._gather else
+                     f"the model runs on the CPU ({self.placement.reason})")
+            return None
+        device_type, device_id = self.placement.device.split(":")
+        session = create_capture_session(self._step_spec, int(device_id), settings)
+        if session is None:
+            return None
+        return GraphCapture(StepGraph.of(session, self._step_spec), self._gather, device_type, int(device_id))
 
     @property
     def device(self) -> str:
@@ -372,6 +390,13 @@ class Seq2SeqModel:
         if not self._io_binding:
             yield ArrayRunner(self._step_graph, states, statics, with_attention)
             return
+        captured = None if self._capture is None else self._capture.runner(states, statics, with_attention)
+        if captured is not None:  # else too many rows for a bucket, or its buffers are busy in another thread
+            try:
+                yield captured
+            finally:
+                captured.release()
+            return
         idle = self._idle_runners.__dict__.setdefault("runners", {})
         runner = idle.pop(with_attention, None)
         if runner is None or not runner.reset(states, statics):
@@ -480,7 +505,8 @@ def _as_input_list(inputs: object) -> list:
 
 
 def load(bundle_dir: str | Path, device: str = "auto", *, intra_op_threads: int = 1, inter_op_threads: int = 1,
-         allow_spinning: bool = False, optimization_level: str = "all", io_binding: bool = True) -> Seq2SeqModel:
+         allow_spinning: bool = False, optimization_level: str = "all", io_binding: bool = True,
+         cuda_graph: bool = False) -> Seq2SeqModel:
     """Load a bundle directory and create its onnxruntime sessions.
 
     Arguments:
@@ -489,6 +515,8 @@ def load(bundle_dir: str | Path, device: str = "auto", *, intra_op_threads: int 
             "cuda:N" (a DeviceError if CUDA cannot be used).
         intra_op_threads, inter_op_threads, allow_spinning, optimization_level, io_binding: session settings
             (see SessionSettings for the defaults and why).
+        cuda_graph: on CUDA, replay the decoder step as captured CUDA graphs, one per batch-size and
+            source-length bucket (see s2s_runtime.capture); no effect on the CPU.
 
     Returns:
         A Seq2SeqModel.
@@ -502,5 +530,6 @@ def load(bundle_dir: str | Path, device: str = "auto", *, intra_op_threads: int 
         >>> model = s2s_runtime.load("bundle/", device="cpu")  # doctest: +SKIP
         >>> model.generate("hello")[0].text  # doctest: +SKIP
     """
-    settings = SessionSettings(intra_op_threads, inter_op_threads, allow_spinning, optimization_level, io_binding)
+    settings = SessionSettings(intra_op_threads, inter_op_threads, allow_spinning, optimization_level, io_binding,
+                               cuda_graph)
     return Seq2SeqModel(Bundle.open(bundle_dir), device=device, settings=settings)

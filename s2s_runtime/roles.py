@@ -24,6 +24,7 @@ MEMORY_BIAS = "memory_bias"        # (batch, source_length): 0 at real positions
 
 STATE_PREFIX = "state."
 BATCH_DIM = "batch"
+SOURCE_DIM = "source_length"
 
 
 def is_state(role: str) -> bool:

@@ -49,6 +49,7 @@ class SessionSettings:
     allow_spinning: bool = False
     optimization_level: str = "all"  # "disable" | "basic" | "extended" | "all"
     io_binding: bool = True  # preallocated, double-buffered state buffers (and device-resident states on CUDA)
+    cuda_graph: bool = False  # capture the decoder step as CUDA graphs per batch bucket (CUDA + io_binding only)
 
     def __post_init__(self) -> None:
         for key in ("intra_op_threads", "inter_op_threads"):
@@ -132,6 +133,23 @@ def _probe_cuda(device_id: int) -> bool:
     options.log_severity_level = 3
     probe = ort.InferenceSession(str(PROBE_GRAPH), options, providers=[(CUDA, {"device_id": device_id}), CPU])
     return probe.get_providers()[0] == CUDA
+
+
+def create_capture_session(graph: GraphSpec, device_id: int, settings: SessionSettings) -> Any | None:
+    """The decoder step again, in a session with CUDA graph capture enabled; None, with a log line, where
+    onnxruntime refuses it (it does when any node would not run on CUDA)."""
+    ort = import_onnxruntime()
+    providers = [(CUDA, {"device_id": device_id, "enable_cuda_graph": "1"})]
+    try:
+        session = ort.InferenceSession(str(graph.path), settings.session_options(), providers=providers)
+    except Exception as error:  # onnxruntime's own exception types
+        log.warning("s2s_runtime: CUDA graph capture is off, onnxruntime refused it: %s", str(error).strip()[:300])
+        return None
+    if session.get_providers()[0] != CUDA:  # onnxruntime falls back to the CPU silently when CUDA does not load
+        log.warning("s2s_runtime: CUDA graph capture is off: the capture session did not start on CUDA")
+        return None
+    check_graph_io(graph, session)
+    return session
 
 
 def _session(graph: GraphSpec, providers: list, settings: SessionSettings) -> Any:

@@ -6,6 +6,7 @@ import itertools
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -16,6 +17,7 @@ from s2s_export.config import Seq2SeqConfig, TrainConfig  # noqa: E402
 from s2s_export.data import task_pairs  # noqa: E402
 from s2s_export.model import Seq2Seq  # noqa: E402
 from s2s_export.train import train  # noqa: E402
+import s2s_runtime  # noqa: E402
 from s2s_runtime.vocab import Vocab  # noqa: E402
 
 torch.set_num_threads(1)
@@ -98,3 +100,33 @@ def small_bundle(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("small")
     return write_bundle(random_checkpoint(3, **dict(SMALL, attention="general", bidirectional=True, bridge="linear")),
                         root)
+
+
+RUNNER_ARCHITECTURES = [dict(hidden_size=16, cell="lstm", attention="additive", input_feeding=True,
+                             bidirectional=True, bridge="linear", num_layers=2),
+                        dict(hidden_size=16, conditioning="both", attention="dot")]
+
+
+@pytest.fixture(scope="module", params=RUNNER_ARCHITECTURES, ids=["lstm-additive-feed", "gru-dot-both"])
+def model(request, tmp_path_factory):
+    """Two random-weight models whose states and statics cover every role, for the decoder-runner tests."""
+    checkpoint = random_checkpoint(13, **request.param)
+    return s2s_runtime.load(write_bundle(checkpoint, tmp_path_factory.mktemp("runner")), device="cpu")
+
+
+def drive(runner, steps=6):
+    """Step, compact and reorder a runner the way the searches do; collect every output."""
+    outputs, previous = [], np.array([4, 5, 6, 7, 8])
+    for step in range(steps):
+        log_probs, attention = runner.step(previous)
+        outputs.append(log_probs.copy())
+        if attention is not None:
+            outputs.append(attention.copy())
+        previous = log_probs.argmax(axis=1)
+        if step == 2:  # a row finishes: compaction
+            runner.select(np.array([0, 2, 3, 4]))
+            previous = previous[[0, 2, 3, 4]]
+        if step == 4:  # beam-style reorder with repeats
+            runner.select(np.array([3, 3, 0, 1]))
+            previous = previous[[3, 3, 0, 1]]
+    return outputs

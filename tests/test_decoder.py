@@ -4,37 +4,9 @@ import numpy as np
 import pytest
 
 import s2s_runtime
-from conftest import random_checkpoint, random_sources, write_bundle
+from conftest import drive, random_sources
 from s2s_export.runtime_graphs import GRAPHS_DIR, runtime_graph_files
 from s2s_runtime.decoder import ArrayRunner, BoundRunner, DeviceGather
-
-ARCHITECTURES = [dict(hidden_size=16, cell="lstm", attention="additive", input_feeding=True, bidirectional=True,
-                      bridge="linear", num_layers=2),
-                 dict(hidden_size=16, conditioning="both", attention="dot")]
-
-
-@pytest.fixture(scope="module", params=ARCHITECTURES, ids=["lstm-additive-feed", "gru-dot-both"])
-def model(request, tmp_path_factory):
-    checkpoint = random_checkpoint(13, **request.param)
-    return s2s_runtime.load(write_bundle(checkpoint, tmp_path_factory.mktemp("runner")), device="cpu")
-
-
-def drive(runner, steps=6):
-    """Step, compact and reorder a runner the way the searches do; collect every output."""
-    outputs, previous = [], np.array([4, 5, 6, 7, 8])
-    for step in range(steps):
-        log_probs, attention = runner.step(previous)
-        outputs.append(log_probs.copy())
-        if attention is not None:
-            outputs.append(attention.copy())
-        previous = log_probs.argmax(axis=1)
-        if step == 2:  # a row finishes: compaction
-            runner.select(np.array([0, 2, 3, 4]))
-            previous = previous[[0, 2, 3, 4]]
-        if step == 4:  # beam-style reorder with repeats
-            runner.select(np.array([3, 3, 0, 1]))
-            previous = previous[[3, 3, 0, 1]]
-    return outputs
 
 
 @pytest.mark.parametrize("with_attention", [False, True])

@@ -1,0 +1,216 @@
+"""CUDA graph capture of the decoder step, per batch-size bucket (opt-in: `load(..., cuda_graph=True)`).
+
+On a GPU a small recurrent decoder step is bound by launching its kernels, one per node; a captured CUDA graph
+replays the whole step with one launch. onnxruntime captures one graph per `gpu_graph_id` (a run option) on a session
+created with `enable_cuda_graph`, and each replay must see the same input and output addresses and shapes. Hence:
+
+- a batch's rows are padded up to a bucket (1, 2, 4, …, 256) and its source length up to a power of two (at least
+  8); padded source positions get a very negative memory bias, so attention gives them exactly zero weight;
+- each (rows bucket, source bucket) has one BufferSet for the life of the model: every step input and output as a
+  device tensor, double-buffered where a step reads one and writes the other, bound once per parity under its own
+  graph id. Batches write into these tensors in place (host-to-device copies into the same allocation, device
+  gathers whose output is bound to them) and never allocate;
+- rows are never dropped from a bucket (compaction only reorders within it): a replay costs the same for any number
+  of live rows, and the padding rows just compute garbage nobody reads;
+- a BufferSet serves one batch at a time; a batch that finds its set busy (another thread) runs uncaptured.
+
+The encoder is not captured: its Scan (control flow) cannot be, and it runs once per batch anyway.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import roles
+from .bundle import TensorSpec
+from .decoder import DeviceGather, StepGraph
+from .sessions import import_onnxruntime
+
+ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+MIN_SOURCE_BUCKET = 8
+NP_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64}
+
+
+def row_bucket(rows: int) -> int | None:
+    """The smallest bucket holding `rows` rows, or None when a batch is larger than every bucket (it runs uncaptured).
+
+    Example:
+        >>> row_bucket(3), row_bucket(256), row_bucket(257)
+        (4, 256, None)
+    """
+    return next((bucket for bucket in ROW_BUCKETS if bucket >= rows), None)
+
+
+def source_bucket(length: int) -> int:
+    """Source length padded to a power of two (at least MIN_SOURCE_BUCKET), so few graphs cover all lengths.
+
+    Example:
+        >>> source_bucket(5), source_bucket(9), source_bucket(16)
+        (8, 16, 16)
+    """
+    return max(MIN_SOURCE_BUCKET, 1 << (length - 1).bit_length())
+
+
+def _source_axis(spec: TensorSpec) -> int | None:
+    return spec.shape.index(roles.SOURCE_DIM) if roles.SOURCE_DIM in spec.shape else None
+
+
+def _pad(array: np.ndarray, spec: TensorSpec, rows: int, source: int | None) -> np.ndarray:
+    """`array` padded with zeros to `rows` along its batch axis and to `source` along its source axis; the memory
+    bias is padded with a very negative value instead, which masks the padded positions out of attention."""
+    shape = list(array.shape)
+    shape[spec.batch_axis] = rows
+    source_axis = _source_axis(spec)
+    if source_axis is not None:
+        shape[source_axis] = source
+    fill = np.finfo(array.dtype).min / 2 if spec.role == roles.MEMORY_BIAS else 0
+    padded = np.full(shape, fill, dtype=array.dtype)
+    padded[tuple(slice(0, n) for n in array.shape)] = array
+    return padded
+
+
+@dataclass
+class BufferSet:
+    """The fixed device tensors and bindings of one (rows bucket, source bucket), see the module docstring."""
+
+    rows: int
+    source: int | None
+    states: tuple[dict[str, Any], dict[str, Any]]  # per parity: a step with parity p reads states[p], writes [1 - p]
+    ids: tuple[Any, Any]                           # previous ids, chained like the states when the graph selects
+    statics: dict[str, Any]
+    outputs: dict[str, Any]                        # log-probs, next log-probs, attention: read after each step
+    bindings: tuple[Any, Any]
+    run_options: tuple[Any, Any]                   # each parity's gpu_graph_id
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class GraphCapture:
+    """The BufferSets of one captured step session; hands out a CapturedRunner per batch (or None: run uncaptured).
+
+    Example:
+        >>> capture = GraphCapture(step_graph, gather, "cuda", 0)  # doctest: +SKIP
+        >>> runner = capture.runner(states, statics, with_attention=False)  # doctest: +SKIP
+    """
+
+    def __init__(self, graph: StepGraph, gather: DeviceGather, device_type: str, device_id: int):
+        self.graph, self.gather = graph, gather
+        self.device_type, self.device_id = device_type, device_id
+        self._sets: dict[tuple[int, int | None], BufferSet] = {}
+        self._lock = threading.Lock()
+        self._ort = import_onnxruntime()
+
+    def runner(self, states: dict[str, np.ndarray], statics: dict[str, np.ndarray], with_attention: bool
+               ) -> CapturedRunner | None:
+        role, value = next(iter(states.items()))
+        rows = value.shape[self.graph.batch_axes[role]]
+        bucket = row_bucket(rows)
+        if bucket is None:
+            return None
+        lengths = [value.shape[_source_axis(self.graph.spec.inputs[role])] for role, value in statics.items()
+                   if _source_axis(self.graph.spec.inputs[role]) is not None]
+        key = (bucket, source_bucket(lengths[0]) if lengths else None)
+        with self._lock:
+            if key not in self._sets:
+                self._sets[key] = self._buffer_set(*key, first_graph_id=1 + 2 * len(self._sets))
+            buffers = self._sets[key]
+        if not buffers.lock.acquire(blocking=False):
+            return None
+        return CapturedRunner(self, buffers, states, statics, rows, lengths[0] if lengths else None, with_attention)
+
+    def _buffer_set(self, rows: int, source: int | None, first_graph_id: int) -> BufferSet:
+        spec = self.graph.spec
+
+        def tensor(io: TensorSpec) -> Any:
+            shape = [rows if d == roles.BATCH_DIM else source if d == roles.SOURCE_DIM else d for d in io.shape]
+            return self._ort.OrtValue.ortvalue_from_shape_and_type(shape, NP_DTYPES[io.dtype], self.device_type,
+                                                                    self.device_id)
+
+        states = tuple({role: tensor(spec.inputs[role]) for role in self.graph.state_roles} for _ in range(2))
+        ids = tuple(tensor(spec.inputs[roles.PREVIOUS_IDS]) for _ in range(2))
+        statics = {role: tensor(io) for role, io in spec.inputs.items()
+                   if role != roles.PREVIOUS_IDS and not roles.is_state(role)}
+        outputs = {role: tensor(io) for role, io in spec.outputs.items()
+                   if role != roles.NEXT_IDS and not roles.is_state(role)}
+        bindings, run_options = [], []
+        for parity in (0, 1):
+            binding = self.graph.session.io_binding()
+            binding.bind_ortvalue_input(spec.inputs[roles.PREVIOUS_IDS].name, ids[parity])
+            if self.graph.selects:  # the chosen ids become the next step's previous ids without leaving the device
+                binding.bind_ortvalue_output(spec.outputs[roles.NEXT_IDS].name, ids[1 - parity])
+            for role in self.graph.state_roles:
+                binding.bind_ortvalue_input(spec.inputs[role].name, states[parity][role])
+                binding.bind_ortvalue_output(spec.outputs[role].name, states[1 - parity][role])
+            for role, value in statics.items():
+                binding.bind_ortvalue_input(spec.inputs[role].name, value)
+            for role, value in outputs.items():
+                binding.bind_ortvalue_output(spec.outputs[role].name, value)
+            options = self._ort.RunOptions()
+            options.add_run_config_entry("gpu_graph_id", str(first_graph_id + parity))
+            bindings.append(binding)
+            run_options.append(options)
+        return BufferSet(rows, source, states, ids, statics, outputs, tuple(bindings), tuple(run_options))
+
+
+class CapturedRunner:
+    """A DecoderRunner (see s2s_runtime.search) over one BufferSet; `release` it when the batch is done."""
+
+    def __init__(self, capture: GraphCapture, buffers: BufferSet, states: dict[str, np.ndarray],
+                 statics: dict[str, np.ndarray], rows: int, source_length: int | None, with_attention: bool):
+        self.graph, self._gather, self._buffers = capture.graph, capture.gather, buffers
+        self.selects = self.graph.selects
+        self._rows, self._source_length, self._with_attention = rows, source_length, with_attention
+        inputs = self.graph.spec.inputs
+        for role, value in states.items():
+            buffers.states[0][role].update_inplace(_pad(value, inputs[role], buffers.rows, buffers.source))
+        for role, value in statics.items():
+            buffers.statics[role].update_inplace(_pad(value, inputs[role], buffers.rows, buffers.source))
+        self._parity = 0
+
+    def release(self) -> None:
+        self._buffers.lock.release()
+
+    def _write_ids(self, previous_ids: np.ndarray) -> None:
+        padded = np.zeros(self._buffers.rows, dtype=np.int64)
+        padded[:self._rows] = previous_ids
+        self._buffers.ids[self._parity].update_inplace(padded)
+
+    def _run(self) -> None:
+        buffers = self._buffers
+        self.graph.session.run_with_iobinding(buffers.bindings[self._parity], buffers.run_options[self._parity])
+        self._parity = 1 - self._parity
+
+    def step(self, previous_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        self._write_ids(previous_ids)
+        self._run()
+        outputs = self._buffers.outputs
+        log_probs = outputs[roles.LOG_PROBS].numpy()[:self._rows]  # (rows, vocab)
+        if not self._with_attention:
+            return log_probs, None
+        return log_probs, outputs[roles.ATTENTION].numpy()[:self._rows, :self._source_length]  # (rows, source)
+
+    def greedy_step(self, previous_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        if previous_ids is not None:
+            self._write_ids(previous_ids)
+        self._run()
+        chosen = self._buffers.ids[self._parity].numpy()[:self._rows]  # written by the step just run
+        return chosen, self._buffers.outputs[roles.NEXT_LOG_PROBS].numpy()[:self._rows]
+
+    def select(self, rows: np.ndarray) -> None:
+        """Keep `rows` at the top of the same bucket: gather the current states into the other parity's buffers
+        (then swap parity), the statics through a scratch tensor back into their own."""
+        buffers, axes = self._buffers, self.graph.batch_axes
+        index = np.zeros(buffers.rows, dtype=np.int64)  # (bucket,) the padding rows repeat row 0
+        index[:len(rows)] = rows
+        current, spare = buffers.states[self._parity], buffers.states[1 - self._parity]
+        for role, value in current.items():
+            self._gather(value, index, axes[role], out=spare[role])
+        chained = buffers.ids[self._parity].numpy()
+        buffers.ids[1 - self._parity].update_inplace(chained[index])
+        identity = np.arange(buffers.rows, dtype=np.int64)
+        for role, value in buffers.statics.items():
+            self._gather(self._gather(value, index, axes[role]), identity, axes[role], out=value)
+        self._parity, self._rows = 1 - self._parity, len(rows)

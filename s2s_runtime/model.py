@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("s2s_runtime")
 
+# Large batches of mixed lengths are encoded in groups of this many rows of similar length (see Seq2SeqModel._encode):
+# small enough to cut the padding, large enough that the per-call overhead stays small.
+ENCODER_GROUP_ROWS = 32
+
 InputText = str | Sequence[str]
 
 
@@ -152,6 +156,7 @@ class Seq2SeqModel:
             self._gather = DeviceGather(list(self.placement.providers), device_type, int(device_id))
         self._capture = self._graph_capture(settings)
         self._encoder_roles = list(self._encoder_spec.outputs)
+        self._mask_value: float | None = None  # the encoder's memory bias at padding, read when first needed
         self._source_unk = bundle.source.special_ids.get("unk")
         self._source_eos = [bundle.source.special_ids["eos"]] if bundle.manifest["config"].get("source_eos") else []
 
@@ -370,17 +375,57 @@ class Seq2SeqModel:
     # ---- running the graphs --------------------------------------------------------------------------------------
 
     def _encode(self, sources: list[list[int]]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
+        """Encode a batch; returns the step's initial states, its statics and the source lengths.
+
+        The encoder computes every row up to the batch's longest source, so a large batch of mixed lengths is
+        encoded in groups of similar length (ENCODER_GROUP_ROWS rows, in length order) and reassembled with what the
+        encoder itself puts at padded positions; each row's values do not depend on its group (fp32)."""
+        lengths = np.array([len(s) for s in sources], dtype=np.int64)  # (batch,)
+        if len(sources) <= ENCODER_GROUP_ROWS or lengths.min() == lengths.max():
+            encoded = self._run_encoder(sources)
+        else:
+            order = np.argsort(lengths, kind="stable")
+            groups = np.array_split(order, -(-len(sources) // ENCODER_GROUP_ROWS))
+            encoded = {}
+            for group in groups:
+                for role, value in self._run_encoder([sources[i] for i in group]).items():
+                    if role not in encoded:
+                        encoded[role] = self._padded_like(role, value, len(sources), int(lengths.max()))
+                    spec = self._encoder_spec.outputs[role]
+                    target = [slice(None)] * value.ndim
+                    target[spec.batch_axis] = group
+                    if roles.SOURCE_DIM in spec.shape:
+                        target[spec.shape.index(roles.SOURCE_DIM)] = slice(0, value.shape[spec.shape.index(
+                            roles.SOURCE_DIM)])
+                    encoded[role][tuple(target)] = value
+        needed = [r for r in self._step_spec.inputs if r != roles.PREVIOUS_IDS]
+        states = {r: encoded[r] for r in needed if roles.is_state(r)}
+        statics = {r: encoded[r] for r in needed if not roles.is_state(r)}
+        return states, statics, lengths
+
+    def _run_encoder(self, sources: list[list[int]]) -> dict[str, np.ndarray]:
         lengths = np.array([len(s) for s in sources], dtype=np.int64)  # (batch,)
         ids = np.full((len(sources), lengths.max()), self.bundle.source.special_ids["pad"], dtype=np.int64)
         for row, source in enumerate(sources):
             ids[row, :len(source)] = source  # (batch, source_length)
         inputs = self._encoder_spec.inputs
         values = self._encoder.run(None, {inputs[roles.SOURCE_IDS].name: ids, inputs[roles.SOURCE_LENGTHS].name: lengths})
-        encoded = dict(zip(self._encoder_roles, values))
-        needed = [r for r in self._step_spec.inputs if r != roles.PREVIOUS_IDS]
-        states = {r: encoded[r] for r in needed if roles.is_state(r)}
-        statics = {r: encoded[r] for r in needed if not roles.is_state(r)}
-        return states, statics, lengths
+        return dict(zip(self._encoder_roles, values))
+
+    def _padded_like(self, role: str, value: np.ndarray, rows: int, source_length: int) -> np.ndarray:
+        """An array for `rows` rows and `source_length` positions of an encoder output, filled with what the encoder
+        outputs at padded positions: zeros, and for the memory bias its mask value (read once from the encoder)."""
+        spec = self._encoder_spec.outputs[role]
+        shape = list(value.shape)
+        shape[spec.batch_axis] = rows
+        if roles.SOURCE_DIM in spec.shape:
+            shape[spec.shape.index(roles.SOURCE_DIM)] = source_length
+        if role != roles.MEMORY_BIAS:
+            return np.zeros(shape, dtype=value.dtype)
+        if self._mask_value is None:
+            some_id = self.bundle.source.special_ids.get("unk", 1)
+            self._mask_value = self._run_encoder([[some_id], [some_id, some_id]])[roles.MEMORY_BIAS][0, 1]
+        return np.full(shape, self._mask_value, dtype=value.dtype)
 
     @contextmanager
     def _runner(self, states: dict[str, np.ndarray], statics: dict[str, np.ndarray], with_attention: bool

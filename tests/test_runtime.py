@@ -57,6 +57,28 @@ def test_output_does_not_depend_on_batch_composition(small_bundle):
     assert [r.score for r in mixed] == pytest.approx([r.score for r in alone], abs=1e-5)
 
 
+def test_large_mixed_batches_are_encoded_in_length_groups_exactly(small_bundle, monkeypatch):
+    """Groups of similar length, reassembled with the encoder's own padding values: the same arrays, bit for bit,
+    as one encoder call over the whole batch (memory bias included: its mask value is read from the encoder)."""
+    import s2s_runtime.model as model_module
+
+    model = s2s_runtime.load(small_bundle, device="cpu")
+    ids = [model._prepare(s, i).ids for i, s in enumerate(random_sources(75, seed=5, low=1, high=25))]
+    calls = []
+    real_run = model._run_encoder
+    monkeypatch.setattr(model, "_run_encoder", lambda sources: calls.append(len(sources)) or real_run(sources))
+    grouped = model._encode(ids)
+    # 75 rows in 3 groups of at most ENCODER_GROUP_ROWS = 32 (the 2-row call reads the mask value, once) ...
+    assert calls == [25, 2, 25, 25]
+    monkeypatch.setattr(model_module, "ENCODER_GROUP_ROWS", 1000)
+    whole = model._encode(ids)
+    assert calls[4:] == [75]  # ... against one call
+    for got, expected in zip(grouped[:2], whole[:2]):
+        assert got.keys() == expected.keys()
+        for role in got:
+            np.testing.assert_array_equal(got[role], expected[role], err_msg=role)
+
+
 def test_trained_model_generates_correct_outputs(reverse_model):
     model = s2s_runtime.load(reverse_model["bundle"], device="cpu")
     words = ["hello", "runtime", "abc", "z", "onnx"]

@@ -49,7 +49,8 @@ def run_bench(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .baselines import HandWrittenLoop, RuntimeContender, TorchEager
-    from .latency import decoder_flops_per_token, encoder_flops_per_source_token, matmul_gflops, measure
+    from .latency import (decoder_flops_per_token, encoder_flops_per_source_token, graphs_alone, matmul_gflops,
+                          measure)
 
     bundle = Bundle.open(args.bundle)
     sources, described = load_inputs(args.inputs, bundle)
@@ -71,6 +72,8 @@ def run_bench(args: argparse.Namespace) -> int:
         matmul = matmul_gflops(args.threads)
         plan = [(c, s, b) for s in args.strategies for b in args.batch_sizes for c in contenders if s in c.strategies]
         measurements = []
+        runtime = next(c for c in contenders if c.name == report.RUNTIME)
+        alone = graphs_alone(runtime.model, sources, max(args.batch_sizes), matmul)
         with tqdm(total=len(plan) * args.repeats, desc="bench", file=sys.stderr) as progress:
             for contender, strategy, batch in plan:
                 progress.set_postfix_str(f"{contender.name} {strategy} b={batch}")
@@ -86,7 +89,7 @@ def run_bench(args: argparse.Namespace) -> int:
     result = {"bundle": str(args.bundle), "threads": args.threads, "repeats": args.repeats, "inputs": described,
               "machine": {"matmul_gflops": matmul}, "decoder_flops_per_token": step_flops,
               "encoder_flops_per_sequence": encoder_flops, "source_tokens_per_sequence": source_length,
-              "measurements": measurements, "ratios": report.ratios(measurements)}
+              "measurements": measurements, "ratios": report.ratios(measurements), "graphs_alone": alone}
     for path in report.write(result, args.out):
         print(f"wrote {path}", file=sys.stderr)
     print(report.markdown(result))

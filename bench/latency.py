@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -109,3 +110,36 @@ def decoder_flops_per_token(config: dict, source_length: float) -> float:
         if config["attention"] == "additive":
             flops += 2 * hidden * hidden + 2 * source_length * hidden
     return flops + 2 * hidden * config["target_vocab_size"]  # output projection
+
+
+def graphs_alone(model: Any, sources: Sequence[str], batch_size: int, matmul: float, repeats: int = 20) -> dict:
+    """The optimized graphs without the search around them, at one batch size: the encoder as the runtime runs it
+    (in its length groups) and one decoder step over the whole batch, medians of `repeats` runs, with their FLOP/s
+    counted as in the end-to-end figures (real positions only). `model` is a loaded s2s_runtime model; this reaches
+    into its encoder and step runner, which have no public API."""
+    from s2s_runtime.decoder import BoundRunner
+
+    config = model.bundle.manifest["config"]
+    batch = [model._prepare(source, index).ids for index, source in enumerate(sources[:batch_size])]
+
+    def median_seconds(run: Callable[[], object]) -> float:
+        run()
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - started)
+        return statistics.median(times)
+
+    encoder_s = median_seconds(lambda: model._encode(batch))
+    states, statics, _ = model._encode(batch)
+    runner = BoundRunner(model._step_graph, states, statics, False)
+    previous = np.full(len(batch), model.bundle.start_id, dtype=np.int64)
+    step_s = median_seconds(lambda: runner.step(previous))
+    positions = sum(len(ids) for ids in batch)
+    encoder_flops = positions * encoder_flops_per_source_token(config)
+    step_flops = len(batch) * decoder_flops_per_token(config, positions / len(batch))
+    return {"batch_size": len(batch), "encoder_ms": encoder_s * 1e3, "encoder_gflops": encoder_flops / encoder_s / 1e9,
+            "encoder_matmul_fraction": encoder_flops / encoder_s / 1e9 / matmul, "step_us": step_s * 1e6,
+            "step_gflops": step_flops / step_s / 1e9, "step_matmul_fraction": step_flops / step_s / 1e9 / matmul,
+            "encoder_flops": encoder_flops, "step_flops": step_flops}

@@ -34,6 +34,13 @@ def markdown(result: dict) -> str:
                      f"{m['p90_ms']:.2f} | {m['p99_ms']:.2f} | {m['us_per_token']:.1f} | {m['sequences_per_s']:.0f} | "
                      f"{m['tokens_per_s']:.0f} | {m.get('graph_gflops', 0):.2f} | "
                      f"{100 * m.get('matmul_fraction', 0):.0f}% |")
+    alone = result.get("graphs_alone")
+    if alone:
+        lines += ["", f"{RUNTIME}, graphs alone at batch {alone['batch_size']} (no search around them): the encoder "
+                      f"(in its length groups) {alone['encoder_ms']:.2f} ms, {alone['encoder_gflops']:.1f} GFLOP/s = "
+                      f"{100 * alone['encoder_matmul_fraction']:.0f}% of matmul; one decoder step "
+                      f"{alone['step_us']:.0f} µs, {alone['step_gflops']:.1f} GFLOP/s = "
+                      f"{100 * alone['step_matmul_fraction']:.0f}% of matmul."]
     lines += ["", "| strategy | batch | s2s-runtime fp32 versus | per-token speed-up | throughput ratio |",
               "|---|---:|---|---:|---:|"]
     for r in result["ratios"]:

@@ -314,7 +314,9 @@ class Seq2SeqModel:
         if len(ids) + len(self._source_eos) > self.bundle.max_source_length:
             raise ValueError(f"inputs[{index}]: {len(ids)} source tokens exceed the bundle's max_source_length "
                              f"{self.bundle.max_source_length}")
-        unknown = sum(1 for t, i in zip(tokens, ids) if i == self._source_unk and t != vocab.tokens[i])
+        unknown = 0
+        if self._source_unk in ids:  # rare: count the symbols that map to unk without being the unk token itself
+            unknown = sum(1 for t, i in zip(tokens, ids) if i == self._source_unk and t != vocab.tokens[i])
         return _Prepared(tokens, ids + self._source_eos, unknown)
 
     def _target_ids(self, item: InputText, where: str) -> list[int]:

@@ -89,13 +89,11 @@ class Vocab:
     def encode(self, text_or_tokens: str | Sequence[str]) -> list[int]:
         """Token ids of raw text or of a pre-tokenized list; unknown tokens map to the unk id (or raise if none)."""
         tokens = self.split(text_or_tokens) if isinstance(text_or_tokens, str) else text_or_tokens
-        unk = self.special_ids.get("unk")
-        ids = []
-        for token in tokens:
-            index = self._ids.get(token, unk)
-            if index is None:
-                raise VocabError(f"{self.origin}: token {token!r} is unknown and the vocabulary has no 'unk' role")
-            ids.append(index)
+        lookup, unk = self._ids.get, self.special_ids.get("unk")
+        ids = [lookup(token, unk) for token in tokens]
+        if unk is None and None in ids:
+            token = tokens[ids.index(None)]
+            raise VocabError(f"{self.origin}: token {token!r} is unknown and the vocabulary has no 'unk' role")
         return ids
 
     def decode_tokens(self, ids: Iterable[int]) -> list[str]:

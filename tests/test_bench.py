@@ -22,6 +22,8 @@ def test_bench_measures_every_contender_and_writes_reports(small_bundle, tmp_pat
     assert ("PyTorch eager", "beam", 4) not in seen
     assert all(m["tokens"] > 0 and m["p50_ms"] <= m["p99_ms"] for m in result["measurements"])
     assert result["machine"]["matmul_gflops"] > 0 and result["ratios"]
+    alone = result["graphs_alone"]
+    assert alone["batch_size"] == 4 and alone["encoder_gflops"] > 0 and alone["step_gflops"] > 0
     assert (out / "bench.png").stat().st_size > 0 and "| s2s-runtime fp32 |" in (out / "bench.md").read_text()
     assert "per-token speed-up" in capsys.readouterr().out
 

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -54,7 +55,7 @@ def test_unknown_and_missing_keys_name_the_file(tmp_path):
 
 def test_config_is_frozen():
     cfg = Seq2SeqConfig(**BASE)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.hidden_size = 3  # type: ignore[misc]
 
 

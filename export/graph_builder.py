@@ -45,6 +45,11 @@ class GraphBuilder:
         self.nodes.append(helper.make_node("Identity", [value], [name]))
         self.outputs.append(helper.make_tensor_value_info(name, ONNX_DTYPES[dtype], shape))
 
+    def expose(self, value: str, dtype: str, shape: list) -> None:
+        """Make a node's output a graph output under its own name (no Identity: for subgraph bodies, whose output
+        names do not matter)."""
+        self.outputs.append(helper.make_tensor_value_info(value, ONNX_DTYPES[dtype], shape))
+
     def const(self, array: np.ndarray, hint: str = "const") -> str:
         name = self._fresh(hint)
         self.initializers.append(numpy_helper.from_array(np.array(array, order="C"), name))  # keeps 0-d scalars 0-d

@@ -2,9 +2,9 @@
 
 Why not torch.onnx.export: a traced encoder cannot carry per-row lengths (pack_padded_sequence does not survive
 export), so padding would leak into the final states of short rows and into the whole backward direction. Here the
-encoder runs each layer as a Scan over a primitive cell that reads its final state at each row's own length and
-reverses each row within its length for the backward direction (the plain variant: the ONNX GRU/LSTM ops with
-`sequence_lens`), and the decoder step is written with primitive ops (MatMul + Add + activations), which onnxruntime
+encoder runs each layer either with the ONNX GRU/LSTM ops and `sequence_lens`, or (GRU, optimized) as a Scan over a
+primitive cell that reads its final state at each row's own length and reverses each row within its length for the
+backward direction, and the decoder step is written with primitive ops (MatMul + Add + activations), which onnxruntime
 runs fast at batch 1 and which dynamic int8 quantization covers. Both graphs are checked against PyTorch by
 s2s_export.parity.
 """
@@ -81,13 +81,40 @@ def _reorder_gates(matrix: np.ndarray, cell: str) -> np.ndarray:
     return np.concatenate([blocks[i] for i in order])
 
 
+@dataclass(frozen=True)
+class CellWeights:
+    """One layer and direction of a PyTorch GRU/LSTM, laid out for _primitive_cell: an LSTM's gates reordered to
+    (i, f, o, g) so one Sigmoid covers three of them; the recurrent bias joined to the input bias wherever it is
+    simply added (all of it for an LSTM; a GRU's r and z parts), `recurrent_bias` the rest (a GRU's n part, which
+    the reset gate multiplies)."""
+
+    input_weight: np.ndarray     # (G·H, in)
+    input_bias: np.ndarray       # (G·H,) b_ih plus the joinable part of b_hh
+    recurrent_weight: np.ndarray  # (G·H, H)
+    recurrent_bias: np.ndarray | None  # (G·H,) zeros but a GRU's b_hn; None for an LSTM
+
+    @classmethod
+    def of(cls, w: dict[str, np.ndarray], cfg: Seq2SeqConfig, rnn: str, suffix: str) -> CellWeights:
+        """`rnn` and `suffix` name the PyTorch parameters: "encoder.rnn", "_l0_reverse" → encoder.rnn.weight_ih_l0_reverse."""
+        w_ih, w_hh = w[f"{rnn}.weight_ih{suffix}"], w[f"{rnn}.weight_hh{suffix}"]
+        b_ih, b_hh = w[f"{rnn}.bias_ih{suffix}"], w[f"{rnn}.bias_hh{suffix}"]
+        if cfg.cell == "lstm":
+            order = np.concatenate([np.arange(i * cfg.hidden_size, (i + 1) * cfg.hidden_size) for i in (0, 1, 3, 2)])
+            return cls(w_ih[order], (b_ih + b_hh)[order], w_hh[order], None)
+        kept = np.zeros_like(b_hh)
+        kept[2 * cfg.hidden_size:] = b_hh[2 * cfg.hidden_size:]
+        return cls(w_ih, b_ih + b_hh - kept, w_hh, kept)
+
+
 def build_encoder(model: Seq2Seq, *, plain: bool = False) -> ExportedGraph:
     """Encoder graph: (source_ids, source_lengths) → initial decoder states and per-sequence statics.
 
-    Optimized (default): per layer and direction, the input projections of all positions at once (layer 0: a Gather
-    from the source embedding folded into W_ih, so no input matmul at all), then a Scan over time whose body is the
-    same primitive cell as the decoder step — half the FLOPs of the ONNX RNN op on layer 0, and MatMuls that dynamic
-    int8 quantization covers. Plain: the ONNX GRU/LSTM op with sequence_lens.
+    GRU, optimized (default): per layer and direction, the input projections of all positions at once (layer 0: a
+    Gather from the source embedding folded into W_ih, so no input matmul at all), then a Scan over time whose body is
+    the same primitive cell as the decoder step — half the FLOPs of the ONNX GRU op on layer 0, MatMuls that dynamic
+    int8 quantization covers, and faster than onnxruntime's GRU kernel at every batch size measured. LSTM, and
+    `plain`: the ONNX GRU/LSTM op with sequence_lens — onnxruntime's LSTM kernel (and its int8 DynamicQuantizeLSTM)
+    beats the Scan for LSTMs (measured on the g2p-en model: int8 encoder at batch 1, 166 µs against 304 µs).
     """
     cfg = model.cfg
     w = _weights(model)
@@ -95,13 +122,14 @@ def build_encoder(model: Seq2Seq, *, plain: bool = False) -> ExportedGraph:
     source_ids = g.input(graph_name(roles.SOURCE_IDS), "int64", ["batch", "source_length"])
     lengths = g.input(graph_name(roles.SOURCE_LENGTHS), "int64", ["batch"])
     batch = g.op("Gather", g.op("Shape", source_ids), g.ints([0]), axis=0)  # (1,)
-    layers = _rnn_op_layers if plain else _scan_layers
+    scan = not plain and cfg.cell == "gru"
+    layers = _scan_layers if scan else _rnn_op_layers
     x, finals = layers(g, cfg, w, source_ids, lengths, batch)  # (S, B, enc_out), per layer (1, B, enc_out)
 
     @functools.cache
     def memory() -> str:
         batch_major = g.op("Transpose", x, perm=[1, 0, 2])  # (B, S, enc_out)
-        if plain:
+        if not scan:
             return batch_major
         # The Scans ran on past each row's length: zero those positions, as PyTorch's packed outputs are.
         padded = g.op("Unsqueeze", _padded(g, source_ids, lengths), g.ints([2]))  # (B, S, 1)
@@ -210,17 +238,17 @@ def _scan_layers(g: GraphBuilder, cfg: Seq2SeqConfig, w: dict[str, np.ndarray], 
     for layer in range(cfg.num_layers):
         outputs, layer_finals = [], {"h": [], "c": []}
         for suffix in _directions(cfg):
-            weight_ih, bias_ih = w[f"encoder.rnn.weight_ih_l{layer}{suffix}"], w[f"encoder.rnn.bias_ih_l{layer}{suffix}"]
+            cell = CellWeights.of(w, cfg, "encoder.rnn", f"_l{layer}{suffix}")
             if layer == 0:
-                table = w["encoder.embedding.weight"] @ weight_ih.T + bias_ih  # (V, G·H)
+                table = w["encoder.embedding.weight"] @ cell.input_weight.T + cell.input_bias  # (V, G·H)
                 projected = g.op("Gather", g.const(table.astype(np.float32), "embedding_projection"), x)  # (S, B, G·H)
             else:
-                projected = g.op("Add", g.op("MatMul", x, g.const(weight_ih.T, "W_ih")), g.const(bias_ih, "b_ih"))
+                projected = g.op("Add", g.op("MatMul", x, g.const(cell.input_weight.T, "W_ih")),
+                                 g.const(cell.input_bias, "b_ih"))
             reverse = suffix == "_reverse"
             if reverse:
                 projected = g.op("ReverseSequence", projected, lengths, batch_axis=1, time_axis=0)
-            sequences = _scan_cell(g, cfg, projected, initial, w[f"encoder.rnn.weight_hh_l{layer}{suffix}"],
-                                   w[f"encoder.rnn.bias_hh_l{layer}{suffix}"])  # per state kind (S, B, H)
+            sequences = _scan_cell(g, cfg, projected, initial, cell)  # per state kind (S, B, H)
             for which, sequence in zip("hc", sequences):
                 final = g.op("GatherElements", sequence, last_position, axis=0)  # (1, B, H)
                 layer_finals[which].append(g.op("Squeeze", final, g.ints([0])))
@@ -236,20 +264,18 @@ def _scan_layers(g: GraphBuilder, cfg: Seq2SeqConfig, w: dict[str, np.ndarray], 
     return x, finals
 
 
-def _scan_cell(g: GraphBuilder, cfg: Seq2SeqConfig, projected: str, initial: str, weight_hh: np.ndarray,
-               bias_hh: np.ndarray) -> list[str]:
+def _scan_cell(g: GraphBuilder, cfg: Seq2SeqConfig, projected: str, initial: str, cell: CellWeights) -> list[str]:
     """Run the primitive cell over time: projected (S, B, G·H) input projections → the h (and, for an LSTM, c) of
     every position, each (S, B, H)."""
     hidden, lstm = cfg.hidden_size, cfg.cell == "lstm"
     body = g.subgraph("cell")
     h = body.input(body.prefix + "h", "float32", ["batch", hidden])
     c = body.input(body.prefix + "c", "float32", ["batch", hidden]) if lstm else None
-    gi = body.input(body.prefix + "gi", "float32", ["batch", weight_hh.shape[0]])
-    gh = body.op("Add", body.op("MatMul", h, body.const(weight_hh.T, "W_hh")), body.const(bias_hh, "b_hh"))
-    new_h, new_c = _primitive_cell(body, cfg, gi, gh, h, c)  # each (B, H)
+    gi = body.input(body.prefix + "gi", "float32", ["batch", cell.recurrent_weight.shape[0]])
+    new_h, new_c = _primitive_cell(body, cfg, gi, h, c, cell)  # each (B, H)
     states = [new_h] + ([new_c] if lstm else [])
-    for kind, value in zip("hc", states):
-        body.output(value, body.prefix + "next_" + kind, "float32", ["batch", hidden])
+    for value in states:  # carried state: the node's own output, no copy
+        body.expose(value, "float32", ["batch", hidden])
     for kind, value in zip("hc", states):  # the same values once more, as the Scan's per-position outputs
         body.output(value, body.prefix + "all_" + kind, "float32", ["batch", hidden])
     scan_outputs = g.op_multi("Scan", 2 * len(states), *([initial] * len(states)), projected, body=body.graph(),
@@ -286,9 +312,9 @@ def build_decoder_step(model: Seq2Seq, *, plain: bool = False) -> ExportedGraph:
                    if name == "embedding" else value[name] for name, _ in parts]
         return vectors[0] if len(vectors) == 1 else g.op("Concat", *vectors, axis=1)  # (B, dec_in)
 
-    def folded_input_projection() -> str:
-        """x @ W_ih^T + b_ih for layer 0 with the embedding block precomputed per token."""
-        weight, bias = w["decoder.rnn.weight_ih_l0"], w["decoder.rnn.bias_ih_l0"]  # (G·H, dec_in), (G·H,)
+    def folded_input_projection(cell: CellWeights) -> str:
+        """x @ W_ih^T + bias for layer 0 with the embedding block precomputed per token."""
+        weight, bias = cell.input_weight, cell.input_bias  # (G·H, dec_in), (G·H,)
         projected, offset = [], 0
         for name, size in parts:
             block = weight[:, offset:offset + size]
@@ -307,18 +333,19 @@ def build_decoder_step(model: Seq2Seq, *, plain: bool = False) -> ExportedGraph:
     new_h, new_c = [], []
     x = None if not plain and cfg.feed_previous else first_layer_input()
     for layer in range(cfg.num_layers):
-        def linear(inp: str, kind: str) -> str:  # inp @ W_kind^T + b_kind, PyTorch gate order
-            product = g.op("MatMul", inp, g.const(w[f"decoder.rnn.weight_{kind}_l{layer}"].T, f"W{kind}"))
-            return g.op("Add", product, g.const(w[f"decoder.rnn.bias_{kind}_l{layer}"], f"b{kind}"))
-
         index = g.const(np.array(layer, np.int64), "layer")
         h = g.op("Gather", value[roles.STATE_H], index, axis=0)  # (B, H)
         c = g.op("Gather", value[roles.STATE_C], index, axis=0) if cfg.cell == "lstm" else None  # (B, H)
         if plain:
             x, h, c = _rnn_op_step(g, cfg, w, layer, x, h, c)
         else:
-            gi = folded_input_projection() if layer == 0 and cfg.feed_previous else linear(x, "ih")  # (B, G·H)
-            x, c = _primitive_cell(g, cfg, gi, linear(h, "hh"), h, c)
+            cell = CellWeights.of(w, cfg, "decoder.rnn", f"_l{layer}")
+            if layer == 0 and cfg.feed_previous:
+                gi = folded_input_projection(cell)  # (B, G·H)
+            else:
+                gi = g.op("Add", g.op("MatMul", x, g.const(cell.input_weight.T, "W_ih")),
+                          g.const(cell.input_bias, "b_ih"))
+            x, c = _primitive_cell(g, cfg, gi, h, c, cell)
         if c is not None:
             new_c.append(g.op("Unsqueeze", c, g.ints([0])))
         new_h.append(g.op("Unsqueeze", x, g.ints([0])))  # (1, B, H)
@@ -357,21 +384,25 @@ def build_decoder_step(model: Seq2Seq, *, plain: bool = False) -> ExportedGraph:
     return ExportedGraph(g.model(), inputs, outputs)
 
 
-def _primitive_cell(g: GraphBuilder, cfg: Seq2SeqConfig, gi: str, gh: str, h: str, c: str | None
+def _primitive_cell(g: GraphBuilder, cfg: Seq2SeqConfig, gi: str, h: str, c: str | None, cell: CellWeights
                     ) -> tuple[str, str | None]:
-    """One GRU/LSTM cell from its input and recurrent projections (PyTorch gate order); returns (h', c')."""
+    """One GRU/LSTM cell from its input projection gi (B, G·H) — input bias and the joinable recurrent bias
+    included, see CellWeights — and the previous h (and c); returns (h', c')."""
     hidden = cfg.hidden_size
-    if cfg.cell == "gru":
-        split = g.ints([hidden] * 3, "split")
-        i_r, i_z, i_n = g.op_multi("Split", 3, gi, split, axis=1)  # each (B, H)
-        h_r, h_z, h_n = g.op_multi("Split", 3, gh, split, axis=1)
-        r = g.op("Sigmoid", g.op("Add", i_r, h_r))
-        z = g.op("Sigmoid", g.op("Add", i_z, h_z))
-        n = g.op("Tanh", g.op("Add", i_n, g.op("Mul", r, h_n)))
-        return g.op("Add", n, g.op("Mul", z, g.op("Sub", h, n))), None  # (1 - z) * n + z * h
-    i, f, gg, o = g.op_multi("Split", 4, g.op("Add", gi, gh), g.ints([hidden] * 4, "split"), axis=1)
-    c = g.op("Add", g.op("Mul", g.op("Sigmoid", f), c), g.op("Mul", g.op("Sigmoid", i), g.op("Tanh", gg)))
-    return g.op("Mul", g.op("Sigmoid", o), g.op("Tanh", c)), c
+    recurrent = g.op("MatMul", h, g.const(cell.recurrent_weight.T, "W_hh"))  # (B, G·H)
+    if cfg.cell == "lstm":  # gates (i, f, o, g): one Sigmoid over the first three
+        gates = g.op("Add", gi, recurrent)  # onnxruntime fuses MatMul + Add into one Gemm
+        sigmoid_part, candidate = g.op_multi("Split", 2, gates, g.ints([3 * hidden, hidden], "split"), axis=1)
+        i, f, o = g.op_multi("Split", 3, g.op("Sigmoid", sigmoid_part), g.ints([hidden] * 3, "split"), axis=1)
+        c = g.op("Add", g.op("Mul", f, c), g.op("Mul", i, g.op("Tanh", candidate)))
+        return g.op("Mul", o, g.op("Tanh", c)), c
+    # GRU (r, z, n): r = σ(i_r + h_r), z = σ(i_z + h_z), n = tanh(i_n + r ⊙ (W_hn h + b_hn)), h' = n + z ⊙ (h − n)
+    gh = g.op("Add", recurrent, g.const(cell.recurrent_bias, "b_hh"))
+    i_rz, i_n = g.op_multi("Split", 2, gi, g.ints([2 * hidden, hidden], "split"), axis=1)
+    h_rz, h_n = g.op_multi("Split", 2, gh, g.ints([2 * hidden, hidden], "split"), axis=1)
+    r, z = g.op_multi("Split", 2, g.op("Sigmoid", g.op("Add", i_rz, h_rz)), g.ints([hidden] * 2, "split"), axis=1)
+    n = g.op("Tanh", g.op("Add", i_n, g.op("Mul", r, h_n)))
+    return g.op("Add", n, g.op("Mul", z, g.op("Sub", h, n))), None
 
 
 def _rnn_op_step(g: GraphBuilder, cfg: Seq2SeqConfig, w: dict[str, np.ndarray], layer: int, x: str, h: str,

@@ -14,7 +14,7 @@ created with `enable_cuda_graph`, and each replay must see the same input and ou
   of live rows, and the padding rows just compute garbage nobody reads;
 - a BufferSet serves one batch at a time; a batch that finds its set busy (another thread) runs uncaptured.
 
-The encoder is not captured: its Scan (control flow) cannot be, and it runs once per batch anyway.
+The encoder is not captured: it runs once per batch, and a GRU encoder's Scans (control flow) cannot be.
 """
 
 from __future__ import annotations

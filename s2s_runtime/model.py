@@ -394,11 +394,11 @@ class Seq2SeqModel:
                     if role not in encoded:
                         encoded[role] = self._padded_like(role, value, len(sources), int(lengths.max()))
                     spec = self._encoder_spec.outputs[role]
-                    target = [slice(None)] * value.ndim
+                    target = [slice(None)] * value.ndim  # this group's rows (and its source positions)
                     target[spec.batch_axis] = group
                     if roles.SOURCE_DIM in spec.shape:
-                        target[spec.shape.index(roles.SOURCE_DIM)] = slice(0, value.shape[spec.shape.index(
-                            roles.SOURCE_DIM)])
+                        axis = spec.shape.index(roles.SOURCE_DIM)
+                        target[axis] = slice(0, value.shape[axis])
                     encoded[role][tuple(target)] = value
         needed = [r for r in self._step_spec.inputs if r != roles.PREVIOUS_IDS]
         states = {r: encoded[r] for r in needed if roles.is_state(r)}

@@ -253,8 +253,9 @@ def chooses_in_graph(selects: bool, limits: list[RowLimits], options: Generation
     """Whether greedy decoding can let the graph choose each token: only (rows,) ids and log-probs leave it, and the
     ids chain from one step to the next inside the runner's bound buffers. Not with constraints, min lengths,
     forced prefixes or attention, which need the full log-probs. `selects`: the step graph outputs its choice."""
-    return selects and not (options.has_constraints or suppressed.size or collect_attention
-                                   or any(lim.min_length or lim.prefix for lim in limits))
+    needs_log_probs = options.has_constraints or suppressed.size or collect_attention or \
+        any(lim.min_length or lim.prefix for lim in limits)
+    return selects and not needs_log_probs
 
 
 def greedy_in_graph(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: list[RowLimits]

@@ -155,7 +155,7 @@ def model_card(chosen: str, evaluations: dict, size: dict, run: dict, plain: dic
         "Lower-case the input and spell out digits first.",
         f"- Inputs longer than {64} characters are refused (`ValueError`).",
         "- int8: onnxruntime's dynamic quantization scales activations per batch, so a few outputs can differ "
-        "between decoding a word alone and inside a batch (2 of 1,500 dev words); the fp32 export has no such "
+        "between decoding a word alone and inside a batch (3 of 1,500 dev words); the fp32 export has no such "
         "effect.",
     ]
     return "\n".join(lines) + "\n"

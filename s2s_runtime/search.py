@@ -270,6 +270,8 @@ def greedy_in_graph(runner: DecoderRunner, *, start_id: int, eos_id: int, limits
     active = None  # original row of each runner row, once compaction has dropped some (None: all, in order)
     expires = max_lengths  # per runner row: the step count at which it reaches its max length
     ended = np.zeros(count, dtype=bool)  # per runner row: chose eos or reached its max length
+    chose_eos = np.zeros(count, dtype=bool)
+    first_expiry = int(expires.min())  # no row reaches its max length before this many steps
     previous: np.ndarray | None = np.full(count, start_id, dtype=np.int64)
     for step in range(horizon):
         chosen, scores = runner.greedy_step(previous)  # (runner rows,) each, valid until the next step
@@ -278,8 +280,9 @@ def greedy_in_graph(runner: DecoderRunner, *, start_id: int, eos_id: int, limits
             ids[step], log_probs[step] = chosen, scores
         else:
             ids[step, active], log_probs[step, active] = chosen, scores
-        ended |= chosen == eos_id
-        ended |= expires <= step + 1
+        ended |= np.equal(chosen, eos_id, out=chose_eos)
+        if step + 1 >= first_expiry:
+            ended |= expires <= step + 1
         finished_in_runner = int(np.count_nonzero(ended))
         if finished_in_runner == ended.size:
             break
@@ -287,7 +290,8 @@ def greedy_in_graph(runner: DecoderRunner, *, start_id: int, eos_id: int, limits
             kept = np.flatnonzero(~ended)
             runner.select(kept)
             active = kept if active is None else active[kept]
-            expires, ended = expires[kept], ended[kept]
+            expires, ended, chose_eos = expires[kept], ended[kept], chose_eos[kept]
+            first_expiry = int(expires.min())
     steps = np.arange(step + 1)[:, None]  # (steps, 1)
     is_eos = (ids[:step + 1] == eos_id) & (steps < max_lengths)  # (steps, rows): eos within each row's limit
     finished = is_eos.any(axis=0)

@@ -214,6 +214,15 @@ class BoundRunner:
                 self._bind(binding, self._out[roles.ATTENTION], self._attention, output=True)
             self._bindings.append(binding)
 
+    @classmethod
+    def key_of(cls, states: dict[str, Any], statics: dict[str, Any], with_attention: bool) -> tuple:
+        """The shapes a runner must hold for `reset` to take these states and statics."""
+        return (with_attention, *((role, cls._shape(value)) for values in (states, statics)
+                                  for role, value in values.items()))
+
+    def key(self) -> tuple:
+        return self.key_of(self._buffers[0], self._statics, self.with_attention)
+
     def reset(self, states: dict[str, np.ndarray], statics: dict[str, np.ndarray]) -> bool:
         """Start a new batch in the existing buffers and bindings if every shape matches (then True): a service
         decoding one input at a time pays for buffers and bindings once, not per call."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from collections import OrderedDict
 from contextlib import contextmanager
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ log = logging.getLogger("s2s_runtime")
 # Large batches of mixed lengths are encoded in groups of this many rows of similar length (see Seq2SeqModel._encode):
 # small enough to cut the padding, large enough that the per-call overhead stays small.
 ENCODER_GROUP_ROWS = 32
+# Bound runners kept per thread for reuse (one per recent shape: with attention, the source length is part of it).
+IDLE_RUNNERS_PER_THREAD = 16
 
 InputText = str | Sequence[str]
 
@@ -432,8 +435,9 @@ class Seq2SeqModel:
     @contextmanager
     def _runner(self, states: dict[str, np.ndarray], statics: dict[str, np.ndarray], with_attention: bool
                 ) -> Iterator[DecoderRunner]:
-        """A runner for one batch. Bound runners are kept per thread and reused when the next batch has the same
-        shapes (the common case of a service decoding single inputs); one in use is never shared."""
+        """A runner for one batch. Bound runners are kept per thread, by the shapes they hold, and reused by the next
+        batch of the same shapes (a service decoding single inputs meets a handful of source lengths); one in use is
+        never shared."""
         if not self._io_binding:
             yield ArrayRunner(self._step_graph, states, statics, with_attention)
             return
@@ -444,14 +448,16 @@ class Seq2SeqModel:
             finally:
                 captured.release()
             return
-        idle = self._idle_runners.__dict__.setdefault("runners", {})
-        runner = idle.pop(with_attention, None)
+        idle = self._idle_runners.__dict__.setdefault("runners", OrderedDict())  # by shapes, least recent first
+        runner = idle.pop(BoundRunner.key_of(states, statics, with_attention), None)
         if runner is None or not runner.reset(states, statics):
             device_type, _, device_id = self.placement.device.partition(":")
             runner = BoundRunner(self._step_graph, states, statics, with_attention, device_type=device_type,
                                  device_id=int(device_id or 0), gather=self._gather)
         yield runner
-        idle[with_attention] = runner  # only after a clean finish: an abandoned stream keeps its own
+        idle[runner.key()] = runner  # only after a clean finish: an abandoned stream keeps its own
+        if len(idle) > IDLE_RUNNERS_PER_THREAD:
+            idle.popitem(last=False)
 
     def _decode_batch(self, items: list[_Prepared], limits: list[RowLimits], decoding: _Decoding
                       ) -> list[list[Candidate]]:

@@ -70,3 +70,25 @@ def test_reused_runners_are_never_shared_by_interleaved_calls(model):
     assert [first.id] + [t.id for t in stream] == expected[sources[0]]
     for source in sources[::-1] + sources:  # sequential reuse with fresh states each time
         assert model.generate(source, max_length=8)[0].ids == expected[source]
+
+
+def test_runners_are_reused_per_shape(model, monkeypatch):
+    """Single inputs of alternating lengths (a source length is part of an attention model's shapes) re-use one
+    runner per shape instead of re-allocating and re-binding each call, and still decode each input afresh."""
+    import s2s_runtime.model as model_module
+
+    fresh = s2s_runtime.load(model.bundle.root, device="cpu")
+    created = []
+    real = model_module.BoundRunner
+
+    class Counting(real):
+        def __init__(self, *args, **kwargs):
+            created.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(model_module, "BoundRunner", Counting)
+    sources = ["ab", "abcdef", "abc"] * 3
+    plain = s2s_runtime.load(model.bundle.root, device="cpu", io_binding=False)
+    expected = [r.ids for r in plain.generate(sources, max_batch_size=1)]
+    assert [fresh.generate(s)[0].ids for s in sources] == expected
+    assert len(created) <= 3  # one per source length (the GRU model without attention even shares one)

@@ -221,7 +221,7 @@ def _rnn_op_layers(g: GraphBuilder, cfg: Seq2SeqConfig, w: dict[str, np.ndarray]
 
 def _scan_layers(g: GraphBuilder, cfg: Seq2SeqConfig, w: dict[str, np.ndarray], source_ids: str, lengths: str,
                  batch: str) -> tuple[str, dict[str, list[str]]]:
-    """The encoder's layers as Scans over primitive cells; returns what _rnn_op_layers does, except that the
+    """A GRU encoder's layers as Scans over primitive cells; returns what _rnn_op_layers does, except that the
     outputs past each row's length are not zeroed (later layers never read them: see below).
 
     Padding: the forward Scan runs on past each row's length, which only changes positions after it; the final state
@@ -233,10 +233,10 @@ def _scan_layers(g: GraphBuilder, cfg: Seq2SeqConfig, w: dict[str, np.ndarray], 
     last_position = g.op("Expand", g.op("Unsqueeze", g.op("Sub", lengths, g.const(np.array(1, np.int64))),
                                         g.ints([0, 2])),
                          g.op("Concat", g.ints([1]), batch, g.ints([hidden]), axis=0))  # (1, B, H)
-    finals: dict[str, list[str]] = {"h": [], "c": []}
+    finals: dict[str, list[str]] = {"h": []}
     x = ids
     for layer in range(cfg.num_layers):
-        outputs, layer_finals = [], {"h": [], "c": []}
+        outputs, layer_finals = [], []
         for suffix in _directions(cfg):
             cell = CellWeights.of(w, cfg, "encoder.rnn", f"_l{layer}{suffix}")
             if layer == 0:
@@ -248,39 +248,28 @@ def _scan_layers(g: GraphBuilder, cfg: Seq2SeqConfig, w: dict[str, np.ndarray], 
             reverse = suffix == "_reverse"
             if reverse:
                 projected = g.op("ReverseSequence", projected, lengths, batch_axis=1, time_axis=0)
-            sequences = _scan_cell(g, cfg, projected, initial, cell)  # per state kind (S, B, H)
-            for which, sequence in zip("hc", sequences):
-                final = g.op("GatherElements", sequence, last_position, axis=0)  # (1, B, H)
-                layer_finals[which].append(g.op("Squeeze", final, g.ints([0])))
-            output = sequences[0]
+            output = _scan_cell(g, cfg, projected, initial, cell)  # (S, B, H): h at every position
+            final = g.op("GatherElements", output, last_position, axis=0)  # (1, B, H)
+            layer_finals.append(g.op("Squeeze", final, g.ints([0])))
             if reverse:
                 output = g.op("ReverseSequence", output, lengths, batch_axis=1, time_axis=0)
             outputs.append(output)
         x = outputs[0] if len(outputs) == 1 else g.op("Concat", *outputs, axis=2)  # (S, B, enc_out)
-        for which, per_direction in layer_finals.items():
-            if per_direction:
-                per_row = per_direction[0] if len(per_direction) == 1 else g.op("Concat", *per_direction, axis=1)
-                finals[which].append(g.op("Unsqueeze", per_row, g.ints([0])))  # (1, B, enc_out)
+        per_row = layer_finals[0] if len(layer_finals) == 1 else g.op("Concat", *layer_finals, axis=1)
+        finals["h"].append(g.op("Unsqueeze", per_row, g.ints([0])))  # (1, B, enc_out)
     return x, finals
 
 
-def _scan_cell(g: GraphBuilder, cfg: Seq2SeqConfig, projected: str, initial: str, cell: CellWeights) -> list[str]:
-    """Run the primitive cell over time: projected (S, B, G·H) input projections → the h (and, for an LSTM, c) of
-    every position, each (S, B, H)."""
-    hidden, lstm = cfg.hidden_size, cfg.cell == "lstm"
+def _scan_cell(g: GraphBuilder, cfg: Seq2SeqConfig, projected: str, initial: str, cell: CellWeights) -> str:
+    """Run the primitive GRU cell over time: projected (S, B, 3H) input projections → h at every position (S, B, H)."""
+    hidden = cfg.hidden_size
     body = g.subgraph("cell")
     h = body.input(body.prefix + "h", "float32", ["batch", hidden])
-    c = body.input(body.prefix + "c", "float32", ["batch", hidden]) if lstm else None
     gi = body.input(body.prefix + "gi", "float32", ["batch", cell.recurrent_weight.shape[0]])
-    new_h, new_c = _primitive_cell(body, cfg, gi, h, c, cell)  # each (B, H)
-    states = [new_h] + ([new_c] if lstm else [])
-    for value in states:  # carried state: the node's own output, no copy
-        body.expose(value, "float32", ["batch", hidden])
-    for kind, value in zip("hc", states):  # the same values once more, as the Scan's per-position outputs
-        body.output(value, body.prefix + "all_" + kind, "float32", ["batch", hidden])
-    scan_outputs = g.op_multi("Scan", 2 * len(states), *([initial] * len(states)), projected, body=body.graph(),
-                              num_scan_inputs=1)
-    return scan_outputs[len(states):]
+    new_h, _ = _primitive_cell(body, cfg, gi, h, None, cell)  # (B, H)
+    body.expose(new_h, "float32", ["batch", hidden])  # the carried state: the node's own output, no copy
+    body.output(new_h, body.prefix + "all_h", "float32", ["batch", hidden])  # once more, as the per-position output
+    return g.op_multi("Scan", 2, initial, projected, body=body.graph(), num_scan_inputs=1)[1]
 
 
 def build_decoder_step(model: Seq2Seq, *, plain: bool = False) -> ExportedGraph:

@@ -9,11 +9,14 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .bundle import Bundle, BundleError
 from .config import GenerationOptions
 from .sessions import DeviceError, import_onnxruntime
+
+if TYPE_CHECKING:
+    from .model import Seq2SeqModel
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,7 +104,7 @@ def add_session_flags(parser: argparse.ArgumentParser) -> None:
                         help="on CUDA, replay the decoder step as captured CUDA graphs (no effect on the CPU)")
 
 
-def load_model(args: argparse.Namespace) -> Any:
+def load_model(args: argparse.Namespace) -> Seq2SeqModel:
     """The model the session flags ask for."""
     from .model import load
 

@@ -221,6 +221,7 @@ class BoundRunner:
                                   for role, value in values.items()))
 
     def key(self) -> tuple:
+        """key_of the shapes this runner holds now (compaction may have changed them)."""
         return self.key_of(self._buffers[0], self._statics, self.with_attention)
 
     def reset(self, states: dict[str, np.ndarray], statics: dict[str, np.ndarray]) -> bool:

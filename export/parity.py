@@ -78,6 +78,7 @@ def check_parity(checkpoint: Checkpoint, encoder: ExportedGraph, decoder: Export
     encoder_session, decoder_session = session(encoder), session(decoder)
     report = ParityReport(tolerance)
     eos, start = checkpoint.target_vocab.id_of("eos"), start_id(cfg, checkpoint.target_vocab)
+    top_k = min(4, cfg.target_vocab_size)
     pad = checkpoint.source_vocab.id_of("pad")
     for batch in parity_batches(source_ids):
         lengths = np.array([len(s) for s in batch], dtype=np.int64)  # (B,)
@@ -98,12 +99,17 @@ def check_parity(checkpoint: Checkpoint, encoder: ExportedGraph, decoder: Export
         for step in range(max_steps):
             with torch.no_grad():
                 log_probs, torch_states, _ = model.decoder(torch.from_numpy(previous), torch_states, statics)
-            feeds = {io.name: previous if io.role == roles.PREVIOUS_IDS else onnx_values[io.role]
+            controls = {roles.PREVIOUS_IDS: previous, roles.TOP_K: np.array([top_k], dtype=np.int64)}
+            feeds = {io.name: controls[io.role] if io.role in controls else onnx_values[io.role]
                      for io in decoder.inputs}
             outputs = dict(zip([o.role for o in decoder.outputs], decoder_session.run(None, feeds)))
             step_shape = f"{shape}, step {step}"
             _compare(report, "decoder_step", roles.LOG_PROBS, log_probs.numpy(), outputs[roles.LOG_PROBS], step_shape,
                      len(batch), ids.shape[1])
+            if roles.TOP_LOG_PROBS in outputs:  # the in-graph candidates of beam search: the best log-probs, in order
+                best = -np.sort(-log_probs.numpy(), axis=1)[:, :top_k]  # (B, top_k)
+                _compare(report, "decoder_step", roles.TOP_LOG_PROBS, best, outputs[roles.TOP_LOG_PROBS], step_shape,
+                         len(batch), ids.shape[1])
             torch_next, onnx_next = log_probs.argmax(1).numpy(), outputs[roles.LOG_PROBS].argmax(1)
             if not np.array_equal(torch_next[~finished], onnx_next[~finished]):
                 _fail(report, f"decoder_step: greedy ids differ at {step_shape}: torch {torch_next.tolist()} "

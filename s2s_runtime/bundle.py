@@ -223,10 +223,11 @@ def _tensor_spec(role: str, entry: object, where: str) -> TensorSpec:
 
 
 def _check_contract(graphs: dict[str, GraphSpec]) -> None:
-    """The encoder must provide every decoder-step input but previous_ids, and each state output must feed back."""
+    """The encoder must provide every decoder-step input but the control inputs, and each state output must feed
+    back."""
     encoder, step = graphs["encoder"], graphs["decoder_step"]
     for role, spec in step.inputs.items():
-        if role == roles.PREVIOUS_IDS:
+        if role in roles.CONTROL_INPUTS:
             continue
         if role not in encoder.outputs:
             raise _fail(f"graphs.decoder_step.inputs.{role} is not produced by the encoder")

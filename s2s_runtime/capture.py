@@ -79,12 +79,14 @@ class BufferSet:
 
     rows: int
     source: int | None
+    top_k: int
     states: tuple[dict[str, Any], dict[str, Any]]  # per parity: a step with parity p reads states[p], writes [1 - p]
     ids: tuple[Any, Any]                           # previous ids, chained like the states when the graph selects
     statics: dict[str, Any]
-    outputs: dict[str, Any]                        # log-probs, next log-probs, attention: read after each step
+    outputs: dict[str, Any]                        # log-probs, next log-probs, top-k, attention: read after a step
     bindings: tuple[Any, Any]
     run_options: tuple[Any, Any]                   # each parity's gpu_graph_id
+    top_k_input: Any                               # the (1,) top_k input when the graph ranks, else None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -103,8 +105,8 @@ class GraphCapture:
         self._lock = threading.Lock()
         self._ort = import_onnxruntime()
 
-    def runner(self, states: dict[str, np.ndarray], statics: dict[str, np.ndarray], with_attention: bool
-               ) -> CapturedRunner | None:
+    def runner(self, states: dict[str, np.ndarray], statics: dict[str, np.ndarray], with_attention: bool,
+               top_k: int = 1) -> CapturedRunner | None:
         role, value = next(iter(states.items()))
         rows = value.shape[self.graph.batch_axes[role]]
         bucket = row_bucket(rows)
@@ -112,7 +114,7 @@ class GraphCapture:
             return None
         lengths = [value.shape[_source_axis(self.graph.spec.inputs[role])] for role, value in statics.items()
                    if _source_axis(self.graph.spec.inputs[role]) is not None]
-        key = (bucket, source_bucket(lengths[0]) if lengths else None)
+        key = (bucket, source_bucket(lengths[0]) if lengths else None, top_k)
         with self._lock:
             if key not in self._sets:
                 self._sets[key] = self._buffer_set(*key, first_graph_id=1 + 2 * len(self._sets))
@@ -121,24 +123,31 @@ class GraphCapture:
             return None
         return CapturedRunner(self, buffers, states, statics, rows, lengths[0] if lengths else None, with_attention)
 
-    def _buffer_set(self, rows: int, source: int | None, first_graph_id: int) -> BufferSet:
+    def _buffer_set(self, rows: int, source: int | None, top_k: int, first_graph_id: int) -> BufferSet:
         spec = self.graph.spec
+        sizes = {roles.BATCH_DIM: rows, roles.SOURCE_DIM: source, roles.TOP_K: top_k}
 
         def tensor(io: TensorSpec) -> Any:
-            shape = [rows if d == roles.BATCH_DIM else source if d == roles.SOURCE_DIM else d for d in io.shape]
+            shape = [sizes.get(d, d) for d in io.shape]
             return self._ort.OrtValue.ortvalue_from_shape_and_type(shape, NP_DTYPES[io.dtype], self.device_type,
                                                                     self.device_id)
 
         states = tuple({role: tensor(spec.inputs[role]) for role in self.graph.state_roles} for _ in range(2))
         ids = tuple(tensor(spec.inputs[roles.PREVIOUS_IDS]) for _ in range(2))
         statics = {role: tensor(io) for role, io in spec.inputs.items()
-                   if role != roles.PREVIOUS_IDS and not roles.is_state(role)}
+                   if role not in roles.CONTROL_INPUTS and not roles.is_state(role)}
         outputs = {role: tensor(io) for role, io in spec.outputs.items()
                    if role != roles.NEXT_IDS and not roles.is_state(role)}
         bindings, run_options = [], []
+        top_k_input = None
+        if self.graph.ranks:  # a constant input, but bound like the rest: a captured graph reads fixed addresses
+            top_k_input = self._ort.OrtValue.ortvalue_from_numpy(np.array([top_k], dtype=np.int64), self.device_type,
+                                                                self.device_id)
         for parity in (0, 1):
             binding = self.graph.session.io_binding()
             binding.bind_ortvalue_input(spec.inputs[roles.PREVIOUS_IDS].name, ids[parity])
+            if top_k_input is not None:
+                binding.bind_ortvalue_input(spec.inputs[roles.TOP_K].name, top_k_input)
             if self.graph.selects:  # the chosen ids become the next step's previous ids without leaving the device
                 binding.bind_ortvalue_output(spec.outputs[roles.NEXT_IDS].name, ids[1 - parity])
             for role in self.graph.state_roles:
@@ -152,7 +161,8 @@ class GraphCapture:
             options.add_run_config_entry("gpu_graph_id", str(first_graph_id + parity))
             bindings.append(binding)
             run_options.append(options)
-        return BufferSet(rows, source, states, ids, statics, outputs, tuple(bindings), tuple(run_options))
+        return BufferSet(rows, source, top_k, states, ids, statics, outputs, tuple(bindings), tuple(run_options),
+                         top_k_input)
 
 
 class CapturedRunner:
@@ -162,6 +172,7 @@ class CapturedRunner:
                  statics: dict[str, np.ndarray], rows: int, source_length: int | None, with_attention: bool):
         self.graph, self._gather, self._buffers = capture.graph, capture.gather, buffers
         self.selects = self.graph.selects
+        self.top_k = buffers.top_k if self.graph.ranks else 0
         self._rows, self._source_length, self._with_attention = rows, source_length, with_attention
         inputs = self.graph.spec.inputs
         for role, value in states.items():
@@ -198,6 +209,16 @@ class CapturedRunner:
         self._run()
         chosen = self._buffers.ids[self._parity].numpy()[:self._rows]  # written by the step just run
         return chosen, self._buffers.outputs[roles.NEXT_LOG_PROBS].numpy()[:self._rows]
+
+    def top_k_step(self, previous_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        self._write_ids(previous_ids)
+        self._run()
+        outputs = self._buffers.outputs
+        values = outputs[roles.TOP_LOG_PROBS].numpy()[:self._rows]  # (rows, top_k)
+        ids = outputs[roles.TOP_IDS].numpy()[:self._rows]
+        if not self._with_attention:
+            return values, ids, None
+        return values, ids, outputs[roles.ATTENTION].numpy()[:self._rows, :self._source_length]
 
     def select(self, rows: np.ndarray) -> None:
         """Keep `rows` at the top of the same bucket: gather the current states into the other parity's buffers

@@ -50,8 +50,14 @@ class StepGraph:
         """Whether the graph also outputs its greedy choice (next_ids, next_log_probs): optimized exports do."""
         return roles.NEXT_IDS in self.spec.outputs and roles.NEXT_LOG_PROBS in self.spec.outputs
 
-    def output_names(self, with_attention: bool) -> list[str]:
-        wanted = [roles.LOG_PROBS, *self.state_roles] + ([roles.ATTENTION] if with_attention else [])
+    @property
+    def ranks(self) -> bool:
+        """Whether the graph also outputs each row's top_k best tokens (top_log_probs, top_ids): optimized exports do."""
+        return roles.TOP_K in self.spec.inputs and roles.TOP_IDS in self.spec.outputs
+
+    def output_names(self, first: tuple[str, ...], with_attention: bool) -> list[str]:
+        """Names of the outputs `first`, then the states, then (if asked) the attention."""
+        wanted = [*first, *self.state_roles] + ([roles.ATTENTION] if with_attention else [])
         return [self.spec.outputs[role].name for role in wanted]
 
 
@@ -59,20 +65,21 @@ class ArrayRunner:
     """Runs the step with `session.run`; states and statics are numpy arrays."""
 
     def __init__(self, graph: StepGraph, states: dict[str, np.ndarray], statics: dict[str, np.ndarray],
-                 with_attention: bool):
+                 with_attention: bool, top_k: int = 1):
         self.graph, self.states, self.statics = graph, states, statics
         self.with_attention = with_attention
         self.selects = graph.selects
-        self._names = graph.output_names(with_attention)
-        outputs = graph.spec.outputs
-        self._greedy_names = [outputs[r].name for r in (roles.NEXT_IDS, roles.NEXT_LOG_PROBS, *graph.state_roles)
-                              if r in outputs]
+        self.top_k = top_k if graph.ranks else 0
+        self._names = graph.output_names((roles.LOG_PROBS,), with_attention)
+        self._greedy_names = graph.output_names((roles.NEXT_IDS, roles.NEXT_LOG_PROBS), False) if self.selects else []
+        self._top_names = graph.output_names((roles.TOP_LOG_PROBS, roles.TOP_IDS), with_attention) if self.top_k else []
         self._feed_names = {role: io.name for role, io in graph.spec.inputs.items()}
+        self._controls = {roles.TOP_K: np.array([max(top_k, 1)], dtype=np.int64)} if graph.ranks else {}
         self._previous = np.zeros(0, dtype=np.int64)
 
     def _run(self, names: list[str], previous_ids: np.ndarray) -> list[np.ndarray]:
         feeds = {self._feed_names[roles.PREVIOUS_IDS]: previous_ids}
-        for values in (self.states, self.statics):
+        for values in (self.states, self.statics, self._controls):
             feeds.update({self._feed_names[role]: value for role, value in values.items()})
         return self.graph.session.run(names, feeds)
 
@@ -86,6 +93,11 @@ class ArrayRunner:
                                                       self._previous if previous_ids is None else previous_ids)
         self.states, self._previous = dict(zip(self.graph.state_roles, states)), next_ids
         return next_ids, next_log_probs
+
+    def top_k_step(self, previous_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        values, ids, *rest = self._run(self._top_names, previous_ids)
+        self.states = dict(zip(self.graph.state_roles, rest))
+        return values, ids, rest[-1] if self.with_attention else None
 
     def select(self, rows: np.ndarray) -> None:
         self.states = take_rows(self.states, rows, self.graph.batch_axes)
@@ -130,10 +142,12 @@ class BoundRunner:
     """
 
     def __init__(self, graph: StepGraph, states: dict[str, np.ndarray], statics: dict[str, np.ndarray],
-                 with_attention: bool, *, device_type: str = "cpu", device_id: int = 0,
+                 with_attention: bool, *, top_k: int = 1, device_type: str = "cpu", device_id: int = 0,
                  gather: DeviceGather | None = None):
         self.graph, self.with_attention = graph, with_attention
         self.selects = graph.selects
+        self.top_k = top_k if graph.ranks else 0
+        self._top_k_input = np.array([max(top_k, 1)], dtype=np.int64)
         self.device_type, self.device_id, self._gather = device_type, device_id, gather
         self._ort = import_onnxruntime()
         self._in = {role: io.name for role, io in graph.spec.inputs.items()}
@@ -197,10 +211,16 @@ class BoundRunner:
         if self.with_attention:
             source_length = self._shape(self._statics[roles.MEMORY_BIAS])[1]
             self._attention = np.empty((self._rows, source_length), dtype=np.float32)
+        width = int(self._top_k_input[0])  # (rows, top_k) candidates: log-probs and ids
+        self._top = (np.empty((self._rows, width), dtype=np.float32), np.empty((self._rows, width), dtype=np.int64))
         self._bindings = []
         for parity in (0, 1):
             binding = self.graph.session.io_binding()
             self._bind(binding, self._in[roles.PREVIOUS_IDS], self._ids[parity])
+            if self.graph.ranks:
+                self._bind(binding, self._in[roles.TOP_K], self._top_k_input)
+                self._bind(binding, self._out[roles.TOP_LOG_PROBS], self._top[0], output=True)
+                self._bind(binding, self._out[roles.TOP_IDS], self._top[1], output=True)
             if self.graph.selects:
                 self._bind(binding, self._out[roles.NEXT_IDS], self._ids[1 - parity], output=True)
                 self._bind(binding, self._out[roles.NEXT_LOG_PROBS], self._next_log_probs, output=True)
@@ -215,14 +235,14 @@ class BoundRunner:
             self._bindings.append(binding)
 
     @classmethod
-    def key_of(cls, states: dict[str, Any], statics: dict[str, Any], with_attention: bool) -> tuple:
+    def key_of(cls, states: dict[str, Any], statics: dict[str, Any], with_attention: bool, top_k: int) -> tuple:
         """The shapes a runner must hold for `reset` to take these states and statics."""
-        return (with_attention, *((role, cls._shape(value)) for values in (states, statics)
-                                  for role, value in values.items()))
+        return (with_attention, top_k, *((role, cls._shape(value)) for values in (states, statics)
+                                         for role, value in values.items()))
 
     def key(self) -> tuple:
         """key_of the shapes this runner holds now (compaction may have changed them)."""
-        return self.key_of(self._buffers[0], self._statics, self.with_attention)
+        return self.key_of(self._buffers[0], self._statics, self.with_attention, int(self._top_k_input[0]))
 
     def reset(self, states: dict[str, np.ndarray], statics: dict[str, np.ndarray]) -> bool:
         """Start a new batch in the existing buffers and bindings if every shape matches (then True): a service
@@ -252,6 +272,13 @@ class BoundRunner:
             self._ids[self._parity][:] = previous_ids
         self._run()
         return self._ids[self._parity], self._next_log_probs
+
+    def top_k_step(self, previous_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """One step returning each row's top_k best (log-probs, ids), best first, and the attention (or None); all
+        valid until the next step."""
+        self._ids[self._parity][:] = previous_ids
+        self._run()
+        return self._top[0], self._top[1], self._attention
 
     def _run(self) -> None:
         self.graph.session.run_with_iobinding(self._bindings[self._parity])

@@ -21,7 +21,7 @@ from .config import GenerationOptions
 from .capture import GraphCapture
 from .decoder import ArrayRunner, BoundRunner, DeviceGather, StepGraph, take_rows
 from .search import (Candidate, DecoderRunner, RowLimits, beam_search, chooses_in_graph, greedy_in_graph,
-                     normalized_score, run_sample_search, sample_search)
+                     needs_full_log_probs, normalized_score, run_sample_search, sample_search)
 from .sessions import DeviceError, SessionSettings, create_capture_session, create_sessions, cuda_works, parse_device
 
 if TYPE_CHECKING:
@@ -403,7 +403,7 @@ class Seq2SeqModel:
                         axis = spec.shape.index(roles.SOURCE_DIM)
                         target[axis] = slice(0, value.shape[axis])
                     encoded[role][tuple(target)] = value
-        needed = [r for r in self._step_spec.inputs if r != roles.PREVIOUS_IDS]
+        needed = [r for r in self._step_spec.inputs if r not in roles.CONTROL_INPUTS]
         states = {r: encoded[r] for r in needed if roles.is_state(r)}
         statics = {r: encoded[r] for r in needed if not roles.is_state(r)}
         return states, statics, lengths
@@ -433,15 +433,15 @@ class Seq2SeqModel:
         return np.full(shape, self._mask_value, dtype=value.dtype)
 
     @contextmanager
-    def _runner(self, states: dict[str, np.ndarray], statics: dict[str, np.ndarray], with_attention: bool
-                ) -> Iterator[DecoderRunner]:
+    def _runner(self, states: dict[str, np.ndarray], statics: dict[str, np.ndarray], with_attention: bool,
+                top_k: int = 1) -> Iterator[DecoderRunner]:
         """A runner for one batch. Bound runners are kept per thread, by the shapes they hold, and reused by the next
         batch of the same shapes (a service decoding single inputs meets a handful of source lengths); one in use is
         never shared."""
         if not self._io_binding:
-            yield ArrayRunner(self._step_graph, states, statics, with_attention)
+            yield ArrayRunner(self._step_graph, states, statics, with_attention, top_k)
             return
-        captured = None if self._capture is None else self._capture.runner(states, statics, with_attention)
+        captured = None if self._capture is None else self._capture.runner(states, statics, with_attention, top_k)
         if captured is not None:  # else too many rows for a bucket, or its buffers are busy in another thread
             try:
                 yield captured
@@ -449,11 +449,11 @@ class Seq2SeqModel:
                 captured.release()
             return
         idle = self._idle_runners.__dict__.setdefault("runners", OrderedDict())  # by shapes, least recent first
-        runner = idle.pop(BoundRunner.key_of(states, statics, with_attention), None)
+        runner = idle.pop(BoundRunner.key_of(states, statics, with_attention, top_k), None)
         if runner is None or not runner.reset(states, statics):
             device_type, _, device_id = self.placement.device.partition(":")
-            runner = BoundRunner(self._step_graph, states, statics, with_attention, device_type=device_type,
-                                 device_id=int(device_id or 0), gather=self._gather)
+            runner = BoundRunner(self._step_graph, states, statics, with_attention, top_k=top_k,
+                                 device_type=device_type, device_id=int(device_id or 0), gather=self._gather)
         yield runner
         idle[runner.key()] = runner  # only after a clean finish: an abandoned stream keeps its own
         if len(idle) > IDLE_RUNNERS_PER_THREAD:
@@ -467,7 +467,10 @@ class Seq2SeqModel:
         if options.strategy == "beam":
             copies = np.repeat(np.arange(len(items)), options.beam)  # beam_search wants each input beam times
             states, statics = take_rows(states, copies, self._batch_axes), take_rows(statics, copies, self._batch_axes)
-            with self._runner(states, statics, with_attention) as runner:
+            top_k = 1  # rank in the graph when it can and nothing needs the full log-probs (see beam_search)
+            if self._step_graph.ranks and not needs_full_log_probs(limits, options, decoding.suppressed):
+                top_k = min(2 * options.beam, self._step_spec.outputs[roles.LOG_PROBS].shape[-1])
+            with self._runner(states, statics, with_attention, top_k) as runner:
                 return beam_search(runner, start_id=self.bundle.start_id, eos_id=self.bundle.eos_id, limits=limits,
                                    options=options, suppressed=decoding.suppressed, collect_attention=with_attention)
         if options.strategy == "greedy" and chooses_in_graph(self._step_graph.selects, limits, options,

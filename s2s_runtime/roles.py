@@ -2,8 +2,8 @@
 
 The manifest maps each role to a graph's real input/output name, so the runtime binds by role and never guesses
 from names. Roles starting with `state.` are recurrent: the decoder step's output of that role becomes its input at
-the next step. The encoder outputs every decoder-step input except `previous_ids`: the initial states and the
-per-sequence statics.
+the next step. The encoder outputs every decoder-step input except the control inputs (`previous_ids`, `top_k`): the
+initial states and the per-sequence statics.
 """
 
 SOURCE_IDS = "source_ids"          # encoder input  (batch, source_length) int64
@@ -13,6 +13,10 @@ LOG_PROBS = "log_probs"            # decoder output (batch, target_vocab) float
 ATTENTION = "attention"            # decoder output (batch, source_length) float, attention models only
 NEXT_IDS = "next_ids"              # decoder output (batch,) int64: argmax of log_probs (optimized graphs)
 NEXT_LOG_PROBS = "next_log_probs"  # decoder output (batch,) float: its log-prob (optimized graphs)
+TOP_K = "top_k"                    # decoder input  (1,) int64: how many best tokens per row to return (optimized)
+TOP_LOG_PROBS = "top_log_probs"    # decoder output (batch, top_k) float: the best log-probs, best first (optimized)
+TOP_IDS = "top_ids"                # decoder output (batch, top_k) int64: their token ids (optimized)
+CONTROL_INPUTS = (PREVIOUS_IDS, TOP_K)  # decoder inputs the runtime feeds; the encoder provides all the others
 
 STATE_H = "state.h"        # (layers, batch, hidden)
 STATE_C = "state.c"        # (layers, batch, hidden), LSTM only

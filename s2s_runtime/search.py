@@ -22,12 +22,17 @@ class DecoderRunner(Protocol):
     """The decoder as the search drives it (implementations: s2s_runtime.decoder)."""
 
     selects: bool  # whether greedy_step is available (the graph chooses the next token itself)
+    top_k: int     # how many candidates per row top_k_step returns (0: not available)
 
     def step(self, previous_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """previous_ids (rows,) → log-probs (rows, vocab) and attention (rows, source_length) or None."""
 
     def greedy_step(self, previous_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """One step choosing the argmax in the graph → (next ids, their log-probs); None continues the chain."""
+
+    def top_k_step(self, previous_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Like step, but only each row's top_k best log-probs and their ids, both (rows, top_k) and best first
+        (equal values: lower id first), and the attention or None."""
 
     def select(self, rows: np.ndarray) -> None:
         """Keep only `rows` (indices into the current rows; may reorder or repeat) of every cached tensor."""
@@ -248,14 +253,18 @@ def sample_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: 
                       attention[row]) for row in range(len(limits))]
 
 
+def needs_full_log_probs(limits: list[RowLimits], options: GenerationOptions, suppressed: np.ndarray) -> bool:
+    """Whether the search must see every token's log-prob: constraints, suppressed tokens, min lengths and forced
+    prefixes rewrite or override them, so the graph's own choice or top candidates would not do."""
+    return bool(options.has_constraints or suppressed.size or any(lim.min_length or lim.prefix for lim in limits))
+
+
 def chooses_in_graph(selects: bool, limits: list[RowLimits], options: GenerationOptions, suppressed: np.ndarray,
                      collect_attention: bool) -> bool:
     """Whether greedy decoding can let the graph choose each token: only (rows,) ids and log-probs leave it, and the
-    ids chain from one step to the next inside the runner's bound buffers. Not with constraints, min lengths,
-    forced prefixes or attention, which need the full log-probs. `selects`: the step graph outputs its choice."""
-    needs_log_probs = options.has_constraints or suppressed.size or collect_attention or \
-        any(lim.min_length or lim.prefix for lim in limits)
-    return selects and not needs_log_probs
+    ids chain from one step to the next inside the runner's bound buffers. Not when the search needs the full
+    log-probs, nor with attention. `selects`: the step graph outputs its choice."""
+    return selects and not (collect_attention or needs_full_log_probs(limits, options, suppressed))
 
 
 def greedy_in_graph(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: list[RowLimits]
@@ -320,7 +329,9 @@ def beam_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: li
     length (the unfinished beams then compete with the finished hypotheses). Each step, every live beam is extended by
     every token; the 2 × beam_size best extensions by summed log-prob (ties: earlier beam, then lower id) are visited
     best first: an eos extension becomes a finished hypothesis, any other extension a live beam, until beam_size live
-    beams are found.
+    beams are found. Only each beam's own 2 × beam_size best tokens can be among those, so when the runner ranks in
+    the graph (runner.top_k, which must then be min(2 × beam_size, vocab)) and nothing needs the full log-probs, only
+    those candidates leave the graph.
     """
     beam, inputs = options.beam, len(limits)
     finished: list[list[Candidate]] = [[] for _ in range(inputs)]
@@ -333,28 +344,33 @@ def beam_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: li
     rows.scores[np.arange(row_input.size) % beam != 0] = -np.inf
     attention: list[list[np.ndarray]] = [[] for _ in row_input]
     previous = np.full(row_input.size, start_id, dtype=np.int64)
+    ranked_in_graph = runner.top_k > 0 and not needs_full_log_probs(limits, options, suppressed)
     while row_input.size:
-        raw, weights = runner.step(previous)  # (rows, vocab)
-        vocab = raw.shape[1]
-        processed = constrain(raw, rows, options, eos_id, suppressed)
-        forced, prefix_token = forced_tokens(rows)
-        if forced.any():  # inside a forced prefix a row has one allowed token, scored by the model
-            only = np.full((int(forced.sum()), vocab), -np.inf)
-            only[np.arange(len(only)), prefix_token[forced]] = raw[forced, prefix_token[forced]]
-            processed = processed.astype(np.float64, copy=True)
-            processed[forced] = only
-        totals = rows.scores[:, None] + processed  # (rows, vocab)
-        # Lay rows out as (input, beam slot, vocab) so each input's candidates are one flat, ordered row.
+        if ranked_in_graph:  # each row's best candidates, (rows, top_k): `candidate_ids` maps them to tokens
+            processed, candidate_ids, weights = runner.top_k_step(previous)
+        else:
+            raw, weights = runner.step(previous)  # (rows, vocab)
+            processed, candidate_ids = constrain(raw, rows, options, eos_id, suppressed), None
+            forced, prefix_token = forced_tokens(rows)
+            if forced.any():  # inside a forced prefix a row has one allowed token, scored by the model
+                only = np.full((int(forced.sum()), raw.shape[1]), -np.inf)
+                only[np.arange(len(only)), prefix_token[forced]] = raw[forced, prefix_token[forced]]
+                processed = processed.astype(np.float64, copy=True)
+                processed[forced] = only
+        width = processed.shape[1]
+        totals = rows.scores[:, None] + processed  # (rows, width)
+        # Lay rows out as (input, beam slot, candidate) so each input's candidates are one flat, ordered row.
         slot = np.arange(len(row_input)) - np.searchsorted(row_input, row_input)  # rank among its input's rows
-        grid = np.full((inputs, beam, vocab), -np.inf)
+        grid = np.full((inputs, beam, width), -np.inf)
         grid[row_input, slot] = totals
-        flat = grid.reshape(inputs, beam * vocab)
+        flat = grid.reshape(inputs, beam * width)
         order = np.argsort(-flat, axis=1, kind="stable")[:, :2 * beam]  # (inputs, 2·beam)
         best = np.take_along_axis(flat, order, axis=1)
         source_row = np.full((inputs, beam), -1)
         source_row[row_input, slot] = np.arange(len(row_input))
-        parent = source_row[np.arange(inputs)[:, None], order // vocab]  # (inputs, 2·beam) row index or -1
-        token = order % vocab
+        parent = source_row[np.arange(inputs)[:, None], order // width]  # (inputs, 2·beam) row index or -1
+        safe_parent = np.where(parent >= 0, parent, 0)
+        token = order % width if candidate_ids is None else candidate_ids[safe_parent, order % width]
         valid = np.isfinite(best) & (parent >= 0)
         is_eos = token == eos_id
         # Visit candidates best first until `beam` non-eos survivors: a candidate counts if fewer than `beam`
@@ -362,7 +378,6 @@ def beam_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: li
         non_eos = valid & ~is_eos
         before = np.cumsum(non_eos, axis=1) - non_eos
         visited = valid & (before < beam)
-        safe_parent = np.where(parent >= 0, parent, 0)
         parent_length = rows.lengths[safe_parent]
         at_limit = parent_length + 1 >= rows.max_lengths[safe_parent]
         ends = visited & is_eos

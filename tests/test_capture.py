@@ -59,6 +59,24 @@ def test_captured_greedy_chain_equals_the_bound_runner(model):
         np.testing.assert_allclose(lp_a, lp_b, rtol=1e-5, atol=1e-6)
 
 
+def test_captured_ranked_candidates_equal_the_bound_runner(model):
+    states, statics, _ = model._encode([[3, 4, 5], [6, 7], [8, 9, 10, 11]])
+    reference = BoundRunner(model._step_graph, states, statics, True, top_k=4)
+    runner = cpu_capture(model).runner(states, statics, True, top_k=4)
+    previous = np.array([2, 2, 2])
+    for step in range(4):
+        expected, got = reference.top_k_step(previous), runner.top_k_step(previous)
+        np.testing.assert_array_equal(got[1], expected[1])
+        for a, b in ((got[0], expected[0]), (got[2], expected[2])):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        previous = expected[1][:, 0].copy()  # a copy: the runner rewrites its candidate buffers at every step
+        if step == 1:  # beam-style reorder with repeats
+            for runner_ in (reference, runner):
+                runner_.select(np.array([2, 2, 0]))
+            previous = previous[[2, 2, 0]]
+    runner.release()
+
+
 def test_generation_with_capture_reuses_fixed_buffers_and_matches(model):
     plain = s2s_runtime.load(model.bundle.root, device="cpu")
     captured = s2s_runtime.load(model.bundle.root, device="cpu")

@@ -92,3 +92,35 @@ def test_runners_are_reused_per_shape(model, monkeypatch):
     expected = [r.ids for r in plain.generate(sources, max_batch_size=1)]
     assert [fresh.generate(s)[0].ids for s in sources] == expected
     assert len(created) <= 3  # one per source length (the GRU model without attention even shares one)
+
+
+def test_ranked_candidates_are_the_best_log_probs_in_order(model):
+    """top_k_step (beam search's in-graph candidates) returns what sorting the full log-probs gives, and the states
+    follow the ids fed, whichever runner."""
+    states, statics, _ = model._encode([[3, 4, 5], [6, 7], [8, 9, 10, 11]])
+    graph = model._step_graph
+    assert graph.ranks
+    for runner in (ArrayRunner(graph, states, statics, True, top_k=4),
+                   BoundRunner(graph, states, statics, True, top_k=4)):
+        reference, previous = ArrayRunner(graph, states, statics, True), np.array([2, 2, 2])
+        for _ in range(4):
+            log_probs, attention = reference.step(previous)
+            values, ids, weights = runner.top_k_step(previous)
+            order = np.argsort(-log_probs, axis=1, kind="stable")[:, :4]  # (rows, 4)
+            np.testing.assert_array_equal(ids, order)
+            np.testing.assert_array_equal(values, np.take_along_axis(log_probs, order, axis=1))
+            np.testing.assert_array_equal(weights, attention)
+            previous = order[:, 1].copy()  # not the argmax: the states must follow the ids fed
+
+
+def test_beam_search_ranks_in_the_graph_unless_it_needs_the_full_log_probs(model, monkeypatch):
+    calls = {"step": 0, "top_k_step": 0}
+    for name in calls:
+        real = getattr(BoundRunner, name)
+        monkeypatch.setattr(BoundRunner, name, lambda self, *a, _real=real, _name=name: (
+            calls.__setitem__(_name, calls[_name] + 1), _real(self, *a))[1])
+    fresh = s2s_runtime.load(model.bundle.root, device="cpu")
+    fresh.generate(["abc", "de"], strategy="beam", beam_size=3)
+    assert calls["top_k_step"] > 0 and calls["step"] == 0
+    fresh.generate(["abc", "de"], strategy="beam", beam_size=3, no_repeat_ngram_size=2)
+    assert calls["step"] > 0

@@ -39,8 +39,8 @@ def encode_both(checkpoint, sources):
                                                                      torch.from_numpy(lengths)).items()}
     got = dict(zip([o.role for o in encoder.outputs], session(encoder).run(None, {"source_ids": ids,
                                                                                    "source_lengths": lengths})))
-    feeds = {io.name: np.full(len(sources), 2) if io.role == roles.PREVIOUS_IDS else got[io.role]
-             for io in decoder.inputs}
+    controls = {roles.PREVIOUS_IDS: np.full(len(sources), 2), roles.TOP_K: np.array([3])}
+    feeds = {io.name: controls[io.role] if io.role in controls else got[io.role] for io in decoder.inputs}
     step = dict(zip([o.role for o in decoder.outputs], session(decoder).run(None, feeds)))
     return expected, got, step
 

@@ -16,6 +16,7 @@ class FakeRunner:
     """A DecoderRunner over a pure function of (previous ids, states, statics), with numpy row selection."""
 
     selects = False  # no in-graph selection: the search chooses from the log-probs
+    top_k = 0
 
     def __init__(self, step, states, statics):
         self.step_fn, self.states, self.statics = step, states, statics
@@ -46,6 +47,23 @@ class FakeSelectingRunner(FakeRunner):
     def select(self, rows):
         super().select(rows)
         self.chained = self.chained[rows]
+
+
+class FakeRankingRunner(FakeRunner):
+    """A FakeRunner that also ranks in the "graph": each row's top_k log-probs, best first, equal values lower id
+    first (what ONNX TopK does)."""
+
+    def __init__(self, step, states, statics, top_k):
+        super().__init__(step, states, statics)
+        self.top_k = top_k
+
+    def step(self, previous):
+        raise AssertionError("beam search should use the ranked candidates")
+
+    def top_k_step(self, previous):
+        log_probs, self.states = self.step_fn(previous, self.states, self.statics)
+        order = np.argsort(-log_probs, axis=1, kind="stable")[:, :self.top_k]  # (rows, top_k)
+        return np.take_along_axis(log_probs, order, axis=1), order, None
 
 
 def table_step(tables):
@@ -174,6 +192,26 @@ def test_beam_results_are_sorted_and_beam_one_is_greedy():
     for n_best in beam(runner(), limits, options):
         normalized = [h.score / (len(h.ids) + h.finished) for h in n_best]
         assert normalized == sorted(normalized, reverse=True) and len(n_best) == 5
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.lists(st.sampled_from([-3.0, -2.0, -1.0, -0.5]), min_size=VOCAB, max_size=VOCAB),
+                         min_size=1, max_size=6), min_size=1, max_size=4),
+       st.integers(1, 4), st.integers(2, 7))
+def test_beam_over_ranked_candidates_equals_beam_over_full_log_probs(tables, beam_size, max_length):
+    """Log-probs from four values, so ties are everywhere: the tie order (earlier beam, then lower id) must survive
+    ranking in the graph."""
+    tables = [np.array(t) for t in tables]
+    options = GenerationOptions(strategy="beam", beam_size=beam_size, num_hypotheses=beam_size)
+    limits = [RowLimits((), 0, max_length)] * len(tables)
+
+    def state():
+        return {"t": np.zeros(len(tables))}, {"rows": np.arange(len(tables))}
+
+    full = beam(FakeRunner(table_step(tables), *state()), limits, options)
+    ranked = beam(FakeRankingRunner(table_step(tables), *state(), top_k=min(2 * beam_size, VOCAB)), limits, options)
+    assert [[(h.ids, h.score, h.finished) for h in n] for n in ranked] == \
+        [[(h.ids, h.score, h.finished) for h in n] for n in full]
 
 
 @settings(max_examples=50, deadline=None)

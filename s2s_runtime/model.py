@@ -468,8 +468,10 @@ class Seq2SeqModel:
             copies = np.repeat(np.arange(len(items)), options.beam)  # beam_search wants each input beam times
             states, statics = take_rows(states, copies, self._batch_axes), take_rows(statics, copies, self._batch_axes)
             top_k = 1  # rank in the graph when it can and nothing needs the full log-probs (see beam_search)
-            if self._step_graph.ranks and not needs_full_log_probs(limits, options, decoding.suppressed):
-                top_k = min(2 * options.beam, self._step_spec.outputs[roles.LOG_PROBS].shape[-1])
+            vocab = self._step_spec.outputs[roles.LOG_PROBS].shape[-1]
+            if self._step_graph.ranks and 2 * options.beam <= vocab and \
+                    not needs_full_log_probs(limits, options, decoding.suppressed):
+                top_k = 2 * options.beam
             with self._runner(states, statics, with_attention, top_k) as runner:
                 return beam_search(runner, start_id=self.bundle.start_id, eos_id=self.bundle.eos_id, limits=limits,
                                    options=options, suppressed=decoding.suppressed, collect_attention=with_attention)

@@ -329,9 +329,9 @@ def beam_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: li
     length (the unfinished beams then compete with the finished hypotheses). Each step, every live beam is extended by
     every token; the 2 × beam_size best extensions by summed log-prob (ties: earlier beam, then lower id) are visited
     best first: an eos extension becomes a finished hypothesis, any other extension a live beam, until beam_size live
-    beams are found. Only each beam's own 2 × beam_size best tokens can be among those, so when the runner ranks in
-    the graph (runner.top_k, which must then be min(2 × beam_size, vocab)) and nothing needs the full log-probs, only
-    those candidates leave the graph.
+    beams are found. Only each beam's own 2 × beam_size best tokens can be among those, so when the runner ranks at
+    least that many in the graph (runner.top_k) and nothing needs the full log-probs, only those candidates leave the
+    graph.
     """
     beam, inputs = options.beam, len(limits)
     finished: list[list[Candidate]] = [[] for _ in range(inputs)]
@@ -344,7 +344,7 @@ def beam_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: li
     rows.scores[np.arange(row_input.size) % beam != 0] = -np.inf
     attention: list[list[np.ndarray]] = [[] for _ in row_input]
     previous = np.full(row_input.size, start_id, dtype=np.int64)
-    ranked_in_graph = runner.top_k > 0 and not needs_full_log_probs(limits, options, suppressed)
+    ranked_in_graph = runner.top_k >= 2 * beam and not needs_full_log_probs(limits, options, suppressed)
     while row_input.size:
         if ranked_in_graph:  # each row's best candidates, (rows, top_k): `candidate_ids` maps them to tokens
             processed, candidate_ids, weights = runner.top_k_step(previous)

@@ -44,3 +44,10 @@ def test_encoder_flops_count():
     two_bi = dict(config, num_layers=2, bidirectional=True, attention="general")
     # per direction: 2 recurrent + 1 input projection (from 8 = 2 directions × 4); keys 8 → 4
     assert encoder_flops_per_source_token(two_bi) == 2 * (2 * (2 * 16 * 4) + 2 * 16 * 8) + 2 * 8 * 4
+
+
+def test_ranking_bench_compares_both_beam_paths(capsys):
+    from s2s_bench.ranking import main as ranking_main
+
+    assert ranking_main(["--vocab", "64", "--batch-sizes", "3", "--repeats", "1"]) == 0
+    assert "batch 3: full log-probs" in (out := capsys.readouterr().out) and "outputs identical" in out

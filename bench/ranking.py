@@ -1,0 +1,85 @@
+"""Beam search with the candidates ranked in the graph (TopK) against the full log-probs, on a large vocabulary.
+
+The G2P models have 43 target symbols, where ranking in the graph changes nothing measurable; a translation-sized
+vocabulary is where it pays. This builds a random-weight GRU with attention and a `--vocab`-token target side (needs
+the export extra), and times beam search on the same bundle both ways, checking that the outputs are identical.
+
+    python -m s2s_bench.ranking --vocab 8000 --batch-sizes 1 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from unittest import mock
+
+import s2s_runtime
+from s2s_runtime import model as runtime_model
+from s2s_runtime import search
+
+
+def random_bundle(vocab_size: int, directory: Path) -> Path:
+    import torch
+
+    from s2s_export.bundle_export import ExportOptions, export_bundle
+    from s2s_export.checkpoint import Checkpoint, save_checkpoint
+    from s2s_export.config import Seq2SeqConfig
+    from s2s_export.model import Seq2Seq
+    from s2s_runtime.vocab import Vocab
+
+    specials = {"pad": "<pad>", "unk": "<unk>", "bos": "<s>", "eos": "</s>"}
+    source = Vocab(["<pad>", "<unk>", "<s>", "</s>", *"abcdefghij"], specials, "char", origin="source")
+    target = Vocab(["<pad>", "<unk>", "<s>", "</s>"] + [f"w{i}" for i in range(vocab_size - 4)], specials, "space",
+                   origin="target")
+    torch.manual_seed(0)
+    config = Seq2SeqConfig(source_vocab_size=len(source), target_vocab_size=vocab_size, hidden_size=256,
+                           source_embedding_size=64, target_embedding_size=256, attention="general")
+    save_checkpoint(Checkpoint(Seq2Seq(config).eval(), source, target), directory / "checkpoint")
+    return export_bundle(directory / "checkpoint", directory / "bundle", validation_sources=["abcd", "efghij"],
+                         options=ExportOptions(validation_size=2))
+
+
+def median_ms(run: Callable[[], object], repeats: int) -> float:
+    run()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1e3
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--vocab", type=int, default=8000)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64])
+    parser.add_argument("--beam-size", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = s2s_runtime.load(random_bundle(args.vocab, Path(tmp)), device="cpu")
+        words = ["abcdefg", "hij", "bead", "jiga", "cafe", "deaf", "fig", "gibe"] * 32
+        options = dict(strategy="beam", beam_size=args.beam_size, max_length=12)
+        for batch_size in args.batch_sizes:
+            batch = words[:batch_size]
+
+            def decode() -> list:
+                return [r.ids for r in model.generate(batch, max_batch_size=batch_size, **options)]
+
+            ranked_ms, ranked = median_ms(decode, args.repeats), decode()
+            # The full-log-probs path is the one constraints take; forcing it keeps everything else equal.
+            with mock.patch.object(runtime_model, "needs_full_log_probs", return_value=True), \
+                    mock.patch.object(search, "needs_full_log_probs", return_value=True):
+                full_ms, full = median_ms(decode, args.repeats), decode()
+            print(f"vocab {args.vocab}, beam {args.beam_size}, batch {batch_size}: full log-probs {full_ms:.1f} ms, "
+                  f"ranked in the graph {ranked_ms:.1f} ms ({full_ms / ranked_ms:.1f}x), "
+                  f"outputs {'identical' if ranked == full else 'DIFFERENT'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

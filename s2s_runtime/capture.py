@@ -6,10 +6,10 @@ created with `enable_cuda_graph`, and each replay must see the same input and ou
 
 - a batch's rows are padded up to a bucket (1, 2, 4, …, 256) and its source length up to a power of two (at least
   8); padded source positions get a very negative memory bias, so attention gives them exactly zero weight;
-- each (rows bucket, source bucket) has one BufferSet for the life of the model: every step input and output as a
-  device tensor, double-buffered where a step reads one and writes the other, bound once per parity under its own
-  graph id. Batches write into these tensors in place (host-to-device copies into the same allocation, device
-  gathers whose output is bound to them) and never allocate;
+- each (rows bucket, source bucket, beam candidates top_k) has one BufferSet for the life of the model: every step
+  input and output as a device tensor, double-buffered where a step reads one and writes the other, bound once per
+  parity under its own graph id. Batches write into these tensors in place (host-to-device copies into the same
+  allocation, device gathers whose output is bound to them) and never allocate;
 - rows are never dropped from a bucket (compaction only reorders within it): a replay costs the same for any number
   of live rows, and the padding rows just compute garbage nobody reads;
 - a BufferSet serves one batch at a time; a batch that finds its set busy (another thread) runs uncaptured.

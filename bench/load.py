@@ -26,6 +26,7 @@ def add_load_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--loads", type=float, nargs="+", default=[0.25, 0.5, 0.75],
                         help="offered loads as fractions of the batched maximum throughput")
     parser.add_argument("--max-batch-size", type=int, default=64)
+    parser.add_argument("--batch-workers", type=int, default=1, help="the servers' --batch-workers (both servers)")
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     parser.set_defaults(handler=run_load)
 
@@ -39,11 +40,12 @@ def free_port() -> int:
 class ServerProcess:
     """`s2s serve` in a subprocess on a free loopback port, stopped on exit."""
 
-    def __init__(self, bundle: str, max_batch_size: int):
+    def __init__(self, bundle: str, max_batch_size: int, batch_workers: int = 1):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.command = [sys.executable, "-m", "s2s_runtime.cli", "serve", bundle, "--port", str(self.port),
-                        "--max-batch-size", str(max_batch_size), "--device", "cpu", "--log-level", "warning"]
+                        "--max-batch-size", str(max_batch_size), "--batch-workers", str(batch_workers),
+                        "--device", "cpu", "--log-level", "warning"]
 
     def __enter__(self) -> "ServerProcess":
         import httpx
@@ -125,9 +127,10 @@ def run_load(args: argparse.Namespace) -> int:
     model = s2s_runtime.load(args.bundle, device="cpu")
     words = load_inputs(None, model.bundle)[0][:512]
     expected = {w: r.text for w, r in zip(words, model.generate(words))}
-    result: dict = {"bundle": args.bundle, "clients": args.clients, "duration_s": args.duration, "runs": []}
+    result: dict = {"bundle": args.bundle, "clients": args.clients, "duration_s": args.duration,
+                    "batch_workers": args.batch_workers, "runs": []}
     for batch in (args.max_batch_size, 1):
-        with ServerProcess(args.bundle, batch) as server:
+        with ServerProcess(args.bundle, batch, args.batch_workers) as server:
             asyncio.run(drive(server.url, words, expected, clients=args.clients, duration=1.0, rate=None))  # warm
             peak = asyncio.run(drive(server.url, words, expected, clients=args.clients, duration=args.duration,
                                      rate=None))

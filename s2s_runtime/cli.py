@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-queue", type=int, default=1024)
     serve.add_argument("--timeout-s", type=float, default=30.0, help="per-request deadline (504 past it)")
     serve.add_argument("--max-inputs", type=int, default=256, help="inputs per request")
+    serve.add_argument("--batch-workers", type=int, default=1,
+                       help="threads decoding batches at the same time (for spare cores; default 1)")
     serve.add_argument("--log-level", default="info")
     add_session_flags(serve)
     serve.set_defaults(handler=run_serve)
@@ -176,7 +178,8 @@ def run_serve(args: argparse.Namespace) -> int:
         raise ImportError("s2s serve needs the serve extra: pip install 's2s-runtime[serve]'") from None
     model = load_model(args)
     serve(model, host=args.host, port=args.port, log_level=args.log_level,
-          batcher_config=BatcherConfig(args.max_batch_size, args.max_wait_ms, args.max_queue, args.timeout_s),
+          batcher_config=BatcherConfig(args.max_batch_size, args.max_wait_ms, args.max_queue, args.timeout_s,
+                                       workers=args.batch_workers),
           config=ServerConfig(max_inputs=args.max_inputs, request_timeout_s=args.timeout_s))
     return 0
 

@@ -194,7 +194,7 @@ class Seq2SeqModel:
         return f"Seq2SeqModel({str(self.bundle.root)!r}, device={self.device!r})"
 
     def batcher(self, *, max_batch_size: int = 64, max_wait_ms: float = 2.0, max_queue: int = 1024,
-                timeout_s: float | None = None, warmup: bool = True) -> "Batcher":
+                timeout_s: float | None = None, warmup: bool = True, workers: int = 1) -> "Batcher":
         """A dynamic batcher over this model for concurrent callers (see s2s_runtime.service).
 
         Example:
@@ -203,7 +203,7 @@ class Seq2SeqModel:
         """
         from .service import Batcher, BatcherConfig
 
-        return Batcher(self, BatcherConfig(max_batch_size, max_wait_ms, max_queue, timeout_s, warmup))
+        return Batcher(self, BatcherConfig(max_batch_size, max_wait_ms, max_queue, timeout_s, warmup, workers))
 
     # ---- public API ----------------------------------------------------------------------------------------------
 

@@ -8,7 +8,10 @@ service must never lose, mix up or hang a request. The Batcher:
 - fails requests whose deadline passes while queued with RequestTimeout; a cancelled future frees its slot;
 - isolates bad inputs: if a batch fails, its requests are retried one by one so each gets its own answer or error;
 - on close, drains the queue (or fails every pending request with BatcherClosed) — nothing is left unanswered;
-- warms the model up before it reports ready.
+- warms the model up before it reports ready;
+- decodes with `workers` threads (default 1), each taking the next batch when it is free: onnxruntime releases the
+  GIL, so on a machine with spare cores a second batch runs while the first is decoding (like a second model
+  instance in Triton), and every worker keeps its own decoder buffers.
 """
 
 from __future__ import annotations
@@ -75,10 +78,11 @@ class BatcherConfig:
     max_queue: int = 1024
     timeout_s: float | None = None  # default deadline per request (None: no deadline)
     warmup: bool = True
+    workers: int = 1  # threads decoding batches at the same time
 
     def __post_init__(self) -> None:
-        if self.max_batch_size < 1 or self.max_queue < 1:
-            raise ValueError("max_batch_size and max_queue must be ≥ 1")
+        if self.max_batch_size < 1 or self.max_queue < 1 or self.workers < 1:
+            raise ValueError("max_batch_size, max_queue and workers must be ≥ 1")
         if self.max_wait_ms < 0 or (self.timeout_s is not None and self.timeout_s <= 0):
             raise ValueError("max_wait_ms must be ≥ 0 and timeout_s > 0")
 
@@ -110,8 +114,11 @@ class Batcher:
         self._closing = False
         self._drain = True
         self.ready = threading.Event()
-        self._worker = threading.Thread(target=self._run, name="s2s-batcher", daemon=True)
-        self._worker.start()
+        self._warming = config.workers  # workers still warming up; ready once none is
+        self._workers = [threading.Thread(target=self._run, name=f"s2s-batcher-{i}", daemon=True)
+                         for i in range(config.workers)]
+        for worker in self._workers:
+            worker.start()
 
     # ---- public API ----------------------------------------------------------------------------------------------
 
@@ -153,7 +160,9 @@ class Batcher:
                 while self._queue:
                     self._fail(self._queue.popleft(), BatcherClosed("the batcher was closed before this request ran"))
             self._condition.notify_all()
-        self._worker.join(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for worker in self._workers:
+            worker.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def __enter__(self) -> "Batcher":
         return self
@@ -166,7 +175,10 @@ class Batcher:
     def _run(self) -> None:
         if self.config.warmup:
             self._warm_up()
-        self.ready.set()
+        with self._condition:
+            self._warming -= 1
+            if not self._warming:
+                self.ready.set()
         while True:
             batch = self._next_batch()
             if batch is None:

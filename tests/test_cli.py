@@ -84,3 +84,15 @@ def test_score_command(reverse_model, capsys, monkeypatch, tmp_path):
     (tmp_path / "bad.tsv").write_text("abc cba\n")
     assert main(["score", bundle, "--file", str(tmp_path / "bad.tsv"), "--device", "cpu"]) == 2
     assert "bad.tsv:1: no tab" in capsys.readouterr().err
+
+
+def test_serve_passes_its_flags_to_the_server(small_bundle, monkeypatch):
+    import s2s_runtime.server
+
+    seen = {}
+    monkeypatch.setattr(s2s_runtime.server, "serve", lambda model, **kwargs: seen.update(model=model, **kwargs))
+    assert main(["serve", str(small_bundle), "--device", "cpu", "--port", "8123", "--max-batch-size", "8",
+                 "--batch-workers", "2", "--cuda-graph", "--max-inputs", "5"]) == 0
+    assert seen["port"] == 8123 and seen["host"] == "127.0.0.1"
+    assert (seen["batcher_config"].max_batch_size, seen["batcher_config"].workers) == (8, 2)
+    assert seen["config"].max_inputs == 5 and seen["model"].device == "cpu"

@@ -162,3 +162,35 @@ def test_asyncio_api(model, serial):
 
     chosen, results = asyncio.run(main())
     assert [r.ids for r in results] == [expected[s] for s in chosen]
+
+
+def test_several_workers_decode_batches_at_once_and_answer_everything(model, serial):
+    """Two workers: two batches in flight at the same time, every request answered with its own result, all
+    workers warmed up before `ready`, and close() drains what is queued."""
+    sources, expected = serial
+    in_flight, peak, lock = [0], [0], threading.Lock()
+    original = model.generate
+
+    class Overlapping:
+        bundle = model.bundle
+
+        def generate(self, *args, **kwargs):
+            with lock:
+                in_flight[0] += 1
+                peak[0] = max(peak[0], in_flight[0])
+            time.sleep(0.02)  # long enough for the other worker to start its own batch
+            try:
+                return original(*args, **kwargs)
+            finally:
+                with lock:
+                    in_flight[0] -= 1
+
+    batcher = Batcher(Overlapping(), BatcherConfig(max_batch_size=8, max_wait_ms=1, workers=2))
+    assert batcher.ready.wait(30)
+    with ThreadPoolExecutor(16) as pool:
+        futures = list(pool.map(lambda s: batcher.submit(s, max_length=12), sources))
+    batcher.close(drain=True)
+    assert [f.result(timeout=1).ids for f in futures] == [expected[s] for s in sources]
+    assert peak[0] == 2
+    with pytest.raises(ValueError, match="workers"):
+        BatcherConfig(workers=0)

@@ -112,6 +112,17 @@ def decoder_flops_per_token(config: dict, source_length: float) -> float:
     return flops + 2 * hidden * config["target_vocab_size"]  # output projection
 
 
+def median_seconds(run: Callable[[], object], repeats: int) -> float:
+    """Median wall time of `repeats` calls of `run`, after one call to warm up."""
+    run()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
 def graphs_alone(model: Any, sources: Sequence[str], batch_size: int, matmul: float, repeats: int = 20) -> dict:
     """The optimized graphs without the search around them, at one batch size: the encoder as the runtime runs it
     (in its length groups) and one decoder step over the whole batch, medians of `repeats` runs, with their FLOP/s
@@ -122,20 +133,11 @@ def graphs_alone(model: Any, sources: Sequence[str], batch_size: int, matmul: fl
     config = model.bundle.manifest["config"]
     batch = [model._prepare(source, index).ids for index, source in enumerate(sources[:batch_size])]
 
-    def median_seconds(run: Callable[[], object]) -> float:
-        run()
-        times = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - started)
-        return statistics.median(times)
-
-    encoder_s = median_seconds(lambda: model._encode(batch))
+    encoder_s = median_seconds(lambda: model._encode(batch), repeats)
     states, statics, _ = model._encode(batch)
     runner = BoundRunner(model._step_graph, states, statics, False)
     previous = np.full(len(batch), model.bundle.start_id, dtype=np.int64)
-    step_s = median_seconds(lambda: runner.step(previous))
+    step_s = median_seconds(lambda: runner.step(previous), repeats)
     positions = sum(len(ids) for ids in batch)
     encoder_flops = positions * encoder_flops_per_source_token(config)
     step_flops = len(batch) * decoder_flops_per_token(config, positions / len(batch))

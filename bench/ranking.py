@@ -10,16 +10,15 @@ the export extra), and times beam search on the same bundle both ways, checking 
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from unittest import mock
 
 import s2s_runtime
 from s2s_runtime import model as runtime_model
 from s2s_runtime import search
+
+from .latency import median_seconds
 
 
 def random_bundle(vocab_size: int, directory: Path) -> Path:
@@ -43,16 +42,6 @@ def random_bundle(vocab_size: int, directory: Path) -> Path:
                          options=ExportOptions(validation_size=2))
 
 
-def median_ms(run: Callable[[], object], repeats: int) -> float:
-    run()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1e3
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--vocab", type=int, default=8000)
@@ -70,11 +59,11 @@ def main(argv: list[str] | None = None) -> int:
             def decode() -> list:
                 return [r.ids for r in model.generate(batch, max_batch_size=batch_size, **options)]
 
-            ranked_ms, ranked = median_ms(decode, args.repeats), decode()
+            ranked_ms, ranked = median_seconds(decode, args.repeats) * 1e3, decode()
             # The full-log-probs path is the one constraints take; forcing it keeps everything else equal.
             with mock.patch.object(runtime_model, "needs_full_log_probs", return_value=True), \
                     mock.patch.object(search, "needs_full_log_probs", return_value=True):
-                full_ms, full = median_ms(decode, args.repeats), decode()
+                full_ms, full = median_seconds(decode, args.repeats) * 1e3, decode()
             print(f"vocab {args.vocab}, beam {args.beam_size}, batch {batch_size}: full log-probs {full_ms:.1f} ms, "
                   f"ranked in the graph {ranked_ms:.1f} ms ({full_ms / ranked_ms:.1f}x), "
                   f"outputs {'identical' if ranked == full else 'DIFFERENT'}")

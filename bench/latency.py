@@ -134,7 +134,7 @@ def graphs_alone(model: Any, sources: Sequence[str], batch_size: int, matmul: fl
     batch = [model._prepare(source, index).ids for index, source in enumerate(sources[:batch_size])]
 
     encoder_s = median_seconds(lambda: model._encode(batch), repeats)
-    states, statics, _ = model._encode(batch)
+    states, statics = model._encode(batch)
     runner = BoundRunner(model._step_graph, states, statics, False)
     previous = np.full(len(batch), model.bundle.start_id, dtype=np.int64)
     step_s = median_seconds(lambda: runner.step(previous), repeats)

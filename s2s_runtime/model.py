@@ -270,7 +270,7 @@ class Seq2SeqModel:
             return
         prefix = self._prefixes(None if target_prefix is None else [target_prefix], 1)[0]
         limits = [self._limits(item, prefix, options, 0)]
-        states, statics, _ = self._encode([item.ids])
+        states, statics = self._encode([item.ids])
         vocab = self.bundle.target.vocab
         for event in self._sample_rows(states, statics, [item], limits, decoding, 1):
             if not event.ended[0]:
@@ -379,8 +379,8 @@ class Seq2SeqModel:
 
     # ---- running the graphs --------------------------------------------------------------------------------------
 
-    def _encode(self, sources: list[list[int]]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
-        """Encode a batch; returns the step's initial states, its statics and the source lengths.
+    def _encode(self, sources: list[list[int]]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Encode a batch; returns the step's initial states and its statics.
 
         The encoder computes every row up to the batch's longest source, so a large batch of mixed lengths is
         encoded in groups of similar length (ENCODER_GROUP_ROWS rows, in length order) and reassembled with what the
@@ -406,7 +406,7 @@ class Seq2SeqModel:
         needed = [r for r in self._step_spec.inputs if r not in roles.CONTROL_INPUTS]
         states = {r: encoded[r] for r in needed if roles.is_state(r)}
         statics = {r: encoded[r] for r in needed if not roles.is_state(r)}
-        return states, statics, lengths
+        return states, statics
 
     def _run_encoder(self, sources: list[list[int]]) -> dict[str, np.ndarray]:
         lengths = np.array([len(s) for s in sources], dtype=np.int64)  # (batch,)
@@ -462,7 +462,7 @@ class Seq2SeqModel:
     def _decode_batch(self, items: list[_Prepared], limits: list[RowLimits], decoding: _Decoding
                       ) -> list[list[Candidate]]:
         options = decoding.options
-        states, statics, _ = self._encode([item.ids for item in items])
+        states, statics = self._encode([item.ids for item in items])
         with_attention = self._wants_attention(options)
         if options.strategy == "beam":
             copies = np.repeat(np.arange(len(items)), options.beam)  # beam_search wants each input beam times
@@ -509,7 +509,7 @@ class Seq2SeqModel:
         return options.return_attention or options.replace_unknowns
 
     def _forced_log_probs(self, sources: list[list[int]], targets: list[list[int]]) -> list[list[float]]:
-        states, statics, _ = self._encode(sources)
+        states, statics = self._encode(sources)
         with self._runner(states, statics, False) as runner:
             return self._forced_steps(runner, targets)
 

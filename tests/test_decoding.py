@@ -1,5 +1,7 @@
 """Beam search, sampling, constraints, streaming, scoring and attention through the runtime, against PyTorch."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -210,3 +212,24 @@ def test_invalid_streaming_and_prefix_uses(attention_model, small_bundle):
     with pytest.raises(ValueError, match="return_attention: this model has no attention"):
         no_attention.generate("abc", return_attention=True)
     assert GenerationOptions(strategy="sample", seed=3).seed == 3
+
+
+def test_options_from_keywords_are_cached_by_type_and_still_validated():
+    """The cache of validated option sets must not let an invalid value through because an equal valid one (1 for
+    True, 2 for 2.0) was validated before, nor hand out options other than a fresh validation gives."""
+    for kwargs in (dict(max_length=1), dict(strategy="beam", beam_size=2, num_hypotheses=2), dict(max_batch_size=7)):
+        first, again = GenerationOptions.from_kwargs(kwargs), GenerationOptions.from_kwargs(dict(kwargs))
+        assert first == again == dataclasses.replace(GenerationOptions(), **kwargs)
+    base = GenerationOptions(strategy="beam", beam_size=3)
+    assert GenerationOptions.from_kwargs(dict(num_hypotheses=2), base) == GenerationOptions(
+        strategy="beam", beam_size=3, num_hypotheses=2)
+    with pytest.raises(TypeError, match="max_length: expected an int, got bool"):
+        GenerationOptions.from_kwargs(dict(max_length=True))
+    with pytest.raises(TypeError, match="max_batch_size: expected an int, got float"):
+        GenerationOptions.from_kwargs(dict(max_batch_size=7.0))
+    with pytest.raises(TypeError, match="unknown generation option 'beam'"):
+        GenerationOptions.from_kwargs(dict(beam=2))
+    listed = GenerationOptions.from_kwargs(dict(suppress_tokens=["a", 5]))  # unhashable: validated without the cache
+    assert listed.suppress_tokens == ("a", 5)
+    with pytest.raises(TypeError, match="suppress_tokens"):
+        GenerationOptions.from_kwargs(dict(suppress_tokens=[1.5]))

@@ -179,6 +179,9 @@ def _parse(root: Path, manifest: dict) -> Bundle:
         if special_ids != vocab.special_ids:
             raise _fail(f"{side}.special_ids {special_ids} disagree with {vocab_path.name} ({vocab.special_ids})")
         sides[side] = SideSpec(vocab, vocab.special_ids)
+    if "pad" not in sides["source"].special_ids:  # the runtime pads batches of sources of different lengths
+        raise BundleError(f"{root / _get(manifest['source'], 'vocab', 'source.', str)}: the source vocabulary has no "
+                          "'pad' special token (batches of different lengths are padded with it)")
     decoding = _get(manifest, "decoding", "")
     start_id = _get(decoding, "start_id", "decoding.", int)
     eos_id = _get(decoding, "eos_id", "decoding.", int)

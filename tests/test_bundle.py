@@ -117,3 +117,13 @@ def test_special_ids_must_agree_with_vocab(bundle):
     edit_manifest(bundle, lambda m: m["target"]["special_ids"].__setitem__("eos", 7))
     with pytest.raises(BundleError, match=r"target\.special_ids .* disagree with target_vocab\.json"):
         s2s_runtime.load(bundle)
+
+
+def test_source_vocabulary_needs_a_pad_token(bundle):
+    vocab = json.loads((bundle / "source_vocab.json").read_text())
+    del vocab["specials"]["pad"]
+    (bundle / "source_vocab.json").write_text(json.dumps(vocab))
+    refresh_checksum(bundle, "source_vocab.json")
+    edit_manifest(bundle, lambda m: m["source"]["special_ids"].pop("pad"))
+    with pytest.raises(BundleError, match=r"source_vocab\.json: the source vocabulary has no 'pad' special token"):
+        s2s_runtime.load(bundle, device="cpu")

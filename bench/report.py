@@ -6,19 +6,27 @@ import json
 from pathlib import Path
 
 RUNTIME = "s2s-runtime fp32"
+RUNTIME_PREFIX = "s2s-runtime"  # the runtime's variants: fp32, int8
 
 
 def ratios(measurements: list[dict]) -> list[dict]:
-    """For each (strategy, batch size): this runtime's speed-up per token and in sequences/s over each contender."""
+    """For each (strategy, batch size) and each variant of this runtime: its speed-up per token and in sequences/s
+    over each baseline and over the variants measured before it (int8 over fp32)."""
     rows = []
     keyed = {(m["contender"], m["strategy"], m["batch_size"]): m for m in measurements}
-    for (name, strategy, batch), m in keyed.items():
-        ours = keyed.get((RUNTIME, strategy, batch))
-        if ours is None or name == RUNTIME:
+    names = list(dict.fromkeys(m["contender"] for m in measurements))  # in measurement order
+    for position, runtime in enumerate(names):
+        if not runtime.startswith(RUNTIME_PREFIX):
             continue
-        rows.append({"strategy": strategy, "batch_size": batch, "versus": name,
-                     "per_token_speedup": m["us_per_token"] / ours["us_per_token"],
-                     "throughput_ratio": ours["sequences_per_s"] / m["sequences_per_s"]})
+        others = [n for n in names if not n.startswith(RUNTIME_PREFIX)] + \
+            [n for n in names[:position] if n.startswith(RUNTIME_PREFIX)]
+        for (name, strategy, batch), m in keyed.items():
+            ours = keyed.get((runtime, strategy, batch))
+            if ours is None or name not in others:
+                continue
+            rows.append({"runtime": runtime, "strategy": strategy, "batch_size": batch, "versus": name,
+                         "per_token_speedup": m["us_per_token"] / ours["us_per_token"],
+                         "throughput_ratio": ours["sequences_per_s"] / m["sequences_per_s"]})
     return rows
 
 
@@ -41,11 +49,11 @@ def markdown(result: dict) -> str:
                       f"{100 * alone['encoder_matmul_fraction']:.0f}% of matmul; one decoder step "
                       f"{alone['step_us']:.0f} µs, {alone['step_gflops']:.1f} GFLOP/s = "
                       f"{100 * alone['step_matmul_fraction']:.0f}% of matmul."]
-    lines += ["", "| strategy | batch | s2s-runtime fp32 versus | per-token speed-up | throughput ratio |",
-              "|---|---:|---|---:|---:|"]
+    lines += ["", "| runtime | strategy | batch | versus | per-token speed-up | throughput ratio |",
+              "|---|---|---:|---|---:|---:|"]
     for r in result["ratios"]:
-        lines.append(f"| {r['strategy']} | {r['batch_size']} | {r['versus']} | {r['per_token_speedup']:.2f}× | "
-                     f"{r['throughput_ratio']:.2f}× |")
+        lines.append(f"| {r['runtime']} | {r['strategy']} | {r['batch_size']} | {r['versus']} | "
+                     f"{r['per_token_speedup']:.2f}× | {r['throughput_ratio']:.2f}× |")
     return "\n".join(lines) + "\n"
 
 

@@ -21,7 +21,11 @@ def test_bench_measures_every_contender_and_writes_reports(small_bundle, tmp_pat
     assert ("s2s-runtime int8", "beam", 4) in seen and ("hand-written onnxruntime loop", "beam", 4) in seen
     assert ("PyTorch eager", "beam", 4) not in seen
     assert all(m["tokens"] > 0 and m["p50_ms"] <= m["p99_ms"] for m in result["measurements"])
-    assert result["machine"]["matmul_gflops"] > 0 and result["ratios"]
+    assert result["machine"]["matmul_gflops"] > 0
+    compared = {(r["runtime"], r["versus"]) for r in result["ratios"] if (r["strategy"], r["batch_size"]) == ("greedy", 1)}
+    assert compared == {(runtime, baseline) for runtime in ("s2s-runtime fp32", "s2s-runtime int8")
+                        for baseline in ("PyTorch eager", "hand-written onnxruntime loop")} | \
+        {("s2s-runtime int8", "s2s-runtime fp32")}
     alone = result["graphs_alone"]
     assert alone["batch_size"] == 4 and alone["encoder_gflops"] > 0 and alone["step_gflops"] > 0
     assert (out / "bench.png").stat().st_size > 0 and "| s2s-runtime fp32 |" in (out / "bench.md").read_text()

@@ -158,6 +158,9 @@ class BoundRunner:
         role, value = next(iter(states.items()))
         self._rows = value.shape[graph.batch_axes[role]]
         self._chained_ids = np.zeros(self._rows, dtype=np.int64)
+        # The optional outputs the search has read so far, bound from then on: each binding costs ≈ 3 µs, and a
+        # compaction re-binds everything, so a greedy search never binds the log-probs or the ranked candidates.
+        self._reads: set[str] = set()
         self._allocate()
 
     # -- tensors: numpy arrays on the host, OrtValues on a device ----------------------------------------------------
@@ -214,26 +217,37 @@ class BoundRunner:
             self._attention = np.empty((self._rows, source_length), dtype=np.float32)
         width = int(self._top_k_input[0])  # (rows, top_k) candidates: log-probs and ids
         self._top = (np.empty((self._rows, width), dtype=np.float32), np.empty((self._rows, width), dtype=np.int64))
-        self._bindings = []
-        for parity in (0, 1):
-            binding = self.graph.session.io_binding()
-            self._bind(binding, self._in[roles.PREVIOUS_IDS], self._ids[parity])
-            if self.graph.ranks:
-                self._bind(binding, self._in[roles.TOP_K], self._top_k_input)
-                self._bind(binding, self._out[roles.TOP_LOG_PROBS], self._top[0], output=True)
-                self._bind(binding, self._out[roles.TOP_IDS], self._top[1], output=True)
-            if self.graph.selects:
-                self._bind(binding, self._out[roles.NEXT_IDS], self._ids[1 - parity], output=True)
-                self._bind(binding, self._out[roles.NEXT_LOG_PROBS], self._next_log_probs, output=True)
-            for role, value in self._statics.items():
-                self._bind(binding, self._in[role], value)
-            for role in self.graph.state_roles:
-                self._bind(binding, self._in[role], self._buffers[parity][role])
-                self._bind(binding, self._out[role], self._buffers[1 - parity][role], output=True)
+        self._bindings = [self._binding(parity) for parity in (0, 1)]
+
+    def _binding(self, parity: int) -> Any:
+        """The IOBinding of the steps with this parity: inputs, states, attention and the outputs read so far (an
+        output left unbound is still computed, into memory onnxruntime manages)."""
+        binding = self.graph.session.io_binding()
+        self._bind(binding, self._in[roles.PREVIOUS_IDS], self._ids[parity])
+        if self.graph.ranks:
+            self._bind(binding, self._in[roles.TOP_K], self._top_k_input)
+        if "top" in self._reads:
+            self._bind(binding, self._out[roles.TOP_LOG_PROBS], self._top[0], output=True)
+            self._bind(binding, self._out[roles.TOP_IDS], self._top[1], output=True)
+        if "choice" in self._reads:
+            self._bind(binding, self._out[roles.NEXT_IDS], self._ids[1 - parity], output=True)
+            self._bind(binding, self._out[roles.NEXT_LOG_PROBS], self._next_log_probs, output=True)
+        if "log_probs" in self._reads:
             self._bind(binding, self._out[roles.LOG_PROBS], self._log_probs, output=True)
-            if self._attention is not None:
-                self._bind(binding, self._out[roles.ATTENTION], self._attention, output=True)
-            self._bindings.append(binding)
+        for role, value in self._statics.items():
+            self._bind(binding, self._in[role], value)
+        for role in self.graph.state_roles:
+            self._bind(binding, self._in[role], self._buffers[parity][role])
+            self._bind(binding, self._out[role], self._buffers[1 - parity][role], output=True)
+        if self._attention is not None:
+            self._bind(binding, self._out[roles.ATTENTION], self._attention, output=True)
+        return binding
+
+    def _read(self, outputs: str) -> None:
+        """Bind `outputs` ("log_probs", "choice" or "top") from the next step on, if not already."""
+        if outputs not in self._reads:
+            self._reads.add(outputs)
+            self._bindings = [self._binding(parity) for parity in (0, 1)]
 
     @classmethod
     def key_of(cls, states: dict[str, Any], statics: dict[str, Any], with_attention: bool, top_k: int) -> tuple:
@@ -265,6 +279,7 @@ class BoundRunner:
         return True
 
     def step(self, previous_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        self._read("log_probs")
         self._ids[self._parity][:] = previous_ids
         self._run()
         return self._log_probs, self._attention
@@ -272,6 +287,7 @@ class BoundRunner:
     def greedy_step(self, previous_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """One step choosing in the graph: (next ids, their log-probs), both (rows,), valid until the next step.
         previous_ids=None continues from the ids the last step chose."""
+        self._read("choice")
         if previous_ids is not None:
             self._ids[self._parity][:] = previous_ids
         self._run()
@@ -280,6 +296,7 @@ class BoundRunner:
     def top_k_step(self, previous_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """One step returning each row's top_k best (log-probs, ids), best first, and the attention (or None); all
         valid until the next step."""
+        self._read("top")
         self._ids[self._parity][:] = previous_ids
         self._run()
         return self._top[0], self._top[1], self._attention

@@ -57,6 +57,34 @@ def test_in_graph_greedy_choice_equals_argmax_of_the_log_probs(model):
             ids, log_probs = (np.array(v) for v in chained.greedy_step())
 
 
+def test_bound_runner_binds_each_output_kind_when_first_read(model):
+    """A bound runner binds the log-probs, the in-graph choice and the ranked candidates only once a step reads
+    them: whatever kind comes first, and after a compaction re-binds, every step returns what session.run gives."""
+    states, statics = model._encode([[3, 4, 5], [6, 7], [8, 9, 10, 11]])
+    graph = model._step_graph
+    runner = BoundRunner(graph, states, statics, False, top_k=3)
+    reference = ArrayRunner(graph, states, statics, False)
+    previous = np.array([2, 2, 2])
+    for step, kind in enumerate(["greedy", "top", "full", "greedy", "full", "top"]):
+        expected = reference.step(previous)[0]
+        if kind == "greedy":
+            ids, log_probs = runner.greedy_step(previous)
+            np.testing.assert_array_equal(ids, expected.argmax(axis=1))
+            np.testing.assert_array_equal(log_probs, expected.max(axis=1))
+        elif kind == "top":
+            values, ids, _ = runner.top_k_step(previous)
+            order = np.argsort(-expected, axis=1, kind="stable")[:, :3]
+            np.testing.assert_array_equal(ids, order)
+            np.testing.assert_array_equal(values, np.take_along_axis(expected, order, axis=1))
+        else:
+            np.testing.assert_array_equal(runner.step(previous)[0], expected)
+        previous = expected.argmax(axis=1)
+        if step == 2:  # fewer rows: new buffers, every binding made again
+            for r in (runner, reference):
+                r.select(np.array([2, 0]))
+            previous = previous[[2, 0]]
+
+
 def test_reused_runners_are_never_shared_by_interleaved_calls(model):
     """A stream in progress keeps its runner; calls in between on the same thread get their own."""
     plain = s2s_runtime.load(model.bundle.root, device="cpu", io_binding=False)

@@ -136,8 +136,10 @@ class GraphCapture:
         ids = tuple(tensor(spec.inputs[roles.PREVIOUS_IDS]) for _ in range(2))
         statics = {role: tensor(io) for role, io in spec.inputs.items()
                    if role not in roles.CONTROL_INPUTS and not roles.is_state(role)}
+        choice = self.graph.choice_roles(top_k)
+        chained = choice[0] if choice else None  # the chosen ids: written into the next step's previous ids
         outputs = {role: tensor(io) for role, io in spec.outputs.items()
-                   if role != roles.NEXT_IDS and not roles.is_state(role)}
+                   if role != chained and not roles.is_state(role)}
         bindings, run_options = [], []
         top_k_input = None
         if self.graph.ranks:  # a constant input, but bound like the rest: a captured graph reads fixed addresses
@@ -148,8 +150,10 @@ class GraphCapture:
             binding.bind_ortvalue_input(spec.inputs[roles.PREVIOUS_IDS].name, ids[parity])
             if top_k_input is not None:
                 binding.bind_ortvalue_input(spec.inputs[roles.TOP_K].name, top_k_input)
-            if self.graph.selects:  # the chosen ids become the next step's previous ids without leaving the device
-                binding.bind_ortvalue_output(spec.outputs[roles.NEXT_IDS].name, ids[1 - parity])
+            if chained:  # the chosen ids become the next step's previous ids without leaving the device
+                shape = [rows] if chained == roles.NEXT_IDS else [rows, 1]  # the top-1 candidates are (rows, 1)
+                binding.bind_output(spec.outputs[chained].name, self.device_type, self.device_id, np.int64, shape,
+                                    ids[1 - parity].data_ptr())
             for role in self.graph.state_roles:
                 binding.bind_ortvalue_input(spec.inputs[role].name, states[parity][role])
                 binding.bind_ortvalue_output(spec.outputs[role].name, states[1 - parity][role])
@@ -171,7 +175,8 @@ class CapturedRunner:
     def __init__(self, capture: GraphCapture, buffers: BufferSet, states: dict[str, np.ndarray],
                  statics: dict[str, np.ndarray], rows: int, source_length: int | None, with_attention: bool):
         self.graph, self._gather, self._buffers = capture.graph, capture.gather, buffers
-        self.selects = self.graph.selects
+        self._choice = self.graph.choice_roles(buffers.top_k)
+        self.selects = self._choice is not None
         self.top_k = buffers.top_k if self.graph.ranks else 0
         self._rows, self._source_length, self._with_attention = rows, source_length, with_attention
         inputs = self.graph.spec.inputs
@@ -208,14 +213,17 @@ class CapturedRunner:
             self._write_ids(previous_ids)
         self._run()
         chosen = self._buffers.ids[self._parity].numpy()[:self._rows]  # written by the step just run
-        return chosen, self._buffers.outputs[roles.NEXT_LOG_PROBS].numpy()[:self._rows]
+        return chosen, self._buffers.outputs[self._choice[1]].numpy()[:self._rows].reshape(-1)
 
     def top_k_step(self, previous_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         self._write_ids(previous_ids)
         self._run()
         outputs = self._buffers.outputs
         values = outputs[roles.TOP_LOG_PROBS].numpy()[:self._rows]  # (rows, top_k)
-        ids = outputs[roles.TOP_IDS].numpy()[:self._rows]
+        if self._choice == (roles.TOP_IDS, roles.TOP_LOG_PROBS):  # top_k = 1: the ids went to the chained buffer
+            ids = self._buffers.ids[self._parity].numpy()[:self._rows, None]
+        else:
+            ids = outputs[roles.TOP_IDS].numpy()[:self._rows]
         if not self._with_attention:
             return values, ids, None
         return values, ids, outputs[roles.ATTENTION].numpy()[:self._rows, :self._source_length]

@@ -47,8 +47,18 @@ class StepGraph:
 
     @property
     def selects(self) -> bool:
-        """Whether the graph also outputs its greedy choice (next_ids, next_log_probs): optimized exports do."""
-        return roles.NEXT_IDS in self.spec.outputs and roles.NEXT_LOG_PROBS in self.spec.outputs
+        """Whether the graph can output its greedy choice: optimized exports can (see choice_roles)."""
+        return self.choice_roles(1) is not None
+
+    def choice_roles(self, top_k: int) -> tuple[str, str] | None:
+        """The outputs (ids, log-probs) holding each row's greedy choice when the runner asks `top_k` candidates:
+        next_ids/next_log_probs, (batch,), in bundles exported with them; else the ranked candidates, (batch, 1),
+        when top_k is 1; else None."""
+        if roles.NEXT_IDS in self.spec.outputs and roles.NEXT_LOG_PROBS in self.spec.outputs:
+            return roles.NEXT_IDS, roles.NEXT_LOG_PROBS
+        if self.ranks and top_k == 1:
+            return roles.TOP_IDS, roles.TOP_LOG_PROBS
+        return None
 
     @property
     def ranks(self) -> bool:
@@ -68,10 +78,11 @@ class ArrayRunner:
                  with_attention: bool, top_k: int = 1):
         self.graph, self.states, self.statics = graph, states, statics
         self.with_attention = with_attention
-        self.selects = graph.selects
+        choice = graph.choice_roles(top_k)
+        self.selects = choice is not None
         self.top_k = top_k if graph.ranks else 0
         self._names = graph.output_names((roles.LOG_PROBS,), with_attention)
-        self._greedy_names = graph.output_names((roles.NEXT_IDS, roles.NEXT_LOG_PROBS), False) if self.selects else []
+        self._greedy_names = graph.output_names(choice, False) if choice else []
         self._top_names = graph.output_names((roles.TOP_LOG_PROBS, roles.TOP_IDS), with_attention) if self.top_k else []
         self._feed_names = {role: io.name for role, io in graph.spec.inputs.items()}
         self._controls = {roles.TOP_K: np.array([max(top_k, 1)], dtype=np.int64)} if graph.ranks else {}
@@ -91,6 +102,7 @@ class ArrayRunner:
     def greedy_step(self, previous_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         next_ids, next_log_probs, *states = self._run(self._greedy_names,
                                                       self._previous if previous_ids is None else previous_ids)
+        next_ids, next_log_probs = next_ids.reshape(-1), next_log_probs.reshape(-1)  # (rows,): top-1 is (rows, 1)
         self.states, self._previous = dict(zip(self.graph.state_roles, states)), next_ids
         return next_ids, next_log_probs
 
@@ -145,7 +157,10 @@ class BoundRunner:
                  with_attention: bool, *, top_k: int = 1, device_type: str = "cpu", device_id: int = 0,
                  gather: DeviceGather | None = None):
         self.graph, self.with_attention = graph, with_attention
-        self.selects = graph.selects
+        self._choice = graph.choice_roles(top_k)
+        self.selects = self._choice is not None
+        # With top_k = 1 the ranked candidates are the greedy choice: one set of outputs, bound to the chained ids.
+        self._choice_is_top = self._choice == (roles.TOP_IDS, roles.TOP_LOG_PROBS)
         self.top_k = top_k if graph.ranks else 0
         self._top_k_input = np.array([max(top_k, 1)], dtype=np.int64)
         self.device_type, self.device_id, self._gather = device_type, device_id, gather
@@ -230,8 +245,10 @@ class BoundRunner:
             self._bind(binding, self._out[roles.TOP_LOG_PROBS], self._top[0], output=True)
             self._bind(binding, self._out[roles.TOP_IDS], self._top[1], output=True)
         if "choice" in self._reads:
-            self._bind(binding, self._out[roles.NEXT_IDS], self._ids[1 - parity], output=True)
-            self._bind(binding, self._out[roles.NEXT_LOG_PROBS], self._next_log_probs, output=True)
+            ids_role, log_prob_role = self._choice
+            shape = (self._rows, 1) if self._choice_is_top else (self._rows,)  # views: bound by address
+            self._bind(binding, self._out[ids_role], self._ids[1 - parity].reshape(shape), output=True)
+            self._bind(binding, self._out[log_prob_role], self._next_log_probs.reshape(shape), output=True)
         if "log_probs" in self._reads:
             self._bind(binding, self._out[roles.LOG_PROBS], self._log_probs, output=True)
         for role, value in self._statics.items():
@@ -296,9 +313,11 @@ class BoundRunner:
     def top_k_step(self, previous_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """One step returning each row's top_k best (log-probs, ids), best first, and the attention (or None); all
         valid until the next step."""
-        self._read("top")
+        self._read("choice" if self._choice_is_top else "top")
         self._ids[self._parity][:] = previous_ids
         self._run()
+        if self._choice_is_top:
+            return self._next_log_probs[:, None], self._ids[self._parity][:, None], self._attention
         return self._top[0], self._top[1], self._attention
 
     def _run(self) -> None:

@@ -57,15 +57,19 @@ def test_in_graph_greedy_choice_equals_argmax_of_the_log_probs(model):
             ids, log_probs = (np.array(v) for v in chained.greedy_step())
 
 
-def test_bound_runner_binds_each_output_kind_when_first_read(model):
-    """A bound runner binds the log-probs, the in-graph choice and the ranked candidates only once a step reads
-    them: whatever kind comes first, and after a compaction re-binds, every step returns what session.run gives."""
+@pytest.mark.parametrize("top_k, kinds", [(1, ["greedy", "top", "full", "greedy", "full", "top", "greedy"]),
+                                           (3, ["top", "full", "full", "top"])])
+def test_bound_runner_binds_each_output_kind_when_first_read(model, top_k, kinds):
+    """A bound runner binds the log-probs, the greedy choice and the ranked candidates only once a step reads them:
+    whatever kind comes first, and after a compaction re-binds, every step returns what session.run gives. With
+    top_k = 1 the ranked candidate is the greedy choice, in the same (chained) buffers."""
     states, statics = model._encode([[3, 4, 5], [6, 7], [8, 9, 10, 11]])
     graph = model._step_graph
-    runner = BoundRunner(graph, states, statics, False, top_k=3)
+    runner = BoundRunner(graph, states, statics, False, top_k=top_k)
+    assert runner.selects == (top_k == 1)
     reference = ArrayRunner(graph, states, statics, False)
     previous = np.array([2, 2, 2])
-    for step, kind in enumerate(["greedy", "top", "full", "greedy", "full", "top"]):
+    for step, kind in enumerate(kinds):
         expected = reference.step(previous)[0]
         if kind == "greedy":
             ids, log_probs = runner.greedy_step(previous)
@@ -73,16 +77,32 @@ def test_bound_runner_binds_each_output_kind_when_first_read(model):
             np.testing.assert_array_equal(log_probs, expected.max(axis=1))
         elif kind == "top":
             values, ids, _ = runner.top_k_step(previous)
-            order = np.argsort(-expected, axis=1, kind="stable")[:, :3]
+            order = np.argsort(-expected, axis=1, kind="stable")[:, :top_k]
             np.testing.assert_array_equal(ids, order)
             np.testing.assert_array_equal(values, np.take_along_axis(expected, order, axis=1))
         else:
             np.testing.assert_array_equal(runner.step(previous)[0], expected)
         previous = expected.argmax(axis=1)
-        if step == 2:  # fewer rows: new buffers, every binding made again
+        if step == 1:  # fewer rows: new buffers, every binding made again
             for r in (runner, reference):
                 r.select(np.array([2, 0]))
             previous = previous[[2, 0]]
+
+
+def test_bundles_with_a_separate_greedy_choice_still_chain_it():
+    """Bundles exported before the greedy choice became the top-1 candidate (the built-in g2p-en among them) output
+    next_ids/next_log_probs: every runner reads those, whatever its top_k."""
+    legacy = s2s_runtime.load("g2p-en", device="cpu")
+    graph = legacy._step_graph
+    assert graph.choice_roles(1) == graph.choice_roles(4) == ("next_ids", "next_log_probs")
+    states, statics = legacy._encode([legacy._prepare(w, 0).ids for w in ("hello", "world", "onnx")])
+    reference, previous = ArrayRunner(graph, states, statics, False), np.full(3, legacy.bundle.start_id)
+    for runner in (ArrayRunner(graph, states, statics, False), BoundRunner(graph, states, statics, False)):
+        ids, log_probs = runner.greedy_step(previous)
+        expected = reference.step(previous)[0]
+        np.testing.assert_array_equal(ids, expected.argmax(axis=1))
+        np.testing.assert_array_equal(log_probs, expected.max(axis=1))
+        reference = ArrayRunner(graph, states, statics, False)
 
 
 def test_reused_runners_are_never_shared_by_interleaved_calls(model):

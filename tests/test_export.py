@@ -123,7 +123,10 @@ def test_graphs_are_valid_onnx_with_dynamic_batch_and_length(tmp_path):
     encoder_ops = {n.op_type for n in encoder.graph.node} | {n.op_type for n in scan_body(bundle).node}
     assert not {"GRU", "LSTM"} & encoder_ops
     decoder = onnx.load(str(bundle / "decoder_step.onnx"))
-    assert not {"GRU", "LSTM", "Gemm"} & {n.op_type for n in decoder.graph.node}  # primitive ops only
+    decoder_ops = {n.op_type for n in decoder.graph.node}
+    assert not {"GRU", "LSTM", "Gemm"} & decoder_ops  # primitive ops only
+    # one TopK gives the ranked candidates and, with top_k = 1, the greedy choice: no ArgMax/ReduceMax beside it
+    assert "TopK" in decoder_ops and not {"ArgMax", "ReduceMax"} & decoder_ops
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])

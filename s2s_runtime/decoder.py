@@ -196,11 +196,15 @@ class BoundRunner:
     def _shape(tensor: Any) -> tuple[int, ...]:
         return tensor.shape if isinstance(tensor, np.ndarray) else tuple(tensor.shape())
 
-    @staticmethod
-    def _bind(binding: Any, name: str, tensor: Any, *, output: bool = False) -> None:
-        if isinstance(tensor, np.ndarray):  # by address: the array stays alive as long as this runner
-            bind = binding.bind_output if output else binding.bind_input
-            bind(name, "cpu", 0, tensor.dtype, list(tensor.shape), tensor.ctypes.data)
+    def _bind(self, binding: Any, name: str, tensor: Any, *, output: bool = False) -> None:
+        """Bind a host array in place (onnxruntime reads and writes its memory; the array lives as long as this
+        runner) or a device OrtValue. A host input goes through bind_cpu_input and a host output through an OrtValue
+        over the array: ≈ 0.7 and 1.7 µs, where binding by address costs ≈ 3 µs — a compaction binds a dozen."""
+        if isinstance(tensor, np.ndarray):
+            if output:
+                binding.bind_ortvalue_output(name, self._ort.OrtValue.ortvalue_from_numpy(tensor))
+            else:
+                binding.bind_cpu_input(name, tensor)
         elif output:
             binding.bind_ortvalue_output(name, tensor)
         else:
@@ -214,8 +218,8 @@ class BoundRunner:
     # -- DecoderRunner ---------------------------------------------------------------------------------------------
 
     def _allocate(self) -> None:
-        """Allocate the spare state buffers, the previous-ids input and the host outputs for the current row count,
-        and bind everything once: one IOBinding per buffer parity, so a step only writes the previous ids and runs."""
+        """Allocate the spare state buffers, the previous-ids input and the host outputs for the current row count.
+        The next step binds them, once: one IOBinding per buffer parity, so later steps only write the ids and run."""
         self._key = None  # the shapes change with the row count
         spare = {role: self._empty(self._shape(value)) for role, value in self._states.items()}
         self._buffers = (self._states, spare)  # a step with parity p reads buffers[p] and writes buffers[1 - p]
@@ -232,7 +236,7 @@ class BoundRunner:
             self._attention = np.empty((self._rows, source_length), dtype=np.float32)
         width = int(self._top_k_input[0])  # (rows, top_k) candidates: log-probs and ids
         self._top = (np.empty((self._rows, width), dtype=np.float32), np.empty((self._rows, width), dtype=np.int64))
-        self._bindings = [self._binding(parity) for parity in (0, 1)]
+        self._bindings: list[Any] | None = None  # made by the next step, once it is known what the search reads
 
     def _binding(self, parity: int) -> Any:
         """The IOBinding of the steps with this parity: inputs, states, attention and the outputs read so far (an
@@ -261,10 +265,10 @@ class BoundRunner:
         return binding
 
     def _read(self, outputs: str) -> None:
-        """Bind `outputs` ("log_probs", "choice" or "top") from the next step on, if not already."""
+        """Bind `outputs` ("log_probs", "choice" or "top") from this step on, if not already."""
         if outputs not in self._reads:
             self._reads.add(outputs)
-            self._bindings = [self._binding(parity) for parity in (0, 1)]
+            self._bindings = None
 
     @classmethod
     def key_of(cls, states: dict[str, Any], statics: dict[str, Any], with_attention: bool, top_k: int) -> tuple:
@@ -321,6 +325,8 @@ class BoundRunner:
         return self._top[0], self._top[1], self._attention
 
     def _run(self) -> None:
+        if self._bindings is None:
+            self._bindings = [self._binding(parity) for parity in (0, 1)]
         self.graph.session.run_with_iobinding(self._bindings[self._parity])
         self._parity = 1 - self._parity
         self._states = self._buffers[self._parity]  # what the step just wrote

@@ -291,10 +291,6 @@ def greedy_in_graph(runner: DecoderRunner, *, start_id: int, eos_id: int, limits
             ids[step], log_probs[step] = chosen, scores
         else:
             ids[step, active], log_probs[step, active] = chosen, scores
-        if ended.size == 1:  # one row left (a single input, often): its eos or its limit ends the search
-            if chosen[0] == eos_id or step + 1 >= first_expiry:
-                break
-            continue
         ended |= np.equal(chosen, eos_id, out=chose_eos)
         if step + 1 >= first_expiry:
             ended |= expires <= step + 1

@@ -19,8 +19,6 @@ def length_sorted_batches(lengths: Sequence[int], max_batch_size: int, max_token
     """
     if max_batch_size < 1:
         raise ValueError(f"max_batch_size: must be ≥ 1, got {max_batch_size}")
-    if len(lengths) == 1:  # a single input (a service's common case) needs no sorting
-        return [[0]]
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])  # stable: equal lengths keep input order
     batches: list[list[int]] = []
     for index in order:

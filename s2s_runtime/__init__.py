@@ -8,6 +8,7 @@ Example:
 
 from .bundle import Bundle, BundleError
 from .config import GenerationOptions
+from .limits import RequestLimits
 from .model import Hypothesis, Result, Seq2SeqModel, StreamedToken, TokenScore, load
 from .service import Batcher, BatcherClosed, BatcherConfig, Overloaded, RequestTimeout
 from .sessions import DeviceError, SessionSettings
@@ -15,6 +16,6 @@ from .vocab import Vocab, VocabError
 
 __version__ = "0.1.0"
 __all__ = ["load", "Seq2SeqModel", "Result", "Hypothesis", "TokenScore", "StreamedToken", "GenerationOptions",
-           "SessionSettings", "Bundle", "BundleError",
+           "RequestLimits", "SessionSettings", "Bundle", "BundleError",
            "DeviceError", "Vocab", "VocabError", "Batcher", "BatcherConfig", "Overloaded", "RequestTimeout",
            "BatcherClosed", "__version__"]

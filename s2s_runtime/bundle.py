@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import roles
-from .files import read_json
+from .files import parse_json, read_json, regular_file
 from .vocab import Vocab, VocabError
 
 FORMAT_VERSION = 1
@@ -34,6 +34,11 @@ GRAPH_KINDS = ("encoder", "decoder_step")
 REQUIRED_KEYS = ("format_version", "config", "source", "target", "decoding", "limits", "graphs", "opset", "files")
 REQUIRED_INPUTS = {"encoder": (roles.SOURCE_IDS, roles.SOURCE_LENGTHS), "decoder_step": (roles.PREVIOUS_IDS,)}
 REQUIRED_OUTPUTS = {"encoder": (roles.STATE_H,), "decoder_step": (roles.LOG_PROBS, roles.STATE_H)}
+# Sanity bounds of a manifest's limits: past them a bundle is corrupt or hostile, not a model (a ratio of 1e308 would
+# overflow the length computation, an offset of 1e9 allocate gigabytes per hypothesis).
+MAX_SOURCE_LENGTH = 1_000_000
+MAX_TARGET_LENGTH_RATIO = 1000.0
+MAX_TARGET_LENGTH_OFFSET = 100_000
 
 
 class BundleError(ValueError):
@@ -46,6 +51,16 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_verified(path: Path, digest: str) -> bytes:
+    """The bytes of a bundle file, checked against its manifest sha256 in the same read: what is verified is what
+    is used (nothing can swap the file between the check and the use)."""
+    regular_file(path, BundleError)
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != digest.lower():
+        raise BundleError(f"{path}: sha256 does not match {MANIFEST_FILE} (file corrupt or modified)")
+    return data
 
 
 @dataclass(frozen=True)
@@ -66,6 +81,12 @@ class GraphSpec:
     path: Path
     inputs: dict[str, TensorSpec]
     outputs: dict[str, TensorSpec]
+    sha256: str
+
+    def read(self) -> bytes:
+        """The graph's bytes, verified against the manifest (sessions are made from these bytes, never from the
+        path: onnxruntime then cannot read any file the manifest does not list, such as external data)."""
+        return read_verified(self.path, self.sha256)
 
 
 @dataclass(frozen=True)
@@ -94,6 +115,7 @@ class Bundle:
     target_length_ratio: float
     target_length_offset: int
     graphs: dict[str, GraphSpec]
+    source_eos: bool  # the model appends the source eos to every input
 
     def default_max_length(self, source_length: int) -> int:
         return math.ceil(self.target_length_ratio * source_length + self.target_length_offset)
@@ -140,12 +162,13 @@ def bundle_file(root: Path, name: object, where: str) -> Path:
             or Path(name).is_absolute() or Path(name).name != name:
         raise _fail(f"{where} {name!r} is not a plain file name inside the bundle")
     path = root / name
-    if not path.is_file():
-        raise BundleError(f"{path}: file not found (named by {MANIFEST_FILE} {where})")
-    return path
+    try:
+        return regular_file(path, BundleError)
+    except BundleError as error:
+        raise BundleError(f"{error} (named by {MANIFEST_FILE} {where})") from None
 
 
-def _parse(root: Path, manifest: dict) -> Bundle:
+def _parse(root: Path, manifest: object) -> Bundle:
     if not isinstance(manifest, dict):
         raise _fail("expected a JSON object")
     for key in REQUIRED_KEYS:
@@ -158,8 +181,14 @@ def _parse(root: Path, manifest: dict) -> Bundle:
     files = _get(manifest, "files", "")
     for name, digest in files.items():
         path = bundle_file(root, name, "files")
-        if not isinstance(digest, str) or sha256_of(path) != digest.lower():
+        if not isinstance(digest, str) or len(digest) != 64:
+            raise _fail(f"files.{name} must be a sha256 hex digest")
+        if sha256_of(path) != digest.lower():
             raise BundleError(f"{path}: sha256 does not match {MANIFEST_FILE} (file corrupt or modified)")
+    config = _get(manifest, "config", "")
+    source_eos = config.get("source_eos", False)
+    if not isinstance(source_eos, bool):
+        raise _fail(f"config.source_eos must be true or false, got {source_eos!r}")
 
     def checked(name: object, where: str) -> Path:
         path = bundle_file(root, name, where)
@@ -172,29 +201,45 @@ def _parse(root: Path, manifest: dict) -> Bundle:
         spec = _get(manifest, side, "")
         vocab_path = checked(_get(spec, "vocab", f"{side}.", str), f"{side}.vocab")
         try:
-            vocab = Vocab.load(vocab_path)
+            data = parse_json(read_verified(vocab_path, files[vocab_path.name]), VocabError, str(vocab_path))
+            vocab = Vocab.from_dict(data, origin=str(vocab_path))
         except VocabError as error:
             raise BundleError(str(error)) from None
         special_ids = _get(spec, "special_ids", f"{side}.")
         if special_ids != vocab.special_ids:
             raise _fail(f"{side}.special_ids {special_ids} disagree with {vocab_path.name} ({vocab.special_ids})")
+        size = config.get(f"{side}_vocab_size")
+        if size is not None and size != len(vocab):
+            raise _fail(f"config.{side}_vocab_size {size!r} disagrees with {vocab_path.name} ({len(vocab)} tokens)")
         sides[side] = SideSpec(vocab, vocab.special_ids)
+    source_vocab_file = root / _get(manifest["source"], "vocab", "source.", str)
     if "pad" not in sides["source"].special_ids:  # the runtime pads batches of sources of different lengths
-        raise BundleError(f"{root / _get(manifest['source'], 'vocab', 'source.', str)}: the source vocabulary has no "
-                          "'pad' special token (batches of different lengths are padded with it)")
+        raise BundleError(f"{source_vocab_file}: the source vocabulary has no 'pad' special token (batches of "
+                          "different lengths are padded with it)")
+    if source_eos and "eos" not in sides["source"].special_ids:
+        raise BundleError(f"{source_vocab_file}: config.source_eos is true but the source vocabulary has no 'eos' "
+                          "special token")
     decoding = _get(manifest, "decoding", "")
     start_id = _get(decoding, "start_id", "decoding.", int)
     eos_id = _get(decoding, "eos_id", "decoding.", int)
+    target_size = len(sides["target"].vocab)
     for key, value in (("start_id", start_id), ("eos_id", eos_id)):
-        if not 0 <= value < len(sides["target"].vocab):
-            raise _fail(f"decoding.{key} {value} is outside the target vocabulary (size {len(sides['target'].vocab)})")
+        if not 0 <= value < target_size:
+            raise _fail(f"decoding.{key} {value} is outside the target vocabulary (size {target_size})")
+    if sides["target"].special_ids.get("eos") != eos_id:
+        raise _fail(f"decoding.eos_id {eos_id} is not the target vocabulary's eos token "
+                    f"({sides['target'].special_ids.get('eos')})")
     limits = _get(manifest, "limits", "")
     max_source_length = _get(limits, "max_source_length", "limits.", int)
     target_rule = _get(limits, "max_target_length", "limits.")
     ratio = _get(target_rule, "ratio", "limits.max_target_length.", (int, float))
     offset = _get(target_rule, "offset", "limits.max_target_length.", int)
-    if max_source_length < 1 or ratio < 0 or offset < 1:
-        raise _fail("limits: max_source_length and max_target_length.offset must be ≥ 1, ratio ≥ 0")
+    if isinstance(ratio, bool) or not math.isfinite(ratio) or not 0 <= ratio <= MAX_TARGET_LENGTH_RATIO:
+        raise _fail(f"limits.max_target_length.ratio must be in [0, {MAX_TARGET_LENGTH_RATIO:g}], got {ratio!r}")
+    if not 1 <= offset <= MAX_TARGET_LENGTH_OFFSET:
+        raise _fail(f"limits.max_target_length.offset must be in [1, {MAX_TARGET_LENGTH_OFFSET}], got {offset}")
+    if not 1 <= max_source_length <= MAX_SOURCE_LENGTH:
+        raise _fail(f"limits.max_source_length must be in [1, {MAX_SOURCE_LENGTH}], got {max_source_length}")
     graphs = {}
     for kind in GRAPH_KINDS:
         spec = _get(_get(manifest, "graphs", ""), kind, "graphs.")
@@ -204,16 +249,19 @@ def _parse(root: Path, manifest: dict) -> Bundle:
             entries = _get(spec, direction, f"graphs.{kind}.")
             io[direction] = {role: _tensor_spec(role, entry, f"graphs.{kind}.{direction}.{role}")
                              for role, entry in entries.items()}
+            names = [tensor.name for tensor in io[direction].values()]
+            if len(set(names)) != len(names):
+                raise _fail(f"graphs.{kind}.{direction} names one graph tensor under two roles")
         for role in REQUIRED_INPUTS[kind]:
             if role not in io["inputs"]:
                 raise _fail(f"graphs.{kind}.inputs lacks the required role {role!r}")
         for role in REQUIRED_OUTPUTS[kind]:
             if role not in io["outputs"]:
                 raise _fail(f"graphs.{kind}.outputs lacks the required role {role!r}")
-        graphs[kind] = GraphSpec(kind, path, io["inputs"], io["outputs"])
-    _check_contract(graphs)
+        graphs[kind] = GraphSpec(kind, path, io["inputs"], io["outputs"], files[path.name])
+    _check_contract(graphs, target_size)
     return Bundle(root, manifest, sides["source"], sides["target"], start_id, eos_id, max_source_length,
-                  float(ratio), offset, graphs)
+                  float(ratio), offset, graphs, source_eos)
 
 
 def _tensor_spec(role: str, entry: object, where: str) -> TensorSpec:
@@ -225,10 +273,14 @@ def _tensor_spec(role: str, entry: object, where: str) -> TensorSpec:
     return TensorSpec(role, name, dtype, tuple(shape))
 
 
-def _check_contract(graphs: dict[str, GraphSpec]) -> None:
-    """The encoder must provide every decoder-step input but the control inputs, and each state output must feed
-    back."""
+def _check_contract(graphs: dict[str, GraphSpec], target_size: int) -> None:
+    """The encoder must provide every decoder-step input but the control inputs, each state output must feed
+    back, and the step must score exactly the target vocabulary."""
     encoder, step = graphs["encoder"], graphs["decoder_step"]
+    vocab_dim = step.outputs[roles.LOG_PROBS].shape[-1:]
+    if vocab_dim != (target_size,):
+        raise _fail(f"graphs.decoder_step.outputs.log_probs scores {vocab_dim[0] if vocab_dim else 'no'} tokens, "
+                    f"the target vocabulary has {target_size}")
     for role, spec in step.inputs.items():
         if role in roles.CONTROL_INPUTS:
             continue

@@ -11,6 +11,14 @@ from typing import Any
 STRATEGIES = ("greedy", "beam", "sample")
 LENGTH_NORMALIZATIONS = ("power", "gnmt")
 DEFAULT_BEAM_SIZE = 4
+# Upper bounds of the numeric options that no model changes (the model's own caps — beams, hypotheses, output
+# length — are a RequestLimits). Past them a value is meaningless and the arithmetic is no longer safe: a length
+# penalty of 1000 overflows length ** alpha, a ratio of 1e308 overflows the length computation, a repetition penalty
+# that large sends every repeated log-prob to -inf.
+MAX_LENGTH_PENALTY = 10.0
+MAX_REPETITION_PENALTY = 100.0
+MAX_LENGTH_RATIO = 1000.0
+MAX_SEED = 2 ** 63 - 1
 
 
 @dataclass(frozen=True)
@@ -24,15 +32,17 @@ class GenerationOptions:
         num_hypotheses: n-best size (beam: ≤ beam_size) or independent samples (sample); greedy gives 1.
         length_penalty, length_normalization: rank hypotheses by score / length^α ("power": α = 0 no
             normalization, α = 1 the average log-prob) or by the GNMT score / ((5 + length) / 6)^α ("gnmt");
-            length counts the scored steps, eos included.
+            length counts the scored steps, eos included. 0 ≤ α ≤ 10.
         min_length: eos is not allowed before this many output tokens.
-        max_length, max_length_ratio: at most max_length output tokens, and at most ceil(ratio × source length);
-            with neither, the bundle's rule ceil(ratio × source_length + offset).
-        temperature, top_k, top_p, seed: sampling only. The same seed gives the same samples for the same input,
-            whatever else is in the batch (each input's random stream derives from the seed and the input itself).
+        max_length, max_length_ratio: at most max_length output tokens, and at most ceil(ratio × source length)
+            (0 < ratio ≤ 1000); with neither, the bundle's rule ceil(ratio × source_length + offset). Both are
+            bounded by the model's RequestLimits.max_output_length.
+        temperature, top_k, top_p, seed: sampling only. The same seed (0 ≤ seed < 2^63) gives the same samples
+            for the same input, whatever else is in the batch (each input's random stream derives from the seed
+            and the input itself).
         no_repeat_ngram_size: no n-gram of this size appears twice in an output (0: off).
         repetition_penalty: log-probs of tokens already in the output are multiplied by it (> 1 discourages
-            repeats), then renormalized.
+            repeats), then renormalized; 0 < penalty ≤ 100.
         suppress_tokens: target tokens (strings or ids) never generated.
         return_attention: attach each step's attention weights over the source (attention models).
         replace_unknowns: replace an output unk token by the source token it attended to most (attention models).
@@ -93,12 +103,15 @@ class GenerationOptions:
         for name in ("return_attention", "replace_unknowns"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name}: expected a bool, got {type(getattr(self, name)).__name__}")
-        if self.length_penalty < 0:
-            raise ValueError(f"length_penalty: must be ≥ 0, got {self.length_penalty}")
-        if self.repetition_penalty <= 0:
-            raise ValueError(f"repetition_penalty: must be > 0, got {self.repetition_penalty}")
-        if self.max_length_ratio is not None and self.max_length_ratio <= 0:
-            raise ValueError(f"max_length_ratio: must be > 0, got {self.max_length_ratio}")
+        if not 0 <= self.length_penalty <= MAX_LENGTH_PENALTY:
+            raise ValueError(f"length_penalty: must be in [0, {MAX_LENGTH_PENALTY:g}], got {self.length_penalty}")
+        if not 0 < self.repetition_penalty <= MAX_REPETITION_PENALTY:
+            raise ValueError(f"repetition_penalty: must be in (0, {MAX_REPETITION_PENALTY:g}], got "
+                             f"{self.repetition_penalty}")
+        if self.max_length_ratio is not None and not 0 < self.max_length_ratio <= MAX_LENGTH_RATIO:
+            raise ValueError(f"max_length_ratio: must be in (0, {MAX_LENGTH_RATIO:g}], got {self.max_length_ratio}")
+        if self.seed is not None and self.seed > MAX_SEED:
+            raise ValueError(f"seed: must be < 2^63, got {self.seed}")
         if self.temperature is not None and self.temperature <= 0:
             raise ValueError(f"temperature: must be > 0, got {self.temperature}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
@@ -143,7 +156,10 @@ class GenerationOptions:
             >>> GenerationOptions.from_kwargs({"strategy": "beam", "beam_size": 8}).beam
             8
         """
-        base = base or DEFAULT_OPTIONS
+        if base is None:
+            base = DEFAULT_OPTIONS
+        elif not isinstance(base, GenerationOptions):
+            raise TypeError(f"options: expected a GenerationOptions, got {type(base).__name__}")
         if not kwargs:
             return base
         overrides = tuple(sorted((name, type(value), value) for name, value in kwargs.items()))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
+import re
 import threading
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -16,13 +18,15 @@ import numpy as np
 
 from . import roles
 from .batching import length_sorted_batches
-from .bundle import Bundle
+from .bundle import Bundle, BundleError
 from .config import GenerationOptions
 from .capture import GraphCapture
 from .decoder import ArrayRunner, BoundRunner, DeviceGather, StepGraph, take_rows
-from .search import (Candidate, DecoderRunner, RowLimits, beam_search, chooses_in_graph, greedy_in_graph,
+from .limits import RequestLimits
+from .search import (Candidate, DecoderRunner, RowLimits, Stop, beam_search, chooses_in_graph, greedy_in_graph,
                      needs_full_log_probs, normalized_score, run_sample_search, sample_search)
 from .sessions import DeviceError, SessionSettings, create_capture_session, create_sessions, cuda_works, parse_device
+from .vocab import Vocab
 
 if TYPE_CHECKING:
     from .service import Batcher
@@ -34,6 +38,7 @@ log = logging.getLogger("s2s_runtime")
 ENCODER_GROUP_ROWS = 32
 # Bound runners kept per thread for reuse (one per recent shape: with attention, the source length is part of it).
 IDLE_RUNNERS_PER_THREAD = 16
+PLANS_CACHED = 256  # checked option sets kept per model
 
 InputText = str | Sequence[str]
 _NOTHING_SUPPRESSED = np.zeros(0, dtype=np.int64)
@@ -120,12 +125,30 @@ class StreamedToken:
 
 
 @dataclass(frozen=True)
-class _Decoding:
-    """One call's validated options with what is derived from them once per call."""
+class DecodingPlan:
+    """Generation options checked against one model (`Seq2SeqModel.plan`), with what is derived from them.
+
+    Plans are cached per options: a service passing the same options on every request checks them once."""
 
     options: GenerationOptions
-    suppressed: np.ndarray  # suppressed target ids
-    entropy: int            # sampling seed material (the seed, or fresh entropy when none is given)
+    suppressed: np.ndarray  # suppressed target ids, sorted
+
+    @property
+    def rows_per_input(self) -> int:
+        """Decoder rows one input occupies: its beams, its independent samples, or 1."""
+        return self.options.beam if self.options.strategy == "beam" else self.options.num_hypotheses
+
+
+@dataclass(frozen=True)
+class PreparedInput:
+    """One input tokenized, its target prefix resolved and its length limits fixed (`Seq2SeqModel.prepare`):
+    everything about it that can be wrong has been checked, and its cost is known."""
+
+    tokens: list[str]
+    ids: list[int]      # source ids, with the source eos when the model uses one; empty for an empty input
+    unknown: int        # input symbols not in the source vocabulary (mapped to unk)
+    limits: RowLimits
+    tokens_bound: int   # the most decoder tokens it can cost: rows × max output length (0 if empty)
 
 
 @dataclass
@@ -142,9 +165,14 @@ class Seq2SeqModel:
 
     All methods are safe to call from several threads at once: onnxruntime sessions are thread-safe and every call
     keeps its own states.
+
+    A call runs in three stages, each public so a service can run them apart: `plan` checks the options against
+    the model, `prepare` checks and tokenizes one input (every error an input can cause is raised here, before any
+    decoding), and `decode` runs prepared inputs to their results. `generate` is the three in a row.
     """
 
-    def __init__(self, bundle: Bundle, *, device: str = "auto", settings: SessionSettings = SessionSettings()):
+    def __init__(self, bundle: Bundle, *, device: str = "auto", settings: SessionSettings = SessionSettings(),
+                 limits: RequestLimits = RequestLimits()):
         self.bundle = bundle
         graphs = [bundle.graphs["encoder"], bundle.graphs["decoder_step"]]
         if bundle.manifest.get("precision") == "float16":
@@ -160,7 +188,9 @@ class Seq2SeqModel:
             device_type, device_id = self.placement.device.split(":")
             self._gather = DeviceGather(list(self.placement.providers), device_type, int(device_id))
         self._capture = self._graph_capture(settings)
+        # Encoder outputs are fetched by name in this order, never by the graph's own output order.
         self._encoder_roles = list(self._encoder_spec.outputs)
+        self._encoder_output_names = [self._encoder_spec.outputs[role].name for role in self._encoder_roles]
         needed = [r for r in self._step_spec.inputs if r not in roles.CONTROL_INPUTS]  # what the encoder provides
         self._state_roles = [r for r in needed if roles.is_state(r)]
         self._static_roles = [r for r in needed if not roles.is_state(r)]
@@ -169,7 +199,42 @@ class Seq2SeqModel:
         self._source_pad = bundle.source.special_ids["pad"]
         self._mask_value: float | None = None  # the encoder's memory bias at padding, read when first needed
         self._source_unk = bundle.source.special_ids.get("unk")
-        self._source_eos = [bundle.source.special_ids["eos"]] if bundle.manifest["config"].get("source_eos") else []
+        self._source_eos = [bundle.source.special_ids["eos"]] if bundle.source_eos else []
+        self.limits = limits
+        self.max_output_length = limits.max_output_length or bundle.default_max_length(bundle.max_source_length)
+        self._plans: OrderedDict[GenerationOptions, DecodingPlan] = OrderedDict()
+        self._plans_lock = threading.Lock()
+        self._probe()
+
+    def _probe(self) -> None:
+        """Run the encoder on the highest source id and one step on the highest target id, and compare every output
+        shape with the manifest: a vocabulary larger than a graph's embedding table, or a declared size the graph
+        does not have, is a BundleError at load naming the file — not an onnxruntime error at the first request."""
+        highest = {"encoder": len(self.bundle.source.vocab) - 1, "decoder_step": len(self.bundle.target.vocab) - 1}
+        spec = self._encoder_spec
+        try:
+            encoded = self._run_encoder([[highest["encoder"]]])
+        except Exception as error:  # onnxruntime's own exception types
+            raise BundleError(f"{spec.path}: the graph fails on source id {highest['encoder']}, the highest of "
+                              f"the source vocabulary ({str(error).strip()[:200]})") from None
+        outputs = dict(encoded)
+        spec = self._step_spec
+        states = {role: encoded[role] for role in self._state_roles}
+        statics = {role: encoded[role] for role in self._static_roles}
+        try:
+            log_probs, _ = ArrayRunner(self._step_graph, states, statics, False).step(
+                np.array([highest["decoder_step"]], dtype=np.int64))
+        except Exception as error:
+            raise BundleError(f"{spec.path}: the graph fails on target id {highest['decoder_step']}, the highest "
+                              f"of the target vocabulary ({str(error).strip()[:200]})") from None
+        outputs[roles.LOG_PROBS] = log_probs
+        for role, value in outputs.items():
+            graph = self._encoder_spec if role in encoded else self._step_spec
+            declared = graph.outputs[role].shape
+            for axis, (real, claimed) in enumerate(zip(value.shape, declared)):
+                if isinstance(claimed, int) and real != claimed:
+                    raise BundleError(f"{graph.path}: output {role!r} has size {real} on axis {axis}, manifest.json "
+                                      f"declares {claimed}")
 
     def _graph_capture(self, settings: SessionSettings) -> GraphCapture | None:
         if not settings.cuda_graph:
@@ -231,31 +296,93 @@ class Seq2SeqModel:
 
         Raises:
             TypeError: inputs of the wrong type, or an unknown option.
-            ValueError: an input longer than the bundle's max_source_length, or an invalid option.
+            ValueError: an input longer than the bundle's max_source_length, an invalid option, or an option past
+                the model's RequestLimits.
 
         Example:
             >>> model = s2s_runtime.load("bundle/")  # doctest: +SKIP
             >>> model.generate(["hello", "world"], strategy="beam", beam_size=4, num_hypotheses=2)[0].text  # doctest: +SKIP
             'olleh'
         """
-        options = GenerationOptions.from_kwargs(kwargs, options)
+        plan = self.plan(GenerationOptions.from_kwargs(kwargs, options))
         items = _as_input_list(inputs)
-        prepared = [self._prepare(item, index) for index, item in enumerate(items)]
-        prefixes = self._prefixes(target_prefix, len(prepared))
-        decoding = self._decoding(options)
-        results: list[Result | None] = [None] * len(prepared)
-        for index, item in enumerate(prepared):
+        prefixes = _prefix_list(target_prefix, len(items))
+        prepared = [self.prepare(item, plan, target_prefix=prefix, index=index)
+                    for index, (item, prefix) in enumerate(zip(items, prefixes))]
+        return self.decode(prepared, plan)
+
+    def plan(self, options: GenerationOptions) -> DecodingPlan:
+        """Check options against this model — its attention, vocabulary and RequestLimits — once per distinct
+        options (cached).
+
+        Raises:
+            TypeError: `options` is not a GenerationOptions.
+            ValueError: an option this model cannot honour, naming it.
+
+        Example:
+            >>> model.plan(GenerationOptions(strategy="beam", beam_size=4)).rows_per_input  # doctest: +SKIP
+            4
+        """
+        if not isinstance(options, GenerationOptions):
+            raise TypeError(f"options: expected a GenerationOptions, got {type(options).__name__}")
+        with self._plans_lock:
+            plan = self._plans.get(options)
+            if plan is not None:
+                self._plans.move_to_end(options)
+                return plan
+        plan = DecodingPlan(options, self._checked_options(options))
+        with self._plans_lock:
+            self._plans[options] = plan
+            if len(self._plans) > PLANS_CACHED:
+                self._plans.popitem(last=False)
+        return plan
+
+    def prepare(self, source: InputText, plan: DecodingPlan, *, target_prefix: InputText | None = None,
+                index: int = 0) -> PreparedInput:
+        """Tokenize one input, resolve its target prefix and fix its length limits; every error the input can cause
+        is raised here, naming `inputs[index]` (or `target_prefix[index]`).
+
+        Raises:
+            TypeError: the input or prefix is not a string or a list of token strings.
+            ValueError: the input is longer than max_source_length, a prefix token is not in the target vocabulary,
+                or its lengths pass the model's limits.
+
+        Example:
+            >>> plan = model.plan(GenerationOptions())  # doctest: +SKIP
+            >>> model.decode([model.prepare("hello", plan)], plan)[0].text  # doctest: +SKIP
+        """
+        item = self._prepare(source, index)
+        prefix = () if target_prefix is None else tuple(self._target_ids(target_prefix, f"target_prefix[{index}]"))
+        if not item.ids:
+            return PreparedInput([], [], 0, RowLimits((), 0, 0), 0)
+        limits = self._limits(item, prefix, plan.options, index)
+        return PreparedInput(item.tokens, item.ids, item.unknown, limits, plan.rows_per_input * limits.max_length)
+
+    def decode(self, items: Sequence[PreparedInput], plan: DecodingPlan, *, stop: Stop | None = None
+               ) -> list[Result]:
+        """Decode prepared inputs (see `prepare`) in length-sorted batches; one Result per input, in order.
+
+        `stop`, if given, is called between decoder steps; when it returns True decoding ends with
+        s2s_runtime.search.DecodingStopped (a service's deadlines and cancellations).
+
+        Example:
+            >>> plan = model.plan(GenerationOptions(strategy="beam"))  # doctest: +SKIP
+            >>> [r.text for r in model.decode([model.prepare(w, plan) for w in ("a", "b")], plan)]  # doctest: +SKIP
+        """
+        options = plan.options
+        entropy = self._entropy(options)
+        results: list[Result | None] = [None] * len(items)
+        for index, item in enumerate(items):
             if not item.ids:
                 results[index] = Result([Hypothesis("", [], [], 0.0, 0.0, True)], 0)
-        pending = [i for i, item in enumerate(prepared) if item.ids]
-        for batch in length_sorted_batches([len(prepared[i].ids) for i in pending], options.max_batch_size,
+        pending = [i for i, item in enumerate(items) if item.ids]
+        for batch in length_sorted_batches([len(items[i].ids) for i in pending], options.max_batch_size,
                                            options.max_batch_tokens):
             rows = [pending[i] for i in batch]
-            limits = [self._limits(prepared[row], prefixes[row], options, row) for row in rows]
-            n_best = self._decode_batch([prepared[row] for row in rows], limits, decoding)
+            n_best = self._decode_batch([items[row] for row in rows], plan, entropy, stop)
             for row, candidates in zip(rows, n_best):
-                results[row] = Result([self._hypothesis(c, prepared[row], options) for c in candidates],
-                                      prepared[row].unknown)
+                results[row] = Result([self._hypothesis(c, items[row], options) for c in candidates],
+                                      items[row].unknown)
         return results  # type: ignore[return-value]
 
     def generate_stream(self, source: InputText, *, target_prefix: InputText | None = None,
@@ -266,21 +393,24 @@ class Seq2SeqModel:
             >>> for token in model.generate_stream("hello"):  # doctest: +SKIP
             ...     print(token, end="", flush=True)
         """
-        options = GenerationOptions.from_kwargs(kwargs, options)
-        if options.strategy == "beam":
-            raise ValueError("strategy: beam search is not streamable (the best hypothesis is known only at the "
-                             "end); use strategy='greedy' or 'sample', or generate()")
-        if options.num_hypotheses != 1:
-            raise ValueError("num_hypotheses: streaming produces one hypothesis")
-        decoding = self._decoding(options)
-        item = self._prepare(source, 0)
+        plan = self.plan(GenerationOptions.from_kwargs(kwargs, options))
+        check_streamable(plan.options)
+        return self.stream(self.prepare(source, plan, target_prefix=target_prefix), plan)
+
+    def stream(self, item: PreparedInput, plan: DecodingPlan, *, stop: Stop | None = None
+               ) -> Iterator[StreamedToken]:
+        """The tokens of one prepared input as they are produced (greedy or sampling); `stop` as in `decode`.
+
+        Example:
+            >>> plan = model.plan(GenerationOptions())  # doctest: +SKIP
+            >>> "".join(map(str, model.stream(model.prepare("hello", plan), plan)))  # doctest: +SKIP
+        """
+        check_streamable(plan.options)
         if not item.ids:
             return
-        prefix = self._prefixes(None if target_prefix is None else [target_prefix], 1)[0]
-        limits = [self._limits(item, prefix, options, 0)]
         states, statics = self._encode([item.ids])
         vocab = self.bundle.target.vocab
-        for event in self._sample_rows(states, statics, [item], limits, decoding, 1):
+        for event in self._sample_rows(states, statics, [item], plan, self._entropy(plan.options), 1, stop):
             if not event.ended[0]:
                 token_id = int(event.tokens[0])
                 yield StreamedToken(vocab.tokens[token_id], token_id, float(event.log_probs[0]))
@@ -313,51 +443,57 @@ class Seq2SeqModel:
 
     def _prepare(self, item: InputText, index: int) -> _Prepared:
         vocab = self.bundle.source.vocab
-        if isinstance(item, str):
-            tokens = vocab.split(item)
-        elif isinstance(item, (list, tuple)) and all(isinstance(t, str) for t in item):
-            tokens = list(item)
-        else:
-            raise TypeError(f"inputs[{index}]: expected a string or a list of token strings, got {item!r:.60}")
+        limit = self.bundle.max_source_length - len(self._source_eos)
+        tokens = _bounded_tokens(vocab, item, limit, f"inputs[{index}]")
+        if len(tokens) > limit:  # counted in full only where that costs nothing
+            count = len(item) if not isinstance(item, str) or vocab.tokenizer == "char" else f"more than {limit}"
+            raise ValueError(f"inputs[{index}]: {count} source tokens exceed the bundle's max_source_length "
+                             f"{self.bundle.max_source_length}")
         if not tokens:
             return _Prepared([], [], 0)
         ids = vocab.encode(tokens)
-        if len(ids) + len(self._source_eos) > self.bundle.max_source_length:
-            raise ValueError(f"inputs[{index}]: {len(ids)} source tokens exceed the bundle's max_source_length "
-                             f"{self.bundle.max_source_length}")
         unknown = 0
         if self._source_unk in ids:  # rare: count the symbols that map to unk without being the unk token itself
             unknown = sum(1 for t, i in zip(tokens, ids) if i == self._source_unk and t != vocab.tokens[i])
         return _Prepared(tokens, ids + self._source_eos, unknown)
 
     def _target_ids(self, item: InputText, where: str) -> list[int]:
+        """Target token ids of a prefix or a scored target; a token outside the target vocabulary is a ValueError
+        (forcing or scoring unk in its place would answer another question than the one asked)."""
         vocab = self.bundle.target.vocab
-        if not isinstance(item, str) and not (isinstance(item, (list, tuple)) and all(isinstance(t, str) for t in item)):
-            raise TypeError(f"{where}: expected a string or a list of token strings, got {item!r:.60}")
-        try:
-            return vocab.encode(item)
-        except ValueError as error:
-            raise ValueError(f"{where}: {error}") from None
+        tokens = _bounded_tokens(vocab, item, self.max_output_length, where)
+        if len(tokens) > self.max_output_length:
+            raise ValueError(f"{where}: more than the model's max output length {self.max_output_length} tokens")
+        unknown = next((token for token in tokens if token not in vocab), None)
+        if unknown is not None:
+            raise ValueError(f"{where}: token {unknown!r} is not in the target vocabulary")
+        return vocab.encode(tokens)
 
-    def _prefixes(self, target_prefix: Sequence[InputText | None] | None, count: int) -> list[tuple[int, ...]]:
-        if target_prefix is None:
-            return [()] * count
-        if isinstance(target_prefix, str) or len(target_prefix) != count:
-            raise ValueError(f"target_prefix: expected a list with one prefix (or None) per input ({count})")
-        return [() if p is None else tuple(self._target_ids(p, f"target_prefix[{i}]"))
-                for i, p in enumerate(target_prefix)]
-
-    def _decoding(self, options: GenerationOptions) -> _Decoding:
-        """Check the options against this model and derive what a call needs from them once."""
+    def _checked_options(self, options: GenerationOptions) -> np.ndarray:
+        """The options this model can honour (else a ValueError naming the option); returns the suppressed ids."""
         for name in ("return_attention", "replace_unknowns"):
             if getattr(options, name) and not self.has_attention:
                 raise ValueError(f"{name}: this model has no attention")
         if options.replace_unknowns and "unk" not in self.bundle.target.special_ids:
             raise ValueError("replace_unknowns: the target vocabulary has no unk token")
-        entropy = 0
-        if options.strategy == "sample":
-            entropy = np.random.SeedSequence().entropy if options.seed is None else options.seed
-        return _Decoding(options, self._suppressed_ids(options), entropy)
+        caps = (("beam_size", options.beam if options.strategy == "beam" else 1, self.limits.max_beam_size,
+                 "max_beam_size"),
+                ("num_hypotheses", options.num_hypotheses, self.limits.max_num_hypotheses, "max_num_hypotheses"),
+                ("max_length", options.max_length or 0, self.max_output_length, "max_output_length"),
+                ("min_length", options.min_length, self.max_output_length, "max_output_length"),
+                ("no_repeat_ngram_size", options.no_repeat_ngram_size, self.max_output_length, "max_output_length"))
+        for name, value, cap, limit in caps:
+            if value > cap:
+                raise ValueError(f"{name}: {value} is more than this model allows ({limit} = {cap}; see "
+                                 "RequestLimits)")
+        return self._suppressed_ids(options)
+
+    @staticmethod
+    def _entropy(options: GenerationOptions) -> int:
+        """Sampling seed material: the seed, or fresh entropy for each call when none is given."""
+        if options.strategy != "sample":
+            return 0
+        return np.random.SeedSequence().entropy if options.seed is None else options.seed
 
     def _suppressed_ids(self, options: GenerationOptions) -> np.ndarray:
         if not options.suppress_tokens:
@@ -379,10 +515,19 @@ class Seq2SeqModel:
 
     def _limits(self, item: _Prepared, prefix: tuple[int, ...], options: GenerationOptions, index: int) -> RowLimits:
         source_length = len(item.ids) - len(self._source_eos)
-        caps = [c for c in (options.max_length,
-                            None if options.max_length_ratio is None
-                            else max(1, math.ceil(options.max_length_ratio * source_length))) if c is not None]
-        max_length = min(caps) if caps else self.bundle.default_max_length(source_length)
+        if options.max_length_ratio is not None:
+            by_ratio = max(1, math.ceil(options.max_length_ratio * source_length))
+            if by_ratio > self.max_output_length:
+                raise ValueError(f"max_length_ratio: {options.max_length_ratio:g} × {source_length} source tokens "
+                                 f"of inputs[{index}] = {by_ratio} tokens, more than this model allows "
+                                 f"(max_output_length = {self.max_output_length}; see RequestLimits)")
+        else:
+            by_ratio = None
+        caps = [c for c in (options.max_length, by_ratio) if c is not None]
+        if caps:
+            max_length = min(caps)
+        else:  # the bundle's own rule, within the operator's cap
+            max_length = min(self.bundle.default_max_length(source_length), self.max_output_length)
         if len(prefix) > max_length:
             raise ValueError(f"target_prefix[{index}]: {len(prefix)} tokens, more than the max length {max_length}")
         return RowLimits(prefix, options.min_length, max_length)
@@ -428,7 +573,8 @@ class Seq2SeqModel:
         ids = np.array([s if len(s) == longest else s + [pad] * (longest - len(s)) for s in sources],
                        dtype=np.int64)  # (batch, source_length)
         names = self._encoder_inputs
-        values = self._encoder.run(None, {names[0]: ids, names[1]: np.array(lengths, dtype=np.int64)})
+        values = self._encoder.run(self._encoder_output_names,
+                                   {names[0]: ids, names[1]: np.array(lengths, dtype=np.int64)})
         return dict(zip(self._encoder_roles, values))
 
     def _padded_like(self, role: str, value: np.ndarray, rows: int, source_length: int) -> np.ndarray:
@@ -473,9 +619,10 @@ class Seq2SeqModel:
         if len(idle) > IDLE_RUNNERS_PER_THREAD:
             idle.popitem(last=False)
 
-    def _decode_batch(self, items: list[_Prepared], limits: list[RowLimits], decoding: _Decoding
+    def _decode_batch(self, items: list[PreparedInput], plan: DecodingPlan, entropy: int, stop: Stop | None
                       ) -> list[list[Candidate]]:
-        options = decoding.options
+        options, suppressed = plan.options, plan.suppressed
+        limits = [item.limits for item in items]
         states, statics = self._encode([item.ids for item in items])
         with_attention = self._wants_attention(options)
         if options.strategy == "beam":
@@ -484,39 +631,41 @@ class Seq2SeqModel:
             top_k = 1  # rank in the graph when it can and nothing needs the full log-probs (see beam_search)
             vocab = self._step_spec.outputs[roles.LOG_PROBS].shape[-1]
             if self._step_graph.ranks and 2 * options.beam <= vocab and \
-                    not needs_full_log_probs(limits, options, decoding.suppressed):
+                    not needs_full_log_probs(limits, options, suppressed):
                 top_k = 2 * options.beam
             with self._runner(states, statics, with_attention, top_k) as runner:
                 return beam_search(runner, start_id=self.bundle.start_id, eos_id=self.bundle.eos_id, limits=limits,
-                                   options=options, suppressed=decoding.suppressed, collect_attention=with_attention)
+                                   options=options, suppressed=suppressed, collect_attention=with_attention,
+                                   stop=stop)
         if options.strategy == "greedy" and chooses_in_graph(self._step_graph.selects, limits, options,
-                                                             decoding.suppressed, with_attention):
+                                                             suppressed, with_attention):
             with self._runner(states, statics, with_attention) as runner:
                 return [[c] for c in greedy_in_graph(runner, start_id=self.bundle.start_id,
-                                                     eos_id=self.bundle.eos_id, limits=limits)]
+                                                     eos_id=self.bundle.eos_id, limits=limits, stop=stop)]
         copies = options.num_hypotheses
         rows = np.repeat(np.arange(len(items)), copies)  # each input `copies` times (independent samples)
         if copies > 1:
             states, statics = take_rows(states, rows, self._batch_axes), take_rows(statics, rows, self._batch_axes)
-        candidates = run_sample_search(self._sample_rows(states, statics, [items[i] for i in rows],
-                                                         [limits[i] for i in rows], decoding, copies))
+        candidates = run_sample_search(self._sample_rows(states, statics, [items[i] for i in rows], plan, entropy,
+                                                         copies, stop))
         n_best = [candidates[i * copies:(i + 1) * copies] for i in range(len(items))]
         return [sorted(c, key=lambda h: -normalized_score(h, options)) for c in n_best]
 
-    def _sample_rows(self, states: dict[str, np.ndarray], statics: dict[str, np.ndarray], items: list[_Prepared],
-                     limits: list[RowLimits], decoding: _Decoding, copies: int):
-        options, rngs = decoding.options, None
+    def _sample_rows(self, states: dict[str, np.ndarray], statics: dict[str, np.ndarray],
+                     items: list[PreparedInput], plan: DecodingPlan, entropy: int, copies: int, stop: Stop | None):
+        options, rngs = plan.options, None
+        limits = [item.limits for item in items]
         if options.strategy == "sample":
             # Each row's random stream depends only on the seed, the input and the sample number, so an input's
             # samples are the same whatever else is in the batch.
-            rngs = [np.random.default_rng(np.random.SeedSequence([decoding.entropy, row % copies, len(item.ids),
+            rngs = [np.random.default_rng(np.random.SeedSequence([entropy, row % copies, len(item.ids),
                                                                   *item.ids, len(lim.prefix), *lim.prefix]))
                     for row, (item, lim) in enumerate(zip(items, limits))]
         with_attention = self._wants_attention(options)
         with self._runner(states, statics, with_attention) as runner:
             return (yield from sample_search(runner, start_id=self.bundle.start_id, eos_id=self.bundle.eos_id,
-                                             limits=limits, options=options, rngs=rngs,
-                                             suppressed=decoding.suppressed, collect_attention=with_attention))
+                                             limits=limits, options=options, rngs=rngs, suppressed=plan.suppressed,
+                                             collect_attention=with_attention, stop=stop))
 
     @staticmethod
     def _wants_attention(options: GenerationOptions) -> bool:
@@ -541,7 +690,7 @@ class Seq2SeqModel:
             previous = forced[:, t]
         return [chosen[row, :len(target) + 1].tolist() for row, target in enumerate(targets)]
 
-    def _hypothesis(self, candidate: Candidate, item: _Prepared, options: GenerationOptions) -> Hypothesis:
+    def _hypothesis(self, candidate: Candidate, item: PreparedInput, options: GenerationOptions) -> Hypothesis:
         vocab = self.bundle.target.vocab
         tokens = vocab.decode_tokens(candidate.ids)
         attention = None
@@ -567,6 +716,40 @@ def _cuda_only(device: str) -> str:
     return f"cuda:{device_id}"
 
 
+_WORD = re.compile(r"\S+")
+
+
+def _bounded_tokens(vocab: Vocab, item: object, limit: int, where: str) -> list[str]:
+    """The tokens of a text or token list, at most limit + 1 of them: an oversized input is refused from its
+    length alone, before it is split or encoded in full."""
+    if isinstance(item, str):
+        if vocab.tokenizer == "char":
+            return list(item[:limit + 1])
+        return [match.group() for match in itertools.islice(_WORD.finditer(item), limit + 1)]
+    if isinstance(item, (list, tuple)):
+        tokens = list(item[:limit + 1])
+        if all(isinstance(token, str) for token in tokens):
+            return tokens
+    raise TypeError(f"{where}: expected a string or a list of token strings, got {item!r:.60}")
+
+
+def _prefix_list(target_prefix: object, count: int) -> list:
+    if target_prefix is None:
+        return [None] * count
+    if not isinstance(target_prefix, (list, tuple)) or len(target_prefix) != count:
+        raise ValueError(f"target_prefix: expected a list with one prefix (or None) per input ({count})")
+    return list(target_prefix)
+
+
+def check_streamable(options: GenerationOptions) -> None:
+    """Streaming yields one hypothesis token by token: greedy or sampling, one hypothesis."""
+    if options.strategy == "beam":
+        raise ValueError("strategy: beam search is not streamable (the best hypothesis is known only at the "
+                         "end); use strategy='greedy' or 'sample', or generate()")
+    if options.num_hypotheses != 1:
+        raise ValueError("num_hypotheses: streaming produces one hypothesis")
+
+
 def _as_input_list(inputs: object) -> list:
     if isinstance(inputs, str):
         return [inputs]
@@ -578,7 +761,7 @@ def _as_input_list(inputs: object) -> list:
 
 def load(bundle_dir: str | Path, device: str = "auto", *, intra_op_threads: int = 1, inter_op_threads: int = 1,
          allow_spinning: bool = False, optimization_level: str = "all", io_binding: bool = True,
-         cuda_graph: bool = False) -> Seq2SeqModel:
+         cuda_graph: bool = False, limits: RequestLimits = RequestLimits()) -> Seq2SeqModel:
     """Load a bundle directory and create its onnxruntime sessions.
 
     Arguments:
@@ -589,6 +772,8 @@ def load(bundle_dir: str | Path, device: str = "auto", *, intra_op_threads: int 
             (see SessionSettings for the defaults and why).
         cuda_graph: on CUDA, replay the decoder step as captured CUDA graphs, one per batch-size and
             source-length bucket (see s2s_runtime.capture); no effect on the CPU.
+        limits: the most work one request may ask for (a RequestLimits: beams, hypotheses, output length,
+            decoder tokens per service request).
 
     Returns:
         A Seq2SeqModel.
@@ -604,4 +789,4 @@ def load(bundle_dir: str | Path, device: str = "auto", *, intra_op_threads: int 
     """
     settings = SessionSettings(intra_op_threads, inter_op_threads, allow_spinning, optimization_level, io_binding,
                                cuda_graph)
-    return Seq2SeqModel(Bundle.open(bundle_dir), device=device, settings=settings)
+    return Seq2SeqModel(Bundle.open(bundle_dir), device=device, settings=settings, limits=limits)

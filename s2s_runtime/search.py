@@ -9,13 +9,26 @@ vectorized over rows, so large batches do not pay Python per row and step.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
 from .config import GenerationOptions
+
+
+Stop = Callable[[], bool]  # asked between steps: True ends the search with DecodingStopped
+
+
+class DecodingStopped(Exception):
+    """A search was stopped between two steps because its `stop` callable said so (a deadline passed, every caller
+    went away, or the service is shutting down); the caller decides what to answer."""
+
+
+def check_stop(stop: Stop | None) -> None:
+    if stop is not None and stop():
+        raise DecodingStopped()
 
 
 class DecoderRunner(Protocol):
@@ -129,13 +142,20 @@ def constrain(log_probs: np.ndarray, rows: Rows, options: GenerationOptions, eos
 
 
 def sampling_distribution(log_probs: np.ndarray, options: GenerationOptions) -> np.ndarray:
-    """Probabilities (rows, vocab) after temperature, top-k and top-p (nucleus) filtering."""
-    scaled = log_probs / (options.temperature or 1.0)
+    """Probabilities (rows, vocab) after temperature, top-k and top-p (nucleus) filtering, in float64 log space.
+
+    Each row's best token is moved to log-prob 0 before the temperature divides anything, so it keeps probability
+    mass whatever the temperature (1e-45 sends every other token to -inf, never the whole row to NaN), and the
+    nucleus always holds it (an empty nucleus is impossible even at top_p = 1e-50)."""
+    scaled = log_probs.astype(np.float64)  # (rows, vocab)
+    scaled -= scaled.max(axis=1, keepdims=True)  # best token at 0; banned tokens stay -inf
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        scaled /= options.temperature or 1.0
     top_k, top_p = options.top_k, options.top_p if options.top_p is not None else 1.0
     if top_k and top_k < scaled.shape[1]:
         kth = -np.partition(-scaled, top_k - 1, axis=1)[:, top_k - 1:top_k]  # (rows, 1): the k-th largest
         scaled = np.where(scaled >= kth, scaled, -np.inf)
-    probs = np.exp(scaled - scaled.max(axis=1, keepdims=True))
+    probs = np.exp(scaled)  # the best token is exp(0) = 1, so every row sums to ≥ 1
     probs /= probs.sum(axis=1, keepdims=True)
     if top_p < 1.0:
         order = np.argsort(-probs, axis=1, kind="stable")
@@ -186,10 +206,10 @@ class StepEvent:
 
 def sample_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: list[RowLimits],
                   options: GenerationOptions, rngs: list[np.random.Generator] | None = None,
-                  suppressed: np.ndarray = np.zeros(0, dtype=np.int64), collect_attention: bool = False
-                  ) -> Iterator[StepEvent]:
+                  suppressed: np.ndarray = np.zeros(0, dtype=np.int64), collect_attention: bool = False,
+                  stop: Stop | None = None) -> Iterator[StepEvent]:
     """Greedy (rngs=None) or sampled decoding of every row: a generator of StepEvents whose return value (the
-    StopIteration value; see `run_sample_search`) is one Candidate per row."""
+    StopIteration value; see `run_sample_search`) is one Candidate per row. `stop` is asked before every step."""
     state = Rows.start(limits)
     attention: list[list[np.ndarray]] = [[] for _ in limits]
     finished = np.zeros(len(limits), dtype=bool)
@@ -202,6 +222,7 @@ def sample_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: 
     in_graph = rngs is None and chooses_in_graph(runner.selects, limits, options, suppressed, collect_attention)
     chain, some_done = previous, False
     while active.size:
+        check_stop(stop)
         live = np.flatnonzero(~done) if some_done else None
         if in_graph:
             chosen, scores = (np.array(v) for v in runner.greedy_step(chain))  # copies: the buffers are reused
@@ -267,13 +288,13 @@ def chooses_in_graph(selects: bool, limits: list[RowLimits], options: Generation
     return selects and not (collect_attention or needs_full_log_probs(limits, options, suppressed))
 
 
-def greedy_in_graph(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: list[RowLimits]
-                    ) -> list[Candidate]:
+def greedy_in_graph(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: list[RowLimits],
+                    stop: Stop | None = None) -> list[Candidate]:
     """Greedy decoding where chooses_in_graph allows it, without streaming: the result of sample_search with
     rngs=None, for less Python per step — each step only records the chosen ids and log-probs; lengths, stops and
     scores are worked out once at the end."""
     if len(limits) == 1:
-        return [_greedy_one_row(runner, start_id, eos_id, limits[0].max_length)]
+        return [_greedy_one_row(runner, start_id, eos_id, limits[0].max_length, stop)]
     max_lengths = np.array([lim.max_length for lim in limits])  # (rows,)
     horizon, count = int(max_lengths.max()), len(limits)
     ids = np.full((horizon, count), eos_id, dtype=np.int64)  # (steps, rows): the token chosen at each step
@@ -285,6 +306,7 @@ def greedy_in_graph(runner: DecoderRunner, *, start_id: int, eos_id: int, limits
     first_expiry = int(expires.min())  # no row reaches its max length before this many steps
     previous: np.ndarray | None = np.full(count, start_id, dtype=np.int64)
     for step in range(horizon):
+        check_stop(stop)
         chosen, scores = runner.greedy_step(previous)  # (runner rows,) each, valid until the next step
         previous = None  # from now on the runner chains the ids it chose itself
         if active is None:
@@ -313,11 +335,13 @@ def greedy_in_graph(runner: DecoderRunner, *, start_id: int, eos_id: int, limits
             for row_ids, length, total, done in zip(per_row, lengths.tolist(), totals.tolist(), finished.tolist())]
 
 
-def _greedy_one_row(runner: DecoderRunner, start_id: int, eos_id: int, max_length: int) -> Candidate:
+def _greedy_one_row(runner: DecoderRunner, start_id: int, eos_id: int, max_length: int, stop: Stop | None
+                    ) -> Candidate:
     """greedy_in_graph for a single input (a service's common case), in plain Python scalars: at batch 1 the
     array bookkeeping would cost as much as the step itself."""
     ids: list[int] = []
     score = 0.0
+    check_stop(stop)
     chosen, log_probs = runner.greedy_step(np.array([start_id], dtype=np.int64))  # (1,) each
     while True:
         score += float(log_probs[0])
@@ -327,6 +351,7 @@ def _greedy_one_row(runner: DecoderRunner, start_id: int, eos_id: int, max_lengt
         ids.append(token)
         if len(ids) >= max_length:
             return Candidate(ids, score, False)
+        check_stop(stop)
         chosen, log_probs = runner.greedy_step()
 
 
@@ -341,7 +366,7 @@ def run_sample_search(search: Iterator[StepEvent]) -> list[Candidate]:
 
 def beam_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: list[RowLimits],
                 options: GenerationOptions, suppressed: np.ndarray = np.zeros(0, dtype=np.int64),
-                collect_attention: bool = False) -> list[list[Candidate]]:
+                collect_attention: bool = False, stop: Stop | None = None) -> list[list[Candidate]]:
     """Beam search; returns each input's n-best (num_hypotheses candidates, best first by normalized score). The
     runner holds each input `options.beam` times, input-major (rows 0..beam-1 are input 0, and so on).
 
@@ -366,6 +391,7 @@ def beam_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: li
     previous = np.full(row_input.size, start_id, dtype=np.int64)
     ranked_in_graph = runner.top_k >= 2 * beam and not needs_full_log_probs(limits, options, suppressed)
     while row_input.size:
+        check_stop(stop)
         if ranked_in_graph:  # each row's best candidates, (rows, top_k): `candidate_ids` maps them to tokens
             processed, candidate_ids, weights = runner.top_k_step(previous)
         else:

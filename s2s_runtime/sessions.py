@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,10 +139,9 @@ def _probe_cuda(device_id: int) -> bool:
 def create_capture_session(graph: GraphSpec, device_id: int, settings: SessionSettings) -> Any | None:
     """The decoder step again, in a session with CUDA graph capture enabled; None, with a log line, where
     onnxruntime refuses it (it does when any node would not run on CUDA)."""
-    ort = import_onnxruntime()
     providers = [(CUDA, {"device_id": device_id, "enable_cuda_graph": "1"})]
     try:
-        session = ort.InferenceSession(str(graph.path), settings.session_options(), providers=providers)
+        session = _from_bytes(graph.read(), settings, providers)
     except Exception as error:  # onnxruntime's own exception types
         log.warning("s2s_runtime: CUDA graph capture is off, onnxruntime refused it: %s", str(error).strip()[:300])
         return None
@@ -153,13 +153,31 @@ def create_capture_session(graph: GraphSpec, device_id: int, settings: SessionSe
 
 
 def _session(graph: GraphSpec, providers: list, settings: SessionSettings) -> Any:
-    ort = import_onnxruntime()
+    """A session over the graph's verified bytes. Made from bytes, never from the path, onnxruntime has no
+    directory to resolve external-data files in: a graph that needs any is refused instead of reading files no
+    checksum covers."""
     try:
-        session = ort.InferenceSession(str(graph.path), settings.session_options(), providers=providers)
+        session = _from_bytes(graph.read(), settings, providers)
+    except BundleError:
+        raise
     except Exception as error:  # onnxruntime raises its own exception types for unreadable models
-        raise BundleError(f"{graph.path}: onnxruntime cannot load this graph ({str(error).strip()[:300]})") from None
+        message = str(error).strip()
+        hint = " (it keeps tensors in external data files, which bundles do not allow)" \
+            if "external data" in message.lower() else ""
+        raise BundleError(f"{graph.path}: onnxruntime cannot load this graph{hint} ({message[:300]})") from None
     check_graph_io(graph, session)
     return session
+
+
+def _from_bytes(model: bytes, settings: SessionSettings, providers: list) -> Any:
+    """An InferenceSession over a graph's bytes. onnxruntime resolves a graph's external data files against the
+    current directory when the graph comes from bytes; pointing it at an empty directory of its own makes any such
+    reference fail instead of reading files that no checksum covers."""
+    ort = import_onnxruntime()
+    options = settings.session_options()
+    with tempfile.TemporaryDirectory(prefix="s2s-no-external-data-") as empty:
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path", empty)
+        return ort.InferenceSession(model, options, providers=providers)
 
 
 def check_graph_io(graph: GraphSpec, session: Any) -> None:
@@ -177,4 +195,8 @@ def check_graph_io(graph: GraphSpec, session: Any) -> None:
             if dtype != spec.dtype or len(arg.shape) != len(spec.shape):
                 raise BundleError(f"{graph.path}: {direction[:-1]} {name!r} is {dtype} of rank {len(arg.shape)}, "
                                   f"manifest.json declares {spec.dtype} of rank {len(spec.shape)}")
+            for axis, (real, claimed) in enumerate(zip(arg.shape, spec.shape)):
+                if isinstance(real, int) and isinstance(claimed, int) and real != claimed:
+                    raise BundleError(f"{graph.path}: {direction[:-1]} {name!r} has size {real} on axis {axis}, "
+                                      f"manifest.json declares {claimed}")
 

@@ -62,7 +62,10 @@ def test_beam_search_equals_pytorch_reference(tmp_path, options):
 @pytest.fixture(scope="module")
 def attention_model(tmp_path_factory):
     checkpoint = random_checkpoint(5, hidden_size=16, attention="general", bidirectional=True, bridge="linear")
-    return checkpoint, s2s_runtime.load(write_bundle(checkpoint, tmp_path_factory.mktemp("attn")), device="cpu")
+    # The distribution test draws 3000 samples at once, past the default cap of 16 hypotheses.
+    limits = s2s_runtime.RequestLimits(max_num_hypotheses=3000)
+    return checkpoint, s2s_runtime.load(write_bundle(checkpoint, tmp_path_factory.mktemp("attn")), device="cpu",
+                                        limits=limits)
 
 
 def test_beam_one_equals_greedy_and_n_best_is_sorted(attention_model):
@@ -188,7 +191,7 @@ def test_constraints_through_the_runtime(attention_model):
     (dict(suppress_tokens=["</s>"]), ValueError, "suppress_tokens: eos cannot be suppressed"),
     (dict(suppress_tokens=["zz"]), ValueError, "suppress_tokens: 'zz' is not in the target vocabulary"),
     (dict(strategy="nucleus"), ValueError, "strategy: 'nucleus'"),
-    (dict(length_penalty=-1.0), ValueError, "length_penalty: must be ≥ 0"),
+    (dict(length_penalty=-1.0), ValueError, r"length_penalty: must be in \[0, 10\]"),
     (dict(top_k=3), ValueError, "top_k: only used with strategy='sample'"),
 ])
 def test_invalid_options_name_the_option(attention_model, options, error, message):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from .bundle import Bundle, BundleError
 from .config import GenerationOptions
+from .limits import RequestLimits
 from .sessions import DeviceError, import_onnxruntime
 
 if TYPE_CHECKING:
@@ -55,12 +56,23 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-batch-size", type=int, default=64)
     serve.add_argument("--max-wait-ms", type=float, default=2.0)
     serve.add_argument("--max-queue", type=int, default=1024)
-    serve.add_argument("--timeout-s", type=float, default=30.0, help="per-request deadline (504 past it)")
+    serve.add_argument("--timeout-s", type=float, default=30.0,
+                       help="per-request deadline, decoding included (504 past it)")
     serve.add_argument("--max-inputs", type=int, default=256, help="inputs per request")
     serve.add_argument("--batch-workers", type=int, default=1,
                        help="threads decoding batches at the same time (for spare cores; default 1)")
+    serve.add_argument("--max-streams", type=int, default=64, help="streaming requests open at once (503 past it)")
+    serve.add_argument("--shutdown-grace-s", type=float, default=10.0,
+                       help="on SIGTERM, how long in-flight requests have to finish before they are stopped")
+    serve.add_argument("--max-body-bytes", type=int, default=1 << 20)
+    serve.add_argument("--max-header-bytes", type=int, default=16 * 1024)
+    serve.add_argument("--read-timeout-s", type=float, default=10.0,
+                       help="a request's headers, then its body, must arrive within this (408 otherwise)")
+    serve.add_argument("--keep-alive-s", type=float, default=5.0, help="idle keep-alive connections are closed after")
+    serve.add_argument("--max-connections", type=int, default=512)
     serve.add_argument("--log-level", default="info")
     add_session_flags(serve)
+    add_limit_flags(serve)
     serve.set_defaults(handler=run_serve)
 
     info = commands.add_parser("info", help="describe a bundle: config, parameters, files, providers")
@@ -99,6 +111,20 @@ def generation_options(args: argparse.Namespace) -> GenerationOptions:
     return GenerationOptions(**given)
 
 
+def add_limit_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per RequestLimits field (--max-beam-size, --max-output-length, ...)."""
+    group = parser.add_argument_group("request limits (RequestLimits fields: the most work one request may ask)")
+    for field in dataclasses.fields(RequestLimits):
+        group.add_argument("--" + field.name.replace("_", "-"), type=int, default=None, metavar="N",
+                           help=f"default {field.default if field.default is not None else 'from the bundle'}")
+
+
+def request_limits(args: argparse.Namespace) -> RequestLimits:
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(RequestLimits)
+             if getattr(args, f.name, None) is not None}
+    return RequestLimits(**given)
+
+
 def add_session_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
@@ -110,7 +136,8 @@ def load_model(args: argparse.Namespace) -> Seq2SeqModel:
     """The model the session flags ask for."""
     from .model import load
 
-    return load(args.bundle, device=args.device, intra_op_threads=args.threads, cuda_graph=args.cuda_graph)
+    return load(args.bundle, device=args.device, intra_op_threads=args.threads, cuda_graph=args.cuda_graph,
+                limits=request_limits(args))
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -176,11 +203,15 @@ def run_serve(args: argparse.Namespace) -> int:
         import uvicorn  # noqa: F401
     except ImportError:
         raise ImportError("s2s serve needs the serve extra: pip install 's2s-runtime[serve]'") from None
+    batcher_config = BatcherConfig(args.max_batch_size, args.max_wait_ms, args.max_queue, args.timeout_s,
+                                   workers=args.batch_workers, max_streams=args.max_streams)
+    config = ServerConfig(max_body_bytes=args.max_body_bytes, max_inputs=args.max_inputs,
+                          request_timeout_s=args.timeout_s, max_header_bytes=args.max_header_bytes,
+                          read_timeout_s=args.read_timeout_s, keep_alive_s=args.keep_alive_s,
+                          max_connections=args.max_connections, shutdown_grace_s=args.shutdown_grace_s)
     model = load_model(args)
-    serve(model, host=args.host, port=args.port, log_level=args.log_level,
-          batcher_config=BatcherConfig(args.max_batch_size, args.max_wait_ms, args.max_queue, args.timeout_s,
-                                       workers=args.batch_workers),
-          config=ServerConfig(max_inputs=args.max_inputs, request_timeout_s=args.timeout_s))
+    serve(model, host=args.host, port=args.port, log_level=args.log_level, batcher_config=batcher_config,
+          config=config)
     return 0
 
 

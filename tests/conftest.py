@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -130,3 +131,40 @@ def drive(runner, steps=6):
             runner.select(np.array([3, 3, 0, 1]))
             previous = previous[[3, 3, 0, 1]]
     return outputs
+
+
+def wait_until(predicate, timeout=10.0):
+    """Poll instead of sleeping a fixed time, so a loaded CI machine cannot reorder the steps of a test."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.005)
+
+
+class Wrapped:
+    """The real model with its `decode`/`stream` wrapped by `around(method, args, kwargs)`."""
+
+    def __init__(self, model, around):
+        self._model, self._around = model, around
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def decode(self, *args, **kwargs):
+        return self._around(self._model.decode, args, kwargs)
+
+    def stream(self, *args, **kwargs):
+        return self._around(self._model.stream, args, kwargs)
+
+
+def slowed(counter):
+    """An `around` that makes every decoder step take ≥ 1 ms and counts the steps (the stop checks)."""
+    def around(method, args, kwargs):
+        stop = kwargs["stop"]
+
+        def slow_stop():
+            counter[0] += 1
+            time.sleep(0.001)
+            return stop()
+        return method(*args, **{**kwargs, "stop": slow_stop})
+    return around

@@ -78,20 +78,21 @@ def test_metrics(server):
     httpx.post(f"{server.url}/v1/generate", content=b"{")
     text = httpx.get(f"{server.url}/metrics").text
     for name in ("s2s_request_latency_seconds_bucket", "s2s_batch_size_bucket", "s2s_queue_depth",
-                 "s2s_tokens_generated_total", 's2s_errors_total{kind="bad_request"}'):
+                 "s2s_tokens_generated_total", 's2s_requests_total{outcome="bad_input"}',
+                 's2s_requests_total{outcome="ok"}'):
         assert name in text
 
 
 def test_overload_and_timeout_statuses(reverse_model):
     model = s2s_runtime.load(reverse_model["bundle"], device="cpu")
     gate = threading.Event()
-    original = model.generate
+    original = model.decode
 
     def slow(*args, **kwargs):
         gate.wait(10)
         return original(*args, **kwargs)
 
-    model.generate = slow  # the worker stalls, so the queue fills and deadlines pass
+    model.decode = slow  # the worker stalls, so the queue fills and deadlines pass
     app = create_app(model, BatcherConfig(max_batch_size=1, max_wait_ms=0, max_queue=1, warmup=False),
                      ServerConfig(request_timeout_s=0.5))
     with BackgroundServer(app) as running:

@@ -9,7 +9,7 @@ from concurrent.futures import CancelledError, ThreadPoolExecutor
 import pytest
 
 import s2s_runtime
-from conftest import random_sources
+from conftest import Wrapped, random_sources, slowed, wait_until
 from s2s_runtime import BatcherClosed, BatcherConfig, Overloaded, RequestTimeout
 from s2s_runtime.service import Batcher
 
@@ -63,39 +63,43 @@ def test_different_options_are_never_mixed(model):
         assert all(f.result(timeout=30).ids == expected for f in beam)
 
 
-def test_bad_input_fails_alone(model):
-    with model.batcher(max_batch_size=8, max_wait_ms=50) as batcher:
-        good = batcher.submit("abc", max_length=4)
-        bad = batcher.submit("a" * 2000, max_length=4)
-        wrong_type = batcher.submit(42, max_length=4)
-        assert good.result(timeout=30).ids == model.generate("abc", max_length=4)[0].ids
+def test_bad_input_fails_alone_at_submit(model):
+    """A bad input or option is refused when submitted: it never reaches a batch, and its neighbours are decoded
+    once, together."""
+    sizes = []
+
+    class Observer:
+        def batch_done(self, size, seconds, tokens):
+            sizes.append(size)
+
+        def queue_depth(self, depth):
+            pass
+
+    with Batcher(model, BatcherConfig(max_batch_size=8, max_wait_ms=50, warmup=False), observer=Observer()) as batcher:
+        good = [batcher.submit("abc", max_length=4) for _ in range(3)]
         with pytest.raises(ValueError, match="max_source_length"):
-            bad.result(timeout=30)
-        with pytest.raises(TypeError):
-            wrong_type.result(timeout=30)
+            batcher.submit("a" * 2000, max_length=4)
+        with pytest.raises(TypeError, match=r"inputs\[0\]"):
+            batcher.submit(42, max_length=4)
+        with pytest.raises(ValueError, match="beam_size: 1000000 is more than"):
+            batcher.submit("abc", strategy="beam", beam_size=1_000_000)
+        assert [f.result(timeout=30).ids for f in good] == [model.generate("abc", max_length=4)[0].ids] * 3
+    assert sizes == [3]  # one batch, never re-decoded one by one
     with pytest.raises(TypeError, match="unknown generation option"):
         batcher.submit("abc", beam=3)
-
-
-def wait_until(predicate, timeout=10.0):
-    """Poll instead of sleeping a fixed time, so a loaded CI machine cannot reorder the steps of a test."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.005)
 
 
 def blocked_batcher(model, **config):
     """A batcher whose worker is stuck in a slow batch, so the queue fills deterministically."""
     gate = threading.Event()
-    original = model.generate
 
     class SlowModel:
-        bundle = model.bundle
+        def __getattr__(self, name):
+            return getattr(model, name)
 
-        def generate(self, *args, **kwargs):
+        def decode(self, *args, **kwargs):
             gate.wait(30)
-            return original(*args, **kwargs)
+            return model.decode(*args, **kwargs)
 
     batcher = Batcher(SlowModel(), BatcherConfig(warmup=False, max_wait_ms=0, **config))
     return batcher, gate
@@ -169,18 +173,18 @@ def test_several_workers_decode_batches_at_once_and_answer_everything(model, ser
     workers warmed up before `ready`, and close() drains what is queued."""
     sources, expected = serial
     in_flight, peak, lock = [0], [0], threading.Lock()
-    original = model.generate
 
     class Overlapping:
-        bundle = model.bundle
+        def __getattr__(self, name):
+            return getattr(model, name)
 
-        def generate(self, *args, **kwargs):
+        def decode(self, *args, **kwargs):
             with lock:
                 in_flight[0] += 1
                 peak[0] = max(peak[0], in_flight[0])
             time.sleep(0.02)  # long enough for the other worker to start its own batch
             try:
-                return original(*args, **kwargs)
+                return model.decode(*args, **kwargs)
             finally:
                 with lock:
                     in_flight[0] -= 1
@@ -194,3 +198,146 @@ def test_several_workers_decode_batches_at_once_and_answer_everything(model, ser
     assert peak[0] == 2
     with pytest.raises(ValueError, match="workers"):
         BatcherConfig(workers=0)
+
+
+def test_an_exception_in_a_batch_fails_only_its_own_requests(model):
+    """Any exception — not only ValueError — fails exactly the requests it concerns with an error naming the
+    cause; the worker survives and later requests succeed."""
+    def around(method, args, kwargs):
+        items = args[0]
+        if any(item.tokens[:1] == ["j"] for item in items):
+            raise OverflowError("int too large to convert to float")
+        if any(item.tokens[:1] == ["i"] for item in items):
+            raise MemoryError()
+        return method(*args, **kwargs)
+
+    batcher = Batcher(Wrapped(model, around), BatcherConfig(max_batch_size=8, max_wait_ms=50, warmup=False))
+    futures = [batcher.submit(word, max_length=4) for word in ("abc", "jab", "cab", "ibc")]
+    assert futures[0].result(timeout=30).ids == model.generate("abc", max_length=4)[0].ids
+    assert futures[2].result(timeout=30).ids == model.generate("cab", max_length=4)[0].ids
+    with pytest.raises(s2s_runtime.service.InternalError, match="OverflowError: int too large") as caught:
+        futures[1].result(timeout=30)
+    assert isinstance(caught.value.__cause__, OverflowError)
+    with pytest.raises(s2s_runtime.service.InternalError, match="MemoryError"):
+        futures[3].result(timeout=30)
+    wait_until(batcher.is_ready)
+    assert batcher.submit("abc", max_length=4).result(timeout=30).ids == futures[0].result().ids
+    assert batcher.is_ready()
+    batcher.close()
+
+
+def test_a_dead_worker_is_restarted_and_readiness_tells_the_truth(model):
+    failures = [1]
+
+    class Observer:
+        def batch_done(self, size, seconds, tokens):
+            if failures[0]:
+                failures[0] -= 1
+                raise RuntimeError("observer bug")  # escapes the batch: the worker thread dies
+
+        def queue_depth(self, depth):
+            pass
+
+    batcher = Batcher(model, BatcherConfig(max_wait_ms=0, warmup=False, restart_delay_s=0.3), observer=Observer())
+    wait_until(batcher.is_ready)
+    first = batcher.submit("abc", max_length=4)
+    assert first.result(timeout=30).ids  # answered before the observer failed
+    wait_until(lambda: not batcher.is_ready())  # dead, not yet replaced
+    queued = batcher.submit("cab", max_length=4)  # waits for the replacement
+    wait_until(batcher.is_ready)
+    assert queued.result(timeout=30).ids == model.generate("cab", max_length=4)[0].ids
+    batcher.close()
+    assert not batcher.is_ready()
+
+
+def test_a_deadline_stops_decoding_between_steps(model):
+    steps = [0]
+    batcher = Batcher(Wrapped(model, slowed(steps)), BatcherConfig(warmup=False, max_wait_ms=0))
+    long = batcher.submit("abc", min_length=2000, max_length=2000, timeout=0.1)
+    with pytest.raises(RequestTimeout, match="while it was being decoded"):
+        long.result(timeout=30)
+    assert 0 < steps[0] < 1000  # stopped long before its 2000 steps
+    assert batcher.submit("abc", max_length=4).result(timeout=30).ids  # the worker is free again
+    batcher.close()
+
+
+def test_cancelling_a_running_request_stops_its_batch(model):
+    steps = [0]
+    batcher = Batcher(Wrapped(model, slowed(steps)), BatcherConfig(warmup=False, max_wait_ms=0))
+    long = batcher.submit("abc", strategy="beam", beam_size=4, min_length=2000, max_length=2000)
+    wait_until(lambda: steps[0] > 5)
+    assert not long.cancel()  # already running: it cannot be marked cancelled, but it is abandoned
+    with pytest.raises(CancelledError):
+        long.result(timeout=30)
+    assert steps[0] < 1000
+    batcher.close()
+
+
+def test_close_stops_in_flight_work_after_its_timeout(model):
+    steps = [0]
+    batcher = Batcher(Wrapped(model, slowed(steps)), BatcherConfig(warmup=False, max_wait_ms=0))
+    long = batcher.submit("abc", min_length=2000, max_length=2000)
+    queued = batcher.submit("abc", max_length=3)
+    wait_until(lambda: steps[0] > 5)
+    started = time.monotonic()
+    batcher.close(drain=True, timeout=0.2)
+    assert time.monotonic() - started < 10
+    with pytest.raises(BatcherClosed, match="while this request was being decoded"):
+        long.result(timeout=1)
+    with pytest.raises(BatcherClosed):
+        queued.result(timeout=1)
+    assert not batcher.busy()
+
+
+def test_a_request_is_admitted_whole_or_not_at_all(model):
+    batcher, gate = blocked_batcher(model, max_batch_size=1, max_queue=4)
+    running = batcher.submit("abc", max_length=3)
+    wait_until(lambda: batcher.queue_depth() == 0)
+    with pytest.raises(Overloaded, match="queue full"):
+        batcher.submit_many(["abc"] * 7, max_length=3)
+    assert batcher.queue_depth() == 0  # none of the 7 was queued
+    with pytest.raises(TypeError, match=r"inputs\[2\]"):
+        batcher.submit_many(["abc", "abc", 5], max_length=3)
+    assert batcher.queue_depth() == 0
+    few = batcher.submit_many(["abc", "cab"], max_length=3)
+    gate.set()
+    assert [f.result(timeout=30).ids for f in few] == [r.ids for r in model.generate(["abc", "cab"], max_length=3)]
+    assert running.result(timeout=30).ids
+    batcher.close()
+
+
+def test_request_work_is_capped(small_bundle):
+    capped = s2s_runtime.load(small_bundle, device="cpu",
+                              limits=s2s_runtime.RequestLimits(max_request_tokens=100))
+    with capped.batcher(warmup=False) as batcher:
+        with pytest.raises(ValueError, match="more than max_request_tokens 100"):
+            batcher.submit_many(["abc"] * 3, strategy="beam", beam_size=4, max_length=10)
+        assert len(batcher.submit_many(["abc"] * 2, strategy="beam", beam_size=4, max_length=10)) == 2
+
+
+def test_streams_go_through_the_queue_limits_and_deadlines(model):
+    expected = [t.token for t in model.generate_stream("hello", max_length=8)]
+    with model.batcher(max_wait_ms=0, warmup=False) as batcher:
+        assert [t.token for t in batcher.stream("hello", max_length=8)] == expected
+
+        async def read():
+            return [t.token async for t in batcher.stream("hello", max_length=8)]
+        assert asyncio.run(read()) == expected
+        with pytest.raises(ValueError, match="beam search is not streamable"):
+            batcher.stream("hello", strategy="beam")
+        with pytest.raises(TypeError, match=r"inputs\[0\]"):
+            batcher.stream(7)
+    steps = [0]
+    batcher = Batcher(Wrapped(model, slowed(steps)), BatcherConfig(warmup=False, max_wait_ms=0, max_streams=1))
+    late = batcher.stream("abc", min_length=2000, max_length=2000, timeout=0.1)
+    with pytest.raises(Overloaded, match="streams open"):
+        batcher.stream("abc")
+    with pytest.raises(RequestTimeout):
+        list(late)
+    assert steps[0] < 1000
+    again = batcher.stream("abc", min_length=2000, max_length=2000)  # the slot is free again
+    wait_until(lambda: steps[0] > 20)
+    again.close()
+    with pytest.raises(CancelledError):
+        list(again)
+    batcher.close()

@@ -21,7 +21,8 @@ from .checkpoint import SOURCE_VOCAB_FILE, TARGET_VOCAB_FILE, Checkpoint, load_c
 from .graph_builder import OPSET
 from .onnx_graphs import ExportedGraph, build_decoder_step, build_encoder
 from .parity import check_parity
-from .precision import PRECISIONS, convert, quality_change
+from .precision import PRECISIONS, convert_fp16, quality_change
+from .quantize import quantize_int8
 
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder_step.onnx"
@@ -66,7 +67,8 @@ def export_bundle(checkpoint: str | Path | Checkpoint, out_dir: str | Path, *,
     if out_dir.exists() and not options.overwrite:
         raise FileExistsError(f"{out_dir}: already exists (pass overwrite=True / --overwrite to replace it)")
     ckpt.model.eval()
-    encoder = build_encoder(ckpt.model, plain=options.plain)
+    # int8 quantizes the encoder's MatMuls: LSTM layers are written as Scans for it (see build_encoder).
+    encoder = build_encoder(ckpt.model, plain=options.plain, lstm_scan=options.precision == "int8")
     decoder = build_decoder_step(ckpt.model, plain=options.plain)
     validation = _validation_ids(ckpt, validation_sources, options)
     report = check_parity(ckpt, encoder, decoder, validation)
@@ -78,8 +80,13 @@ def export_bundle(checkpoint: str | Path | Checkpoint, out_dir: str | Path, *,
         if options.precision != "float32":
             # The parity above proved the fp32 graphs; the reduced-precision graphs are measured against them.
             reduced = {**manifest, "precision": options.precision}
-            staging.append(_write(out_dir, ckpt, convert(encoder.model, options.precision),
-                                  convert(decoder.model, options.precision), reduced))
+            if options.precision == "int8":
+                graphs = quantize_int8(encoder, decoder, validation, pad_id=ckpt.source_vocab.id_of("pad"),
+                                       start_id=start_id(ckpt.config, ckpt.target_vocab),
+                                       eos_id=ckpt.target_vocab.id_of("eos"))
+            else:
+                graphs = convert_fp16(encoder.model), convert_fp16(decoder.model)
+            staging.append(_write(out_dir, ckpt, *graphs, reduced))
             sources = [ckpt.source_vocab.join(ckpt.source_vocab.decode_tokens(ids)) for ids in validation]
             reduced["quality"] = quality_change(staging[0], staging[1], sources, options.precision)
             _write_manifest(staging[1], reduced)

@@ -113,15 +113,16 @@ def gate_groups(cfg: Seq2SeqConfig) -> list[slice]:
     return [slice(0, sigmoid_gates * hidden), slice(sigmoid_gates * hidden, (sigmoid_gates + 1) * hidden)]
 
 
-def build_encoder(model: Seq2Seq, *, plain: bool = False) -> ExportedGraph:
+def build_encoder(model: Seq2Seq, *, plain: bool = False, lstm_scan: bool = False) -> ExportedGraph:
     """Encoder graph: (source_ids, source_lengths) → initial decoder states and per-sequence statics.
 
     GRU, optimized (default): per layer and direction, the input projections of all positions at once (layer 0: a
     Gather from the source embedding folded into W_ih, so no input matmul at all), then a Scan over time whose body is
     the same primitive cell as the decoder step — half the FLOPs of the ONNX GRU op on layer 0, MatMuls that dynamic
     int8 quantization covers, and faster than onnxruntime's GRU kernel at every batch size measured. LSTM, and
-    `plain`: the ONNX GRU/LSTM op with sequence_lens — onnxruntime's LSTM kernel (and its int8 DynamicQuantizeLSTM)
-    beats the Scan for LSTMs (measured on the g2p-en model: int8 encoder at batch 1, 166 µs against 304 µs).
+    `plain`: the ONNX GRU/LSTM op with sequence_lens — onnxruntime's fp32 LSTM kernel beats the Scan for LSTMs.
+    `lstm_scan`: LSTMs as Scans too, for int8 bundles (s2s_export.quantize): onnxruntime's only int8 LSTM scales its
+    activations per batch, while the Scan's MatMuls quantize batch-independently.
     """
     cfg = model.cfg
     w = _weights(model)
@@ -129,7 +130,7 @@ def build_encoder(model: Seq2Seq, *, plain: bool = False) -> ExportedGraph:
     source_ids = g.input(graph_name(roles.SOURCE_IDS), "int64", ["batch", "source_length"])
     lengths = g.input(graph_name(roles.SOURCE_LENGTHS), "int64", ["batch"])
     batch = g.op("Gather", g.op("Shape", source_ids), g.ints([0]), axis=0)  # (1,)
-    scan = not plain and cfg.cell == "gru"
+    scan = not plain and (cfg.cell == "gru" or lstm_scan)
     layers = _scan_layers if scan else _rnn_op_layers
     x, finals = layers(g, cfg, w, source_ids, lengths, batch)  # (S, B, enc_out), per layer (1, B, enc_out)
 
@@ -228,11 +229,11 @@ def _rnn_op_layers(g: GraphBuilder, cfg: Seq2SeqConfig, w: dict[str, np.ndarray]
 
 def _scan_layers(g: GraphBuilder, cfg: Seq2SeqConfig, w: dict[str, np.ndarray], source_ids: str, lengths: str,
                  batch: str) -> tuple[str, dict[str, list[str]]]:
-    """A GRU encoder's layers as Scans over primitive cells; returns what _rnn_op_layers does, except that the
+    """The encoder's layers as Scans over primitive cells; returns what _rnn_op_layers does, except that the
     outputs past each row's length are not zeroed (later layers never read them: see below).
 
-    Padding: the forward Scan runs on past each row's length, which only changes positions after it; the final state
-    is read at position length - 1. The reverse direction runs on each row reversed within its length
+    Padding: the forward Scan runs on past each row's length, which only changes positions after it; the final
+    states are read at position length - 1. The reverse direction runs on each row reversed within its length
     (ReverseSequence), so its padding also comes last."""
     hidden = cfg.hidden_size
     ids = g.op("Transpose", source_ids, perm=[1, 0])  # (S, B)
@@ -240,10 +241,11 @@ def _scan_layers(g: GraphBuilder, cfg: Seq2SeqConfig, w: dict[str, np.ndarray], 
     last_position = g.op("Expand", g.op("Unsqueeze", g.op("Sub", lengths, g.const(np.array(1, np.int64))),
                                         g.ints([0, 2])),
                          g.op("Concat", g.ints([1]), batch, g.ints([hidden]), axis=0))  # (1, B, H)
-    finals: dict[str, list[str]] = {"h": []}
+    kinds = "hc" if cfg.cell == "lstm" else "h"
+    finals: dict[str, list[str]] = {kind: [] for kind in kinds}
     x = ids
     for layer in range(cfg.num_layers):
-        outputs, layer_finals = [], []
+        outputs, layer_finals, directions = [], {kind: [] for kind in kinds}, []
         for suffix in _directions(cfg):
             cell = CellWeights.of(w, cfg, "encoder.rnn", f"_l{layer}{suffix}")
             reverse = suffix == "_reverse"
@@ -258,30 +260,49 @@ def _scan_layers(g: GraphBuilder, cfg: Seq2SeqConfig, w: dict[str, np.ndarray], 
                 if reverse:
                     part = g.op("ReverseSequence", part, lengths, batch_axis=1, time_axis=0)
                 projected.append(part)
-            output = _scan_cell(g, cfg, projected, initial, cell)  # (S, B, H): h at every position
-            final = g.op("GatherElements", output, last_position, axis=0)  # (1, B, H)
-            layer_finals.append(g.op("Squeeze", final, g.ints([0])))
-            if reverse:
+            directions.append((projected, cell))
+        # Both directions step through positions in lockstep (the reverse one on reversed rows): one Scan runs
+        # both cells, so the per-iteration cost of a Scan is paid once per position, not twice.
+        for suffix, per_position in zip(_directions(cfg), _scan_cells(g, cfg, directions, initial)):
+            for kind in kinds:
+                final = g.op("GatherElements", per_position[kind], last_position, axis=0)  # (1, B, H)
+                layer_finals[kind].append(g.op("Squeeze", final, g.ints([0])))
+            output = per_position["h"]  # (S, B, H)
+            if suffix == "_reverse":
                 output = g.op("ReverseSequence", output, lengths, batch_axis=1, time_axis=0)
             outputs.append(output)
         x = outputs[0] if len(outputs) == 1 else g.op("Concat", *outputs, axis=2)  # (S, B, enc_out)
-        per_row = layer_finals[0] if len(layer_finals) == 1 else g.op("Concat", *layer_finals, axis=1)
-        finals["h"].append(g.op("Unsqueeze", per_row, g.ints([0])))  # (1, B, enc_out)
+        for kind in kinds:
+            parts = layer_finals[kind]
+            per_row = parts[0] if len(parts) == 1 else g.op("Concat", *parts, axis=1)  # (B, enc_out)
+            finals[kind].append(g.op("Unsqueeze", per_row, g.ints([0])))  # (1, B, enc_out)
     return x, finals
 
 
-def _scan_cell(g: GraphBuilder, cfg: Seq2SeqConfig, projected: list[str], initial: str, cell: CellWeights) -> str:
-    """Run the primitive GRU cell over time: the input projections (S, B, rows) of each gate group → h at every
-    position (S, B, H)."""
+def _scan_cells(g: GraphBuilder, cfg: Seq2SeqConfig, directions: list[tuple[list[str], CellWeights]],
+                initial: str) -> list[dict[str, str]]:
+    """Run one primitive GRU/LSTM cell per direction over time, in one Scan: each direction's input projections
+    (S, B, rows) per gate group → its states at every position, {"h": (S, B, H)} and for an LSTM "c" too."""
     hidden = cfg.hidden_size
+    kinds = "hc" if cfg.cell == "lstm" else "h"
     body = g.subgraph("cell")
-    h = body.input(body.prefix + "h", "float32", ["batch", hidden])
-    gi = [body.input(f"{body.prefix}gi{i}", "float32", ["batch", rows.stop - rows.start])
-          for i, rows in enumerate(gate_groups(cfg))]
-    new_h, _ = _primitive_cell(body, cfg, gi, h, None, cell)  # (B, H)
-    body.expose(new_h, "float32", ["batch", hidden])  # the carried state: the node's own output, no copy
-    body.output(new_h, body.prefix + "all_h", "float32", ["batch", hidden])  # once more, as the per-position output
-    return g.op_multi("Scan", 2, initial, *projected, body=body.graph(), num_scan_inputs=len(projected))[1]
+    states = [{kind: body.input(f"{body.prefix}{kind}{d}", "float32", ["batch", hidden]) for kind in kinds}
+              for d in range(len(directions))]
+    carried = []
+    for d, (_, cell) in enumerate(directions):
+        gi = [body.input(f"{body.prefix}gi{d}_{i}", "float32", ["batch", rows.stop - rows.start])
+              for i, rows in enumerate(gate_groups(cfg))]
+        new_h, new_c = _primitive_cell(body, cfg, gi, states[d]["h"], states[d].get("c"), cell)  # (B, H) each
+        carried += [new_h] + ([new_c] if new_c is not None else [])
+    for state in carried:  # the carried states: the nodes' own outputs, no copy
+        body.expose(state, "float32", ["batch", hidden])
+    for index, state in enumerate(carried):  # once more, as per-position outputs
+        body.output(state, f"{body.prefix}all_{index}", "float32", ["batch", hidden])
+    scanned = [part for projected, _ in directions for part in projected]
+    outputs = g.op_multi("Scan", 2 * len(carried), *[initial] * len(carried), *scanned, body=body.graph(),
+                         num_scan_inputs=len(scanned))
+    per_position = iter(outputs[len(carried):])
+    return [{kind: next(per_position) for kind in kinds} for _ in directions]
 
 
 def build_decoder_step(model: Seq2Seq, *, plain: bool = False) -> ExportedGraph:

@@ -27,6 +27,19 @@ def test_parity_over_architecture_grid(options):
     assert max(summary["source_lengths"]) > max(len(s) for s in SOURCE_IDS)  # longer than any validation source
 
 
+LSTM_GRID = [o for o in GRID + EXTRA_OPTIONS if o.get("cell") == "lstm"]
+
+
+@pytest.mark.parametrize("options", LSTM_GRID, ids=grid_id)
+def test_lstm_encoders_as_scans_match_pytorch(options):
+    """The Scan form int8 bundles quantize: the same parity as the LSTM op, padding invariance included."""
+    checkpoint = random_checkpoint(7, **options)
+    encoder = build_encoder(checkpoint.model, lstm_scan=True)
+    assert "LSTM" not in {node.op_type for node in encoder.model.graph.node}
+    summary = check_parity(checkpoint, encoder, build_decoder_step(checkpoint.model), SOURCE_IDS).to_dict()
+    assert summary["passed"] and summary["greedy_ids_identical"] and summary["max_abs_diff"] <= 1e-4
+
+
 def encode_both(checkpoint, sources):
     """PyTorch and onnxruntime encoder outputs plus one decoder step, for a padded batch."""
     lengths = np.array([len(s) for s in sources])
@@ -175,8 +188,8 @@ def test_int8_and_fp16_exports_report_their_quality(tmp_path):
     manifest = json.loads((int8 / "manifest.json").read_text())
     assert manifest["precision"] == "int8" and manifest["quality"]["measured"]
     assert 0.0 <= manifest["quality"]["exact_match_vs_fp32"] <= 1.0 and manifest["parity"]["passed"]
-    assert "MatMulInteger" in {n.op_type for n in onnx.load(str(int8 / "decoder_step.onnx")).graph.node}
-    assert "MatMulInteger" in {n.op_type for n in scan_body(int8).node}  # the encoder's recurrence is quantized too
+    assert "MatMulIntegerToFloat" in {n.op_type for n in onnx.load(str(int8 / "decoder_step.onnx")).graph.node}
+    assert "MatMulIntegerToFloat" in {n.op_type for n in scan_body(int8).node}  # the encoder's recurrence too
     assert s2s_runtime.load(int8, device="cpu").generate("abc")[0].ids is not None
     fp16 = export_bundle_with(checkpoint, tmp_path / "fp16", ExportOptions(precision="float16", validation_size=16))
     manifest = json.loads((fp16 / "manifest.json").read_text())
@@ -187,3 +200,30 @@ def test_int8_and_fp16_exports_report_their_quality(tmp_path):
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in scan_body(fp16).initializer)
     with pytest.raises(s2s_runtime.DeviceError, match="float16 .* runs on CUDA only"):
         s2s_runtime.load(fp16, device="cpu")
+
+
+@pytest.mark.parametrize("options", [dict(attention="general", hidden_size=32, bidirectional=True, bridge="linear"),
+                                     dict(cell="lstm", num_layers=2, bidirectional=True, bridge="linear",
+                                          attention="general", hidden_size=32),
+                                     dict(cell="lstm", conditioning="both", bridge="linear", hidden_size=32)],
+                         ids=["gru-attention", "lstm-2-layers-attention", "lstm-concat"])
+def test_int8_is_batch_independent_and_quantizes_every_weight_matmul(tmp_path, options):
+    """An input decoded alone and inside batches of other inputs gives the same output in int8, as in fp32:
+    activations are quantized with scales fixed at export, never per batch."""
+    import s2s_runtime
+    from s2s_export.bundle_export import ExportOptions
+    from s2s_export.quantize import weight_matmuls
+
+    checkpoint = random_checkpoint(8, **options)
+    int8 = export_bundle_with(checkpoint, tmp_path / "int8", ExportOptions(precision="int8", validation_size=32))
+    for name in ("encoder.onnx", "decoder_step.onnx"):
+        graph = onnx.load(str(int8 / name)).graph
+        assert not weight_matmuls(graph), name  # none left in float32
+        assert not {"DynamicQuantizeLinear", "DynamicQuantizeLSTM", "LSTM"} & {n.op_type for n in graph.node}
+    model = s2s_runtime.load(int8, device="cpu")
+    sources = random_sources(60, seed=12, low=1, high=20)
+    alone = [model.generate(s, max_length=10)[0] for s in sources]
+    for batch_size in (7, 60):
+        together = model.generate(sources, max_length=10, max_batch_size=batch_size)
+        assert [r.ids for r in together] == [r.ids for r in alone]
+        assert [r.score for r in together] == [r.score for r in alone]  # exactly: not one bit depends on the batch

@@ -1,18 +1,23 @@
-"""`s2s bench-serve`: load test of `s2s serve` on loopback — batched versus max_batch_size=1.
+"""`s2s bench-serve`: load test of `s2s serve` on loopback — batched versus max_batch_size=1 — and a bounded soak.
 
 The server runs in its own process (as in production); clients are asyncio tasks in this one. Each response is
-checked against the answer computed serially beforehand, so lost or mismatched responses are counted, not assumed.
+checked against the answer computed serially beforehand (or, for a deliberately bad request, against its expected
+status), so lost or mismatched responses are counted, not assumed. `--soak SECONDS` drives one batched server with
+mixed traffic — greedy, beam, seeded sampling, streaming and bad requests — for that long and records throughput,
+latency percentiles and the server's resident memory at every interval.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
 import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +32,9 @@ def add_load_parser(commands: argparse._SubParsersAction) -> None:
                         help="offered loads as fractions of the batched maximum throughput")
     parser.add_argument("--max-batch-size", type=int, default=64)
     parser.add_argument("--batch-workers", type=int, default=1, help="the servers' --batch-workers (both servers)")
+    parser.add_argument("--soak", type=float, metavar="SECONDS",
+                        help="instead: drive one batched server with mixed traffic for SECONDS (bench-soak.json/png)")
+    parser.add_argument("--soak-interval", type=float, default=5.0, help="seconds per soak sample")
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     parser.set_defaults(handler=run_load)
 
@@ -35,6 +43,43 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One request of a load test and what its answer must be: the status, and for a 200 the texts of its
+    results (or, streamed, the joined tokens)."""
+
+    body: dict
+    status: int = 200
+    texts: tuple[str, ...] | None = None
+    join: str = ""  # how streamed tokens join into the text (the target tokenizer's rule)
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.body.get("stream"))
+
+
+def word_probes(words: list[str], expected: dict[str, str]) -> list[Probe]:
+    """Greedy single-word requests, each with its serial answer."""
+    return [Probe({"inputs": word}, texts=(expected[word],)) for word in words]
+
+
+def mixed_probes(model, words: list[str]) -> list[Probe]:
+    """Soak traffic: greedy, beam, seeded sampling and streaming requests with their serial answers, and bad
+    requests that must get 400 (one in twenty)."""
+    join = "" if model.bundle.target.vocab.tokenizer == "char" else " "  # how the target's tokens join
+    probes = []
+    kinds = [({}, 12), ({"strategy": "beam", "beam_size": 4}, 3), ({"strategy": "sample", "seed": 7, "top_k": 5}, 2)]
+    for options, weight in kinds:
+        texts = [r.text for r in model.generate(words, **options)]
+        probes += [Probe({"inputs": w, "options": options}, texts=(t,)) for w, t in zip(words, texts)] * weight
+    greedy = {w: r.text for w, r in zip(words, model.generate(words))}
+    probes += [Probe({"inputs": w, "stream": True}, texts=(greedy[w],), join=join) for w in words] * 2
+    probes += [Probe({"inputs": w, "options": {"strategy": "beam", "beam_size": 10 ** 6}}, status=400)
+               for w in words[:len(words) // 2]]
+    probes += [Probe({"inputs": w, "options": {"length_penalty": 1e308}}, status=400) for w in words[:len(words) // 2]]
+    return probes
 
 
 class ServerProcess:
@@ -69,11 +114,11 @@ class ServerProcess:
         self.process.wait(30)
 
 
-async def drive(url: str, words: list[str], expected: dict[str, str], *, clients: int, duration: float,
-                rate: float | None) -> dict:
+async def drive(url: str, probes: list[Probe], *, clients: int, duration: float, rate: float | None) -> dict:
     """Closed loop (`rate` None: each client sends its next request when the last one is answered) or open loop
-    (requests start at `rate` per second). Returns throughput, latency percentiles and the count of failed or
-    mismatched responses. aiohttp's C parser keeps the client from being the bottleneck."""
+    (requests start at `rate` per second), each request a random probe. Returns throughput, latency percentiles
+    and the count of failed (no answer, or an unexpected status) and mismatched responses. aiohttp's C parser keeps
+    the client from being the bottleneck."""
     import aiohttp
 
     latencies, failures, mismatches = [], 0, 0
@@ -81,24 +126,24 @@ async def drive(url: str, words: list[str], expected: dict[str, str], *, clients
     stop = time.monotonic() + duration
     connector = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
-        async def one(word: str) -> None:
+        async def one(probe: Probe) -> None:
             nonlocal failures, mismatches
             started = time.perf_counter()
             try:
-                async with session.post(f"{url}/v1/generate", json={"inputs": word}) as response:
-                    body = await response.json() if response.status == 200 else None
+                async with session.post(f"{url}/v1/generate", json=probe.body) as response:
+                    status, text = response.status, await response.text()
             except (aiohttp.ClientError, asyncio.TimeoutError):
                 failures += 1
                 return
             latencies.append(time.perf_counter() - started)
-            if body is None:
+            if status != probe.status:
                 failures += 1
-            elif body["results"][0]["text"] != expected[word]:
+            elif status == 200 and answer_texts(probe, text) != probe.texts:
                 mismatches += 1
 
         async def closed_loop() -> None:
             while time.monotonic() < stop:
-                await one(rng.choice(words))
+                await one(rng.choice(probes))
 
         if rate is None:
             await asyncio.gather(*(closed_loop() for _ in range(clients)))
@@ -107,7 +152,7 @@ async def drive(url: str, words: list[str], expected: dict[str, str], *, clients
             while time.monotonic() < stop:
                 due = int((time.monotonic() - started) * rate) - sent
                 for _ in range(max(due, 0)):
-                    pending.add(asyncio.create_task(one(rng.choice(words))))
+                    pending.add(asyncio.create_task(one(rng.choice(probes))))
                     sent += 1
                 pending = {t for t in pending if not t.done()}
                 await asyncio.sleep(0.001)
@@ -117,28 +162,43 @@ async def drive(url: str, words: list[str], expected: dict[str, str], *, clients
             "p99_ms": p99, "failures": failures, "mismatches": mismatches}
 
 
-def run_load(args: argparse.Namespace) -> int:
-    import json
+def answer_texts(probe: Probe, body: str) -> tuple[str, ...] | None:
+    """The texts of a 200 answer: its results' texts, or a stream's tokens joined (None if the stream ended in an
+    error event)."""
+    if not probe.stream:
+        return tuple(result["text"] for result in json.loads(body)["results"])
+    tokens, event = [], None
+    for line in body.splitlines():
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: ") and event == "token":
+            tokens.append(json.loads(line[6:])["token"])
+        elif event == "error":
+            return None
+    return (probe.join.join(tokens),)
 
+
+def run_load(args: argparse.Namespace) -> int:
     import s2s_runtime
 
     from .cli import load_inputs
 
     model = s2s_runtime.load(args.bundle, device="cpu")
     words = load_inputs(None, model.bundle)[0][:512]
-    expected = {w: r.text for w, r in zip(words, model.generate(words))}
+    if args.soak is not None:
+        return run_soak(args, model, words)
+    probes = word_probes(words, {w: r.text for w, r in zip(words, model.generate(words))})
     result: dict = {"bundle": args.bundle, "clients": args.clients, "duration_s": args.duration,
                     "batch_workers": args.batch_workers, "runs": []}
     for batch in (args.max_batch_size, 1):
         with ServerProcess(args.bundle, batch, args.batch_workers) as server:
-            asyncio.run(drive(server.url, words, expected, clients=args.clients, duration=1.0, rate=None))  # warm
-            peak = asyncio.run(drive(server.url, words, expected, clients=args.clients, duration=args.duration,
-                                     rate=None))
+            asyncio.run(drive(server.url, probes, clients=args.clients, duration=1.0, rate=None))  # warm
+            peak = asyncio.run(drive(server.url, probes, clients=args.clients, duration=args.duration, rate=None))
             result["runs"].append({"max_batch_size": batch, "offered": "max", **peak})
             print(f"max_batch_size={batch}: {peak}", file=sys.stderr)
             if batch != 1:
                 for load in args.loads:
-                    run = asyncio.run(drive(server.url, words, expected, clients=args.clients,
+                    run = asyncio.run(drive(server.url, probes, clients=args.clients,
                                             duration=args.duration, rate=load * peak["throughput"]))
                     result["runs"].append({"max_batch_size": batch, "offered": load, **run})
                     print(f"  offered {load:.0%}: {run}", file=sys.stderr)
@@ -177,3 +237,64 @@ def plot(result: dict, path: Path) -> None:
     figure.savefig(path, dpi=120)
     plt.close(figure)
 
+
+
+def resident_mb(pid: int) -> float:
+    """The resident memory of a process in MB, from /proc (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_soak(args: argparse.Namespace, model, words: list[str]) -> int:
+    """A bounded soak: one batched server, mixed traffic from `--clients` closed-loop clients for `--soak`
+    seconds, sampled every `--soak-interval` seconds."""
+    probes = mixed_probes(model, words[:256])
+    samples = []
+    with ServerProcess(args.bundle, args.max_batch_size, args.batch_workers) as server:
+        asyncio.run(drive(server.url, probes, clients=args.clients, duration=1.0, rate=None))  # warm
+        started = time.monotonic()
+        while time.monotonic() - started < args.soak:
+            window = min(args.soak_interval, args.soak - (time.monotonic() - started))
+            run = asyncio.run(drive(server.url, probes, clients=args.clients, duration=max(window, 0.5), rate=None))
+            samples.append({"t_s": round(time.monotonic() - started, 2), "rss_mb": resident_mb(server.process.pid),
+                            **run})
+            print(f"soak t={samples[-1]['t_s']:.0f}s: {run['throughput']:.0f} req/s, p99 {run['p99_ms']:.1f} ms, "
+                  f"rss {samples[-1]['rss_mb']:.0f} MB", file=sys.stderr)
+    result = {"bundle": args.bundle, "clients": args.clients, "soak_s": args.soak, "interval_s": args.soak_interval,
+              "mix": "greedy 12 : beam-4 3 : seeded sampling 2 : streamed 2 : bad (400) 1, per word",
+              "samples": samples, "requests": sum(s["requests"] for s in samples),
+              "lost_or_mismatched": sum(s["failures"] + s["mismatches"] for s in samples),
+              "rss_mb_first_last": [samples[0]["rss_mb"], samples[-1]["rss_mb"]] if samples else None}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench-soak.json").write_text(json.dumps(result, indent=1) + "\n")
+    plot_soak(result, args.out / "bench-soak.png")
+    print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=1))
+    return 0
+
+
+def plot_soak(result: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    samples = result["samples"]
+    times = [s["t_s"] for s in samples]
+    figure, axes = plt.subplots(3, 1, figsize=(6, 7), sharex=True)
+    axes[0].plot(times, [s["throughput"] for s in samples], marker="o")
+    axes[0].set_ylabel("requests/s")
+    for key in ("p50_ms", "p99_ms"):
+        axes[1].plot(times, [s[key] for s in samples], marker="o", label=key.replace("_ms", ""))
+    axes[1].set_ylabel("latency (ms)")
+    axes[1].legend()
+    axes[2].plot(times, [s["rss_mb"] for s in samples], marker="o")
+    axes[2].set_ylabel("server RSS (MB)")
+    axes[2].set_xlabel("seconds into the soak")
+    for axis in axes:
+        axis.grid(True, alpha=0.3)
+    axes[0].set_title(f"s2s serve soak: {result['clients']} clients, mixed traffic, "
+                      f"{result['lost_or_mismatched']} lost or mismatched")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

@@ -55,3 +55,15 @@ def test_ranking_bench_compares_both_beam_paths(capsys):
 
     assert ranking_main(["--vocab", "64", "--batch-sizes", "3", "--repeats", "1"]) == 0
     assert "batch 3: full log-probs" in (out := capsys.readouterr().out) and "outputs identical" in out
+
+
+def test_soak_drives_mixed_traffic_and_records_memory(small_bundle, tmp_path):
+    """`s2s bench-serve --soak`: a real server process, mixed traffic (bad requests included), every answer
+    checked, throughput, latency and RSS per interval in JSON and PNG."""
+    out = tmp_path / "soak"
+    assert main(["bench-serve", str(small_bundle), "--soak", "2", "--soak-interval", "1", "--clients", "4",
+                 "--out", str(out)]) == 0
+    result = json.loads((out / "bench-soak.json").read_text())
+    assert len(result["samples"]) >= 2 and result["requests"] > 0 and result["lost_or_mismatched"] == 0
+    assert all(s["rss_mb"] > 0 and s["p50_ms"] <= s["p99_ms"] for s in result["samples"])
+    assert (out / "bench-soak.png").stat().st_size > 0

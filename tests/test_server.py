@@ -111,11 +111,19 @@ def test_overload_and_timeout_statuses(reverse_model):
 def test_load_generator_checks_every_answer(server):
     import asyncio
 
-    from s2s_bench.load import drive
+    from s2s_bench.load import Probe, drive, word_probes
 
     words = ["abc", "hello", "xyz", "seq"]
-    expected = {w: w[::-1] for w in words}
-    closed = asyncio.run(drive(server.url, words, expected, clients=8, duration=0.5, rate=None))
+    closed = asyncio.run(drive(server.url, word_probes(words, {w: w[::-1] for w in words}), clients=8,
+                               duration=0.5, rate=None))
     assert closed["requests"] > 0 and closed["failures"] == 0 and closed["mismatches"] == 0
-    wrong = asyncio.run(drive(server.url, words, {w: "?" for w in words}, clients=2, duration=0.3, rate=50))
+    wrong = asyncio.run(drive(server.url, word_probes(words, {w: "?" for w in words}), clients=2, duration=0.3,
+                              rate=50))
     assert wrong["mismatches"] == wrong["requests"] > 0  # a mismatch would be noticed
+    streamed = [Probe({"inputs": w, "stream": True}, texts=(w[::-1],)) for w in words]
+    bad = [Probe({"inputs": w, "options": {"beam_size": 3}}, status=400) for w in words]
+    mixed = asyncio.run(drive(server.url, streamed + bad, clients=4, duration=0.5, rate=None))
+    assert mixed["requests"] > 0 and mixed["failures"] == mixed["mismatches"] == 0
+    refused = asyncio.run(drive(server.url, [Probe({"inputs": "abc"}, status=400)], clients=2, duration=0.2,
+                                rate=None))
+    assert refused["failures"] == refused["requests"] > 0  # an unexpected status counts as a failure

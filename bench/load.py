@@ -35,6 +35,9 @@ def add_load_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--soak", type=float, metavar="SECONDS",
                         help="instead: drive one batched server with mixed traffic for SECONDS (bench-soak.json/png)")
     parser.add_argument("--soak-interval", type=float, default=5.0, help="seconds per soak sample")
+    parser.add_argument("--ray", action="store_true",
+                        help="instead: s2s serve --ray with 1 and 2 replicas against s2s serve with as many batch "
+                             "workers (bench-serve-ray.json/png)")
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     parser.set_defaults(handler=run_load)
 
@@ -85,21 +88,26 @@ def mixed_probes(model, words: list[str]) -> list[Probe]:
 class ServerProcess:
     """`s2s serve` in a subprocess on a free loopback port, stopped on exit."""
 
-    def __init__(self, bundle: str, max_batch_size: int, batch_workers: int = 1):
+    def __init__(self, bundle: str, max_batch_size: int, batch_workers: int = 1, ray_replicas: int = 0):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.command = [sys.executable, "-m", "s2s_runtime.cli", "serve", bundle, "--port", str(self.port),
                         "--max-batch-size", str(max_batch_size), "--batch-workers", str(batch_workers),
                         "--device", "cpu", "--log-level", "warning"]
+        if ray_replicas:
+            self.command += ["--ray", "--replicas", str(ray_replicas)]
+        self.startup_s = 180 if ray_replicas else 60  # a Ray cluster and its Serve replicas start slowly
 
     def __enter__(self) -> "ServerProcess":
         import httpx
 
+        started = time.monotonic()
         self.process = subprocess.Popen(self.command)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + self.startup_s
         while time.monotonic() < deadline:
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    self.ready_s = time.monotonic() - started
                     return self
             except httpx.HTTPError:
                 pass
@@ -111,7 +119,11 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.process.terminate()
-        self.process.wait(30)
+        try:
+            self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 async def drive(url: str, probes: list[Probe], *, clients: int, duration: float, rate: float | None) -> dict:
@@ -187,6 +199,8 @@ def run_load(args: argparse.Namespace) -> int:
     words = load_inputs(None, model.bundle)[0][:512]
     if args.soak is not None:
         return run_soak(args, model, words)
+    if args.ray:
+        return run_ray_comparison(args, model, words)
     probes = word_probes(words, {w: r.text for w, r in zip(words, model.generate(words))})
     result: dict = {"bundle": args.bundle, "clients": args.clients, "duration_s": args.duration,
                     "batch_workers": args.batch_workers, "runs": []}
@@ -295,6 +309,55 @@ def plot_soak(result: dict, path: Path) -> None:
         axis.grid(True, alpha=0.3)
     axes[0].set_title(f"s2s serve soak: {result['clients']} clients, mixed traffic, "
                       f"{result['lost_or_mismatched']} lost or mismatched")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def run_ray_comparison(args: argparse.Namespace, model, words: list[str]) -> int:
+    """`s2s serve --ray --replicas N` against `s2s serve --batch-workers N`, N = 1 and 2, closed loop at --clients."""
+    probes = word_probes(words, {w: r.text for w, r in zip(words, model.generate(words))})
+    runs = []
+    for count in (1, 2):
+        for ray_replicas in (0, count):
+            with ServerProcess(args.bundle, args.max_batch_size, count, ray_replicas=ray_replicas) as server:
+                asyncio.run(drive(server.url, probes, clients=args.clients, duration=2.0, rate=None))  # warm
+                peak = asyncio.run(drive(server.url, probes, clients=args.clients, duration=args.duration,
+                                         rate=None))
+            name = f"s2s serve --ray --replicas {count}" if ray_replicas else f"s2s serve --batch-workers {count}"
+            runs.append({"server": name, "instances": count, "ray": bool(ray_replicas),
+                         "ready_s": round(server.ready_s, 1), **peak})
+            print(f"{name}: {peak}", file=sys.stderr)
+    for run in runs:
+        if run["ray"]:
+            base = next(r for r in runs if not r["ray"] and r["instances"] == run["instances"])
+            run["vs_s2s_serve"] = round(run["throughput"] / max(base["throughput"], 1e-9), 3)
+    result = {"bundle": args.bundle, "clients": args.clients, "duration_s": args.duration,
+              "ingress": "HAProxy in front of direct-ingress replicas (s2s serve --ray's default)", "runs": runs,
+              "lost_or_mismatched": sum(r["failures"] + r["mismatches"] for r in runs)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench-serve-ray.json").write_text(json.dumps(result, indent=1) + "\n")
+    plot_ray(result, args.out / "bench-serve-ray.png")
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def plot_ray(result: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = result["runs"]
+    figure, axes = plt.subplots(1, 2, figsize=(8, 3.5))
+    names = [r["server"].replace("s2s serve ", "") for r in runs]
+    axes[0].barh(names, [r["throughput"] for r in runs])
+    axes[0].set_xlabel("requests/s")
+    axes[1].barh(names, [r["p99_ms"] for r in runs])
+    axes[1].set_xlabel("p99 latency (ms)")
+    for axis in axes:
+        axis.invert_yaxis()
+        axis.grid(True, axis="x", alpha=0.3)
+    figure.suptitle(f"s2s serve vs Ray Serve, {result['clients']} clients")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -71,9 +72,37 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--keep-alive-s", type=float, default=5.0, help="idle keep-alive connections are closed after")
     serve.add_argument("--max-connections", type=int, default=512)
     serve.add_argument("--log-level", default="info")
+    ray_group = serve.add_argument_group("scale-out on Ray (the ray extra)")
+    ray_group.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                           help="serve with Ray Serve replicas: on a new local cluster, or the cluster at ADDRESS")
+    ray_group.add_argument("--replicas", type=int, default=1, help="Ray Serve replicas (with --ray)")
+    ray_group.add_argument("--replica-cpus", type=float, default=1.0,
+                           help="CPUs per replica; its onnxruntime threads follow (with --ray)")
+    ray_group.add_argument("--ray-ingress", choices=["haproxy", "serve-proxy"], default="haproxy",
+                           help="haproxy (default): replicas serve HTTP themselves behind HAProxy; serve-proxy: "
+                                "Ray Serve's Python proxy, about 10× slower here (see the docs)")
     add_session_flags(serve)
     add_limit_flags(serve)
     serve.set_defaults(handler=run_serve)
+
+    bulk = commands.add_parser("bulk", help="decode a file of inputs into a file of outputs (resumable)",
+                               description="INPUT: .txt (one source per line), .tsv (header row), .jsonl or "
+                                           ".parquet; OUTPUT: .jsonl or .parquet, one row per input in input order, "
+                                           "bad inputs with an error column. Needs the bulk extra.")
+    bulk.add_argument("input", help="input file")
+    bulk.add_argument("output", help="output file (.jsonl or .parquet)")
+    bulk.add_argument("bundle", help="bundle directory or built-in name")
+    bulk.add_argument("--column", default="source", help="the source column of TSV, JSONL and Parquet inputs")
+    bulk.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                      help="local processes, one onnxruntime thread each (default: the machine's cores)")
+    bulk.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                      help="run on Ray Data actors (--workers of them): a new local cluster, or ADDRESS")
+    bulk.add_argument("--resume", action="store_true", help="continue a killed job, skipping its finished shards")
+    bulk.add_argument("--shard-size", type=int, default=1024, help="rows per output shard (the unit of --resume)")
+    bulk.add_argument("--batch-size", type=int, default=64, help="inputs decoded together")
+    bulk.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_generation_flags(bulk)
+    bulk.set_defaults(handler=run_bulk)
 
     info = commands.add_parser("info", help="describe a bundle: config, parameters, files, providers")
     info.add_argument("bundle", help="bundle directory")
@@ -81,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(handler=run_info)
 
     from s2s_bench.cli import add_bench_parser  # these modules import nothing heavy until a command runs
+    from s2s_bench.bulk import add_bulk_parser
     from s2s_bench.load import add_load_parser
     from s2s_export.cli import add_eval_parser, add_export_parser, add_train_parser
     add_train_parser(commands)
@@ -88,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_parser(commands, add_generation_flags)
     add_bench_parser(commands)
     add_load_parser(commands)
+    add_bulk_parser(commands)
     return parser
 
 
@@ -194,6 +225,24 @@ def run_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_bulk(args: argparse.Namespace) -> int:
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        raise ImportError("s2s bulk needs the bulk extra: pip install 's2s-runtime[bulk]'") from None
+    from .bulk import BulkJob, run
+
+    options = {f.name: getattr(args, f.name) for f in dataclasses.fields(GenerationOptions)
+               if getattr(args, f.name, None) is not None and f.name != "max_batch_size"}
+    job = BulkJob(args.input, args.output, args.bundle, column=args.column, options=options or None,
+                  shard_size=args.shard_size, batch_size=args.batch_size)
+    output = run(job, workers=args.workers, use_ray=args.ray is not None,
+                 ray_address=None if args.ray in (None, "local") else args.ray, resume=args.resume,
+                 progress=not args.quiet)
+    print(f"wrote {output}", file=sys.stderr)
+    return 0
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from .service import BatcherConfig
 
@@ -209,6 +258,15 @@ def run_serve(args: argparse.Namespace) -> int:
                           request_timeout_s=args.timeout_s, max_header_bytes=args.max_header_bytes,
                           read_timeout_s=args.read_timeout_s, keep_alive_s=args.keep_alive_s,
                           max_connections=args.max_connections, shutdown_grace_s=args.shutdown_grace_s)
+    if args.ray is not None:
+        from .ray.serving import ReplicaConfig, run
+
+        replica = ReplicaConfig(batcher=batcher_config, server=config, limits=request_limits(args),
+                                device=args.device, threads=None)
+        run(args.bundle, address=None if args.ray == "local" else args.ray, replicas=args.replicas,
+            num_cpus=args.replica_cpus, host=args.host, port=args.port, config=replica,
+            haproxy=args.ray_ingress == "haproxy")
+        return 0
     model = load_model(args)
     serve(model, host=args.host, port=args.port, log_level=args.log_level, batcher_config=batcher_config,
           config=config)
@@ -255,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if chatty else logging.WARNING, format="%(message)s")
     try:
         return args.handler(args)
-    except (BundleError, DeviceError, ValueError, TypeError, ImportError) as error:
+    except (BundleError, DeviceError, ValueError, TypeError, ImportError, FileNotFoundError) as error:
         print(f"s2s {args.command}: {error}", file=sys.stderr)
         return 2
 

@@ -9,7 +9,8 @@ u8×s8 kernels run it as fast as the dynamic form.
 
 The activation scales come from calibration: the fp32 graphs run on the validation sources (the encoder, then the
 decoder step along the greedy path), with every quantized MatMul's input exposed, and each input's scale covers its
-largest magnitude seen (with headroom; larger values saturate). Inside a Scan body the only MatMul inputs are the
+largest magnitude seen. Nearly all of them are cell outputs, bounded by 1 (tanh), and calibration finds that bound;
+a larger maximum (initial states from a linear bridge) gets headroom, and larger values still saturate. Inside a Scan body the only MatMul inputs are the
 recurrent cell's hidden state, which a GRU or LSTM keeps in [-1, 1] once it starts there: its scale covers
 max(1, the Scan's initial state). LSTM ops are left in float32 (onnxruntime's quantized LSTM is per-batch dynamic).
 """
@@ -27,7 +28,7 @@ from s2s_runtime import roles
 
 from .onnx_graphs import ExportedGraph
 
-HEADROOM = 1.25     # calibrated maximum × this = the largest value represented exactly
+HEADROOM = 1.25     # a calibrated maximum above 1 × this = the largest value represented exactly
 ZERO_POINT = 128    # activations as uint8 around 128: onnxruntime's fastest (u8 × s8) integer kernels
 CALIBRATION_BATCH = 16
 CALIBRATION_STEPS = 40
@@ -167,7 +168,8 @@ def _quantize(graph: onnx.GraphProto, bound_of) -> None:
             new_nodes.append(node)
             continue
         if activation not in quantized_inputs:
-            scale = max(bound * HEADROOM, 1e-8) / (255 - ZERO_POINT)
+            covered = bound * HEADROOM if bound > 1.0 else bound  # ≤ 1: a tanh-bounded cell output
+            scale = max(covered, 1e-8) / (255 - ZERO_POINT)
             names = (f"{activation}_q8", f"{activation}_q8_scale", f"{activation}_q8_zero")
             graph.initializer.extend([numpy_helper.from_array(np.array(scale, np.float32), names[1]),
                                       numpy_helper.from_array(np.array(ZERO_POINT, np.uint8), names[2])])

@@ -59,7 +59,7 @@ class HandWrittenLoop(Contender):
 
     def run(self, sources: Sequence[str], strategy: str) -> int:
         bundle, vocab = self.bundle, self.bundle.source.vocab
-        eos = [bundle.source.special_ids["eos"]] if bundle.manifest["config"].get("source_eos") else []
+        eos = [bundle.source.special_ids["eos"]] if bundle.source_eos else []
         encoded = [vocab.encode(s) + eos for s in sources]
         lengths = np.array([len(s) for s in encoded], dtype=np.int64)
         ids = np.zeros((len(encoded), lengths.max()), dtype=np.int64)

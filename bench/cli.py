@@ -80,8 +80,8 @@ def run_bench(args: argparse.Namespace) -> int:
                 measurements.append(measure(contender, sources, strategy, batch, repeats=args.repeats,
                                             min_sequences=args.min_sequences, progress=progress).to_dict())
     source_length = sum(len(bundle.source.vocab.split(s)) for s in sources[:1000]) / min(len(sources), 1000)
-    step_flops = decoder_flops_per_token(bundle.manifest["config"], source_length)
-    encoder_flops = encoder_flops_per_source_token(bundle.manifest["config"]) * source_length
+    step_flops = decoder_flops_per_token(bundle.manifest.config, source_length)
+    encoder_flops = encoder_flops_per_source_token(bundle.manifest.config) * source_length
     for m in measurements:  # graph FLOP/s: the encoder once per sequence, the step once per token and beam
         beams = args.beam_size if m["strategy"] == "beam" else 1
         m["graph_gflops"] = (m["sequences_per_s"] * encoder_flops + m["tokens_per_s"] * beams * step_flops) / 1e9

@@ -130,7 +130,7 @@ def graphs_alone(model: Any, sources: Sequence[str], batch_size: int, matmul: fl
     into its encoder and step runner, which have no public API."""
     from s2s_runtime.decoder import BoundRunner
 
-    config = model.bundle.manifest["config"]
+    config = model.bundle.manifest.config
     batch = [model._prepare(source, index).ids for index, source in enumerate(sources[:batch_size])]
 
     encoder_s = median_seconds(lambda: model._encode(batch), repeats)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import shutil
@@ -14,11 +15,13 @@ import onnx
 import onnxruntime
 import torch
 
-from s2s_runtime.bundle import (DEFAULT_TARGET_LENGTH_OFFSET, DEFAULT_TARGET_LENGTH_RATIO, FORMAT_VERSION,
-                                MANIFEST_FILE, sha256_of)
+from s2s_runtime.bundle import MANIFEST_FILE, sha256_of
+from s2s_runtime.schema import (DEFAULT_TARGET_LENGTH_OFFSET, DEFAULT_TARGET_LENGTH_RATIO, GraphSchema, Manifest,
+                                SideSchema)
 
 from .checkpoint import SOURCE_VOCAB_FILE, TARGET_VOCAB_FILE, Checkpoint, load_checkpoint, start_id
 from .graph_builder import OPSET
+from .model import MASK_VALUE
 from .onnx_graphs import ExportedGraph, build_decoder_step, build_encoder
 from .parity import check_parity
 from .precision import PRECISIONS, convert_fp16, quality_change
@@ -79,7 +82,7 @@ def export_bundle(checkpoint: str | Path | Checkpoint, out_dir: str | Path, *,
     try:
         if options.precision != "float32":
             # The parity above proved the fp32 graphs; the reduced-precision graphs are measured against them.
-            reduced = {**manifest, "precision": options.precision}
+            reduced = dataclasses.replace(manifest, precision=options.precision)
             if options.precision == "int8":
                 graphs = quantize_int8(encoder, decoder, validation, pad_id=ckpt.source_vocab.id_of("pad"),
                                        start_id=start_id(ckpt.config, ckpt.target_vocab),
@@ -88,8 +91,8 @@ def export_bundle(checkpoint: str | Path | Checkpoint, out_dir: str | Path, *,
                 graphs = convert_fp16(encoder.model), convert_fp16(decoder.model)
             staging.append(_write(out_dir, ckpt, *graphs, reduced))
             sources = [ckpt.source_vocab.join(ckpt.source_vocab.decode_tokens(ids)) for ids in validation]
-            reduced["quality"] = quality_change(staging[0], staging[1], sources, options.precision)
-            _write_manifest(staging[1], reduced)
+            quality = quality_change(staging[0], staging[1], sources, options.precision)
+            write_manifest(staging[1], dataclasses.replace(reduced, quality=quality))
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staging[-1].rename(out_dir)
@@ -99,21 +102,23 @@ def export_bundle(checkpoint: str | Path | Checkpoint, out_dir: str | Path, *,
     return out_dir
 
 
-def _write(out_dir: Path, ckpt: Checkpoint, encoder: onnx.ModelProto, decoder: onnx.ModelProto, manifest: dict
-           ) -> Path:
+def _write(out_dir: Path, ckpt: Checkpoint, encoder: onnx.ModelProto, decoder: onnx.ModelProto,
+           manifest: Manifest) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
     onnx.save(encoder, str(staging / ENCODER_FILE))
     onnx.save(decoder, str(staging / DECODER_FILE))
     ckpt.source_vocab.save(staging / SOURCE_VOCAB_FILE)
     ckpt.target_vocab.save(staging / TARGET_VOCAB_FILE)
-    _write_manifest(staging, manifest)
+    write_manifest(staging, manifest)
     return staging
 
 
-def _write_manifest(directory: Path, manifest: dict) -> None:
-    manifest["files"] = {p.name: sha256_of(p) for p in sorted(directory.iterdir()) if p.name != MANIFEST_FILE}
-    (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
+def write_manifest(directory: Path, manifest: Manifest) -> None:
+    """Write manifest.json with the checksum of every other file of the directory."""
+    files = {p.name: sha256_of(p) for p in sorted(directory.iterdir()) if p.name != MANIFEST_FILE}
+    data = dataclasses.replace(manifest, files=files).to_json()
+    (directory / MANIFEST_FILE).write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 
 
 def _validation_ids(ckpt: Checkpoint, sources: Sequence[str] | None, options: ExportOptions) -> list[list[int]]:
@@ -129,31 +134,23 @@ def _validation_ids(ckpt: Checkpoint, sources: Sequence[str] | None, options: Ex
     return [[rng.choice(symbols) for _ in range(rng.randint(1, 12))] + eos for _ in range(options.validation_size)]
 
 
-def _io_map(ios) -> dict:
-    return {io.role: io.to_dict() for io in ios}
-
-
 def build_manifest(ckpt: Checkpoint, encoder: ExportedGraph, decoder: ExportedGraph, parity: dict,
-                   options: ExportOptions) -> dict:
-    return {
-        "format_version": FORMAT_VERSION,
-        "config": ckpt.config.to_dict(),
-        "parameters": sum(p.numel() for p in ckpt.model.parameters()),  # shared (tied) weights counted once
-        "source": {"vocab": SOURCE_VOCAB_FILE, "tokenizer": ckpt.source_vocab.tokenizer,
-                   "special_ids": ckpt.source_vocab.special_ids},
-        "target": {"vocab": TARGET_VOCAB_FILE, "tokenizer": ckpt.target_vocab.tokenizer,
-                   "special_ids": ckpt.target_vocab.special_ids},
-        "decoding": {"start_id": start_id(ckpt.config, ckpt.target_vocab), "eos_id": ckpt.target_vocab.id_of("eos")},
-        "limits": {"max_source_length": options.max_source_length,
-                   "max_target_length": {"ratio": DEFAULT_TARGET_LENGTH_RATIO,
-                                                         "offset": DEFAULT_TARGET_LENGTH_OFFSET}},
-        "graphs": {"encoder": {"file": ENCODER_FILE, "inputs": _io_map(encoder.inputs), "outputs": _io_map(encoder.outputs)},
-                   "decoder_step": {"file": DECODER_FILE, "inputs": _io_map(decoder.inputs),
-                                    "outputs": _io_map(decoder.outputs)}},
-        "opset": OPSET,
-        "graph_variant": "plain" if options.plain else "optimized",
-        "precision": "float32",
-        "producer": {"name": "s2s_export", "torch": torch.__version__, "onnx": onnx.__version__,
-                     "onnxruntime": onnxruntime.__version__},
-        "parity": parity,
-    }
+                   options: ExportOptions) -> Manifest:
+    """The manifest of an export (its `files` are filled in when it is written)."""
+    def graph(file: str, exported: ExportedGraph) -> GraphSchema:
+        return GraphSchema(file, {io.role: io for io in exported.inputs}, {io.role: io for io in exported.outputs})
+
+    return Manifest(
+        config=ckpt.config.to_dict(),
+        source=SideSchema(SOURCE_VOCAB_FILE, ckpt.source_vocab.special_ids),
+        target=SideSchema(TARGET_VOCAB_FILE, ckpt.target_vocab.special_ids),
+        start_id=start_id(ckpt.config, ckpt.target_vocab), eos_id=ckpt.target_vocab.id_of("eos"),
+        memory_bias_padding=MASK_VALUE if ckpt.config.attention != "none" else None,
+        max_source_length=options.max_source_length, limits_ratio=DEFAULT_TARGET_LENGTH_RATIO,
+        limits_offset=DEFAULT_TARGET_LENGTH_OFFSET,
+        graphs={"encoder": graph(ENCODER_FILE, encoder), "decoder_step": graph(DECODER_FILE, decoder)},
+        opset=OPSET, graph_variant="plain" if options.plain else "optimized", precision="float32", files={},
+        parameters=sum(p.numel() for p in ckpt.model.parameters()),  # shared (tied) weights counted once
+        producer={"name": "s2s_export", "torch": torch.__version__, "onnx": onnx.__version__,
+                  "onnxruntime": onnxruntime.__version__},
+        parity=parity)

@@ -19,6 +19,7 @@ import onnx
 import torch
 
 from s2s_runtime import roles
+from s2s_runtime.schema import TensorSpec
 
 from .config import Seq2SeqConfig
 from .graph_builder import GraphBuilder
@@ -28,31 +29,18 @@ from .model import MASK_VALUE, Seq2Seq
 ONNX_GATE_ORDER = {"gru": [1, 0, 2], "lstm": [0, 3, 1, 2]}
 
 
-@dataclass(frozen=True)
-class GraphIO:
-    """One graph input or output: its role in the bundle contract, its name in the graph, dtype and shape."""
-
-    role: str
-    name: str
-    dtype: str
-    shape: tuple
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
-
-
 @dataclass
 class ExportedGraph:
     model: onnx.ModelProto
-    inputs: list[GraphIO]
-    outputs: list[GraphIO]
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
 
 
 def graph_name(role: str) -> str:
     return role.replace(".", "_")
 
 
-def encoded_io(cfg: Seq2SeqConfig) -> list[GraphIO]:
+def encoded_io(cfg: Seq2SeqConfig) -> list[TensorSpec]:
     """The encoder's outputs = the decoder step's inputs besides previous_ids, in a fixed order."""
     layers, hidden, enc_out = cfg.num_layers, cfg.hidden_size, cfg.encoder_output_size
     specs = [(roles.STATE_H, (layers, "batch", hidden))]
@@ -67,7 +55,7 @@ def encoded_io(cfg: Seq2SeqConfig) -> list[GraphIO]:
         specs += [(roles.MEMORY, ("batch", "source_length", enc_out)),
                   (roles.ATTENTION_KEYS, ("batch", "source_length", key_size)),
                   (roles.MEMORY_BIAS, ("batch", "source_length"))]
-    return [GraphIO(role, graph_name(role), "float32", shape) for role, shape in specs]
+    return [TensorSpec(role, graph_name(role), "float32", shape) for role, shape in specs]
 
 
 def _weights(module: torch.nn.Module) -> dict[str, np.ndarray]:
@@ -164,8 +152,8 @@ def build_encoder(model: Seq2Seq, *, plain: bool = False, lstm_scan: bool = Fals
     outputs = encoded_io(cfg)
     for io in outputs:
         g.output(values[io.role](), io.name, io.dtype, list(io.shape))
-    inputs = [GraphIO(roles.SOURCE_IDS, source_ids, "int64", ("batch", "source_length")),
-              GraphIO(roles.SOURCE_LENGTHS, lengths, "int64", ("batch",))]
+    inputs = [TensorSpec(roles.SOURCE_IDS, source_ids, "int64", ("batch", "source_length")),
+              TensorSpec(roles.SOURCE_LENGTHS, lengths, "int64", ("batch",))]
     return ExportedGraph(g.model(), inputs, outputs)
 
 
@@ -373,7 +361,7 @@ def build_decoder_step(model: Seq2Seq, *, plain: bool = False) -> ExportedGraph:
             new_c.append(g.op("Unsqueeze", c, g.ints([0])))
         new_h.append(g.op("Unsqueeze", x, g.ints([0])))  # (1, B, H)
 
-    outputs: list[GraphIO] = []
+    outputs: list[TensorSpec] = []
     attention_weights = None
     if cfg.attention != "none":
         x, attention_weights = _attention(g, cfg, w, x, value)
@@ -401,13 +389,13 @@ def build_decoder_step(model: Seq2Seq, *, plain: bool = False) -> ExportedGraph:
     shapes[roles.ATTENTION] = ("batch", "source_length")
     shapes[roles.TOP_LOG_PROBS] = shapes[roles.TOP_IDS] = ("batch", "top_k")
     for role, name in results.items():
-        io = GraphIO(role, "new_" + graph_name(role) if roles.is_state(role) else graph_name(role),
+        io = TensorSpec(role, "new_" + graph_name(role) if roles.is_state(role) else graph_name(role),
                      "int64" if role == roles.TOP_IDS else "float32", shapes[role])
         g.output(name, io.name, io.dtype, list(io.shape))
         outputs.append(io)
-    inputs = [GraphIO(roles.PREVIOUS_IDS, previous_ids, "int64", ("batch",))] + encoded
+    inputs = [TensorSpec(roles.PREVIOUS_IDS, previous_ids, "int64", ("batch",))] + encoded
     if top_k is not None:
-        inputs.append(GraphIO(roles.TOP_K, top_k, "int64", (1,)))
+        inputs.append(TensorSpec(roles.TOP_K, top_k, "int64", (1,)))
     return ExportedGraph(g.model(), inputs, outputs)
 
 

@@ -10,6 +10,7 @@ fixed 500-word sample and compare.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import shutil
@@ -17,9 +18,10 @@ import sys
 from pathlib import Path
 
 import s2s_runtime
-from s2s_runtime.bundle import BUILTIN_DIR, MANIFEST_FILE, sha256_of
+from s2s_runtime.bundle import BUILTIN_DIR, MANIFEST_FILE
+from s2s_runtime.schema import Manifest
 
-from .bundle_export import ExportOptions, export_bundle
+from .bundle_export import ExportOptions, export_bundle, write_manifest
 from .data import cmudict_pairs
 from .evaluate import evaluate_bundle
 
@@ -43,14 +45,12 @@ def measure(bundle: Path, pairs: list, **options) -> dict:
     return {"wer": round(100 * metrics.wer, 2), "per": round(100 * metrics.error_rate, 2), "words": metrics.count}
 
 
-def attach(bundle: Path, files: dict[str, str], manifest_updates: dict) -> None:
-    """Add text files and manifest keys to a bundle, keeping its checksums whole."""
-    manifest = json.loads((bundle / MANIFEST_FILE).read_text())
+def attach(bundle: Path, files: dict[str, str], evaluation: dict) -> None:
+    """Add text files and the evaluation to a bundle, keeping its checksums whole."""
+    manifest = Manifest.parse(json.loads((bundle / MANIFEST_FILE).read_text()))
     for name, text in files.items():
         (bundle / name).write_text(text, encoding="utf-8")
-        manifest["files"][name] = sha256_of(bundle / name)
-    manifest.update(manifest_updates)
-    (bundle / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
+    write_manifest(bundle, dataclasses.replace(manifest, evaluation=evaluation))
 
 
 def run_summary(run: Path) -> dict:
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     card = model_card(chosen, evaluations, size, run_summary(args.run), plain, args.training_note, args.plain_note)
     evaluation = {"precision": chosen, **evaluations[chosen], "float32": evaluations["float32"],
                   "sample": {"split": "test", "words": SAMPLE_SIZE, "seed": SAMPLE_SEED}}
-    attach(bundles[chosen], {"MODEL_CARD.md": card}, {"evaluation": evaluation})
+    attach(bundles[chosen], {"MODEL_CARD.md": card}, evaluation)
     target = BUILTIN_DIR / NAME
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(bundles[chosen], target)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from s2s_runtime.bundle import DEFAULT_TARGET_LENGTH_OFFSET, DEFAULT_TARGET_LENGTH_RATIO
+from s2s_runtime.schema import DEFAULT_TARGET_LENGTH_OFFSET, DEFAULT_TARGET_LENGTH_RATIO
 from s2s_runtime.vocab import Vocab
 
 from .checkpoint import Checkpoint, check_vocabularies, load_checkpoint, save_checkpoint, start_id

@@ -59,15 +59,15 @@ def _source_axis(spec: TensorSpec) -> int | None:
     return spec.shape.index(roles.SOURCE_DIM) if roles.SOURCE_DIM in spec.shape else None
 
 
-def _pad(array: np.ndarray, spec: TensorSpec, rows: int, source: int | None) -> np.ndarray:
+def _pad(array: np.ndarray, spec: TensorSpec, rows: int, source: int | None, mask: float | None) -> np.ndarray:
     """`array` padded with zeros to `rows` along its batch axis and to `source` along its source axis; the memory
-    bias is padded with a very negative value instead, which masks the padded positions out of attention."""
+    bias is padded with the bundle's memory_bias_padding instead, which masks padded positions out of attention."""
     shape = list(array.shape)
     shape[spec.batch_axis] = rows
     source_axis = _source_axis(spec)
     if source_axis is not None:
         shape[source_axis] = source
-    fill = np.finfo(array.dtype).min / 2 if spec.role == roles.MEMORY_BIAS else 0
+    fill = mask if spec.role == roles.MEMORY_BIAS else 0
     padded = np.full(shape, fill, dtype=array.dtype)
     padded[tuple(slice(0, n) for n in array.shape)] = array
     return padded
@@ -151,7 +151,7 @@ class GraphCapture:
             if top_k_input is not None:
                 binding.bind_ortvalue_input(spec.inputs[roles.TOP_K].name, top_k_input)
             if chained:  # the chosen ids become the next step's previous ids without leaving the device
-                shape = [rows] if chained == roles.NEXT_IDS else [rows, 1]  # the top-1 candidates are (rows, 1)
+                shape = [rows, 1]  # the top-1 candidates
                 binding.bind_output(spec.outputs[chained].name, self.device_type, self.device_id, np.int64, shape,
                                     ids[1 - parity].data_ptr())
             for role in self.graph.state_roles:
@@ -181,9 +181,11 @@ class CapturedRunner:
         self._rows, self._source_length, self._with_attention = rows, source_length, with_attention
         inputs = self.graph.spec.inputs
         for role, value in states.items():
-            buffers.states[0][role].update_inplace(_pad(value, inputs[role], buffers.rows, buffers.source))
+            buffers.states[0][role].update_inplace(_pad(value, inputs[role], buffers.rows, buffers.source,
+                                                        self.graph.padding_bias))
         for role, value in statics.items():
-            buffers.statics[role].update_inplace(_pad(value, inputs[role], buffers.rows, buffers.source))
+            buffers.statics[role].update_inplace(_pad(value, inputs[role], buffers.rows, buffers.source,
+                                                      self.graph.padding_bias))
         self._parity = 0
 
     def release(self) -> None:

@@ -275,22 +275,22 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def run_info(args: argparse.Namespace) -> int:
     bundle = Bundle.open(args.bundle)
-    manifest = bundle.manifest
+    manifest = bundle.manifest.to_json()
     info = {
         "bundle": str(bundle.root),
         "format_version": manifest["format_version"],
         "config": manifest["config"],
-        "parameters": manifest.get("parameters"),
+        "parameters": manifest["parameters"],
         "source": {"tokenizer": bundle.source.vocab.tokenizer, "vocab_size": len(bundle.source.vocab),
                    "special_ids": bundle.source.special_ids},
         "target": {"tokenizer": bundle.target.vocab.tokenizer, "vocab_size": len(bundle.target.vocab),
                    "special_ids": bundle.target.special_ids},
         "limits": manifest["limits"],
         "opset": manifest["opset"],
-        "graph_variant": manifest.get("graph_variant"),
-        "precision": manifest.get("precision"),
-        "producer": manifest.get("producer", {}),
-        "parity": {k: manifest.get("parity", {}).get(k) for k in ("passed", "max_abs_diff", "tolerance")},
+        "graph_variant": manifest["graph_variant"],
+        "precision": manifest["precision"],
+        "producer": manifest["producer"],
+        "parity": {k: manifest["parity"].get(k) for k in ("passed", "max_abs_diff", "tolerance")},
         "files": {name: (bundle.root / name).stat().st_size for name in sorted(manifest["files"])},
         "available_providers": import_onnxruntime().get_available_providers(),
     }

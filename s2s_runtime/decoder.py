@@ -39,11 +39,13 @@ class StepGraph:
     spec: GraphSpec
     state_roles: tuple[str, ...]  # recurrent: output of step t is input of step t + 1
     batch_axes: dict[str, int]
+    padding_bias: float | None  # the memory bias at padded source positions (attention models)
 
     @classmethod
-    def of(cls, session: Any, spec: GraphSpec) -> "StepGraph":
+    def of(cls, session: Any, spec: GraphSpec, padding_bias: float | None = None) -> "StepGraph":
         state_roles = tuple(role for role in spec.outputs if roles.is_state(role))
-        return cls(session, spec, state_roles, {role: io.batch_axis for role, io in spec.inputs.items()})
+        return cls(session, spec, state_roles, {role: io.batch_axis for role, io in spec.inputs.items()},
+                   padding_bias)
 
     @property
     def selects(self) -> bool:
@@ -52,10 +54,7 @@ class StepGraph:
 
     def choice_roles(self, top_k: int) -> tuple[str, str] | None:
         """The outputs (ids, log-probs) holding each row's greedy choice when the runner asks `top_k` candidates:
-        next_ids/next_log_probs, (batch,), in bundles exported with them; else the ranked candidates, (batch, 1),
-        when top_k is 1; else None."""
-        if roles.NEXT_IDS in self.spec.outputs and roles.NEXT_LOG_PROBS in self.spec.outputs:
-            return roles.NEXT_IDS, roles.NEXT_LOG_PROBS
+        the ranked candidates, (batch, 1), when top_k is 1; else None."""
         if self.ranks and top_k == 1:
             return roles.TOP_IDS, roles.TOP_LOG_PROBS
         return None

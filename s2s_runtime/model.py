@@ -175,11 +175,11 @@ class Seq2SeqModel:
                  limits: RequestLimits = RequestLimits()):
         self.bundle = bundle
         graphs = [bundle.graphs["encoder"], bundle.graphs["decoder_step"]]
-        if bundle.manifest.get("precision") == "float16":
+        if bundle.manifest.precision == "float16":
             device = _cuda_only(device)  # onnxruntime's CPU kernels cannot run these graphs (it may even crash)
         (self._encoder, decoder), self.placement = create_sessions(graphs, device, settings)
         self._encoder_spec, self._step_spec = graphs
-        self._step_graph = StepGraph.of(decoder, self._step_spec)
+        self._step_graph = StepGraph.of(decoder, self._step_spec, bundle.manifest.memory_bias_padding)
         self._batch_axes = self._step_graph.batch_axes
         self._io_binding = settings.io_binding
         self._idle_runners = threading.local()
@@ -197,7 +197,6 @@ class Seq2SeqModel:
         inputs = self._encoder_spec.inputs
         self._encoder_inputs = (inputs[roles.SOURCE_IDS].name, inputs[roles.SOURCE_LENGTHS].name)
         self._source_pad = bundle.source.special_ids["pad"]
-        self._mask_value: float | None = None  # the encoder's memory bias at padding, read when first needed
         self._source_unk = bundle.source.special_ids.get("unk")
         self._source_eos = [bundle.source.special_ids["eos"]] if bundle.source_eos else []
         self.limits = limits
@@ -247,7 +246,8 @@ class Seq2SeqModel:
         session = create_capture_session(self._step_spec, int(device_id), settings)
         if session is None:
             return None
-        return GraphCapture(StepGraph.of(session, self._step_spec), self._gather, device_type, int(device_id))
+        return GraphCapture(StepGraph.of(session, self._step_spec, self.bundle.manifest.memory_bias_padding),
+                            self._gather, device_type, int(device_id))
 
     @property
     def device(self) -> str:
@@ -579,7 +579,7 @@ class Seq2SeqModel:
 
     def _padded_like(self, role: str, value: np.ndarray, rows: int, source_length: int) -> np.ndarray:
         """An array for `rows` rows and `source_length` positions of an encoder output, filled with what the encoder
-        outputs at padded positions: zeros, and for the memory bias its mask value (read once from the encoder)."""
+        outputs at padded positions: zeros, and for the memory bias the manifest's memory_bias_padding."""
         spec = self._encoder_spec.outputs[role]
         shape = list(value.shape)
         shape[spec.batch_axis] = rows
@@ -587,10 +587,7 @@ class Seq2SeqModel:
             shape[spec.shape.index(roles.SOURCE_DIM)] = source_length
         if role != roles.MEMORY_BIAS:
             return np.zeros(shape, dtype=value.dtype)
-        if self._mask_value is None:
-            some_id = self.bundle.source.special_ids.get("unk", 1)
-            self._mask_value = self._run_encoder([[some_id], [some_id, some_id]])[roles.MEMORY_BIAS][0, 1]
-        return np.full(shape, self._mask_value, dtype=value.dtype)
+        return np.full(shape, self.bundle.manifest.memory_bias_padding, dtype=value.dtype)
 
     @contextmanager
     def _runner(self, states: dict[str, np.ndarray], statics: dict[str, np.ndarray], with_attention: bool,

@@ -11,9 +11,6 @@ SOURCE_LENGTHS = "source_lengths"  # encoder input  (batch,) int64
 PREVIOUS_IDS = "previous_ids"      # decoder input  (batch,) int64
 LOG_PROBS = "log_probs"            # decoder output (batch, target_vocab) float
 ATTENTION = "attention"            # decoder output (batch, source_length) float, attention models only
-# Bundles exported before the greedy choice became top_k = 1 also output it apart (still read, no longer written):
-NEXT_IDS = "next_ids"              # decoder output (batch,) int64: argmax of log_probs
-NEXT_LOG_PROBS = "next_log_probs"  # decoder output (batch,) float: its log-prob
 TOP_K = "top_k"                    # decoder input  (1,) int64: how many best tokens per row to return (optimized)
 TOP_LOG_PROBS = "top_log_probs"    # decoder output (batch, top_k) float: the best log-probs, best first (optimized)
 TOP_IDS = "top_ids"                # decoder output (batch, top_k) int64: their token ids (optimized)
@@ -28,6 +25,10 @@ ATTENTION_KEYS = "attention_keys"  # (batch, source_length, key) — attention
 MEMORY_BIAS = "memory_bias"        # (batch, source_length): 0 at real positions, a large negative at padding
 
 STATE_PREFIX = "state."
+# Revision-1 bundles of the first optimized exports output their greedy choice apart; the schema's upgrade renames
+# those outputs with IGNORED_PREFIX, which the runtime never reads (the choice is made from the log-probs instead).
+REVISION_1_CHOICE = ("next_ids", "next_log_probs")
+IGNORED_PREFIX = "ignored."
 BATCH_DIM = "batch"
 SOURCE_DIM = "source_length"
 

@@ -18,11 +18,11 @@ def test_shipped_bundle_loads_verified_and_small(g2p):
     assert g2p.bundle.root == BUILTIN_DIR / "g2p-en"  # by name, checksums verified on load
     assert (BUILTIN_DIR / "g2p-en" / "MODEL_CARD.md").is_file()
     assert sum(f.stat().st_size for f in (BUILTIN_DIR / "g2p-en").iterdir()) <= MAX_BUNDLE_BYTES
-    assert g2p.bundle.manifest["evaluation"]["precision"] == g2p.bundle.manifest["precision"]
+    assert g2p.bundle.manifest.evaluation["precision"] == g2p.bundle.manifest.precision
 
 
 def test_wer_on_the_fixed_sample_matches_the_model_card(g2p):
-    evaluation = g2p.bundle.manifest["evaluation"]
+    evaluation = g2p.bundle.manifest.evaluation
     measured = evaluate_bundle(g2p, evaluation_sample(), progress=False).metrics
     assert measured.count == evaluation["sample"]["words"] == 500
     assert abs(100 * measured.wer - evaluation["sample_greedy"]["wer"]) <= 2.0

@@ -59,22 +59,6 @@ def test_captured_greedy_chain_equals_the_bound_runner(model):
         np.testing.assert_allclose(lp_a, lp_b, rtol=1e-5, atol=1e-6)
 
 
-def test_captured_greedy_chain_of_a_bundle_with_a_separate_choice():
-    """The built-in g2p-en outputs next_ids/next_log_probs (exported before the top-1 candidate served as the greedy
-    choice): the captured runner chains those."""
-    legacy = s2s_runtime.load("g2p-en", device="cpu")
-    states, statics = legacy._encode([legacy._prepare(w, 0).ids for w in ("hello", "world", "onnx")])
-    reference = BoundRunner(legacy._step_graph, states, statics, False)
-    runner = cpu_capture(legacy).runner(states, statics, False)
-    previous = np.full(3, legacy.bundle.start_id)
-    expected, got = reference.greedy_step(previous), runner.greedy_step(previous)
-    for _ in range(3):
-        np.testing.assert_array_equal(got[0], expected[0])
-        np.testing.assert_allclose(got[1], expected[1], rtol=1e-5, atol=1e-6)
-        expected, got = reference.greedy_step(), runner.greedy_step()
-    runner.release()
-
-
 def test_captured_ranked_candidates_equal_the_bound_runner(model):
     states, statics = model._encode([[3, 4, 5], [6, 7], [8, 9, 10, 11]])
     reference = BoundRunner(model._step_graph, states, statics, True, top_k=4)

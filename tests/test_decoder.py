@@ -89,22 +89,6 @@ def test_bound_runner_binds_each_output_kind_when_first_read(model, top_k, kinds
             previous = previous[[2, 0]]
 
 
-def test_bundles_with_a_separate_greedy_choice_still_chain_it():
-    """Bundles exported before the greedy choice became the top-1 candidate (the built-in g2p-en among them) output
-    next_ids/next_log_probs: every runner reads those, whatever its top_k."""
-    legacy = s2s_runtime.load("g2p-en", device="cpu")
-    graph = legacy._step_graph
-    assert graph.choice_roles(1) == graph.choice_roles(4) == ("next_ids", "next_log_probs")
-    states, statics = legacy._encode([legacy._prepare(w, 0).ids for w in ("hello", "world", "onnx")])
-    reference, previous = ArrayRunner(graph, states, statics, False), np.full(3, legacy.bundle.start_id)
-    for runner in (ArrayRunner(graph, states, statics, False), BoundRunner(graph, states, statics, False)):
-        ids, log_probs = runner.greedy_step(previous)
-        expected = reference.step(previous)[0]
-        np.testing.assert_array_equal(ids, expected.argmax(axis=1))
-        np.testing.assert_array_equal(log_probs, expected.max(axis=1))
-        reference = ArrayRunner(graph, states, statics, False)
-
-
 def test_reused_runners_are_never_shared_by_interleaved_calls(model):
     """A stream in progress keeps its runner; calls in between on the same thread get their own."""
     plain = s2s_runtime.load(model.bundle.root, device="cpu", io_binding=False)

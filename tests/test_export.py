@@ -96,7 +96,7 @@ def test_padding_never_leaks_into_states(options):
 def test_bundle_manifest_lists_roles_checksums_versions_and_parity(tmp_path):
     bundle = write_bundle(random_checkpoint(2, attention="general", cell="lstm", hidden_size=16), tmp_path)
     manifest = json.loads((bundle / "manifest.json").read_text())
-    assert manifest["format_version"] == 1 and manifest["opset"] == 17
+    assert manifest["format_version"] == 2 and manifest["opset"] == 17
     assert set(manifest["files"]) == {"encoder.onnx", "decoder_step.onnx", "source_vocab.json", "target_vocab.json"}
     assert all(sha256_of(bundle / name) == digest for name, digest in manifest["files"].items())
     step = manifest["graphs"]["decoder_step"]

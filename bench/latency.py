@@ -128,16 +128,15 @@ def graphs_alone(model: Any, sources: Sequence[str], batch_size: int, matmul: fl
     (in its length groups) and one decoder step over the whole batch, medians of `repeats` runs, with their FLOP/s
     counted as in the end-to-end figures (real positions only). `model` is a loaded s2s_runtime model; this reaches
     into its encoder and step runner, which have no public API."""
-    from s2s_runtime.decoder import BoundRunner
 
     config = model.bundle.manifest.config
     batch = [model._prepare(source, index).ids for index, source in enumerate(sources[:batch_size])]
 
     encoder_s = median_seconds(lambda: model._encode(batch), repeats)
     states, statics = model._encode(batch)
-    runner = BoundRunner(model._step_graph, states, statics, False)
     previous = np.full(len(batch), model.bundle.start_id, dtype=np.int64)
-    step_s = median_seconds(lambda: runner.step(previous), repeats)
+    with model._runner(states, statics, False) as runner:
+        step_s = median_seconds(lambda: runner.step(previous), repeats)
     positions = sum(len(ids) for ids in batch)
     encoder_flops = positions * encoder_flops_per_source_token(config)
     step_flops = len(batch) * decoder_flops_per_token(config, positions / len(batch))

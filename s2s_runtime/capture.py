@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 
 from . import roles
-from .bundle import TensorSpec
-from .decoder import DeviceGather, StepGraph
+from .device import DeviceGather
+from .runner import StepGraph
+from .schema import TensorSpec
 from .sessions import import_onnxruntime
 
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -91,11 +92,11 @@ class BufferSet:
 
 
 class GraphCapture:
-    """The BufferSets of one captured step session; hands out a CapturedRunner per batch (or None: run uncaptured).
+    """The BufferSets of one captured step session; hands out CapturedBuffers per batch (or None: run uncaptured).
 
     Example:
         >>> capture = GraphCapture(step_graph, gather, "cuda", 0)  # doctest: +SKIP
-        >>> runner = capture.runner(states, statics, with_attention=False)  # doctest: +SKIP
+        >>> buffers = capture.buffers(states, statics, with_attention=False)  # doctest: +SKIP
     """
 
     def __init__(self, graph: StepGraph, gather: DeviceGather, device_type: str, device_id: int):
@@ -105,8 +106,8 @@ class GraphCapture:
         self._lock = threading.Lock()
         self._ort = import_onnxruntime()
 
-    def runner(self, states: dict[str, np.ndarray], statics: dict[str, np.ndarray], with_attention: bool,
-               top_k: int = 1) -> CapturedRunner | None:
+    def buffers(self, states: dict[str, np.ndarray], statics: dict[str, np.ndarray], with_attention: bool,
+                top_k: int = 1) -> CapturedBuffers | None:
         role, value = next(iter(states.items()))
         rows = value.shape[self.graph.batch_axes[role]]
         bucket = row_bucket(rows)
@@ -121,7 +122,7 @@ class GraphCapture:
             buffers = self._sets[key]
         if not buffers.lock.acquire(blocking=False):
             return None
-        return CapturedRunner(self, buffers, states, statics, rows, lengths[0] if lengths else None, with_attention)
+        return CapturedBuffers(self, buffers, states, statics, rows, lengths[0] if lengths else None, with_attention)
 
     def _buffer_set(self, rows: int, source: int | None, top_k: int, first_graph_id: int) -> BufferSet:
         spec = self.graph.spec
@@ -136,8 +137,7 @@ class GraphCapture:
         ids = tuple(tensor(spec.inputs[roles.PREVIOUS_IDS]) for _ in range(2))
         statics = {role: tensor(io) for role, io in spec.inputs.items()
                    if role not in roles.CONTROL_INPUTS and not roles.is_state(role)}
-        choice = self.graph.choice_roles(top_k)
-        chained = choice[0] if choice else None  # the chosen ids: written into the next step's previous ids
+        chained = roles.TOP_IDS if self.graph.ranks and top_k == 1 else None  # the greedy choice: chained ids
         outputs = {role: tensor(io) for role, io in spec.outputs.items()
                    if role != chained and not roles.is_state(role)}
         bindings, run_options = [], []
@@ -169,15 +169,12 @@ class GraphCapture:
                          top_k_input)
 
 
-class CapturedRunner:
-    """A DecoderRunner (see s2s_runtime.search) over one BufferSet; `release` it when the batch is done."""
+class CapturedBuffers:
+    """The Buffers (see s2s_runtime.runner) of one batch over one BufferSet; `release` it when the batch is done."""
 
     def __init__(self, capture: GraphCapture, buffers: BufferSet, states: dict[str, np.ndarray],
                  statics: dict[str, np.ndarray], rows: int, source_length: int | None, with_attention: bool):
         self.graph, self._gather, self._buffers = capture.graph, capture.gather, buffers
-        self._choice = self.graph.choice_roles(buffers.top_k)
-        self.selects = self._choice is not None
-        self.top_k = buffers.top_k if self.graph.ranks else 0
         self._rows, self._source_length, self._with_attention = rows, source_length, with_attention
         inputs = self.graph.spec.inputs
         for role, value in states.items():
@@ -191,44 +188,34 @@ class CapturedRunner:
     def release(self) -> None:
         self._buffers.lock.release()
 
-    def _write_ids(self, previous_ids: np.ndarray) -> None:
+    def set_previous(self, ids: np.ndarray) -> None:
         padded = np.zeros(self._buffers.rows, dtype=np.int64)
-        padded[:self._rows] = previous_ids
+        padded[:self._rows] = ids
         self._buffers.ids[self._parity].update_inplace(padded)
 
-    def _run(self) -> None:
+    def run(self, reads: str) -> None:
         buffers = self._buffers
         self.graph.session.run_with_iobinding(buffers.bindings[self._parity], buffers.run_options[self._parity])
         self._parity = 1 - self._parity
 
-    def step(self, previous_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        self._write_ids(previous_ids)
-        self._run()
-        outputs = self._buffers.outputs
-        log_probs = outputs[roles.LOG_PROBS].numpy()[:self._rows]  # (rows, vocab)
+    def log_probs(self) -> np.ndarray:
+        return self._buffers.outputs[roles.LOG_PROBS].numpy()[:self._rows]  # (rows, vocab)
+
+    def attention(self) -> np.ndarray | None:
         if not self._with_attention:
-            return log_probs, None
-        return log_probs, outputs[roles.ATTENTION].numpy()[:self._rows, :self._source_length]  # (rows, source)
+            return None
+        return self._buffers.outputs[roles.ATTENTION].numpy()[:self._rows, :self._source_length]  # (rows, source)
 
-    def greedy_step(self, previous_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        if previous_ids is not None:
-            self._write_ids(previous_ids)
-        self._run()
+    def chosen(self) -> tuple[np.ndarray, np.ndarray]:
         chosen = self._buffers.ids[self._parity].numpy()[:self._rows]  # written by the step just run
-        return chosen, self._buffers.outputs[self._choice[1]].numpy()[:self._rows].reshape(-1)
+        return chosen, self._buffers.outputs[roles.TOP_LOG_PROBS].numpy()[:self._rows].reshape(-1)
 
-    def top_k_step(self, previous_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        self._write_ids(previous_ids)
-        self._run()
+    def top(self) -> tuple[np.ndarray, np.ndarray]:
         outputs = self._buffers.outputs
         values = outputs[roles.TOP_LOG_PROBS].numpy()[:self._rows]  # (rows, top_k)
-        if self._choice == (roles.TOP_IDS, roles.TOP_LOG_PROBS):  # top_k = 1: the ids went to the chained buffer
-            ids = self._buffers.ids[self._parity].numpy()[:self._rows, None]
-        else:
-            ids = outputs[roles.TOP_IDS].numpy()[:self._rows]
-        if not self._with_attention:
-            return values, ids, None
-        return values, ids, outputs[roles.ATTENTION].numpy()[:self._rows, :self._source_length]
+        if self._buffers.top_k == 1:  # the ids went to the chained buffer
+            return values, self._buffers.ids[self._parity].numpy()[:self._rows, None]
+        return values, outputs[roles.TOP_IDS].numpy()[:self._rows]
 
     def select(self, rows: np.ndarray) -> None:
         """Keep `rows` at the top of the same bucket: gather the current states into the other parity's buffers

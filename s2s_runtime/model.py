@@ -8,7 +8,6 @@ import math
 import re
 import threading
 from collections import OrderedDict
-from contextlib import contextmanager
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,8 @@ from .batching import length_sorted_batches
 from .bundle import Bundle, BundleError
 from .config import GenerationOptions
 from .capture import GraphCapture
-from .decoder import ArrayRunner, BoundRunner, DeviceGather, StepGraph, take_rows
+from .device import device_for
+from .runner import LOG_PROBS, ArrayBuffers, Runners, StepGraph, take_rows
 from .limits import RequestLimits
 from .search import (Candidate, DecoderRunner, RowLimits, Stop, beam_search, chooses_in_graph, greedy_in_graph,
                      needs_full_log_probs, normalized_score, run_sample_search, sample_search)
@@ -36,8 +36,6 @@ log = logging.getLogger("s2s_runtime")
 # Large batches of mixed lengths are encoded in groups of at least this many rows, cut where the length changes (see
 # Seq2SeqModel._encode): small enough to cut the padding, large enough for efficient matmuls and few calls.
 ENCODER_GROUP_ROWS = 32
-# Bound runners kept per thread for reuse (one per recent shape: with attention, the source length is part of it).
-IDLE_RUNNERS_PER_THREAD = 16
 PLANS_CACHED = 256  # checked option sets kept per model
 
 InputText = str | Sequence[str]
@@ -181,13 +179,9 @@ class Seq2SeqModel:
         self._encoder_spec, self._step_spec = graphs
         self._step_graph = StepGraph.of(decoder, self._step_spec, bundle.manifest.memory_bias_padding)
         self._batch_axes = self._step_graph.batch_axes
-        self._io_binding = settings.io_binding
-        self._idle_runners = threading.local()
-        self._gather = None
-        if self.placement.device != "cpu":  # keep compaction and beam reordering on the device
-            device_type, device_id = self.placement.device.split(":")
-            self._gather = DeviceGather(list(self.placement.providers), device_type, int(device_id))
-        self._capture = self._graph_capture(settings)
+        self._device = device_for(self.placement)  # compaction and beam reordering where the states live
+        self._runners = Runners(self._step_graph, self._device, io_binding=settings.io_binding,
+                                capture=self._graph_capture(settings))
         # Encoder outputs are fetched by name in this order, never by the graph's own output order.
         self._encoder_roles = list(self._encoder_spec.outputs)
         self._encoder_output_names = [self._encoder_spec.outputs[role].name for role in self._encoder_roles]
@@ -221,8 +215,10 @@ class Seq2SeqModel:
         states = {role: encoded[role] for role in self._state_roles}
         statics = {role: encoded[role] for role in self._static_roles}
         try:
-            log_probs, _ = ArrayRunner(self._step_graph, states, statics, False).step(
-                np.array([highest["decoder_step"]], dtype=np.int64))
+            buffers = ArrayBuffers(self._step_graph, states, statics, False)
+            buffers.set_previous(np.array([highest["decoder_step"]], dtype=np.int64))
+            buffers.run(LOG_PROBS)
+            log_probs = buffers.log_probs()
         except Exception as error:
             raise BundleError(f"{spec.path}: the graph fails on target id {highest['decoder_step']}, the highest "
                               f"of the target vocabulary ({str(error).strip()[:200]})") from None
@@ -238,16 +234,16 @@ class Seq2SeqModel:
     def _graph_capture(self, settings: SessionSettings) -> GraphCapture | None:
         if not settings.cuda_graph:
             return None
-        if self._gather is None or not settings.io_binding:
-            log.info("s2s_runtime: cuda_graph=True has no effect: %s", "it needs io_binding" if self._gather else
+        device = self._device
+        if not device.captures or not settings.io_binding:
+            log.info("s2s_runtime: cuda_graph=True has no effect: %s", "it needs io_binding" if device.captures else
                      f"the model runs on the CPU ({self.placement.reason})")
             return None
-        device_type, device_id = self.placement.device.split(":")
-        session = create_capture_session(self._step_spec, int(device_id), settings)
+        session = create_capture_session(self._step_spec, device.device_id, settings)
         if session is None:
             return None
         return GraphCapture(StepGraph.of(session, self._step_spec, self.bundle.manifest.memory_bias_padding),
-                            self._gather, device_type, int(device_id))
+                            device.gather, device.device_type, device.device_id)
 
     @property
     def device(self) -> str:
@@ -589,32 +585,9 @@ class Seq2SeqModel:
             return np.zeros(shape, dtype=value.dtype)
         return np.full(shape, self.bundle.manifest.memory_bias_padding, dtype=value.dtype)
 
-    @contextmanager
     def _runner(self, states: dict[str, np.ndarray], statics: dict[str, np.ndarray], with_attention: bool,
-                top_k: int = 1) -> Iterator[DecoderRunner]:
-        """A runner for one batch. Bound runners are kept per thread, by the shapes they hold, and reused by the next
-        batch of the same shapes (a service decoding single inputs meets a handful of source lengths); one in use is
-        never shared."""
-        if not self._io_binding:
-            yield ArrayRunner(self._step_graph, states, statics, with_attention, top_k)
-            return
-        captured = None if self._capture is None else self._capture.runner(states, statics, with_attention, top_k)
-        if captured is not None:  # else too many rows for a bucket, or its buffers are busy in another thread
-            try:
-                yield captured
-            finally:
-                captured.release()
-            return
-        idle = self._idle_runners.__dict__.setdefault("runners", OrderedDict())  # by shapes, least recent first
-        runner = idle.pop(BoundRunner.key_of(states, statics, with_attention, top_k), None)
-        if runner is None or not runner.reset(states, statics):
-            device_type, _, device_id = self.placement.device.partition(":")
-            runner = BoundRunner(self._step_graph, states, statics, with_attention, top_k=top_k,
-                                 device_type=device_type, device_id=int(device_id or 0), gather=self._gather)
-        yield runner
-        idle[runner.key()] = runner  # only after a clean finish: an abandoned stream keeps its own
-        if len(idle) > IDLE_RUNNERS_PER_THREAD:
-            idle.popitem(last=False)
+                top_k: int = 1):
+        return self._runners.runner(states, statics, with_attention, top_k)
 
     def _decode_batch(self, items: list[PreparedInput], plan: DecodingPlan, entropy: int, stop: Stop | None
                       ) -> list[list[Candidate]]:
@@ -634,7 +607,7 @@ class Seq2SeqModel:
                 return beam_search(runner, start_id=self.bundle.start_id, eos_id=self.bundle.eos_id, limits=limits,
                                    options=options, suppressed=suppressed, collect_attention=with_attention,
                                    stop=stop)
-        if options.strategy == "greedy" and chooses_in_graph(self._step_graph.selects, limits, options,
+        if options.strategy == "greedy" and chooses_in_graph(self._step_graph.ranks, limits, options,
                                                              suppressed, with_attention):
             with self._runner(states, statics, with_attention) as runner:
                 return [[c] for c in greedy_in_graph(runner, start_id=self.bundle.start_id,

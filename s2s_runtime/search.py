@@ -32,7 +32,7 @@ def check_stop(stop: Stop | None) -> None:
 
 
 class DecoderRunner(Protocol):
-    """The decoder as the search drives it (implementations: s2s_runtime.decoder)."""
+    """The decoder as the search drives it (implementation: s2s_runtime.runner.StepRunner)."""
 
     selects: bool  # whether greedy_step is available (the graph chooses the next token itself)
     top_k: int     # how many candidates per row top_k_step returns (0: not available)

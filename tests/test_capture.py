@@ -12,15 +12,26 @@ import numpy as np
 import pytest
 
 import s2s_runtime
-from conftest import drive, random_sources
+from conftest import bound_runner, drive, random_sources
 from s2s_runtime.capture import GraphCapture, row_bucket, source_bucket
-from s2s_runtime.decoder import BoundRunner, DeviceGather
+from s2s_runtime.device import DeviceGather
+from s2s_runtime.runner import StepRunner
 from s2s_runtime.sessions import SessionSettings, create_capture_session
 
 
 def cpu_capture(model) -> GraphCapture:
     """The capture machinery on the CPU provider (which ignores the gpu_graph_id run option)."""
     return GraphCapture(model._step_graph, DeviceGather(["CPUExecutionProvider"], "cpu", 0), "cpu", 0)
+
+
+def captured_runner(capture, states, statics, with_attention, top_k=1):
+    """A StepRunner over the capture's buffers for this batch (None: it runs uncaptured); `release` when done."""
+    buffers = capture.buffers(states, statics, with_attention, top_k)
+    if buffers is None:
+        return None
+    runner = StepRunner(capture.graph, buffers, top_k)
+    runner.release = buffers.release
+    return runner
 
 
 def test_buckets():
@@ -34,8 +45,8 @@ def test_captured_runner_equals_the_bound_runner(model, with_attention):
     """5 rows padded to a bucket of 8, sources of 5 padded to 8: every output of every step, through compaction and
     a reorder with repeats, equals the unpadded runner's (the padding is masked or never read)."""
     states, statics = model._encode([[3, 4, 5], [6, 7], [8, 9, 10, 11], [3], [5, 5, 5, 5, 5]])
-    expected = drive(BoundRunner(model._step_graph, states, statics, with_attention))
-    runner = cpu_capture(model).runner(states, statics, with_attention)
+    expected = drive(bound_runner(model._step_graph, states, statics, with_attention))
+    runner = captured_runner(cpu_capture(model), states, statics, with_attention)
     got = drive(runner)
     runner.release()
     assert [a.shape for a in got] == [b.shape for b in expected]
@@ -45,8 +56,8 @@ def test_captured_runner_equals_the_bound_runner(model, with_attention):
 
 def test_captured_greedy_chain_equals_the_bound_runner(model):
     states, statics = model._encode([[3, 4, 5], [6, 7], [8, 9, 10, 11]])
-    reference = BoundRunner(model._step_graph, states, statics, False)
-    runner = cpu_capture(model).runner(states, statics, False)
+    reference = bound_runner(model._step_graph, states, statics, False)
+    runner = captured_runner(cpu_capture(model), states, statics, False)
     for runner_ in (reference, runner):
         runner_.trace = [tuple(np.array(v) for v in runner_.greedy_step(np.array([2, 2, 2])))]
         for step in range(4):
@@ -61,8 +72,8 @@ def test_captured_greedy_chain_equals_the_bound_runner(model):
 
 def test_captured_ranked_candidates_equal_the_bound_runner(model):
     states, statics = model._encode([[3, 4, 5], [6, 7], [8, 9, 10, 11]])
-    reference = BoundRunner(model._step_graph, states, statics, True, top_k=4)
-    runner = cpu_capture(model).runner(states, statics, True, top_k=4)
+    reference = bound_runner(model._step_graph, states, statics, True, top_k=4)
+    runner = captured_runner(cpu_capture(model), states, statics, True, top_k=4)
     previous = np.array([2, 2, 2])
     for step in range(4):
         expected, got = reference.top_k_step(previous), runner.top_k_step(previous)
@@ -80,7 +91,7 @@ def test_captured_ranked_candidates_equal_the_bound_runner(model):
 def test_generation_with_capture_reuses_fixed_buffers_and_matches(model):
     plain = s2s_runtime.load(model.bundle.root, device="cpu")
     captured = s2s_runtime.load(model.bundle.root, device="cpu")
-    captured._capture = cpu_capture(captured)
+    captured._runners.capture = cpu_capture(captured)
     sources = random_sources(12, seed=4)
     options_list = (dict(), dict(strategy="beam", beam_size=3, num_hypotheses=2), dict(strategy="sample", seed=2),
                     dict(return_attention=True), dict(min_length=2))
@@ -88,22 +99,22 @@ def test_generation_with_capture_reuses_fixed_buffers_and_matches(model):
         a, b = captured.generate(sources, **options), plain.generate(sources, **options)
         assert [[h.ids for h in r.hypotheses] for r in a] == [[h.ids for h in r.hypotheses] for r in b]
         assert [r.score for r in a] == pytest.approx([r.score for r in b], abs=1e-4)
-    sets = dict(captured._capture._sets)
+    sets = dict(captured._runners.capture._sets)
     assert sets and all(not s.lock.locked() for s in sets.values())  # every batch gave its buffers back
     addresses = {key: s.states[0][next(iter(s.states[0]))].data_ptr() for key, s in sets.items()}
     for options in options_list:  # the same shapes again: the same buffer sets at the same addresses
         captured.generate(sources, **options)
-    assert captured._capture._sets == sets
+    assert captured._runners.capture._sets == sets
     assert {key: s.states[0][next(iter(s.states[0]))].data_ptr() for key, s in sets.items()} == addresses
 
 
 def test_busy_or_oversized_batches_run_uncaptured(model):
     captured = s2s_runtime.load(model.bundle.root, device="cpu")
-    capture = captured._capture = cpu_capture(captured)
+    capture = captured._runners.capture = cpu_capture(captured)
     expected = [r.ids for r in s2s_runtime.load(model.bundle.root, device="cpu").generate(["abc", "de"])]
     states, statics = captured._encode([[3, 4, 5], [6, 7]])
-    holder = capture.runner(states, statics, False)  # holds the (2 rows, 8) buffer set
-    assert capture.runner(states, statics, False) is None
+    holder = captured_runner(capture, states, statics, False)  # holds the (2 rows, 8) buffer set
+    assert captured_runner(capture, states, statics, False) is None
     results = []
     worker = threading.Thread(target=lambda: results.extend(captured.generate(["abc", "de"])))
     worker.start()
@@ -112,13 +123,13 @@ def test_busy_or_oversized_batches_run_uncaptured(model):
     holder.release()
     big_states = {role: np.repeat(value, 129, axis=captured._batch_axes[role]) for role, value in states.items()}
     big_statics = {role: np.repeat(value, 129, axis=captured._batch_axes[role]) for role, value in statics.items()}
-    assert capture.runner(big_states, big_statics, False) is None  # 258 rows: above the largest bucket
+    assert captured_runner(capture, big_states, big_statics, False) is None  # 258 rows: above the largest bucket
 
 
 def test_cuda_graph_is_a_logged_no_op_without_cuda(small_bundle, caplog):
     with caplog.at_level(logging.INFO, logger="s2s_runtime"):
         model = s2s_runtime.load(small_bundle, device="cpu", cuda_graph=True)
-    assert model._capture is None and "cuda_graph=True has no effect" in caplog.text
+    assert model._runners.capture is None and "cuda_graph=True has no effect" in caplog.text
     assert model.generate("abc")[0].ids is not None
 
 

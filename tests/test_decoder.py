@@ -4,19 +4,19 @@ import numpy as np
 import pytest
 
 import s2s_runtime
-from conftest import drive, random_sources
+from conftest import array_runner, bound_runner, cpu_ortvalue_device, drive, random_sources
 from s2s_export.runtime_graphs import GRAPHS_DIR, runtime_graph_files
-from s2s_runtime.decoder import ArrayRunner, BoundRunner, DeviceGather
+from s2s_runtime.runner import StepRunner
 
 
 @pytest.mark.parametrize("with_attention", [False, True])
 def test_bound_runners_equal_the_plain_runner(model, with_attention):
     states, statics = model._encode([[3, 4, 5], [6, 7], [8, 9, 10, 11], [3], [5, 5, 5, 5, 5]])
     graph = model._step_graph
-    expected = drive(ArrayRunner(graph, states, statics, with_attention))
-    host = drive(BoundRunner(graph, states, statics, with_attention))
-    gather = DeviceGather(["CPUExecutionProvider"], "cpu", 0)  # the CUDA code path, run on the CPU
-    on_device = drive(BoundRunner(graph, states, statics, with_attention, gather=gather))
+    expected = drive(array_runner(graph, states, statics, with_attention))
+    host = drive(bound_runner(graph, states, statics, with_attention))
+    device = cpu_ortvalue_device()  # the CUDA code path, run on the CPU
+    on_device = drive(bound_runner(graph, states, statics, with_attention, device=device))
     for got in (host, on_device):
         assert len(got) == len(expected)
         for a, b in zip(got, expected):
@@ -40,8 +40,8 @@ def test_shipped_gather_graphs_are_up_to_date():
 def test_in_graph_greedy_choice_equals_argmax_of_the_log_probs(model):
     states, statics = model._encode([[3, 4, 5], [6, 7], [8, 9, 10, 11]])
     graph = model._step_graph
-    assert graph.selects
-    for make in (lambda: ArrayRunner(graph, states, statics, False), lambda: BoundRunner(graph, states, statics, False)):
+    assert graph.ranks  # the top-1 candidate is the greedy choice
+    for make in (lambda: array_runner(graph, states, statics, False), lambda: bound_runner(graph, states, statics, False)):
         reference, chained = make(), make()
         previous = np.array([2, 2, 2])
         ids, log_probs = chained.greedy_step(previous)
@@ -65,9 +65,9 @@ def test_bound_runner_binds_each_output_kind_when_first_read(model, top_k, kinds
     top_k = 1 the ranked candidate is the greedy choice, in the same (chained) buffers."""
     states, statics = model._encode([[3, 4, 5], [6, 7], [8, 9, 10, 11]])
     graph = model._step_graph
-    runner = BoundRunner(graph, states, statics, False, top_k=top_k)
+    runner = bound_runner(graph, states, statics, False, top_k=top_k)
     assert runner.selects == (top_k == 1)
-    reference = ArrayRunner(graph, states, statics, False)
+    reference = array_runner(graph, states, statics, False)
     previous = np.array([2, 2, 2])
     for step, kind in enumerate(kinds):
         expected = reference.step(previous)[0]
@@ -107,18 +107,18 @@ def test_reused_runners_are_never_shared_by_interleaved_calls(model):
 def test_runners_are_reused_per_shape(model, monkeypatch):
     """Single inputs of alternating lengths (a source length is part of an attention model's shapes) re-use one
     runner per shape instead of re-allocating and re-binding each call, and still decode each input afresh."""
-    import s2s_runtime.model as model_module
+    import s2s_runtime.runner as runner_module
 
     fresh = s2s_runtime.load(model.bundle.root, device="cpu")
     created = []
-    real = model_module.BoundRunner
+    real = runner_module.BoundBuffers
 
     class Counting(real):
         def __init__(self, *args, **kwargs):
             created.append(1)
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(model_module, "BoundRunner", Counting)
+    monkeypatch.setattr(runner_module, "BoundBuffers", Counting)
     sources = ["ab", "abcdef", "abc"] * 3
     plain = s2s_runtime.load(model.bundle.root, device="cpu", io_binding=False)
     expected = [r.ids for r in plain.generate(sources, max_batch_size=1)]
@@ -132,9 +132,9 @@ def test_ranked_candidates_are_the_best_log_probs_in_order(model):
     states, statics = model._encode([[3, 4, 5], [6, 7], [8, 9, 10, 11]])
     graph = model._step_graph
     assert graph.ranks
-    for runner in (ArrayRunner(graph, states, statics, True, top_k=4),
-                   BoundRunner(graph, states, statics, True, top_k=4)):
-        reference, previous = ArrayRunner(graph, states, statics, True), np.array([2, 2, 2])
+    for runner in (array_runner(graph, states, statics, True, top_k=4),
+                   bound_runner(graph, states, statics, True, top_k=4)):
+        reference, previous = array_runner(graph, states, statics, True), np.array([2, 2, 2])
         for _ in range(4):
             log_probs, attention = reference.step(previous)
             values, ids, weights = runner.top_k_step(previous)
@@ -148,8 +148,8 @@ def test_ranked_candidates_are_the_best_log_probs_in_order(model):
 def test_beam_search_ranks_in_the_graph_unless_it_needs_the_full_log_probs(model, monkeypatch):
     calls = {"step": 0, "top_k_step": 0}
     for name in calls:
-        real = getattr(BoundRunner, name)
-        monkeypatch.setattr(BoundRunner, name, lambda self, *a, _real=real, _name=name: (
+        real = getattr(StepRunner, name)
+        monkeypatch.setattr(StepRunner, name, lambda self, *a, _real=real, _name=name: (
             calls.__setitem__(_name, calls[_name] + 1), _real(self, *a))[1])
     fresh = s2s_runtime.load(model.bundle.root, device="cpu")
     fresh.generate(["abc", "de"], strategy="beam", beam_size=3)

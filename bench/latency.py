@@ -126,16 +126,18 @@ def median_seconds(run: Callable[[], object], repeats: int) -> float:
 def graphs_alone(model: Any, sources: Sequence[str], batch_size: int, matmul: float, repeats: int = 20) -> dict:
     """The optimized graphs without the search around them, at one batch size: the encoder as the runtime runs it
     (in its length groups) and one decoder step over the whole batch, medians of `repeats` runs, with their FLOP/s
-    counted as in the end-to-end figures (real positions only). `model` is a loaded s2s_runtime model; this reaches
-    into its encoder and step runner, which have no public API."""
+    counted as in the end-to-end figures (real positions only). `model` is a loaded s2s_runtime model."""
 
     config = model.bundle.manifest.config
-    batch = [model._prepare(source, index).ids for index, source in enumerate(sources[:batch_size])]
+    from s2s_runtime import GenerationOptions
 
-    encoder_s = median_seconds(lambda: model._encode(batch), repeats)
-    states, statics = model._encode(batch)
+    plan = model.plan(GenerationOptions())
+    batch = [model.prepare(source, plan, index=index).ids for index, source in enumerate(sources[:batch_size])]
+
+    encoder_s = median_seconds(lambda: model.encoder.encode(batch), repeats)
+    states, statics = model.encoder.encode(batch)
     previous = np.full(len(batch), model.bundle.start_id, dtype=np.int64)
-    with model._runner(states, statics, False) as runner:
+    with model.runners.runner(states, statics, False) as runner:
         step_s = median_seconds(lambda: runner.step(previous), repeats)
     positions = sum(len(ids) for ids in batch)
     encoder_flops = positions * encoder_flops_per_source_token(config)

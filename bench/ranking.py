@@ -12,13 +12,23 @@ from __future__ import annotations
 import argparse
 import tempfile
 from pathlib import Path
-from unittest import mock
 
 import s2s_runtime
-from s2s_runtime import model as runtime_model
-from s2s_runtime import search
+from s2s_runtime.decoding import register
+from s2s_runtime.decoding.beam import BeamSearch
+from s2s_runtime.decoding.processors import Processors
 
 from .latency import median_seconds
+
+
+@register
+class FullLogProbsBeam(BeamSearch):
+    """Beam search on the path constraints take (every row's full log-probs), everything else equal."""
+
+    name = "beam-over-full-log-probs"
+
+    def top_k(self, ranks: bool, vocab_size: int, processors: Processors) -> int:
+        return 1
 
 
 def random_bundle(vocab_size: int, directory: Path) -> Path:
@@ -56,14 +66,13 @@ def main(argv: list[str] | None = None) -> int:
         for batch_size in args.batch_sizes:
             batch = words[:batch_size]
 
-            def decode() -> list:
-                return [r.ids for r in model.generate(batch, max_batch_size=batch_size, **options)]
+            def decode(strategy: str) -> list:
+                return [r.ids for r in model.generate(batch, max_batch_size=batch_size,
+                                                      **{**options, "strategy": strategy})]
 
-            ranked_ms, ranked = median_seconds(decode, args.repeats) * 1e3, decode()
-            # The full-log-probs path is the one constraints take; forcing it keeps everything else equal.
-            with mock.patch.object(runtime_model, "needs_full_log_probs", return_value=True), \
-                    mock.patch.object(search, "needs_full_log_probs", return_value=True):
-                full_ms, full = median_seconds(decode, args.repeats) * 1e3, decode()
+            ranked_ms, ranked = median_seconds(lambda: decode("beam"), args.repeats) * 1e3, decode("beam")
+            full = decode(FullLogProbsBeam.name)
+            full_ms = median_seconds(lambda: decode(FullLogProbsBeam.name), args.repeats) * 1e3
             print(f"vocab {args.vocab}, beam {args.beam_size}, batch {batch_size}: full log-probs {full_ms:.1f} ms, "
                   f"ranked in the graph {ranked_ms:.1f} ms ({full_ms / ranked_ms:.1f}x), "
                   f"outputs {'identical' if ranked == full else 'DIFFERENT'}")

@@ -6,16 +6,19 @@ Example:
     >>> [r.text for r in model.generate(["hello", "world"])]  # doctest: +SKIP
 """
 
+from . import decoding  # noqa: F401  (registers the strategies before any GenerationOptions is made)
 from .bundle import Bundle, BundleError
 from .config import GenerationOptions
 from .limits import RequestLimits
-from .model import Hypothesis, Result, Seq2SeqModel, StreamedToken, TokenScore, load
+from .generation import DecodingStopped, Generation
+from .model import Seq2SeqModel, load
+from .results import Hypothesis, Result, StreamedToken, TokenScore
 from .service import Batcher, BatcherClosed, BatcherConfig, Overloaded, RequestTimeout
 from .sessions import DeviceError, SessionSettings
 from .vocab import Vocab, VocabError
 
 __version__ = "0.1.0"
 __all__ = ["load", "Seq2SeqModel", "Result", "Hypothesis", "TokenScore", "StreamedToken", "GenerationOptions",
-           "RequestLimits", "SessionSettings", "Bundle", "BundleError",
+           "RequestLimits", "SessionSettings", "Bundle", "BundleError", "Generation", "DecodingStopped",
            "DeviceError", "Vocab", "VocabError", "Batcher", "BatcherConfig", "Overloaded", "RequestTimeout",
            "BatcherClosed", "__version__"]

@@ -8,7 +8,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-STRATEGIES = ("greedy", "beam", "sample")
 LENGTH_NORMALIZATIONS = ("power", "gnmt")
 DEFAULT_BEAM_SIZE = 4
 # Upper bounds of the numeric options that no model changes (the model's own caps — beams, hypotheses, output
@@ -83,8 +82,8 @@ class GenerationOptions:
     max_batch_tokens: int | None = None
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy: {self.strategy!r} is not one of {', '.join(STRATEGIES)}")
+        if self.strategy not in _STRATEGIES:
+            raise ValueError(f"strategy: {self.strategy!r} is not one of {', '.join(_STRATEGIES)}")
         if self.length_normalization not in LENGTH_NORMALIZATIONS:
             raise ValueError(f"length_normalization: {self.length_normalization!r} is not one of "
                              f"{', '.join(LENGTH_NORMALIZATIONS)}")
@@ -125,16 +124,15 @@ class GenerationOptions:
         self._check_strategy_options()
 
     def _check_strategy_options(self) -> None:
-        if self.strategy != "beam" and self.beam_size is not None:
-            raise ValueError(f"beam_size: only used with strategy='beam' (strategy is {self.strategy!r})")
-        if self.strategy != "sample":
-            for name in ("temperature", "top_k", "top_p", "seed"):
-                if getattr(self, name) is not None:
-                    raise ValueError(f"{name}: only used with strategy='sample' (strategy is {self.strategy!r})")
-        if self.strategy == "greedy" and self.num_hypotheses != 1:
-            raise ValueError("num_hypotheses: greedy decoding gives one hypothesis; use strategy='beam' or 'sample'")
-        if self.strategy == "beam" and self.num_hypotheses > self.beam:
-            raise ValueError(f"num_hypotheses: {self.num_hypotheses} is more than beam_size {self.beam}")
+        """Options some strategy owns are refused with the others; then the chosen strategy's own rules."""
+        defaults = {field.name: field.default for field in dataclasses.fields(self)}
+        for strategy, (_, owned) in _STRATEGIES.items():
+            for name in owned:
+                owners = [s for s, (_, names) in _STRATEGIES.items() if name in names]
+                if self.strategy not in owners and getattr(self, name) != defaults[name]:
+                    wanted = " or ".join(f"strategy={owner!r}" for owner in owners)
+                    raise ValueError(f"{name}: only used with {wanted} (strategy is {self.strategy!r})")
+        _STRATEGIES[self.strategy][0].check(self)
 
     @property
     def beam(self) -> int:
@@ -157,7 +155,7 @@ class GenerationOptions:
             8
         """
         if base is None:
-            base = DEFAULT_OPTIONS
+            base = default_options()
         elif not isinstance(base, GenerationOptions):
             raise TypeError(f"options: expected a GenerationOptions, got {type(base).__name__}")
         if not kwargs:
@@ -187,5 +185,28 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
         raise ValueError(f"{name}: must be ≥ {minimum}, got {value}")
 
 
-DEFAULT_OPTIONS = GenerationOptions()
+def register_strategy(name: str, strategy: Any, own_options: tuple[str, ...]) -> None:
+    """Make `strategy` (a class with a `check(options)` classmethod; see s2s_runtime.decoding.strategy) the one
+    GenerationOptions(strategy=name) selects; `own_options` are the fields only it (and others naming them) use."""
+    _STRATEGIES[name] = (strategy, own_options)
+    _with_overrides.cache_clear()
+
+
+def strategy_class(name: str) -> Any:
+    """The class registered under a strategy name."""
+    return _STRATEGIES[name][0]
+
+
+_STRATEGIES: dict[str, tuple[Any, tuple[str, ...]]] = {}
 OPTION_NAMES = tuple(field.name for field in dataclasses.fields(GenerationOptions))
+
+
+def default_options() -> GenerationOptions:
+    """GenerationOptions() — made on first use: the strategies register themselves when s2s_runtime is imported."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = GenerationOptions()
+    return _DEFAULT
+
+
+_DEFAULT: GenerationOptions | None = None

@@ -37,8 +37,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .config import GenerationOptions
-from .model import DecodingPlan, PreparedInput, Result, Seq2SeqModel, StreamedToken, check_streamable
-from .search import DecodingStopped
+from .generation import DecodingStopped
+from .inputs import PreparedInput
+from .model import Seq2SeqModel, check_streamable
+from .plan import DecodingPlan
+from .results import Result, StreamedToken
 
 log = logging.getLogger("s2s_runtime.service")
 
@@ -303,7 +306,7 @@ class Batcher:
         Checked like `submit` (errors raised here, before any token), and admitted only while fewer than
         max_streams streams are open (else Overloaded)."""
         plan = self.model.plan(GenerationOptions.from_kwargs(kwargs, options))
-        check_streamable(plan.options)
+        check_streamable(plan)
         item = self.model.prepare(source, plan, target_prefix=target_prefix)
         self._check_work([item])
         request = _Request(item, plan, self._deadline(timeout))

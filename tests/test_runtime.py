@@ -61,22 +61,23 @@ def test_large_mixed_batches_are_encoded_in_length_groups_exactly(small_bundle, 
     """Groups of similar length, reassembled with the encoder's padding values: the same arrays, bit for bit, as
     one encoder call over the whole batch (memory bias included: the manifest's memory_bias_padding is the value the
     encoder itself writes)."""
-    import s2s_runtime.model as model_module
+    import s2s_runtime.encoding as encoding_module
 
     model = s2s_runtime.load(small_bundle, device="cpu")
-    ids = [model._prepare(s, i).ids for i, s in enumerate(random_sources(75, seed=5, low=1, high=25))]
+    plan = model.plan(GenerationOptions())
+    ids = [model.prepare(s, plan, index=i).ids for i, s in enumerate(random_sources(75, seed=5, low=1, high=25))]
     calls = []
-    real_run = model._run_encoder
-    monkeypatch.setattr(model, "_run_encoder",
+    real_run = model.encoder.run
+    monkeypatch.setattr(model.encoder, "run",
                         lambda sources: calls.append(sorted(map(len, sources))) or real_run(sources))
-    grouped = model._encode(ids)
+    grouped = model.encoder.encode(ids)
     # 75 rows in groups cut in length order where the length changes, once they hold ENCODER_GROUP_ROWS = 32 rows ...
     groups = list(calls)
     assert sorted(sum(groups, [])) == sorted(map(len, ids))
     assert all(len(g) >= 32 for g in groups[:-1]) and len(groups) == 3
     assert all(a[-1] < b[0] for a, b in zip(groups, groups[1:]))  # no length split between two groups
-    monkeypatch.setattr(model_module, "ENCODER_GROUP_ROWS", 1000)
-    whole = model._encode(ids)
+    monkeypatch.setattr(encoding_module, "GROUP_ROWS", 1000)
+    whole = model.encoder.encode(ids)
     assert calls[len(groups):] == [sorted(map(len, ids))]  # ... against one call
     for got, expected in zip(grouped, whole):
         assert got.keys() == expected.keys()

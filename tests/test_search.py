@@ -5,9 +5,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from s2s_runtime.batching import length_sorted_batches
-from s2s_runtime.config import GenerationOptions
-from s2s_runtime.search import (RowLimits, beam_search, greedy_in_graph, run_sample_search, sample_search,
-                               sampling_distribution)
+from s2s_runtime.config import GenerationOptions, strategy_class
+from s2s_runtime.decoding.greedy import greedy_in_graph, greedy_one_row
+from s2s_runtime.decoding.hypotheses import RowLimits
+from s2s_runtime.decoding.processors import processors_for
+from s2s_runtime.decoding.sampling import sampling_distribution
+from s2s_runtime.decoding.strategy import SearchTask, run
 
 VOCAB, EOS, START = 6, 0, 1
 
@@ -85,14 +88,21 @@ def history_step(seed):
     return step
 
 
-def greedy_or_sample(runner, limits, options, rngs=None):
-    return run_sample_search(sample_search(runner, start_id=START, eos_id=EOS, limits=limits, options=options,
-                                           rngs=rngs))
+def search(runner, limits, options, seed=0):
+    """The options' strategy over the runner, every step reported (the stepwise form); each input's n-best."""
+    processors = processors_for(options, np.zeros(0, dtype=np.int64), EOS, limits)
+    task = SearchTask(options, START, EOS, limits, processors, False, [[row] for row in range(len(limits))],
+                      entropy=seed, events=True)
+    return run(strategy_class(options.strategy)(options).search(runner, task))
+
+
+def greedy_or_sample(runner, limits, options, seed=0):
+    return [n_best[0] for n_best in search(runner, limits, options, seed)]
 
 
 def beam(runner, limits, options):
     runner.select(np.repeat(np.arange(len(limits)), options.beam))  # each input beam times, as beam_search wants
-    return beam_search(runner, start_id=START, eos_id=EOS, limits=limits, options=options)
+    return search(runner, limits, options)
 
 
 def reference_greedy(table, max_length):
@@ -135,7 +145,7 @@ def test_greedy_in_graph_equals_the_stepwise_search_and_the_reference(rows):
     def runner(cls):
         return cls(table_step(tables), {"t": np.zeros(len(rows))}, {"rows": np.arange(len(rows))})
 
-    fast = greedy_in_graph(runner(FakeSelectingRunner), start_id=START, eos_id=EOS, limits=limits)
+    fast = run(greedy_in_graph(runner(FakeSelectingRunner), start_id=START, eos_id=EOS, limits=limits))
     stepwise = greedy_or_sample(runner(FakeSelectingRunner), limits, GenerationOptions())
     for (table, max_length), a, b in zip(rows, fast, stepwise):
         ids, score, finished = reference_greedy(table, max_length)
@@ -150,7 +160,7 @@ def test_greedy_in_graph_for_a_single_input_equals_the_reference_and_stops_at_on
     """One input takes its own scalar path: same output as the reference, and not one step more than it needs."""
     table = np.array(table)
     runner = FakeSelectingRunner(table_step([table]), {"t": np.zeros(1)}, {"rows": np.arange(1)})
-    (candidate,) = greedy_in_graph(runner, start_id=START, eos_id=EOS, limits=[RowLimits((), 0, max_length)])
+    candidate = run(greedy_one_row(runner, START, EOS, max_length))
     ids, score, finished = reference_greedy(table, max_length)
     assert candidate.ids == ids and candidate.finished == finished and abs(candidate.score - score) < 1e-9
     assert runner.states["t"][0] == len(ids) + finished  # steps run
@@ -175,8 +185,7 @@ def test_constraints_are_honoured(seed, constraints, prefix, strategy):
         assert [len(n_best) for n_best in n_bests] == [2, 2]
         hypotheses = [h for n_best in n_bests for h in n_best]
     else:
-        rngs = [np.random.default_rng([seed, i]) for i in range(2)] if strategy == "sample" else None
-        hypotheses = greedy_or_sample(runner, limits, options, rngs)
+        hypotheses = greedy_or_sample(runner, limits, options, seed)
     n = options.no_repeat_ngram_size
     for hypothesis in hypotheses:
         ids = hypothesis.ids

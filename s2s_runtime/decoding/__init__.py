@@ -1,0 +1,12 @@
+"""Decoding: strategies (greedy, beam, sampling) and logits processors over one runner interface.
+
+Importing this package registers the built-in strategies (s2s_runtime.decoding.strategy explains how to add one).
+"""
+
+from . import beam, greedy, sampling  # noqa: F401  (each registers its strategy)
+from .hypotheses import Candidate, RowLimits, StepEvent
+from .processors import LogitsProcessor, Processors
+from .strategy import DecoderRunner, SearchTask, Strategy, register
+
+__all__ = ["Candidate", "RowLimits", "StepEvent", "LogitsProcessor", "Processors", "DecoderRunner", "SearchTask",
+           "Strategy", "register"]

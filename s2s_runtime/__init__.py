@@ -7,6 +7,7 @@ Example:
 """
 
 from . import decoding  # noqa: F401  (registers the strategies before any GenerationOptions is made)
+from .batching import BatchingOptions
 from .bundle import Bundle, BundleError
 from .config import GenerationOptions
 from .limits import RequestLimits
@@ -18,7 +19,7 @@ from .sessions import DeviceError, SessionSettings
 from .vocab import Vocab, VocabError
 
 __version__ = "0.1.0"
-__all__ = ["load", "Seq2SeqModel", "Result", "Hypothesis", "TokenScore", "StreamedToken", "GenerationOptions",
+__all__ = ["load", "Seq2SeqModel", "Result", "Hypothesis", "TokenScore", "StreamedToken", "GenerationOptions", "BatchingOptions",
            "RequestLimits", "SessionSettings", "Bundle", "BundleError", "Generation", "DecodingStopped",
            "DeviceError", "Vocab", "VocabError", "Batcher", "BatcherConfig", "Overloaded", "RequestTimeout",
            "BatcherClosed", "__version__"]

@@ -27,8 +27,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .batching import BatchingOptions
 from .config import GenerationOptions
-from .model import DecodingPlan, Seq2SeqModel, load
+from .model import Seq2SeqModel, load
+from .plan import DecodingPlan
 
 INPUT_FORMATS = {".txt": "text", ".tsv": "tsv", ".jsonl": "jsonl", ".parquet": "parquet"}
 OUTPUT_FORMATS = {".jsonl": "jsonl", ".parquet": "parquet"}
@@ -61,7 +63,11 @@ class BulkJob:
         return Path(self.output + ".parts")
 
     def generation_options(self) -> GenerationOptions:
-        return GenerationOptions.from_kwargs({**(self.options or {}), "max_batch_size": self.batch_size})
+        return GenerationOptions.from_kwargs(dict(self.options or {}))
+
+    @property
+    def batching(self) -> BatchingOptions:
+        return BatchingOptions(max_batch_size=self.batch_size)
 
 
 def read_sources(path: str | Path, column: str) -> list[Any]:
@@ -97,8 +103,8 @@ def read_sources(path: str | Path, column: str) -> list[Any]:
     return sources
 
 
-def decode_rows(model: Seq2SeqModel, plan: DecodingPlan, sources: Sequence[Any], first_index: int = 0
-                ) -> list[dict]:
+def decode_rows(model: Seq2SeqModel, plan: DecodingPlan, sources: Sequence[Any], first_index: int = 0, *,
+                batching: BatchingOptions = BatchingOptions()) -> list[dict]:
     """One output record per source, in order; a source the model refuses gets its error instead of a result."""
     prepared, errors = [], {}
     for offset, source in enumerate(sources):
@@ -106,7 +112,8 @@ def decode_rows(model: Seq2SeqModel, plan: DecodingPlan, sources: Sequence[Any],
             prepared.append((offset, model.prepare(source, plan)))
         except (ValueError, TypeError) as error:
             errors[offset] = f"{type(error).__name__}: {str(error).replace('inputs[0]: ', '')}"
-    results = dict(zip((offset for offset, _ in prepared), model.decode([item for _, item in prepared], plan)))
+    results = dict(zip((offset for offset, _ in prepared),
+                       model.decode([item for _, item in prepared], plan, batching=batching)))
     records = []
     for offset, source in enumerate(sources):
         result = results.get(offset)
@@ -214,7 +221,7 @@ def _start_worker(bundle: str, options: GenerationOptions) -> None:
 
 
 def _decode_shard(job: BulkJob, shard: int, start: int, sources: list[Any]) -> int:
-    records = decode_rows(_worker["model"], _worker["plan"], sources, first_index=start)
+    records = decode_rows(_worker["model"], _worker["plan"], sources, first_index=start, batching=job.batching)
     _write_shard(job, shard, records)
     return len(records)
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from .batching import BatchingOptions
 from .bundle import Bundle, BundleError
 from .config import GenerationOptions
 from .limits import RequestLimits
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--timing", action="store_true",
                           help="print latency per sequence and per token to stderr (after one warm-up call)")
     add_generation_flags(generate)
+    add_batching_flags(generate)
     add_session_flags(generate)
     generate.set_defaults(handler=run_generate)
 
@@ -136,6 +138,18 @@ def add_generation_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, type=kind, metavar=kind.__name__.upper(), help=f"default {field.default}")
 
 
+def add_batching_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per BatchingOptions field (how many inputs are decoded together)."""
+    group = parser.add_argument_group("batching (BatchingOptions fields)")
+    group.add_argument("--max-batch-size", type=int, default=64, metavar="INT", help="inputs per batch (default 64)")
+    group.add_argument("--max-batch-tokens", type=int, metavar="INT",
+                       help="padded source tokens per batch (default: no limit)")
+
+
+def batching_options(args: argparse.Namespace) -> BatchingOptions:
+    return BatchingOptions(args.max_batch_size, args.max_batch_tokens)
+
+
 def generation_options(args: argparse.Namespace) -> GenerationOptions:
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(GenerationOptions)
              if getattr(args, f.name, None) is not None}
@@ -172,7 +186,7 @@ def load_model(args: argparse.Namespace) -> Seq2SeqModel:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    options = generation_options(args)
+    options, batching = generation_options(args), batching_options(args)
     model = load_model(args)
     inputs: Sequence[str] = args.inputs or [line.rstrip("\n") for line in sys.stdin]
     if args.stream:
@@ -185,7 +199,7 @@ def run_generate(args: argparse.Namespace) -> int:
     if args.timing and inputs:  # onnxruntime initializes lazily on the first run: time the steady state
         model.generate(list(inputs[:1]), target_prefix=None if prefixes is None else prefixes[:1], options=options)
     started = time.perf_counter()
-    results = model.generate(list(inputs), target_prefix=prefixes, options=options)
+    results = model.generate(list(inputs), target_prefix=prefixes, options=options, batching=batching)
     elapsed = time.perf_counter() - started
     for index, (text, result) in enumerate(zip(inputs, results)):
         if args.json:
@@ -199,7 +213,7 @@ def run_generate(args: argparse.Namespace) -> int:
         tokens = sum(len(h.ids) + h.finished for r in results for h in r.hypotheses)  # eos is a decoding step too
         print(f"{len(results)} sequences, {tokens} tokens in {elapsed * 1e3:.1f} ms: "
               f"{elapsed * 1e3 / max(len(results), 1):.2f} ms/sequence, {elapsed * 1e6 / max(tokens, 1):.0f} µs/token "
-              f"({model.device}, {args.threads} thread(s), {options.strategy}, batch ≤ {options.max_batch_size})",
+              f"({model.device}, {args.threads} thread(s), {options.strategy}, batch ≤ {batching.max_batch_size})",
               file=sys.stderr)
     return 0
 
@@ -233,7 +247,7 @@ def run_bulk(args: argparse.Namespace) -> int:
     from .bulk import BulkJob, run
 
     options = {f.name: getattr(args, f.name) for f in dataclasses.fields(GenerationOptions)
-               if getattr(args, f.name, None) is not None and f.name != "max_batch_size"}
+               if getattr(args, f.name, None) is not None}
     job = BulkJob(args.input, args.output, args.bundle, column=args.column, options=options or None,
                   shard_size=args.shard_size, batch_size=args.batch_size)
     output = run(job, workers=args.workers, use_ray=args.ray is not None,

@@ -45,8 +45,6 @@ class GenerationOptions:
         suppress_tokens: target tokens (strings or ids) never generated.
         return_attention: attach each step's attention weights over the source (attention models).
         replace_unknowns: replace an output unk token by the source token it attended to most (attention models).
-        max_batch_size, max_batch_tokens: inputs per batch, and (optionally) padded source tokens per batch; long
-            input lists are split into length-sorted batches, results returned in input order.
 
     Raises:
         TypeError: an unknown option (`from_kwargs`) or a value of the wrong type.
@@ -78,8 +76,6 @@ class GenerationOptions:
     suppress_tokens: tuple = ()
     return_attention: bool = False
     replace_unknowns: bool = False
-    max_batch_size: int = 64
-    max_batch_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.strategy not in _STRATEGIES:
@@ -87,10 +83,9 @@ class GenerationOptions:
         if self.length_normalization not in LENGTH_NORMALIZATIONS:
             raise ValueError(f"length_normalization: {self.length_normalization!r} is not one of "
                              f"{', '.join(LENGTH_NORMALIZATIONS)}")
-        for name, minimum in (("num_hypotheses", 1), ("min_length", 0), ("no_repeat_ngram_size", 0),
-                              ("max_batch_size", 1)):
+        for name, minimum in (("num_hypotheses", 1), ("min_length", 0), ("no_repeat_ngram_size", 0)):
             _check_int(name, getattr(self, name), minimum)
-        for name, minimum in (("beam_size", 1), ("max_length", 1), ("top_k", 1), ("seed", 0), ("max_batch_tokens", 1)):
+        for name, minimum in (("beam_size", 1), ("max_length", 1), ("top_k", 1), ("seed", 0)):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), minimum)
         for name in ("length_penalty", "repetition_penalty", "max_length_ratio", "temperature", "top_p"):

@@ -95,14 +95,24 @@ class Generation:
 
     def run(self, stop: Stop | None = None) -> list[Result]:
         """Step until done, asking `stop` before every step (DecodingStopped when it says so); the results."""
-        try:
-            while self._search is not None:
-                if stop is not None and stop():
-                    raise DecodingStopped()
-                self.step()
-        except BaseException:
-            self.close()
-            raise
+        if self._search is not None:
+            advance = self._search.__next__  # the loop of step() without its per-step call: the fast paths' pace
+            try:
+                if stop is None:
+                    while True:
+                        advance()
+                        self._steps += 1
+                while True:
+                    if stop():
+                        raise DecodingStopped()
+                    advance()
+                    self._steps += 1
+            except StopIteration as done:
+                self._steps += 1
+                self._finish(done.value)
+            except BaseException:
+                self.close()
+                raise
         return self.results()
 
     def __iter__(self) -> Iterator[StepEvent | None]:

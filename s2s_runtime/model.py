@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import roles
-from .batching import length_sorted_batches
+from .batching import BatchingOptions, length_sorted_batches
 from .bundle import Bundle, BundleError
 from .capture import GraphCapture
 from .config import GenerationOptions
@@ -151,7 +151,8 @@ class Seq2SeqModel:
     # ---- public API ----------------------------------------------------------------------------------------------
 
     def generate(self, inputs: InputText | Sequence[InputText], *, target_prefix: Sequence[InputText | None] | None = None,
-                 options: GenerationOptions | None = None, **kwargs: Any) -> list[Result]:
+                 options: GenerationOptions | None = None, batching: BatchingOptions | None = None, **kwargs: Any
+                 ) -> list[Result]:
         """Generate outputs for each input.
 
         Arguments:
@@ -160,6 +161,8 @@ class Seq2SeqModel:
             target_prefix: optional, one per input: a target text or token list every output of that input starts
                 with (None for no prefix).
             options: a GenerationOptions; keyword arguments (strategy="beam", max_length=20, ...) override its fields.
+            batching: a BatchingOptions (how many inputs are decoded together); its fields (max_batch_size,
+                max_batch_tokens) can be keyword arguments too.
 
         Returns:
             A list of Result, one per input, in input order; `result.hypotheses` holds the n-best, best first.
@@ -174,12 +177,13 @@ class Seq2SeqModel:
             >>> model.generate(["hello", "world"], strategy="beam", beam_size=4)[0].text
             'HH AH L OW'
         """
+        batching, kwargs = BatchingOptions.split(kwargs, batching)
         plan = self.plan(GenerationOptions.from_kwargs(kwargs, options))
         items = as_input_list(inputs)
         prefixes = prefix_list(target_prefix, len(items))
         prepared = [self.prepare(item, plan, target_prefix=prefix, index=index)
                     for index, (item, prefix) in enumerate(zip(items, prefixes))]
-        return self.decode(prepared, plan)
+        return self.decode(prepared, plan, batching=batching)
 
     def plan(self, options: GenerationOptions) -> DecodingPlan:
         """Check options against this model — its attention, vocabulary and RequestLimits — once per distinct
@@ -227,11 +231,11 @@ class Seq2SeqModel:
         """
         return Generation(self, list(items), plan, events=events)
 
-    def decode(self, items: Sequence[PreparedInput], plan: DecodingPlan, *, stop: Stop | None = None
-               ) -> list[Result]:
-        """Decode prepared inputs in length-sorted batches (options.max_batch_size, options.max_batch_tokens); one
-        Result per input, in order. `stop`, if given, is asked between decoder steps; when it returns True decoding
-        ends with s2s_runtime.generation.DecodingStopped.
+    def decode(self, items: Sequence[PreparedInput], plan: DecodingPlan, *,
+               batching: BatchingOptions = BatchingOptions(), stop: Stop | None = None) -> list[Result]:
+        """Decode prepared inputs in length-sorted batches (see BatchingOptions); one Result per input, in order.
+        `stop`, if given, is asked between decoder steps; when it returns True decoding ends with
+        s2s_runtime.generation.DecodingStopped.
 
         Example:
             >>> model = s2s_runtime.load("g2p-en")
@@ -239,10 +243,10 @@ class Seq2SeqModel:
             >>> [r.text for r in model.decode([model.prepare(w, plan) for w in ("a", "hi")], plan)]
             ['AH', 'HH AY']
         """
-        options, entropy = plan.options, plan.entropy()
+        entropy = plan.entropy()
         results: list[Result | None] = [None] * len(items)
-        for batch in length_sorted_batches([len(item.ids) for item in items], options.max_batch_size,
-                                           options.max_batch_tokens):
+        for batch in length_sorted_batches([len(item.ids) for item in items], batching.max_batch_size,
+                                           batching.max_batch_tokens):
             generation = Generation(self, [items[i] for i in batch], plan, events=False, entropy=entropy)
             for index, result in zip(batch, generation.run(stop)):
                 results[index] = result

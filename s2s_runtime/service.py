@@ -515,7 +515,9 @@ class Batcher:
     def _decode(self, batch: list[_Request]) -> None:
         started = time.perf_counter()
         try:
-            results = self.model.decode([r.item for r in batch], batch[0].plan, stop=self._stop_check(batch))
+            # The batch goes to the decoder whole: it is already as large as this batcher's max_batch_size allows.
+            generation = self.model.start([r.item for r in batch], batch[0].plan)
+            results = generation.run(stop=self._stop_check(batch))
         except DecodingStopped:
             for request in batch:
                 self._fail(request, self._stopped(request))

@@ -165,7 +165,8 @@ def wait_until(predicate, timeout=10.0):
 
 
 class Wrapped:
-    """The real model with its `decode`/`stream` wrapped by `around(method, args, kwargs)`."""
+    """The real model with its decoding wrapped by `around(method, args, kwargs)`: `stream`, and the `run` of every
+    Generation `start` hands out (args: the generation's items; kwargs: its stop)."""
 
     def __init__(self, model, around):
         self._model, self._around = model, around
@@ -173,8 +174,11 @@ class Wrapped:
     def __getattr__(self, name):
         return getattr(self._model, name)
 
-    def decode(self, *args, **kwargs):
-        return self._around(self._model.decode, args, kwargs)
+    def start(self, items, plan, **kwargs):
+        generation = self._model.start(items, plan, **kwargs)
+        run = generation.run
+        generation.run = lambda stop=None: self._around(lambda _items, stop=None: run(stop), (items,), {"stop": stop})
+        return generation
 
     def stream(self, *args, **kwargs):
         return self._around(self._model.stream, args, kwargs)

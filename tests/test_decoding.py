@@ -220,7 +220,8 @@ def test_invalid_streaming_and_prefix_uses(attention_model, small_bundle):
 def test_options_from_keywords_are_cached_by_type_and_still_validated():
     """The cache of validated option sets must not let an invalid value through because an equal valid one (1 for
     True, 2 for 2.0) was validated before, nor hand out options other than a fresh validation gives."""
-    for kwargs in (dict(max_length=1), dict(strategy="beam", beam_size=2, num_hypotheses=2), dict(max_batch_size=7)):
+    for kwargs in (dict(max_length=1), dict(strategy="beam", beam_size=2, num_hypotheses=2),
+                   dict(no_repeat_ngram_size=7)):
         first, again = GenerationOptions.from_kwargs(kwargs), GenerationOptions.from_kwargs(dict(kwargs))
         assert first == again == dataclasses.replace(GenerationOptions(), **kwargs)
     base = GenerationOptions(strategy="beam", beam_size=3)
@@ -228,8 +229,8 @@ def test_options_from_keywords_are_cached_by_type_and_still_validated():
         strategy="beam", beam_size=3, num_hypotheses=2)
     with pytest.raises(TypeError, match="max_length: expected an int, got bool"):
         GenerationOptions.from_kwargs(dict(max_length=True))
-    with pytest.raises(TypeError, match="max_batch_size: expected an int, got float"):
-        GenerationOptions.from_kwargs(dict(max_batch_size=7.0))
+    with pytest.raises(TypeError, match="no_repeat_ngram_size: expected an int, got float"):
+        GenerationOptions.from_kwargs(dict(no_repeat_ngram_size=7.0))
     with pytest.raises(TypeError, match="unknown generation option 'beam'"):
         GenerationOptions.from_kwargs(dict(beam=2))
     listed = GenerationOptions.from_kwargs(dict(suppress_tokens=["a", 5]))  # unhashable: validated without the cache

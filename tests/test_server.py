@@ -86,13 +86,13 @@ def test_metrics(server):
 def test_overload_and_timeout_statuses(reverse_model):
     model = s2s_runtime.load(reverse_model["bundle"], device="cpu")
     gate = threading.Event()
-    original = model.decode
+    original = model.start
 
     def slow(*args, **kwargs):
         gate.wait(10)
         return original(*args, **kwargs)
 
-    model.decode = slow  # the worker stalls, so the queue fills and deadlines pass
+    model.start = slow  # the worker stalls, so the queue fills and deadlines pass
     app = create_app(model, BatcherConfig(max_batch_size=1, max_wait_ms=0, max_queue=1, warmup=False),
                      ServerConfig(request_timeout_s=0.5))
     with BackgroundServer(app) as running:

@@ -298,8 +298,11 @@ SERVE_SCRIPT = textwrap.dedent("""
             self.model = model
         def __getattr__(self, name):
             return getattr(self.model, name)
-        def decode(self, items, plan, stop):
-            return self.model.decode(items, plan, stop=lambda: (time.sleep(0.001), stop())[1])
+        def start(self, items, plan, **kwargs):
+            generation = self.model.start(items, plan, **kwargs)
+            run = generation.run
+            generation.run = lambda stop=None: run(lambda: (time.sleep(0.001), stop())[1])
+            return generation
 
     serve(Slow(s2s_runtime.load(sys.argv[1], device="cpu")), port=int(sys.argv[2]), log_level="warning",
           batcher_config=BatcherConfig(warmup=False), config=ServerConfig(shutdown_grace_s=float(sys.argv[3])))

@@ -97,9 +97,9 @@ def blocked_batcher(model, **config):
         def __getattr__(self, name):
             return getattr(model, name)
 
-        def decode(self, *args, **kwargs):
+        def start(self, *args, **kwargs):
             gate.wait(30)
-            return model.decode(*args, **kwargs)
+            return model.start(*args, **kwargs)
 
     batcher = Batcher(SlowModel(), BatcherConfig(warmup=False, max_wait_ms=0, **config))
     return batcher, gate
@@ -174,22 +174,18 @@ def test_several_workers_decode_batches_at_once_and_answer_everything(model, ser
     sources, expected = serial
     in_flight, peak, lock = [0], [0], threading.Lock()
 
-    class Overlapping:
-        def __getattr__(self, name):
-            return getattr(model, name)
-
-        def decode(self, *args, **kwargs):
+    def overlapping(method, args, kwargs):
+        with lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+        time.sleep(0.02)  # long enough for the other worker to start its own batch
+        try:
+            return method(*args, **kwargs)
+        finally:
             with lock:
-                in_flight[0] += 1
-                peak[0] = max(peak[0], in_flight[0])
-            time.sleep(0.02)  # long enough for the other worker to start its own batch
-            try:
-                return model.decode(*args, **kwargs)
-            finally:
-                with lock:
-                    in_flight[0] -= 1
+                in_flight[0] -= 1
 
-    batcher = Batcher(Overlapping(), BatcherConfig(max_batch_size=8, max_wait_ms=1, workers=2))
+    batcher = Batcher(Wrapped(model, overlapping), BatcherConfig(max_batch_size=8, max_wait_ms=1, workers=2))
     assert batcher.ready.wait(30)
     with ThreadPoolExecutor(16) as pool:
         futures = list(pool.map(lambda s: batcher.submit(s, max_length=12), sources))
@@ -341,3 +337,23 @@ def test_streams_go_through_the_queue_limits_and_deadlines(model):
     with pytest.raises(CancelledError):
         list(again)
     batcher.close()
+
+
+def test_a_batch_reaches_the_decoder_whole(model):
+    """BatcherConfig.max_batch_size is the one batch size of a service: 100 collected requests are one generation of
+    100 rows, not split by any other default."""
+    sizes, gate = [], threading.Event()
+
+    def around(method, args, kwargs):
+        gate.wait(30)
+        sizes.append(len(args[0]))
+        return method(*args, **kwargs)
+
+    batcher = Batcher(Wrapped(model, around), BatcherConfig(max_batch_size=100, max_wait_ms=0, warmup=False))
+    first = batcher.submit("abc", max_length=3)
+    wait_until(lambda: batcher.queue_depth() == 0)  # the worker holds `first`
+    futures = [batcher.submit(word, max_length=3) for word in random_sources(100, seed=9)]
+    gate.set()
+    assert all(f.result(timeout=60).ids is not None for f in [first] + futures)
+    batcher.close()
+    assert sizes == [1, 100]

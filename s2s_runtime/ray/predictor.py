@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..batching import BatchingOptions
 from ..bulk import decode_rows
 from ..config import GenerationOptions
 from ..limits import RequestLimits
@@ -56,7 +57,9 @@ class Predictor:
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         if self.column not in batch:
             raise KeyError(f"Predictor: the batch has no column {self.column!r} (columns: {', '.join(batch)})")
-        records = decode_rows(self.model, self.plan, [_plain(source) for source in batch[self.column]])
+        sources = [_plain(source) for source in batch[self.column]]
+        # Ray Data chose the batch: it is decoded whole.
+        records = decode_rows(self.model, self.plan, sources, batching=BatchingOptions(max(len(sources), 1)))
         names = OUTPUT_COLUMNS + (N_BEST_COLUMNS if self.options.num_hypotheses > 1 else ())
         columns = {name: [record.get(name) for record in records] for name in names}
         columns["score"] = [np.nan if score is None else score for score in columns["score"]]

@@ -75,7 +75,9 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run_export)
 
 
-def add_eval_parser(commands: argparse._SubParsersAction, add_generation_flags) -> None:
+def add_eval_parser(commands: argparse._SubParsersAction) -> None:
+    from s2s_runtime.cli import add_batching_flags, add_generation_flags
+
     parser = commands.add_parser("eval", help="accuracy of a bundle through the runtime (WER, PER/CER)",
                                  description="Decode a task split or a TSV/JSONL file with the runtime and report "
                                              "exact match (WER = 1 - exact match), token accuracy and token error "
@@ -90,12 +92,13 @@ def add_eval_parser(commands: argparse._SubParsersAction, add_generation_flags) 
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_generation_flags(parser)
+    add_batching_flags(parser)
     parser.set_defaults(handler=run_eval)
 
 
 def run_eval(args: argparse.Namespace) -> int:
     import s2s_runtime
-    from s2s_runtime.cli import generation_options
+    from s2s_runtime.cli import batching_options, generation_options
 
     from .data import DataError, read_pairs, task_pairs
     from .evaluate import evaluate_bundle, write_errors
@@ -113,7 +116,8 @@ def run_eval(args: argparse.Namespace) -> int:
         keep = set(list(dict.fromkeys(p.source for p in pairs))[:args.limit])
         pairs = [p for p in pairs if p.source in keep]
     model = s2s_runtime.load(args.bundle, device=args.device, intra_op_threads=args.threads)
-    evaluation = evaluate_bundle(model, pairs, options=generation_options(args), progress=not args.quiet)
+    evaluation = evaluate_bundle(model, pairs, options=generation_options(args), batching=batching_options(args),
+                                 progress=not args.quiet)
     if args.errors:
         write_errors(evaluation.errors, args.errors)
     metrics = evaluation.metrics

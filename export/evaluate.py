@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from s2s_runtime import GenerationOptions, Seq2SeqModel
+from s2s_runtime import BatchingOptions, GenerationOptions, Seq2SeqModel
 
 from .data import Pair
 from .metrics import Metrics, group_references, score_predictions
@@ -19,7 +19,8 @@ class Evaluation:
 
 
 def evaluate_bundle(model: Seq2SeqModel, pairs: Sequence[Pair], *, options: GenerationOptions | None = None,
-                    chunk_size: int = 256, progress: bool = True) -> Evaluation:
+                    batching: BatchingOptions | None = None, chunk_size: int = 256, progress: bool = True
+                    ) -> Evaluation:
     """Decode every distinct source with the runtime and score it against all its references (a prediction is
     correct if it matches any of them; edit distance is taken to the closest).
 
@@ -35,7 +36,7 @@ def evaluate_bundle(model: Seq2SeqModel, pairs: Sequence[Pair], *, options: Gene
     with tqdm(total=len(sources), desc="eval", unit="input", disable=not progress) as bar:
         for start in range(0, len(sources), chunk_size):
             chunk = sources[start:start + chunk_size]
-            for source, result in zip(chunk, model.generate(chunk, options=options)):
+            for source, result in zip(chunk, model.generate(chunk, options=options, batching=batching)):
                 predictions[source] = result.tokens
             bar.update(len(chunk))
     errors = [(s, vocab.join(predictions[s]), [vocab.join(r) for r in references[s]]) for s in sources

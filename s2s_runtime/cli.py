@@ -18,6 +18,9 @@ from .config import GenerationOptions
 from .limits import RequestLimits
 from .sessions import DeviceError, import_onnxruntime
 
+COMMANDS_GROUP = "s2s.commands"
+log = logging.getLogger("s2s_runtime.cli")
+
 if TYPE_CHECKING:
     from .model import Seq2SeqModel
 
@@ -111,17 +114,23 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.set_defaults(handler=run_info)
 
-    from s2s_bench.cli import add_bench_parser  # these modules import nothing heavy until a command runs
-    from s2s_bench.bulk import add_bulk_parser
-    from s2s_bench.load import add_load_parser
-    from s2s_export.cli import add_eval_parser, add_export_parser, add_train_parser
-    add_train_parser(commands)
-    add_export_parser(commands)
-    add_eval_parser(commands, add_generation_flags)
-    add_bench_parser(commands)
-    add_load_parser(commands)
-    add_bulk_parser(commands)
+    add_plugin_commands(commands)
     return parser
+
+
+def add_plugin_commands(commands: argparse._SubParsersAction) -> None:
+    """The commands of the other packages (train, export, eval from s2s_export; bench, bench-serve, bench-bulk from
+    s2s_bench), found through the "s2s.commands" entry points: the runtime imports neither package. Each entry point
+    is a function that adds its subcommand; the modules import nothing heavy until a command runs."""
+    from importlib.metadata import entry_points
+
+    for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name):
+        try:
+            add = entry.load()
+        except ImportError as error:  # a package of the distribution left out of this install
+            log.debug("s2s: no %s command (%s)", entry.name, error)
+            continue
+        add(commands)
 
 
 def add_generation_flags(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -31,9 +31,6 @@ from .plan import DecodingPlan, Planner
 from .results import Hypothesis, Result, StreamedToken, TokenScore
 from .runner import LOG_PROBS, ArrayBuffers, Runners, StepGraph
 from .sessions import DeviceError, SessionSettings, create_capture_session, create_sessions, cuda_works, parse_device
-
-if TYPE_CHECKING:
-    from .service import Batcher
 
 __all__ = ["Seq2SeqModel", "load", "Result", "Hypothesis", "TokenScore", "StreamedToken", "PreparedInput",
            "DecodingPlan", "check_streamable"]
@@ -135,18 +132,6 @@ class Seq2SeqModel:
 
     def __repr__(self) -> str:
         return f"Seq2SeqModel({str(self.bundle.root)!r}, device={self.device!r})"
-
-    def batcher(self, *, max_batch_size: int = 64, max_wait_ms: float = 2.0, max_queue: int = 1024,
-                timeout_s: float | None = None, warmup: bool = True, workers: int = 1) -> "Batcher":
-        """A dynamic batcher over this model for concurrent callers (see s2s_runtime.service).
-
-        Example:
-            >>> with model.batcher(max_batch_size=64, max_wait_ms=2) as batcher:  # doctest: +SKIP
-            ...     batcher.submit("hello").result().text
-        """
-        from .service import Batcher, BatcherConfig
-
-        return Batcher(self, BatcherConfig(max_batch_size, max_wait_ms, max_queue, timeout_s, warmup, workers))
 
     # ---- public API ----------------------------------------------------------------------------------------------
 
@@ -312,7 +297,7 @@ class Seq2SeqModel:
 
     def _forced_log_probs(self, sources: list[list[int]], targets: list[list[int]]) -> list[list[float]]:
         states, statics = self.encoder.encode(sources)
-        with self._runner(states, statics, False) as runner:
+        with self.runners.runner(states, statics, False) as runner:
             return self._forced_steps(runner, targets)
 
     def _forced_steps(self, runner: Any, targets: list[list[int]]) -> list[list[float]]:
@@ -328,18 +313,6 @@ class Seq2SeqModel:
             chosen[:, t] = log_probs[np.arange(len(targets)), forced[:, t]]
             previous = forced[:, t]
         return [chosen[row, :len(target) + 1].tolist() for row, target in enumerate(targets)]
-
-
-    def _runner(self, states: dict[str, np.ndarray], statics: dict[str, np.ndarray], with_attention: bool,
-                top_k: int = 1):
-        return self.runners.runner(states, statics, with_attention, top_k)
-
-    def batcher(self, *, max_batch_size: int = 64, max_wait_ms: float = 2.0, max_queue: int = 1024,
-                timeout_s: float | None = None, warmup: bool = True, workers: int = 1) -> "Batcher":
-        """A dynamic batcher over this model for concurrent callers (see s2s_runtime.service)."""
-        from .service import Batcher, BatcherConfig
-
-        return Batcher(self, BatcherConfig(max_batch_size, max_wait_ms, max_queue, timeout_s, warmup, workers))
 
 
 def _cuda_only(device: str) -> str:

@@ -46,3 +46,30 @@ def test_export_commands_explain_the_missing_extra():
     """)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "pip install 's2s-runtime[export]'" in result.stdout and "torch==2.13.0" in result.stdout
+
+
+def test_the_runtime_imports_neither_the_exporter_nor_the_bench():
+    """The runtime package depends on nothing of s2s_export or s2s_bench (their commands reach `s2s` through entry
+    points), and the model knows nothing of the batcher built on it."""
+    import ast
+    from pathlib import Path
+
+    import s2s_runtime
+
+    root = Path(s2s_runtime.__file__).parent
+    for path in root.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert not {name for name in imported if name.split(".")[0] in ("s2s_export", "s2s_bench")}, path
+        if path.name in ("model.py", "generation.py", "plan.py", "inputs.py", "encoding.py", "runner.py"):
+            assert not {name for name in imported if name.endswith(("service", "server"))}, path
+    code = textwrap.dedent("""
+        import sys
+        import s2s_runtime, s2s_runtime.service, s2s_runtime.server, s2s_runtime.bulk
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("s2s_export", "s2s_bench"))
+        assert not loaded, loaded
+        print("clean")
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "clean", result.stderr

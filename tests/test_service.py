@@ -55,7 +55,7 @@ def test_batcher_answers_each_request_with_its_own_result(model, serial):
 
 
 def test_different_options_are_never_mixed(model):
-    with model.batcher(max_batch_size=32, max_wait_ms=20) as batcher:
+    with Batcher(model, BatcherConfig(max_batch_size=32, max_wait_ms=20)) as batcher:
         short = [batcher.submit("abcdefg", max_length=2) for _ in range(5)]
         beam = [batcher.submit("abcdefg", max_length=5, strategy="beam", beam_size=2) for _ in range(5)]
         assert all(len(f.result(timeout=30).ids) <= 2 for f in short)
@@ -159,7 +159,7 @@ def test_asyncio_api(model, serial):
     sources, expected = serial
 
     async def main():
-        with model.batcher(max_batch_size=32, max_wait_ms=5) as batcher:
+        with Batcher(model, BatcherConfig(max_batch_size=32, max_wait_ms=5)) as batcher:
             chosen = random.Random(1).sample(sources, 40)
             results = await asyncio.gather(*(batcher.generate(s, max_length=12) for s in chosen))
             return chosen, results
@@ -305,7 +305,7 @@ def test_a_request_is_admitted_whole_or_not_at_all(model):
 def test_request_work_is_capped(small_bundle):
     capped = s2s_runtime.load(small_bundle, device="cpu",
                               limits=s2s_runtime.RequestLimits(max_request_tokens=100))
-    with capped.batcher(warmup=False) as batcher:
+    with Batcher(capped, BatcherConfig(warmup=False)) as batcher:
         with pytest.raises(ValueError, match="more than max_request_tokens 100"):
             batcher.submit_many(["abc"] * 3, strategy="beam", beam_size=4, max_length=10)
         assert len(batcher.submit_many(["abc"] * 2, strategy="beam", beam_size=4, max_length=10)) == 2
@@ -313,7 +313,7 @@ def test_request_work_is_capped(small_bundle):
 
 def test_streams_go_through_the_queue_limits_and_deadlines(model):
     expected = [t.token for t in model.generate_stream("hello", max_length=8)]
-    with model.batcher(max_wait_ms=0, warmup=False) as batcher:
+    with Batcher(model, BatcherConfig(max_wait_ms=0, warmup=False)) as batcher:
         assert [t.token for t in batcher.stream("hello", max_length=8)] == expected
 
         async def read():

@@ -23,7 +23,7 @@ from .checkpoint import SOURCE_VOCAB_FILE, TARGET_VOCAB_FILE, Checkpoint, load_c
 from .graph_builder import OPSET
 from .model import MASK_VALUE
 from .onnx_graphs import ExportedGraph, build_decoder_step, build_encoder
-from .parity import check_parity
+from .parity import check_parity, require_parity
 from .precision import PRECISIONS, convert_fp16, quality_change
 from .quantize import quantize_int8
 
@@ -75,6 +75,7 @@ def export_bundle(checkpoint: str | Path | Checkpoint, out_dir: str | Path, *,
     decoder = build_decoder_step(ckpt.model, plain=options.plain)
     validation = _validation_ids(ckpt, validation_sources, options)
     report = check_parity(ckpt, encoder, decoder, validation)
+    require_parity(report)
     manifest = build_manifest(ckpt, encoder, decoder, report.to_dict(), options)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # Written next to the destination and renamed at the end, so a crash never leaves a half-bundle at out_dir.

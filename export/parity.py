@@ -2,8 +2,9 @@
 
 Tolerance: |Δ| ≤ 1e-4 for values of magnitude up to 1, |Δ| ≤ 1e-4 × |value| above (see _compare).
 Checked at batch sizes 1, 3 and 17 over validation sources, and over sources longer than any validation source (the
-graphs have no built-in maximum length). Run by export_bundle on every export; a failure raises ParityError with a
-report naming the graph, the input shapes and the difference.
+graphs have no built-in maximum length). Run by export_bundle on every export: every disagreement is recorded in the
+report (its `passed` is then False), and export_bundle raises ParityError with the first one, naming the graph, the
+input shapes and the difference.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def parity_batches(source_ids: Sequence[Sequence[int]], seed: int = 0) -> list[l
 def check_parity(checkpoint: Checkpoint, encoder: ExportedGraph, decoder: ExportedGraph,
                  source_ids: Sequence[Sequence[int]], *, max_steps: int = 40, tolerance: float = TOLERANCE
                  ) -> ParityReport:
-    """Compare the graphs with the PyTorch model; raise ParityError on the first disagreement."""
+    """Compare the graphs with the PyTorch model; every disagreement is recorded in the report."""
     model, cfg = checkpoint.model.eval(), checkpoint.config
     encoder_session, decoder_session = session(encoder), session(decoder)
     report = ParityReport(tolerance)
@@ -127,6 +128,7 @@ def _compare(report: ParityReport, graph: str, role: str, expected: np.ndarray, 
     if expected.shape != got.shape:
         _fail(report, f"{graph}: output {role!r} has shape {list(got.shape)}, PyTorch gives {list(expected.shape)} "
                       f"(inputs: {shape})")
+        return
     difference = np.abs(expected - got)
     diff = float(difference.max()) if expected.size else 0.0
     # float32 keeps ~7 significant digits: an LSTM cell state of magnitude 300 cannot agree to 1e-4 absolutely, so
@@ -141,4 +143,10 @@ def _compare(report: ParityReport, graph: str, role: str, expected: np.ndarray, 
 
 def _fail(report: ParityReport, message: str) -> None:
     report.failures.append(message)
-    raise ParityError(f"parity check failed — {message}")
+
+
+def require_parity(report: ParityReport) -> None:
+    """ParityError with the first disagreement (and how many there were) unless the report passed."""
+    if report.failures:
+        more = f" (and {len(report.failures) - 1} more)" if len(report.failures) > 1 else ""
+        raise ParityError(f"parity check failed — {report.failures[0]}{more}")

@@ -160,7 +160,7 @@ class Seq2SeqModel:
         Example:
             >>> model = s2s_runtime.load("g2p-en")
             >>> model.generate(["hello", "world"], strategy="beam", beam_size=4)[0].text
-            'HH AH L OW'
+            'HH EH L OW'
         """
         batching, kwargs = BatchingOptions.split(kwargs, batching)
         plan = self.plan(GenerationOptions.from_kwargs(kwargs, options))
@@ -212,7 +212,7 @@ class Seq2SeqModel:
             >>> while not generation.is_done():
             ...     _ = generation.step()
             >>> generation.results()[0].text
-            'HH AH L OW'
+            'HH EH L OW'
         """
         return Generation(self, list(items), plan, events=events)
 
@@ -243,7 +243,7 @@ class Seq2SeqModel:
 
         Example:
             >>> " ".join(map(str, s2s_runtime.load("g2p-en").generate_stream("hello")))
-            'HH AH L OW'
+            'HH EH L OW'
         """
         plan = self.plan(GenerationOptions.from_kwargs(kwargs, options))
         check_streamable(plan)

@@ -14,10 +14,9 @@ torch = pytest.importorskip("torch")
 
 from s2s_export.bundle_export import ExportOptions, export_bundle  # noqa: E402
 from s2s_export.checkpoint import Checkpoint, save_checkpoint  # noqa: E402
-from s2s_export.config import Seq2SeqConfig, TrainConfig  # noqa: E402
+from s2s_export.config import Seq2SeqConfig  # noqa: E402
 from s2s_export.data import task_pairs  # noqa: E402
 from s2s_export.model import Seq2Seq  # noqa: E402
-from s2s_export.train import train  # noqa: E402
 import s2s_runtime  # noqa: E402
 from s2s_runtime.vocab import Vocab  # noqa: E402
 
@@ -80,19 +79,17 @@ def write_bundle(checkpoint: Checkpoint, directory: Path) -> Path:
                          options=ExportOptions(validation_size=16))
 
 
+REVERSE_CHECKPOINT = Path(__file__).parent / "fixtures" / "reverse"  # made by tests/fixtures/make_reverse.py
+
+
 @pytest.fixture(scope="session")
 def reverse_model(tmp_path_factory) -> dict:
-    """A small model trained on the reverse task to 100% dev exact match, its checkpoint and its bundle."""
+    """A small model trained on the reverse task to 100% dev exact match (committed, with its golden outputs), and
+    its bundle."""
     root = tmp_path_factory.mktemp("reverse")
-    options = dict(hidden_size=64, source_embedding_size=32, target_embedding_size=32, attention="general",
-                   bidirectional=True, bridge="linear", input_feeding=True)
-    result = train(task_pairs("reverse", "train", size=6000), task_pairs("reverse", "dev", size=3000), root / "run",
-                   model_options=options,
-                   train_config=TrainConfig(epochs=25, batch_size=32, learning_rate=3e-3, target_exact_match=1.0,
-                                            progress=False))
-    bundle = export_bundle(result.checkpoint_dir, root / "bundle",
+    bundle = export_bundle(REVERSE_CHECKPOINT, root / "bundle",
                            validation_sources=[p.source for p in task_pairs("reverse", "dev", size=3000)])
-    return {"result": result, "checkpoint": result.checkpoint_dir, "bundle": bundle, "root": root}
+    return {"checkpoint": REVERSE_CHECKPOINT, "bundle": bundle, "root": root}
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,9 @@ import json
 
 import pytest
 
+pytest.importorskip("matplotlib")  # the bench extra: every bench command writes its plots
+pytest.importorskip("tqdm")
+
 from s2s_bench.latency import decoder_flops_per_token, encoder_flops_per_source_token
 from s2s_runtime.cli import main
 
@@ -60,6 +63,8 @@ def test_ranking_bench_compares_both_beam_paths(capsys):
 def test_soak_drives_mixed_traffic_and_records_memory(small_bundle, tmp_path):
     """`s2s bench-serve --soak`: a real server process, mixed traffic (bad requests included), every answer
     checked, throughput, latency and RSS per interval in JSON and PNG."""
+    for module in ("starlette", "uvicorn", "aiohttp", "httpx"):  # a server and its load generator
+        pytest.importorskip(module)
     out = tmp_path / "soak"
     assert main(["bench-serve", str(small_bundle), "--soak", "2", "--soak-interval", "1", "--clients", "4",
                  "--out", str(out)]) == 0

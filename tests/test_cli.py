@@ -87,6 +87,7 @@ def test_score_command(reverse_model, capsys, monkeypatch, tmp_path):
 
 
 def test_serve_passes_its_flags_to_the_server(small_bundle, monkeypatch):
+    pytest.importorskip("starlette")  # the serve extra
     import s2s_runtime.server
 
     seen = {}

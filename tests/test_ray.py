@@ -6,11 +6,11 @@ import json
 import os
 import random
 
-import httpx
 import numpy as np
 import pytest
 
-ray = pytest.importorskip("ray")
+ray = pytest.importorskip("ray")  # the ray extra
+httpx = pytest.importorskip("httpx")
 
 import s2s_runtime  # noqa: E402
 import s2s_runtime.ray as s2s_ray  # noqa: E402

@@ -3,8 +3,12 @@
 import json
 import threading
 
-import httpx
 import pytest
+
+pytest.importorskip("starlette")  # the serve extra
+pytest.importorskip("uvicorn")  # the serve extra
+pytest.importorskip("prometheus_client")  # the serve extra
+httpx = pytest.importorskip("httpx")  # the test extra
 
 import s2s_runtime
 from s2s_runtime.server import BackgroundServer, ServerConfig, create_app

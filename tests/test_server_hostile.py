@@ -10,8 +10,12 @@ import textwrap
 import threading
 import time
 
-import httpx
 import pytest
+
+pytest.importorskip("starlette")  # the serve extra
+pytest.importorskip("uvicorn")  # the serve extra
+pytest.importorskip("prometheus_client")  # the serve extra
+httpx = pytest.importorskip("httpx")  # the test extra
 
 import s2s_runtime
 from conftest import Wrapped, slowed, wait_until

@@ -124,7 +124,7 @@ def model_card(chosen: str, evaluations: dict, size: dict, run: dict, plain: dic
         f"{run['train']['batch_size']}, learning-rate decay ×{run['train']['lr_decay']} after an epoch without dev "
         f"improvement, early stopping on dev exact match): {run['epochs']} epochs in {run['minutes']} minutes. "
         f"{note}",
-        f"Bundle: `python -m s2s_export.ship runs/g2p-en --plain-run runs/g2p-en-plain ...` → {chosen} "
+        f"Bundle: `python -m s2s_export.ship runs/g2p-en{' --plain-run runs/g2p-en-plain' if plain else ''} ...` → {chosen} "
         f"({size[chosen] / 1e6:.1f} MB; fp32 would be {size['float32'] / 1e6:.1f} MB).", "",
         "## Accuracy (test split, through the runtime)",
         "A word is correct if the prediction matches any of its listed pronunciations; PER is the phoneme edit "
@@ -154,9 +154,8 @@ def model_card(chosen: str, evaluations: dict, size: dict, run: dict, plain: dic
         "`Result.unknown_source_tokens`; the model still answers, but what it says for them is unreliable. "
         "Lower-case the input and spell out digits first.",
         f"- Inputs longer than {64} characters are refused (`ValueError`).",
-        "- int8: onnxruntime's dynamic quantization scales activations per batch, so a few outputs can differ "
-        "between decoding a word alone and inside a batch (3 of 1,500 dev words); the fp32 export has no such "
-        "effect.",
+        "- int8: activations are quantized with scales fixed at export (s2s_export.quantize), so a word's output "
+        "is the same alone and inside any batch, as in fp32; values beyond the calibrated range saturate.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -143,7 +143,8 @@ class GenerationOptions:
         """Options from keyword arguments, on top of `base` (defaults if None); unknown names are a TypeError.
 
         Validated option sets are cached by name, type and value (options are immutable), so a caller passing the
-        same keywords on every call pays the validation once (≈ 9 µs, as much as a decoder step).
+        same keywords on every call pays the validation once (it costs about as much as a decoder step of a small
+        model).
 
         Example:
             >>> GenerationOptions.from_kwargs({"strategy": "beam", "beam_size": 8}).beam

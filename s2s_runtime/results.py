@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import GenerationOptions
-from .decoding.hypotheses import Candidate, normalized_score
+from .decoding.hypotheses import Candidate
+from .decoding.ranking import normalized_score
 from .vocab import Vocab
 
 
@@ -104,5 +105,6 @@ def hypothesis(candidate: Candidate, source_tokens: list[str], source_length: in
             if token_id == unk:
                 source_position = int(attention[position, :len(source_tokens)].argmax())
                 tokens[position] = source_tokens[source_position]
-    return Hypothesis(vocab.join(tokens), tokens, candidate.ids, candidate.score, normalized_score(candidate, options),
-                      candidate.finished, attention if options.return_attention else None)
+    return Hypothesis(vocab.join(tokens), tokens, candidate.ids, candidate.score,
+                      normalized_score(candidate, options, source_length), candidate.finished,
+                      attention if options.return_attention else None)

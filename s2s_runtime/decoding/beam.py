@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import GenerationOptions
-from .hypotheses import Candidate, RowLimits, Rows, StepEvent, ranked
+from .hypotheses import Candidate, RowLimits, Rows, StepEvent
+from .ranking import ranked
 from .processors import Processors
 from .strategy import DecoderRunner, Search, SearchTask, Strategy, register
 
@@ -32,11 +33,13 @@ class BeamSearch(Strategy):
     def search(self, runner: DecoderRunner, task: SearchTask) -> Search:
         return (yield from beam_search(runner, start_id=task.start_id, eos_id=task.eos_id, limits=task.limits,
                                        options=self.options, processors=task.processors,
-                                       collect_attention=task.collect_attention))
+                                       collect_attention=task.collect_attention,
+                                       source_lengths=[len(source) for source in task.sources]))
 
 
 def beam_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: list[RowLimits],
-                options: GenerationOptions, processors: Processors, collect_attention: bool = False) -> Search:
+                options: GenerationOptions, processors: Processors, collect_attention: bool = False,
+                source_lengths: list[int] | None = None) -> Search:
     """Beam search; returns each input's n-best (num_hypotheses candidates, best first by normalized score). The
     runner holds each input `options.beam` times, input-major (rows 0..beam-1 are input 0, and so on).
 
@@ -123,4 +126,5 @@ def beam_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: li
             attention = [[] for _ in parents]
         row_input, previous = child_input, new_tokens.astype(np.int64)
         yield StepEvent(row_input, new_tokens, rows.scores, np.zeros(len(new_tokens), dtype=bool))
-    return [ranked(f, options)[:options.num_hypotheses] for f in finished]
+    lengths = source_lengths or [None] * inputs
+    return [ranked(f, options, length)[:options.num_hypotheses] for f, length in zip(finished, lengths)]

@@ -1,4 +1,4 @@
-"""What a search works with: per-input limits, per-row bookkeeping, the hypotheses it produces, and their ranking."""
+"""What a search works with: per-input limits, per-row bookkeeping and the hypotheses it produces."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..config import GenerationOptions
 
 
 @dataclass
@@ -77,17 +76,3 @@ class StepEvent:
     tokens: np.ndarray
     log_probs: np.ndarray
     ended: np.ndarray
-
-
-def normalized_score(candidate: Candidate, options: GenerationOptions) -> float:
-    """Score used to rank hypotheses: score / length^α ("power"; α = 0 none, α = 1 average) or the GNMT penalty
-    score / ((5 + length) / 6)^α, where length counts the scored steps (eos included)."""
-    alpha, length = options.length_penalty, max(candidate.steps(), 1)
-    if options.length_normalization == "gnmt":
-        return candidate.score / ((5 + length) / 6) ** alpha
-    return candidate.score / length ** alpha
-
-
-def ranked(candidates: list[Candidate], options: GenerationOptions) -> list[Candidate]:
-    """Best first by normalized score (stable: equal scores keep their order)."""
-    return sorted(candidates, key=lambda c: -normalized_score(c, options))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import GenerationOptions
-from .hypotheses import ranked
+from .ranking import ranked
 from .stepwise import Chooser, stepwise_search
 from .strategy import DecoderRunner, Search, SearchTask, Strategy, register
 
@@ -35,7 +35,7 @@ class Sampling(Strategy):
         candidates = yield from stepwise_search(runner, start_id=task.start_id, eos_id=task.eos_id, limits=limits,
                                                 processors=task.processors, choose=sampler(rngs, self.options),
                                                 collect_attention=task.collect_attention)
-        return [ranked([c for (c,) in candidates[i * copies:(i + 1) * copies]], self.options)
+        return [ranked([c for (c,) in candidates[i * copies:(i + 1) * copies]], self.options, len(task.sources[i]))
                 for i in range(len(task.limits))]
 
 

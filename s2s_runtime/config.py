@@ -15,6 +15,7 @@ DEFAULT_BEAM_SIZE = 4
 # penalty of 1000 overflows length ** alpha, a ratio of 1e308 overflows the length computation, a repetition penalty
 # that large sends every repeated log-prob to -inf.
 MAX_LENGTH_PENALTY = 10.0
+MAX_COVERAGE_PENALTY = 10.0
 MAX_REPETITION_PENALTY = 100.0
 MAX_LENGTH_RATIO = 1000.0
 MAX_SEED = 2 ** 63 - 1
@@ -32,6 +33,9 @@ class GenerationOptions:
         length_penalty, length_normalization: rank hypotheses by score / length^α ("power": α = 0 no
             normalization, α = 1 the average log-prob) or by the GNMT score / ((5 + length) / 6)^α ("gnmt");
             length counts the scored steps, eos included. 0 ≤ α ≤ 10.
+        coverage_penalty: β of the GNMT coverage penalty added to that score, β Σ_i log(min(attention received by
+            source position i over all steps, 1)): hypotheses that leave source positions unattended rank lower
+            (beam only, attention models; 0 ≤ β ≤ 10, 0 off).
         min_length: eos is not allowed before this many output tokens.
         max_length, max_length_ratio: at most max_length output tokens, and at most ceil(ratio × source length)
             (0 < ratio ≤ 1000); with neither, the bundle's rule ceil(ratio × source_length + offset). Both are
@@ -64,6 +68,7 @@ class GenerationOptions:
     num_hypotheses: int = 1
     length_penalty: float = 0.0
     length_normalization: str = "power"
+    coverage_penalty: float = 0.0
     min_length: int = 0
     max_length: int | None = None
     max_length_ratio: float | None = None
@@ -88,7 +93,7 @@ class GenerationOptions:
         for name, minimum in (("beam_size", 1), ("max_length", 1), ("top_k", 1), ("seed", 0)):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), minimum)
-        for name in ("length_penalty", "repetition_penalty", "max_length_ratio", "temperature", "top_p"):
+        for name in ("length_penalty", "coverage_penalty", "repetition_penalty", "max_length_ratio", "temperature", "top_p"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
                 raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
@@ -99,6 +104,9 @@ class GenerationOptions:
                 raise TypeError(f"{name}: expected a bool, got {type(getattr(self, name)).__name__}")
         if not 0 <= self.length_penalty <= MAX_LENGTH_PENALTY:
             raise ValueError(f"length_penalty: must be in [0, {MAX_LENGTH_PENALTY:g}], got {self.length_penalty}")
+        if not 0 <= self.coverage_penalty <= MAX_COVERAGE_PENALTY:
+            raise ValueError(f"coverage_penalty: must be in [0, {MAX_COVERAGE_PENALTY:g}], got "
+                             f"{self.coverage_penalty}")
         if not 0 < self.repetition_penalty <= MAX_REPETITION_PENALTY:
             raise ValueError(f"repetition_penalty: must be in (0, {MAX_REPETITION_PENALTY:g}], got "
                              f"{self.repetition_penalty}")

@@ -13,6 +13,7 @@ from .bundle import Bundle
 from .config import GenerationOptions, strategy_class
 from .decoding.hypotheses import RowLimits
 from .decoding.processors import Processors, processors_for
+from .decoding.ranking import attention_options
 from .decoding.strategy import Strategy
 from .limits import RequestLimits
 
@@ -34,16 +35,12 @@ class DecodingPlan:
     suppressed: np.ndarray  # suppressed target ids, sorted
     strategy: Strategy
     eos_id: int
+    with_attention: bool    # whether the decoder's attention weights are read at every step
 
     @property
     def rows_per_input(self) -> int:
         """Decoder rows one input occupies: its beams, its independent samples, or 1."""
         return self.strategy.rows_per_input()
-
-    @property
-    def with_attention(self) -> bool:
-        """Whether the decoder's attention weights are read at every step."""
-        return self.options.return_attention or self.options.replace_unknowns
 
     def processors(self, limits: list[RowLimits]) -> Processors:
         return processors_for(self.options, self.suppressed, self.eos_id, limits)
@@ -53,6 +50,12 @@ class DecodingPlan:
         if "seed" not in self.strategy.own_options:
             return 0
         return np.random.SeedSequence().entropy if self.options.seed is None else self.options.seed
+
+
+def attention_reading_options(options: GenerationOptions) -> list[str]:
+    """The options set in `options` that need the decoder's attention at every step."""
+    return [name for name in ("return_attention", "replace_unknowns") if getattr(options, name)] + \
+        attention_options(options)
 
 
 class Planner:
@@ -73,7 +76,8 @@ class Planner:
                 self._plans.move_to_end(options)
                 return plan
         strategy = strategy_class(options.strategy)(options)
-        plan = DecodingPlan(options, self._checked(options, strategy), strategy, self.bundle.eos_id)
+        plan = DecodingPlan(options, self._checked(options, strategy), strategy, self.bundle.eos_id,
+                            bool(attention_reading_options(options)))
         with self._lock:
             self._plans[options] = plan
             if len(self._plans) > PLANS_CACHED:
@@ -82,8 +86,8 @@ class Planner:
 
     def _checked(self, options: GenerationOptions, strategy: Strategy) -> np.ndarray:
         """The options this model can honour (else a ValueError naming the option); returns the suppressed ids."""
-        for name in ("return_attention", "replace_unknowns"):
-            if getattr(options, name) and not self.has_attention:
+        for name in attention_reading_options(options):
+            if not self.has_attention:
                 raise ValueError(f"{name}: this model has no attention")
         if options.replace_unknowns and "unk" not in self.bundle.target.special_ids:
             raise ValueError("replace_unknowns: the target vocabulary has no unk token")

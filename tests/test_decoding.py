@@ -86,6 +86,36 @@ def test_beam_one_equals_greedy_and_n_best_is_sorted(attention_model):
             assert result.normalized_score == pytest.approx(expected)
 
 
+def test_coverage_penalty_reranks_the_beam_by_the_gnmt_formula(attention_model):
+    """Each hypothesis's normalized score is its GNMT length-normalized score plus β Σ_i log(min(Σ_t a_t,i, 1))
+    over its own attention, the n-best is sorted by it, and the penalty only re-ranks: the hypotheses are those of
+    the same beam without it, and their attention is read whether or not it is returned."""
+    _, model = attention_model
+    sources = random_sources(12, seed=8)
+    options = dict(strategy="beam", beam_size=4, num_hypotheses=4, max_length=10, length_penalty=0.6,
+                   length_normalization="gnmt")
+    plain = model.generate(sources, **options)
+    covered = model.generate(sources, coverage_penalty=2.0, return_attention=True, **options)
+    hidden = model.generate(sources, coverage_penalty=2.0, **options)
+    reordered = 0
+    for source, without, result, unreturned in zip(sources, plain, covered, hidden):
+        assert sorted(map(tuple, (h.ids for h in result.hypotheses))) == \
+            sorted(map(tuple, (h.ids for h in without.hypotheses)))
+        for h in result.hypotheses:
+            length = len(h.ids) + h.finished
+            coverage = np.maximum(np.minimum(h.attention.sum(axis=0), 1.0), 1e-20)
+            assert h.attention.shape == (length, len(source))  # this model appends no eos to sources
+            assert h.normalized_score == pytest.approx(h.score / ((5 + length) / 6) ** 0.6 +
+                                                       2.0 * np.log(coverage).sum(), abs=1e-5)
+        scores = [h.normalized_score for h in result.hypotheses]
+        assert scores == sorted(scores, reverse=True)
+        assert [h.ids for h in unreturned.hypotheses] == [h.ids for h in result.hypotheses]
+        assert [h.normalized_score for h in unreturned.hypotheses] == scores
+        assert all(h.attention is None for h in unreturned.hypotheses)
+        reordered += [h.ids for h in result.hypotheses] != [h.ids for h in without.hypotheses]
+    assert reordered  # the penalty changed some ranking (else this test would prove nothing)
+
+
 def test_sampling_is_seeded_and_independent_of_batch_composition(attention_model):
     _, model = attention_model
     alone = model.generate("abcd", strategy="sample", seed=7, num_hypotheses=3)[0]
@@ -193,6 +223,9 @@ def test_constraints_through_the_runtime(attention_model):
     (dict(strategy="nucleus"), ValueError, "strategy: 'nucleus'"),
     (dict(length_penalty=-1.0), ValueError, r"length_penalty: must be in \[0, 10\]"),
     (dict(top_k=3), ValueError, "top_k: only used with strategy='sample'"),
+    (dict(coverage_penalty=0.5), ValueError, "coverage_penalty: only used with strategy='beam'"),
+    (dict(strategy="beam", coverage_penalty=11.0), ValueError, r"coverage_penalty: must be in \[0, 10\]"),
+    (dict(strategy="beam", coverage_penalty=float("inf")), ValueError, "coverage_penalty: must be finite"),
 ])
 def test_invalid_options_name_the_option(attention_model, options, error, message):
     _, model = attention_model
@@ -214,6 +247,8 @@ def test_invalid_streaming_and_prefix_uses(attention_model, small_bundle):
                                     device="cpu")
     with pytest.raises(ValueError, match="return_attention: this model has no attention"):
         no_attention.generate("abc", return_attention=True)
+    with pytest.raises(ValueError, match="coverage_penalty: this model has no attention"):
+        no_attention.generate("abc", strategy="beam", coverage_penalty=0.2)
     assert GenerationOptions(strategy="sample", seed=3).seed == 3
 
 

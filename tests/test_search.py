@@ -1,13 +1,15 @@
 """Search algorithms over fake step functions (no graphs): reference equality and constraint properties."""
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from s2s_runtime.batching import length_sorted_batches
 from s2s_runtime.config import GenerationOptions, strategy_class
+from s2s_runtime.decoding.coverage import COVERAGE_FLOOR, CoveragePenalty
 from s2s_runtime.decoding.greedy import greedy_in_graph, greedy_one_row
-from s2s_runtime.decoding.hypotheses import RowLimits
+from s2s_runtime.decoding.hypotheses import Candidate, RowLimits
 from s2s_runtime.decoding.processors import processors_for
 from s2s_runtime.decoding.sampling import sampling_distribution
 from s2s_runtime.decoding.strategy import SearchTask, run
@@ -88,11 +90,11 @@ def history_step(seed):
     return step
 
 
-def search(runner, limits, options, seed=0):
+def search(runner, limits, options, seed=0, sources=None):
     """The options' strategy over the runner, every step reported (the stepwise form); each input's n-best."""
     processors = processors_for(options, np.zeros(0, dtype=np.int64), EOS, limits)
-    task = SearchTask(options, START, EOS, limits, processors, False, [[row] for row in range(len(limits))],
-                      entropy=seed, events=True)
+    task = SearchTask(options, START, EOS, limits, processors, options.coverage_penalty > 0,
+                      sources or [[row] for row in range(len(limits))], entropy=seed, events=True)
     return run(strategy_class(options.strategy)(options).search(runner, task))
 
 
@@ -100,9 +102,9 @@ def greedy_or_sample(runner, limits, options, seed=0):
     return [n_best[0] for n_best in search(runner, limits, options, seed)]
 
 
-def beam(runner, limits, options):
+def beam(runner, limits, options, sources=None):
     runner.select(np.repeat(np.arange(len(limits)), options.beam))  # each input beam times, as beam_search wants
-    return search(runner, limits, options)
+    return search(runner, limits, options, sources=sources)
 
 
 def reference_greedy(table, max_length):
@@ -214,6 +216,41 @@ def test_beam_results_are_sorted_and_beam_one_is_greedy():
     for n_best in beam(runner(), limits, options):
         normalized = [h.score / (len(h.ids) + h.finished) for h in n_best]
         assert normalized == sorted(normalized, reverse=True) and len(n_best) == 5
+
+
+class FakeAttentionRunner(FakeRunner):
+    """A FakeRunner whose attention over a two-token source follows the previous token: after 2 it looks at the
+    first position only, otherwise at both equally."""
+
+    def step(self, previous):
+        log_probs, _ = super().step(previous)
+        attention = np.where((previous == 2)[:, None], [1.0, 0.0], [0.5, 0.5])  # (rows, 2)
+        return log_probs, attention
+
+
+def test_coverage_penalty_ranks_the_hypothesis_that_covers_the_source_first():
+    """Two hypotheses: [2] is more probable (-0.1 + eos -0.01) but, after 2, attends to the first source position
+    only, so that position gets 1.5 and the second 0.5; [3] (-0.5 - 0.01) spreads its attention, 1 and 1. The GNMT
+    penalty β Σ log(min(coverage, 1)) costs [2] β log 0.5 and [3] nothing."""
+    first = np.full(VOCAB, -20.0)
+    first[[2, 3]] = [-0.1, -0.5]
+    then_eos = np.full(VOCAB, -20.0)
+    then_eos[EOS] = -0.01
+    tables = [np.stack([first, then_eos])]
+    limits = [RowLimits((), 0, 5)]
+
+    def n_best(coverage_penalty):
+        runner = FakeAttentionRunner(table_step(tables), {"t": np.zeros(1)}, {"rows": np.arange(1)})
+        options = GenerationOptions(strategy="beam", beam_size=2, num_hypotheses=2, coverage_penalty=coverage_penalty)
+        return beam(runner, limits, options, sources=[[7, EOS]])[0]
+
+    plain, covered = n_best(0.0), n_best(1.0)
+    assert [h.ids for h in plain] == [[2], [3]]
+    assert [h.ids for h in covered] == [[3], [2]]
+    assert [h.score for h in covered] == pytest.approx([-0.51, -0.11])
+    penalty = CoveragePenalty(GenerationOptions(strategy="beam", coverage_penalty=1.0))
+    assert [penalty(h, 2) for h in covered] == pytest.approx([0.0, np.log(0.5)])
+    assert penalty(Candidate([], attention=[np.array([0.0, 1.0])]), 2) == pytest.approx(np.log(COVERAGE_FLOOR))
 
 
 @settings(max_examples=60, deadline=None)

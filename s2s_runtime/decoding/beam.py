@@ -14,7 +14,7 @@ from .strategy import DecoderRunner, Search, SearchTask, Strategy, register
 @register
 class BeamSearch(Strategy):
     name = "beam"
-    own_options = ("beam_size",)
+    own_options = ("beam_size", "coverage_penalty")
 
     @classmethod
     def check(cls, options: GenerationOptions) -> None:

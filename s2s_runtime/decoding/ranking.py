@@ -39,6 +39,11 @@ def active_terms(options: GenerationOptions) -> list[RankingTerm]:
     return [term(options) for term in TERMS if getattr(options, term.option)]
 
 
+def attention_options(options: GenerationOptions) -> list[str]:
+    """The options of the active terms that read the decoder's attention."""
+    return [term.option for term in TERMS if term.needs_attention and getattr(options, term.option)]
+
+
 def normalized_score(candidate: Candidate, options: GenerationOptions, source_length: int | None = None) -> float:
     """The score hypotheses are ranked by (see the module docstring); `source_length` for terms that read the
     attention over the source."""

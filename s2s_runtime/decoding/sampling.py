@@ -41,7 +41,7 @@ class Sampling(Strategy):
 
 def sampler(rngs: list[np.random.Generator], options: GenerationOptions) -> Chooser:
     """A stepwise chooser drawing each row's token with its own random stream."""
-    def choose(processed: np.ndarray, live_rows: np.ndarray) -> np.ndarray:
+    def choose(processed: np.ndarray, live_rows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         probs = sampling_distribution(processed, options)
         cumulative = np.cumsum(probs, axis=1)  # (rows, vocab)
         draws = np.array([rngs[r].random() for r in live_rows])[:, None] * cumulative[:, -1:]

@@ -17,11 +17,12 @@ from .hypotheses import Candidate, RowLimits, Rows, StepEvent
 from .processors import Processors
 from .strategy import DecoderRunner, Search
 
-# (processed log-probs of the live rows, their original row indices) → chosen token per row
-Chooser = Callable[[np.ndarray, np.ndarray], np.ndarray]
+# (processed log-probs of the live rows, their original row indices, every row's output length so far — indexed by
+# original row) → chosen token per live row
+Chooser = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
-def argmax(processed: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def argmax(processed: np.ndarray, rows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Greedy choice: the most likely token (the first of equal ones)."""
     return processed.argmax(axis=1)
 
@@ -56,7 +57,7 @@ def stepwise_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits
                 weights = None if weights is None else weights[live]
             rows = state.take(live_rows) if constrained or has_prefix else None
             processed = processors(raw, rows) if constrained else raw
-            chosen = choose(processed, live_rows)
+            chosen = choose(processed, live_rows, state.lengths)
             index = np.arange(len(chosen))
             if has_prefix:  # inside its prefix a row takes the prefix token, scored by the model
                 forced, prefix_token = rows.forced()

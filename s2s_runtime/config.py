@@ -27,9 +27,12 @@ class GenerationOptions:
     strategy="greedy" are an error, not a silent switch.
 
     Arguments:
-        strategy: "greedy" (most probable token), "beam" (beam search) or "sample" (random sampling).
+        strategy: "greedy" (most probable token), "beam" (beam search), "sample" (random sampling) or
+            "alternatives" (the num_hypotheses most likely tokens where the target prefix ends, each continued
+            greedily; s2s_runtime.decoding.alternatives).
         beam_size: live beams per input (beam only; default 4).
-        num_hypotheses: n-best size (beam: ≤ beam_size) or independent samples (sample); greedy gives 1.
+        num_hypotheses: n-best size (beam: ≤ beam_size), independent samples (sample) or alternatives
+            (alternatives); greedy gives 1.
         length_penalty, length_normalization: rank hypotheses by score / length^α ("power": α = 0 no
             normalization, α = 1 the average log-prob) or by the GNMT score / ((5 + length) / 6)^α ("gnmt");
             length counts the scored steps, eos included. 0 ≤ α ≤ 10.

@@ -116,6 +116,32 @@ def test_coverage_penalty_reranks_the_beam_by_the_gnmt_formula(attention_model):
     assert reordered  # the penalty changed some ranking (else this test would prove nothing)
 
 
+def test_alternatives_are_the_best_tokens_after_the_prefix_continued_greedily(attention_model):
+    """Alternative r of an input equals greedy decoding with the prefix extended by the r-th most likely token at
+    the branching position (by the model's forced-decoding log-probs), whatever else is in the batch."""
+    _, model = attention_model
+    sources, prefixes = ["abcd", "hij", "jjab"], ["ba", None, "c"]
+    results = model.generate(sources, target_prefix=prefixes, strategy="alternatives", num_hypotheses=3,
+                             max_length=8)
+    for source, prefix, result in zip(sources, prefixes, results):
+        prefix_tokens = list(prefix or "")
+        branch = len(prefix_tokens)
+        assert len(result.hypotheses) == 3
+        for h in result.hypotheses:
+            assert h.tokens[:branch] == prefix_tokens
+            if len(h.tokens) == branch:  # eos was the alternative: the output ends with the prefix
+                assert h.finished
+                continue
+            extended = prefix_tokens + h.tokens[branch:branch + 1]
+            greedy = model.generate(source, target_prefix=[extended], max_length=8)[0]
+            assert (h.ids, h.finished) == (greedy.ids, greedy.finished)
+            assert h.score == pytest.approx(greedy.score, abs=1e-5)
+        branch_log_probs = [model.score([source], [h.tokens])[0].log_probs[branch] for h in result.hypotheses]
+        assert branch_log_probs == sorted(branch_log_probs, reverse=True)
+    alone = model.generate("hij", strategy="alternatives", num_hypotheses=3, max_length=8)[0]
+    assert [h.ids for h in alone.hypotheses] == [h.ids for h in results[1].hypotheses]
+
+
 def test_sampling_is_seeded_and_independent_of_batch_composition(attention_model):
     _, model = attention_model
     alone = model.generate("abcd", strategy="sample", seed=7, num_hypotheses=3)[0]

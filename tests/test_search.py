@@ -168,6 +168,61 @@ def test_greedy_in_graph_for_a_single_input_equals_the_reference_and_stops_at_on
     assert runner.states["t"][0] == len(ids) + finished  # steps run
 
 
+def reference_alternative(seed, start_state, prefix, rank, max_length):
+    """One alternative of one input, written the obvious way: the prefix, the rank-th best token (equal log-probs:
+    lower id first), then the argmax."""
+    step, states, previous, ids, score = history_step(seed), {"h": np.array([start_state])}, START, [], 0.0
+    while True:
+        log_probs, states = step(np.array([previous]), states, {})
+        position = len(ids)
+        if position < len(prefix):
+            token = prefix[position]
+        elif position == len(prefix):
+            token = int(np.argsort(-log_probs[0], kind="stable")[rank])
+        else:
+            token = int(np.argmax(log_probs[0]))
+        score += float(log_probs[0, token])
+        if token == EOS and position >= len(prefix):
+            return ids, score, True
+        ids.append(token)
+        if len(ids) == max_length:
+            return ids, score, False
+        previous = token
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.lists(st.tuples(st.lists(st.integers(1, VOCAB - 1), max_size=3), st.integers(1, 5)),
+                                        min_size=1, max_size=4), st.integers(1, VOCAB))
+def test_alternatives_equal_a_row_by_row_reference(seed, inputs, count):
+    """Each input's alternatives are the prefix, then its count best tokens in order, each continued greedily;
+    inputs of different prefix lengths branch at different steps of the same batch."""
+    limits = [RowLimits(tuple(prefix), 0, len(prefix) + extra) for prefix, extra in inputs]
+    start_states = np.arange(len(inputs)) * 7 + seed
+    runner = FakeRunner(history_step(seed), {"h": start_states}, {})
+    runner.select(np.repeat(np.arange(len(inputs)), count))  # each input count times, as the strategy wants
+    results = search(runner, limits, GenerationOptions(strategy="alternatives", num_hypotheses=count))
+    for (prefix, extra), start_state, alternatives in zip(inputs, start_states, results):
+        expected = [reference_alternative(seed, start_state, prefix, rank, len(prefix) + extra)
+                    for rank in range(count)]
+        assert [(c.ids, c.finished) for c in alternatives] == [(ids, done) for ids, _, done in expected]
+        assert [c.score for c in alternatives] == pytest.approx([score for _, score, _ in expected])
+        assert len({tuple(c.ids[:len(prefix) + 1]) for c in alternatives}) == count  # they differ at the branch
+
+
+def test_impossible_and_repeated_alternatives_are_left_out():
+    """A suppressed token is no alternative, and a prefix that fills the max length leaves one output."""
+    seed, count = 3, 4
+    limits = [RowLimits((2,), 0, 4), RowLimits((2, 3), 0, 2)]
+    runner = FakeRunner(history_step(seed), {"h": np.array([seed, seed + 1])}, {})
+    runner.select(np.repeat(np.arange(2), count))
+    options = GenerationOptions(strategy="alternatives", num_hypotheses=count)
+    processors = processors_for(options, np.array([1, 4, 5]), EOS, limits)  # only tokens 0 (eos), 2, 3 remain
+    task = SearchTask(options, START, EOS, limits, processors, False, [[0], [1]])
+    free, filled = run(strategy_class("alternatives")(options).search(runner, task))
+    assert sorted(c.ids[1] if len(c.ids) > 1 else EOS for c in free) == [EOS, 2, 3]
+    assert [c.ids for c in filled] == [[2, 3]]
+
+
 constraint_options = st.builds(
     dict, min_length=st.integers(0, 4), no_repeat_ngram_size=st.integers(0, 3),
     repetition_penalty=st.sampled_from([1.0, 1.5, 3.0]), max_length=st.integers(4, 12))

@@ -165,12 +165,15 @@ class TrainConfig:
     source_tokenizer: str = "char"
     target_tokenizer: str = "char"
     max_dev_examples: int = 2000  # dev sources decoded per epoch for early stopping
+    threads: int = 0             # torch intra-op threads; 0: chosen by model size (s2s_export.train.training_threads)
     progress: bool = True
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "patience", "min_frequency", "max_dev_examples"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}: must be ≥ 1, got {getattr(self, key)}")
+        if self.threads < 0:
+            raise ConfigError(f"threads: must be ≥ 0 (0: chosen by model size), got {self.threads}")
         if self.learning_rate <= 0 or self.clip_norm <= 0:
             raise ConfigError("learning_rate and clip_norm must be > 0")
         if not 0 < self.lr_decay <= 1:

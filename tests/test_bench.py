@@ -72,3 +72,13 @@ def test_soak_drives_mixed_traffic_and_records_memory(small_bundle, tmp_path):
     assert len(result["samples"]) >= 2 and result["requests"] > 0 and result["lost_or_mismatched"] == 0
     assert all(s["rss_mb"] > 0 and s["p50_ms"] <= s["p99_ms"] for s in result["samples"])
     assert (out / "bench-soak.png").stat().st_size > 0
+
+
+def test_training_bench_times_each_thread_count(tmp_path, capsys):
+    assert main(["bench-train", "--presets", "reverse", "--threads", "1", "2", "--steps", "1", "--repeats", "1",
+                 "--out", str(tmp_path)]) == 0
+    (result,) = json.loads((tmp_path / "bench-train.json").read_text())
+    assert result["preset"] == "reverse" and result["parameters"] > 0
+    assert [row["threads"] for row in result["rows"]] == [1, 2]
+    assert result["rows"][0]["speedup_vs_1_thread"] == 1.0 and all(row["ms_per_step"] > 0 for row in result["rows"])
+    assert "| reverse |" in (tmp_path / "bench-train.md").read_text()

@@ -60,7 +60,8 @@ def test_config_is_frozen():
 
 
 @pytest.mark.parametrize("options, key", [(dict(epochs=0), "epochs"), (dict(lr_decay=0), "lr_decay"),
-                                          (dict(target_tokenizer="bpe"), "target_tokenizer")])
+                                          (dict(target_tokenizer="bpe"), "target_tokenizer"),
+                                          (dict(threads=-1), "threads")])
 def test_train_config_validation(options, key):
     with pytest.raises(ConfigError, match=key):
         TrainConfig(**options)

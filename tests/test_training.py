@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 import torch
@@ -7,7 +8,9 @@ from s2s_export.checkpoint import load_checkpoint
 from s2s_export.config import TrainConfig
 from s2s_export.data import task_pairs
 from s2s_export.metrics import score_predictions
-from s2s_export.train import evaluate, train
+from s2s_export.config import Seq2SeqConfig
+from s2s_export.model import Seq2Seq
+from s2s_export.train import evaluate, train, training_threads
 
 
 def test_the_committed_reverse_model_decodes_to_its_golden_outputs(reverse_model):
@@ -39,6 +42,20 @@ def test_training_is_seed_deterministic_and_resumable(tmp_path):
     assert [h["loss"] for h in resumed.history] == pytest.approx([h["loss"] for h in straight.history], abs=1e-6)
     a, b = (load_checkpoint(d).model.state_dict() for d in (straight.checkpoint_dir, resumed.checkpoint_dir))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_training_runs_on_the_configured_threads_and_restores_them(tmp_path, monkeypatch):
+    calls, set_threads = [], torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (calls.append(n), set_threads(n)))
+    before = torch.get_num_threads()
+    train(task_pairs("sort", "train", size=50), task_pairs("sort", "dev", size=50), tmp_path,
+          model_options=dict(hidden_size=8), train_config=TrainConfig(epochs=1, threads=2, progress=False))
+    assert calls == [2, before] and torch.get_num_threads() == before
+    assert json.loads((tmp_path / "metrics.json").read_text())["threads"] == 2
+    small, large = Seq2Seq(Seq2SeqConfig(4, 4, hidden_size=8)), Seq2Seq(Seq2SeqConfig(4, 4, hidden_size=400))
+    assert training_threads(TrainConfig(), small) == 1
+    assert training_threads(TrainConfig(), large) == min(len(os.sched_getaffinity(0)), 8)
+    assert training_threads(TrainConfig(threads=3), small) == 3
 
 
 def test_metrics_with_several_references():

@@ -69,7 +69,8 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--plain", action="store_true",
                         help="straightforward graphs (ONNX GRU/LSTM ops, Gemm) instead of the optimized ones")
     precision = parser.add_mutually_exclusive_group()
-    precision.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantization (CPU)")
+    precision.add_argument("--quantize", choices=["int8"],
+                           help="int8 weights and calibrated static activation scales (CPU)")
     precision.add_argument("--fp16", action="store_true", help="fp16 weights and arithmetic (CUDA)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     parser.set_defaults(handler=run_export)

@@ -25,9 +25,15 @@ BATCHER = BatcherConfig(max_batch_size=16, max_wait_ms=2)
 SERVER = ServerConfig(max_inputs=8, request_timeout_s=30)
 
 
+# Serve keeps a deleted direct-ingress replica draining for at least 30 s (HAProxy's routing must move off it first);
+# the tests have no traffic left by then.
+FAST_DRAIN = {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
+
+
 @pytest.fixture(scope="module")
 def cluster():
-    saved = {key: os.environ.get(key) for key in HAPROXY_INGRESS}
+    saved = {key: os.environ.get(key) for key in {**HAPROXY_INGRESS, **FAST_DRAIN}}
+    os.environ.update(FAST_DRAIN)
     start_ray(None, haproxy=True)  # the recommended configuration, as `s2s serve --ray` runs it
     yield
     from ray import serve

@@ -3,7 +3,7 @@ with 1 and N local workers and against Ray Data with 1 and N actors, over the sa
 
 Every contender writes (or returns) one output per word; all are checked against the plain loop's texts. Wall
 rates include each contender's start-up (processes, model loads, Ray's actors); for Ray Data the steady rate — rows
-after the first result over the time since it — is reported apart, as is the time to that first result.
+after the first batch of results over the time since it — is reported apart, as is the time to that first result.
 """
 
 from __future__ import annotations
@@ -97,18 +97,20 @@ def _ray_row(bundle: str, words: list[str], expected: list[str], actors: int) ->
         dataset = ray.data.from_items([{"id": i, "word": w} for i, w in enumerate(words)]).map_batches(
             s2s_ray.Predictor, fn_constructor_kwargs={"bundle": bundle, "column": "word", "threads": 1},
             concurrency=actors, num_cpus=per_actor, batch_size=256)
-        texts, first = {}, None
-        for row in dataset.iter_rows():
+        texts, first, first_rows = {}, None, 0
+        # Batches, not rows: the driver shares the machine's cores with the actors, and a Python loop over 100k
+        # rows would take CPU time from them.
+        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             if first is None:
-                first = time.perf_counter()
-            texts[int(row["id"])] = row["text"]
+                first, first_rows = time.perf_counter(), len(batch["id"])
+            texts.update(zip(batch["id"].tolist(), batch["text"].tolist()))
         finished = time.perf_counter()
     finally:
         ray.shutdown()
     row = _row(f"Ray Data, {actors} actor(s) × {per_actor:g} CPU", len(words), finished - started,
                actors * per_actor, [texts.get(i) for i in range(len(words))] == expected)
     row["first_result_s"] = round(first - started, 2)
-    row["steady_words_per_s"] = round((len(words) - 1) / max(finished - first, 1e-9), 1)
+    row["steady_words_per_s"] = round((len(words) - first_rows) / max(finished - first, 1e-9), 1)
     return row
 
 

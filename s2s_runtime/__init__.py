@@ -14,12 +14,12 @@ from .limits import RequestLimits
 from .generation import DecodingStopped, Generation
 from .model import Seq2SeqModel, load
 from .results import Hypothesis, Result, StreamedToken, TokenScore
-from .service import Batcher, BatcherClosed, BatcherConfig, Overloaded, RequestTimeout
+from .service import Batcher, BatcherClosed, BatcherConfig, InternalError, Overloaded, RequestTimeout
 from .sessions import DeviceError, SessionSettings
 from .vocab import Vocab, VocabError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the one place the version is written (pyproject reads it)
 __all__ = ["load", "Seq2SeqModel", "Result", "Hypothesis", "TokenScore", "StreamedToken", "GenerationOptions", "BatchingOptions",
            "RequestLimits", "SessionSettings", "Bundle", "BundleError", "Generation", "DecodingStopped",
            "DeviceError", "Vocab", "VocabError", "Batcher", "BatcherConfig", "Overloaded", "RequestTimeout",
-           "BatcherClosed", "__version__"]
+           "BatcherClosed", "InternalError", "__version__"]

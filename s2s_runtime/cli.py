@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from . import __version__
 from .batching import BatchingOptions
 from .bundle import Bundle, BundleError
 from .config import GenerationOptions
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="s2s", description="Recurrent seq2seq models on onnxruntime.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level (device choice, ...)")
+    parser.add_argument("--version", action="version", version=f"s2s-runtime {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     generate = commands.add_parser("generate", help="generate outputs for inputs (arguments or stdin lines)")

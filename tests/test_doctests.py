@@ -11,6 +11,8 @@ import s2s_runtime
 from s2s_runtime import GenerationOptions
 
 PACKAGES = ("s2s_runtime", "s2s_export", "s2s_bench")
+# Packages whose examples import an optional extra that the package itself imports only when a function runs.
+EXTRA_OF_PACKAGE = {"s2s_runtime.ray": "ray"}
 
 
 def modules():
@@ -27,6 +29,9 @@ def test_docstring_examples(name):
         module = importlib.import_module(name)
     except ImportError as error:  # a module of an extra this install lacks
         pytest.skip(f"{name}: {error}")
+    for package, extra in EXTRA_OF_PACKAGE.items():
+        if name == package or name.startswith(f"{package}."):
+            pytest.importorskip(extra, reason=f"the examples of {name} need the {extra!r} extra")
     globs = {"s2s_runtime": s2s_runtime, "GenerationOptions": GenerationOptions, "np": np}
     failures, _ = doctest.testmod(module, extraglobs=globs, optionflags=doctest.ELLIPSIS, verbose=False)
     assert failures == 0, f"{failures} docstring example(s) of {name} failed (run pytest -s to see them)"

@@ -66,8 +66,9 @@ class HandWrittenLoop(Contender):
         for row, source in enumerate(encoded):
             ids[row, :len(source)] = source
         encoder = bundle.graphs["encoder"]
-        values = dict(zip(encoder.outputs, self.encoder.run(None, {encoder.inputs[roles.SOURCE_IDS].name: ids,
-                                                                    encoder.inputs[roles.SOURCE_LENGTHS].name: lengths})))
+        feeds = {encoder.inputs[roles.SOURCE_IDS].name: ids, encoder.inputs[roles.SOURCE_LENGTHS].name: lengths}
+        outputs = self.encoder.run([io.name for io in encoder.outputs.values()], feeds)  # by name, in role order
+        values = dict(zip(encoder.outputs, outputs, strict=True))
         steps = bundle.default_max_length(int(lengths.max()))
         if strategy == "beam":
             return self._beam(values, len(encoded), steps)
@@ -86,7 +87,7 @@ class HandWrittenLoop(Contender):
     def _step(self, previous: np.ndarray, values: dict) -> tuple[np.ndarray, dict]:
         step = self.bundle.graphs["decoder_step"]
         feeds = {io.name: previous if role == roles.PREVIOUS_IDS else values[role] for role, io in step.inputs.items()}
-        outputs = dict(zip(step.outputs, self.decoder.run(None, feeds)))
+        outputs = dict(zip(step.outputs, self.decoder.run([io.name for io in step.outputs.values()], feeds), strict=True))
         return outputs[roles.LOG_PROBS], {**values, **{r: v for r, v in outputs.items() if roles.is_state(r)}}
 
     def _beam(self, values: dict, inputs: int, steps: int) -> int:
@@ -131,7 +132,6 @@ class TorchEager(Contender):
     def __init__(self, checkpoint: Any, threads: int):
         super().__init__("PyTorch eager", ("greedy",))
         import torch
-
         from s2s_export.checkpoint import start_id
         from s2s_export.train import max_target_length
 

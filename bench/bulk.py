@@ -103,7 +103,7 @@ def _ray_row(bundle: str, words: list[str], expected: list[str], actors: int) ->
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             if first is None:
                 first, first_rows = time.perf_counter(), len(batch["id"])
-            texts.update(zip(batch["id"].tolist(), batch["text"].tolist()))
+            texts.update(zip(batch["id"].tolist(), batch["text"].tolist(), strict=True))
         finished = time.perf_counter()
     finally:
         ray.shutdown()

@@ -76,8 +76,8 @@ def mixed_probes(model, words: list[str]) -> list[Probe]:
     kinds = [({}, 12), ({"strategy": "beam", "beam_size": 4}, 3), ({"strategy": "sample", "seed": 7, "top_k": 5}, 2)]
     for options, weight in kinds:
         texts = [r.text for r in model.generate(words, **options)]
-        probes += [Probe({"inputs": w, "options": options}, texts=(t,)) for w, t in zip(words, texts)] * weight
-    greedy = {w: r.text for w, r in zip(words, model.generate(words))}
+        probes += [Probe({"inputs": w, "options": options}, texts=(t,)) for w, t in zip(words, texts, strict=True)] * weight
+    greedy = {w: r.text for w, r in zip(words, model.generate(words), strict=True)}
     probes += [Probe({"inputs": w, "stream": True}, texts=(greedy[w],), join=join) for w in words] * 2
     probes += [Probe({"inputs": w, "options": {"strategy": "beam", "beam_size": 10 ** 6}}, status=400)
                for w in words[:len(words) // 2]]
@@ -98,7 +98,7 @@ class ServerProcess:
             self.command += ["--ray", "--replicas", str(ray_replicas)]
         self.startup_s = 180 if ray_replicas else 60  # a Ray cluster and its Serve replicas start slowly
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         import httpx
 
         started = time.monotonic()
@@ -201,7 +201,7 @@ def run_load(args: argparse.Namespace) -> int:
         return run_soak(args, model, words)
     if args.ray:
         return run_ray_comparison(args, model, words)
-    probes = word_probes(words, {w: r.text for w, r in zip(words, model.generate(words))})
+    probes = word_probes(words, {w: r.text for w, r in zip(words, model.generate(words), strict=True)})
     result: dict = {"bundle": args.bundle, "clients": args.clients, "duration_s": args.duration,
                     "batch_workers": args.batch_workers, "runs": []}
     for batch in (args.max_batch_size, 1):
@@ -316,7 +316,7 @@ def plot_soak(result: dict, path: Path) -> None:
 
 def run_ray_comparison(args: argparse.Namespace, model, words: list[str]) -> int:
     """`s2s serve --ray --replicas N` against `s2s serve --batch-workers N`, N = 1 and 2, closed loop at --clients."""
-    probes = word_probes(words, {w: r.text for w, r in zip(words, model.generate(words))})
+    probes = word_probes(words, {w: r.text for w, r in zip(words, model.generate(words), strict=True)})
     runs = []
     for count in (1, 2):
         for ray_replicas in (0, count):

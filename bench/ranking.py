@@ -33,11 +33,11 @@ class FullLogProbsBeam(BeamSearch):
 
 def random_bundle(vocab_size: int, directory: Path) -> Path:
     import torch
-
     from s2s_export.bundle_export import ExportOptions, export_bundle
     from s2s_export.checkpoint import Checkpoint, save_checkpoint
     from s2s_export.config import Seq2SeqConfig
     from s2s_export.model import Seq2Seq
+
     from s2s_runtime.vocab import Vocab
 
     specials = {"pad": "<pad>", "unk": "<unk>", "bos": "<s>", "eos": "</s>"}
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         for batch_size in args.batch_sizes:
             batch = words[:batch_size]
 
-            def decode(strategy: str) -> list:
+            def decode(strategy: str, batch: list = batch, batch_size: int = batch_size) -> list:
                 return [r.ids for r in model.generate(batch, max_batch_size=batch_size,
                                                       **{**options, "strategy": strategy})]
 

@@ -32,11 +32,10 @@ def add_train_bench_parser(commands: argparse._SubParsersAction) -> None:
 def step_times(preset_name: str, thread_counts: list[int], steps: int, repeats: int) -> dict:
     """Median seconds per training step at each thread count, and the model's size."""
     import torch
-    from torch import nn
-
     from s2s_export.config import Seq2SeqConfig
     from s2s_export.model import Seq2Seq
     from s2s_export.presets import get_preset
+    from torch import nn
 
     preset = get_preset(preset_name)
     source_length, target_length = TASK_LENGTHS[preset.task]

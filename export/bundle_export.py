@@ -16,8 +16,13 @@ import onnxruntime
 import torch
 
 from s2s_runtime.bundle import MANIFEST_FILE, sha256_of
-from s2s_runtime.schema import (DEFAULT_TARGET_LENGTH_OFFSET, DEFAULT_TARGET_LENGTH_RATIO, GraphSchema, Manifest,
-                                SideSchema)
+from s2s_runtime.schema import (
+    DEFAULT_TARGET_LENGTH_OFFSET,
+    DEFAULT_TARGET_LENGTH_RATIO,
+    GraphSchema,
+    Manifest,
+    SideSchema,
+)
 
 from .checkpoint import SOURCE_VOCAB_FILE, TARGET_VOCAB_FILE, Checkpoint, load_checkpoint, start_id
 from .graph_builder import OPSET

@@ -19,8 +19,8 @@ MODEL_FLAG_FIELDS = [f for f in dataclasses.fields(Seq2SeqConfig) if f.name not 
 
 def require_torch() -> None:
     try:
-        import torch  # noqa: F401
         import onnx  # noqa: F401
+        import torch  # noqa: F401
     except ImportError:
         raise SystemExit(f"s2s: {EXPORT_EXTRA_HINT}") from None
 

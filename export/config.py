@@ -119,7 +119,7 @@ class Seq2SeqConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: object, *, origin: str = "config") -> "Seq2SeqConfig":
+    def from_dict(cls, data: object, *, origin: str = "config") -> Seq2SeqConfig:
         """Build from a dict, rejecting unknown and missing keys with the key (and `origin`) named."""
         if not isinstance(data, dict):
             raise ConfigError(f"{origin}: expected a JSON object")
@@ -138,7 +138,7 @@ class Seq2SeqConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "Seq2SeqConfig":
+    def load(cls, path: str | Path) -> Seq2SeqConfig:
         path = Path(path)
         return cls.from_dict(read_json(path, ConfigError), origin=str(path))
 

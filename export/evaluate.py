@@ -36,7 +36,7 @@ def evaluate_bundle(model: Seq2SeqModel, pairs: Sequence[Pair], *, options: Gene
     with tqdm(total=len(sources), desc="eval", unit="input", disable=not progress) as bar:
         for start in range(0, len(sources), chunk_size):
             chunk = sources[start:start + chunk_size]
-            for source, result in zip(chunk, model.generate(chunk, options=options, batching=batching)):
+            for source, result in zip(chunk, model.generate(chunk, options=options, batching=batching), strict=True):
                 predictions[source] = result.tokens
             bar.update(len(chunk))
     errors = [(s, vocab.join(predictions[s]), [vocab.join(r) for r in references[s]]) for s in sources

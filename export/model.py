@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from s2s_runtime.roles import (ATTENTION_KEYS, CONTEXT, MEMORY, MEMORY_BIAS, STATE_C, STATE_FEED, STATE_H)
+from s2s_runtime.roles import ATTENTION_KEYS, CONTEXT, MEMORY, MEMORY_BIAS, STATE_C, STATE_FEED, STATE_H
 
 from .config import Seq2SeqConfig
 
@@ -43,7 +43,7 @@ class Encoder(nn.Module):
     def forward(self, source_ids: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """Returns memory (batch, src_len, enc_out) with zeros at padding, and the final states per layer
         (layers, batch, enc_out) — h, and c for an LSTM (else None) — both directions concatenated."""
-        batch, src_len = source_ids.shape
+        src_len = source_ids.shape[1]
         embedded = self.dropout(self.embedding(source_ids))  # (batch, src_len, src_emb)
         packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)
         outputs, final = self.rnn(packed)

@@ -194,11 +194,11 @@ def _rnn_op_layers(g: GraphBuilder, cfg: Seq2SeqConfig, w: dict[str, np.ndarray]
         def stacked(kind: str) -> np.ndarray:  # (dirs, gates*H, in) weights or (dirs, 2*gates*H) biases
             parts = []
             for suffix in _directions(cfg):
-                if kind == "B":
-                    parts.append(np.concatenate([_reorder_gates(w[f"encoder.rnn.bias_{m}_l{layer}{suffix}"], cfg.cell)
+                if kind == "B":  # the list is built at once, inside this iteration
+                    parts.append(np.concatenate([_reorder_gates(w[f"encoder.rnn.bias_{m}_l{layer}{suffix}"], cfg.cell)  # noqa: B023
                                                  for m in ("ih", "hh")]))
                 else:
-                    parts.append(_reorder_gates(w[f"encoder.rnn.weight_{kind}_l{layer}{suffix}"], cfg.cell))
+                    parts.append(_reorder_gates(w[f"encoder.rnn.weight_{kind}_l{layer}{suffix}"], cfg.cell))  # noqa: B023
             return np.stack(parts)
 
         attrs = {"hidden_size": cfg.hidden_size, "direction": "bidirectional" if cfg.bidirectional else "forward"}
@@ -209,7 +209,7 @@ def _rnn_op_layers(g: GraphBuilder, cfg: Seq2SeqConfig, w: dict[str, np.ndarray]
         outs = g.op_multi(cfg.cell.upper(), 3 if cfg.cell == "lstm" else 2, *rnn_inputs, **attrs)
         y = g.op("Transpose", outs[0], perm=[0, 2, 1, 3])  # (S, dirs, B, H) → (S, B, dirs, H)
         x = g.op("Reshape", y, g.ints([0, 0, -1]))  # (S, B, enc_out)
-        for which, final in zip("hc", outs[1:]):
+        for which, final in zip("hc", outs[1:], strict=False):  # a GRU has only h
             per_row = g.op("Reshape", g.op("Transpose", final, perm=[1, 0, 2]), g.ints([0, -1]))  # (B, enc_out)
             finals[which].append(g.op("Unsqueeze", per_row, g.ints([0])))  # (1, B, enc_out)
     return x, finals
@@ -251,7 +251,7 @@ def _scan_layers(g: GraphBuilder, cfg: Seq2SeqConfig, w: dict[str, np.ndarray], 
             directions.append((projected, cell))
         # Both directions step through positions in lockstep (the reverse one on reversed rows): one Scan runs
         # both cells, so the per-iteration cost of a Scan is paid once per position, not twice.
-        for suffix, per_position in zip(_directions(cfg), _scan_cells(g, cfg, directions, initial)):
+        for suffix, per_position in zip(_directions(cfg), _scan_cells(g, cfg, directions, initial), strict=True):
             for kind in kinds:
                 final = g.op("GatherElements", per_position[kind], last_position, axis=0)  # (1, B, H)
                 layer_finals[kind].append(g.op("Squeeze", final, g.ints([0])))

@@ -9,6 +9,7 @@ input shapes and the difference.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -65,7 +66,7 @@ def parity_batches(source_ids: Sequence[Sequence[int]], seed: int = 0) -> list[l
     pool = [list(s) for s in source_ids if s]
     batches = [[rng.choice(pool) for _ in range(size)] for size in BATCH_SIZES]
     longest = max(len(s) for s in pool)
-    long_sources = [sum((rng.choice(pool) for _ in range(4)), []) for _ in range(2)]
+    long_sources = [list(itertools.chain.from_iterable(rng.choice(pool) for _ in range(4))) for _ in range(2)]
     long_sources = [s if len(s) > longest else s + pool[0] * (longest // max(len(pool[0]), 1) + 1) for s in long_sources]
     batches.append([long_sources[0], rng.choice(pool), long_sources[1], [pool[0][0]]])
     return batches
@@ -90,7 +91,7 @@ def check_parity(checkpoint: Checkpoint, encoder: ExportedGraph, decoder: Export
         with torch.no_grad():
             expected = {k: v.numpy() for k, v in model.encode(torch.from_numpy(ids), torch.from_numpy(lengths)).items()}
         got = dict(zip([o.role for o in encoder.outputs], encoder_session.run(None, {
-            encoder.inputs[0].name: ids, encoder.inputs[1].name: lengths})))
+            encoder.inputs[0].name: ids, encoder.inputs[1].name: lengths}), strict=True))
         for role, value in expected.items():
             _compare(report, "encoder", role, value, got[role], shape, len(batch), ids.shape[1])
         torch_states, statics = model.split({k: torch.from_numpy(v) for k, v in expected.items()})
@@ -103,7 +104,7 @@ def check_parity(checkpoint: Checkpoint, encoder: ExportedGraph, decoder: Export
             controls = {roles.PREVIOUS_IDS: previous, roles.TOP_K: np.array([top_k], dtype=np.int64)}
             feeds = {io.name: controls[io.role] if io.role in controls else onnx_values[io.role]
                      for io in decoder.inputs}
-            outputs = dict(zip([o.role for o in decoder.outputs], decoder_session.run(None, feeds)))
+            outputs = dict(zip([o.role for o in decoder.outputs], decoder_session.run(None, feeds), strict=True))
             step_shape = f"{shape}, step {step}"
             _compare(report, "decoder_step", roles.LOG_PROBS, log_probs.numpy(), outputs[roles.LOG_PROBS], step_shape,
                      len(batch), ids.shape[1])

@@ -99,7 +99,7 @@ def activation_bounds(encoder: ExportedGraph, decoder: ExportedGraph, sources: S
     bounds: tuple[dict[str, float], dict[str, float]] = ({}, {})
 
     def record(which: int, names: list[str], values: list[np.ndarray]) -> None:
-        for name, value in zip(names, values):
+        for name, value in zip(names, values, strict=True):
             if value.size:
                 bounds[which][name] = max(bounds[which].get(name, 0.0), float(np.abs(value).max()))
 
@@ -117,7 +117,7 @@ def activation_bounds(encoder: ExportedGraph, decoder: ExportedGraph, sources: S
         values = encoder_session.run(encoded_names + encoder_names, {encoder_inputs[roles.SOURCE_IDS]: ids,
                                                                       encoder_inputs[roles.SOURCE_LENGTHS]: lengths})
         record(0, encoder_names, values[len(encoded_names):])
-        carried = {io.role: value for io, value in zip(encoder.outputs, values)}
+        carried = {io.role: value for io, value in zip(encoder.outputs, values[:len(encoded_names)], strict=True)}
         previous = np.full(len(batch), start_id, dtype=np.int64)
         finished = np.zeros(len(batch), dtype=bool)
         for _ in range(CALIBRATION_STEPS):
@@ -129,7 +129,7 @@ def activation_bounds(encoder: ExportedGraph, decoder: ExportedGraph, sources: S
             outputs = decoder_session.run(wanted + decoder_names, feeds)
             record(1, decoder_names, outputs[len(wanted):])
             state_roles = [r for r in step_outputs if roles.is_state(r)]
-            carried.update(dict(zip(state_roles, outputs[1:len(wanted)])))
+            carried.update(dict(zip(state_roles, outputs[1:len(wanted)], strict=True)))
             previous = outputs[0].argmax(axis=1)
             finished |= previous == eos_id
             if finished.all():

@@ -98,7 +98,7 @@ def predict(checkpoint: Checkpoint, sources: Sequence[str], *, batch_size: int =
         batch = collate(chunk, source_pad=checkpoint.source_vocab.id_of("pad"), target_pad=0, start_id=0, eos_id=0)
         ids = model.greedy(batch.source_ids.to(device), batch.lengths, start_id=start_id(cfg, tgt),
                            eos_id=tgt.id_of("eos"), max_length=max_target_length(batch.source_ids.shape[1]))
-        for example, row in zip(chunk, ids):
+        for example, row in zip(chunk, ids, strict=True):
             predictions[example.pair.source] = tgt.decode_tokens(row)
     return predictions
 

@@ -10,8 +10,8 @@ from . import decoding  # noqa: F401  (registers the strategies before any Gener
 from .batching import BatchingOptions
 from .bundle import Bundle, BundleError
 from .config import GenerationOptions
-from .limits import RequestLimits
 from .generation import DecodingStopped, Generation
+from .limits import RequestLimits
 from .model import Seq2SeqModel, load
 from .results import Hypothesis, Result, StreamedToken, TokenScore
 from .service import Batcher, BatcherClosed, BatcherConfig, InternalError, Overloaded, RequestTimeout
@@ -19,7 +19,29 @@ from .sessions import DeviceError, SessionSettings
 from .vocab import Vocab, VocabError
 
 __version__ = "0.2.0"  # the one place the version is written (pyproject reads it)
-__all__ = ["load", "Seq2SeqModel", "Result", "Hypothesis", "TokenScore", "StreamedToken", "GenerationOptions", "BatchingOptions",
-           "RequestLimits", "SessionSettings", "Bundle", "BundleError", "Generation", "DecodingStopped",
-           "DeviceError", "Vocab", "VocabError", "Batcher", "BatcherConfig", "Overloaded", "RequestTimeout",
-           "BatcherClosed", "InternalError", "__version__"]
+__all__ = [
+           "Batcher",
+           "BatcherClosed",
+           "BatcherConfig",
+           "BatchingOptions",
+           "Bundle",
+           "BundleError",
+           "DecodingStopped",
+           "DeviceError",
+           "Generation",
+           "GenerationOptions",
+           "Hypothesis",
+           "InternalError",
+           "Overloaded",
+           "RequestLimits",
+           "RequestTimeout",
+           "Result",
+           "Seq2SeqModel",
+           "SessionSettings",
+           "StreamedToken",
+           "TokenScore",
+           "Vocab",
+           "VocabError",
+           "__version__",
+           "load",
+]

@@ -42,8 +42,8 @@ class BatchingOptions:
                 raise ValueError(f"{name}: must be ≥ 1, got {value}")
 
     @classmethod
-    def split(cls, kwargs: dict[str, Any], base: "BatchingOptions | None" = None
-              ) -> tuple["BatchingOptions", dict[str, Any]]:
+    def split(cls, kwargs: dict[str, Any], base: BatchingOptions | None = None
+              ) -> tuple[BatchingOptions, dict[str, Any]]:
         """The batching fields of keyword arguments (on top of `base`), and the rest."""
         names = {field.name for field in dataclasses.fields(cls)}
         mine = {name: value for name, value in kwargs.items() if name in names}

@@ -113,7 +113,7 @@ def decode_rows(model: Seq2SeqModel, plan: DecodingPlan, sources: Sequence[Any],
         except (ValueError, TypeError) as error:
             errors[offset] = f"{type(error).__name__}: {str(error).replace('inputs[0]: ', '')}"
     results = dict(zip((offset for offset, _ in prepared),
-                       model.decode([item for _, item in prepared], plan, batching=batching)))
+                       model.decode([item for _, item in prepared], plan, batching=batching), strict=True))
     records = []
     for offset, source in enumerate(sources):
         result = results.get(offset)
@@ -177,9 +177,8 @@ def _prepare_parts(job: BulkJob, resume: bool) -> None:
             raise BulkError(f"{saved}: --resume of another job (changed: {', '.join(changed)}); remove {parts} to "
                             "start over")
         return
-    if parts.exists():
-        if not resume:
-            shutil.rmtree(parts)
+    if parts.exists() and not resume:
+        shutil.rmtree(parts)
     parts.mkdir(parents=True, exist_ok=True)
     saved.write_text(json.dumps(asdict(job), indent=1) + "\n")
 
@@ -294,7 +293,7 @@ def _record(row: dict) -> dict:
 def _pyarrow() -> Any:
     try:
         import pyarrow
-        import pyarrow.parquet  # noqa: F401
+        import pyarrow.parquet
     except ImportError:
         raise ImportError("Parquet needs pyarrow: pip install 's2s-runtime[bulk]'") from None
     return pyarrow

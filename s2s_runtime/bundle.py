@@ -17,8 +17,19 @@ from .files import parse_json, read_json, regular_file
 from .schema import MANIFEST_FILE, BundleError, Manifest, TensorSpec
 from .vocab import Vocab, VocabError
 
-__all__ = ["Bundle", "BundleError", "GraphSpec", "SideSpec", "TensorSpec", "sha256_of", "read_verified",
-           "BUILTIN_DIR", "MANIFEST_FILE", "builtin_names", "resolve"]
+__all__ = [
+    "BUILTIN_DIR",
+    "MANIFEST_FILE",
+    "Bundle",
+    "BundleError",
+    "GraphSpec",
+    "SideSpec",
+    "TensorSpec",
+    "builtin_names",
+    "read_verified",
+    "resolve",
+    "sha256_of",
+]
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "bundles"  # bundles shipped inside the package, by name
 
@@ -87,7 +98,7 @@ class Bundle:
         return math.ceil(self.manifest.limits_ratio * source_length + self.manifest.limits_offset)
 
     @classmethod
-    def open(cls, path: str | Path) -> "Bundle":
+    def open(cls, path: str | Path) -> Bundle:
         """Open a bundle directory, or a built-in bundle by name (e.g. "g2p-en")."""
         root = resolve(path)
         if not root.is_dir():

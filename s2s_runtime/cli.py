@@ -212,7 +212,7 @@ def run_generate(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     results = model.generate(list(inputs), target_prefix=prefixes, options=options, batching=batching)
     elapsed = time.perf_counter() - started
-    for index, (text, result) in enumerate(zip(inputs, results)):
+    for index, (text, result) in enumerate(zip(inputs, results, strict=True)):
         if args.json:
             print(json.dumps({"input": text, **result.to_dict()}, ensure_ascii=False))
         elif len(result.hypotheses) == 1:
@@ -240,7 +240,7 @@ def run_score(args: argparse.Namespace) -> int:
         pairs.append((source, target))
     model = load_model(args)
     scores = model.score([p[0] for p in pairs], [p[1] for p in pairs], max_batch_size=args.batch_size)
-    for (source, target), score in zip(pairs, scores):
+    for (source, target), score in zip(pairs, scores, strict=True):
         if args.json:
             print(json.dumps({"source": source, "target": target, "score": round(score.score, 6),
                               "tokens": score.tokens, "log_probs": [round(x, 6) for x in score.log_probs]},
@@ -272,9 +272,10 @@ def run_serve(args: argparse.Namespace) -> int:
     from .service import BatcherConfig
 
     try:
-        from .server import ServerConfig, serve
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
+
+        from .server import ServerConfig, serve
     except ImportError:
         raise ImportError("s2s serve needs the serve extra: pip install 's2s-runtime[serve]'") from None
     batcher_config = BatcherConfig(args.max_batch_size, args.max_wait_ms, args.max_queue, args.timeout_s,

@@ -132,7 +132,7 @@ class GenerationOptions:
     def _check_strategy_options(self) -> None:
         """Options some strategy owns are refused with the others; then the chosen strategy's own rules."""
         defaults = {field.name: field.default for field in dataclasses.fields(self)}
-        for strategy, (_, owned) in _STRATEGIES.items():
+        for _, owned in _STRATEGIES.values():
             for name in owned:
                 owners = [s for s, (_, names) in _STRATEGIES.items() if name in names]
                 if self.strategy not in owners and getattr(self, name) != defaults[name]:
@@ -150,7 +150,7 @@ class GenerationOptions:
         return self.repetition_penalty != 1.0 or self.no_repeat_ngram_size > 0
 
     @classmethod
-    def from_kwargs(cls, kwargs: dict[str, Any], base: "GenerationOptions | None" = None) -> "GenerationOptions":
+    def from_kwargs(cls, kwargs: dict[str, Any], base: GenerationOptions | None = None) -> GenerationOptions:
         """Options from keyword arguments, on top of `base` (defaults if None); unknown names are a TypeError.
 
         Validated option sets are cached by name, type and value (options are immutable), so a caller passing the

@@ -76,7 +76,7 @@ class Encoder:
                        dtype=np.int64)  # (batch, source_length)
         values = self.session.run(self._output_names, {self._input_names[0]: ids,
                                                        self._input_names[1]: np.array(lengths, dtype=np.int64)})
-        return dict(zip(self._roles, values))
+        return dict(zip(self._roles, values, strict=True))
 
     def _padded_like(self, role: str, value: np.ndarray, rows: int, source_length: int) -> np.ndarray:
         """An array for `rows` rows and `source_length` positions of an encoder output, filled with what the encoder

@@ -41,7 +41,7 @@ class DecodingStopped(Exception):
 class Generation:
     """See the module docstring. Created by `Seq2SeqModel.start`; a context manager that closes itself."""
 
-    def __init__(self, model: "Seq2SeqModel", items: list[PreparedInput], plan: DecodingPlan, *, events: bool,
+    def __init__(self, model: Seq2SeqModel, items: list[PreparedInput], plan: DecodingPlan, *, events: bool,
                  entropy: int | None = None):
         self.items, self.plan = items, plan
         self._vocab = model.bundle.target.vocab
@@ -57,7 +57,7 @@ class Generation:
             self._search = self._start(model, [items[i] for i in self._pending], events,
                                        plan.entropy() if entropy is None else entropy)
 
-    def _start(self, model: "Seq2SeqModel", items: list[PreparedInput], events: bool, entropy: int) -> Iterator:
+    def _start(self, model: Seq2SeqModel, items: list[PreparedInput], events: bool, entropy: int) -> Iterator:
         plan, strategy = self.plan, self.plan.strategy
         limits = [item.limits for item in items]
         states, statics = model.encoder.encode([item.ids for item in items])
@@ -135,7 +135,7 @@ class Generation:
             self._search = None
             self._stack.__exit__(DecodingStopped, DecodingStopped(), None)
 
-    def __enter__(self) -> "Generation":
+    def __enter__(self) -> Generation:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -145,7 +145,7 @@ class Generation:
         self._search = None
         self._stack.close()  # a clean finish: the runner's buffers are kept for reuse
         options = self.plan.options
-        for index, candidates in zip(self._pending, n_best):
+        for index, candidates in zip(self._pending, n_best, strict=True):
             item = self.items[index]
             self._results[index] = Result([hypothesis(c, item.tokens, len(item.ids), options, self._vocab)
                                            for c in candidates], item.unknown)

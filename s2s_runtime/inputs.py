@@ -61,7 +61,7 @@ class InputPreparer:
         ids = vocab.encode(tokens)
         unknown = 0
         if self._source_unk in ids:  # rare: count the symbols that map to unk without being the unk token itself
-            unknown = sum(1 for t, i in zip(tokens, ids) if i == self._source_unk and t != vocab.tokens[i])
+            unknown = sum(1 for t, i in zip(tokens, ids, strict=True) if i == self._source_unk and t != vocab.tokens[i])
         return tokens, ids + self._source_eos, unknown
 
     def target_ids(self, item: InputText, where: str) -> list[int]:

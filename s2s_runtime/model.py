@@ -32,8 +32,17 @@ from .results import Hypothesis, Result, StreamedToken, TokenScore
 from .runner import LOG_PROBS, ArrayBuffers, Runners, StepGraph
 from .sessions import DeviceError, SessionSettings, create_capture_session, create_sessions, cuda_works, parse_device
 
-__all__ = ["Seq2SeqModel", "load", "Result", "Hypothesis", "TokenScore", "StreamedToken", "PreparedInput",
-           "DecodingPlan", "check_streamable"]
+__all__ = [
+    "DecodingPlan",
+    "Hypothesis",
+    "PreparedInput",
+    "Result",
+    "Seq2SeqModel",
+    "StreamedToken",
+    "TokenScore",
+    "check_streamable",
+    "load",
+]
 
 log = logging.getLogger("s2s_runtime")
 
@@ -78,7 +87,7 @@ class Seq2SeqModel:
         spec = self.encoder.spec
         try:
             encoded = self.encoder.run([[highest["encoder"]]])
-        except Exception as error:  # onnxruntime's own exception types
+        except Exception as error:  # noqa: BLE001 (onnxruntime's own exception types)
             raise BundleError(f"{spec.path}: the graph fails on source id {highest['encoder']}, the highest of "
                               f"the source vocabulary ({str(error).strip()[:200]})") from None
         outputs = dict(encoded)
@@ -90,14 +99,17 @@ class Seq2SeqModel:
             buffers.set_previous(np.array([highest["decoder_step"]], dtype=np.int64))
             buffers.run(LOG_PROBS)
             log_probs = buffers.log_probs()
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 (onnxruntime's own exception types)
             raise BundleError(f"{spec.path}: the graph fails on target id {highest['decoder_step']}, the highest "
                               f"of the target vocabulary ({str(error).strip()[:200]})") from None
         outputs[roles.LOG_PROBS] = log_probs
         for role, value in outputs.items():
             graph = self.encoder.spec if role in encoded else self.step_graph.spec
             declared = graph.outputs[role].shape
-            for axis, (real, claimed) in enumerate(zip(value.shape, declared)):
+            if len(value.shape) != len(declared):
+                raise BundleError(f"{graph.path}: output {role!r} has {len(value.shape)} dimensions, manifest.json "
+                                  f"declares {len(declared)}")
+            for axis, (real, claimed) in enumerate(zip(value.shape, declared, strict=True)):
                 if isinstance(claimed, int) and real != claimed:
                     raise BundleError(f"{graph.path}: output {role!r} has size {real} on axis {axis}, manifest.json "
                                       f"declares {claimed}")
@@ -167,7 +179,7 @@ class Seq2SeqModel:
         items = as_input_list(inputs)
         prefixes = prefix_list(target_prefix, len(items))
         prepared = [self.prepare(item, plan, target_prefix=prefix, index=index)
-                    for index, (item, prefix) in enumerate(zip(items, prefixes))]
+                    for index, (item, prefix) in enumerate(zip(items, prefixes, strict=True))]
         return self.decode(prepared, plan, batching=batching)
 
     def plan(self, options: GenerationOptions) -> DecodingPlan:
@@ -233,7 +245,7 @@ class Seq2SeqModel:
         for batch in length_sorted_batches([len(item.ids) for item in items], batching.max_batch_size,
                                            batching.max_batch_tokens):
             generation = Generation(self, [items[i] for i in batch], plan, events=False, entropy=entropy)
-            for index, result in zip(batch, generation.run(stop)):
+            for index, result in zip(batch, generation.run(stop), strict=True):
                 results[index] = result
         return results  # type: ignore[return-value]
 
@@ -290,7 +302,7 @@ class Seq2SeqModel:
         results: list[TokenScore | None] = [None] * len(prepared)
         for batch in length_sorted_batches([len(p[1]) for p in prepared], max_batch_size):
             log_probs = self._forced_log_probs([prepared[i][1] for i in batch], [target_ids[i] for i in batch])
-            for i, row_log_probs in zip(batch, log_probs):
+            for i, row_log_probs in zip(batch, log_probs, strict=True):
                 tokens = self.bundle.target.vocab.decode_tokens(target_ids[i])
                 results[i] = TokenScore(tokens, target_ids[i], row_log_probs, float(sum(row_log_probs)))
         return results  # type: ignore[return-value]

@@ -48,7 +48,7 @@ class StepGraph:
     padding_bias: float | None  # the memory bias at padded source positions (attention models)
 
     @classmethod
-    def of(cls, session: Any, spec: GraphSpec, padding_bias: float | None = None) -> "StepGraph":
+    def of(cls, session: Any, spec: GraphSpec, padding_bias: float | None = None) -> StepGraph:
         state_roles = tuple(role for role in spec.outputs if roles.is_state(role))
         return cls(session, spec, state_roles, {role: io.batch_axis for role, io in spec.inputs.items()},
                    padding_bias)
@@ -162,7 +162,7 @@ class ArrayBuffers:
         outputs = self.graph.session.run(self._names[reads], feeds)
         count = 1 if reads == LOG_PROBS else 2
         self._first = outputs[:count]
-        self.states = dict(zip(self.graph.state_roles, outputs[count:count + len(self.graph.state_roles)]))
+        self.states = dict(zip(self.graph.state_roles, outputs[count:count + len(self.graph.state_roles)], strict=True))
         self._attention = outputs[-1] if self._with_attention and reads != CHOICE else None
         if reads == CHOICE:
             self._previous = self._first[0].reshape(-1)  # (rows,): the top-1 ids are (rows, 1)

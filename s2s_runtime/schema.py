@@ -151,7 +151,7 @@ class Manifest:
         return data
 
     @classmethod
-    def parse(cls, data: object) -> "Manifest":
+    def parse(cls, data: object) -> Manifest:
         """Validate a manifest's structure, upgrading older revisions; BundleError naming the key at fault."""
         data = upgrade(_object(data, "the manifest"))
         known = {"format_version", "config", "parameters", "source", "target", "decoding", "limits", "graphs",
@@ -243,7 +243,7 @@ def _object(value: object, what: str) -> dict:
 
 def _get(mapping: dict, key: str, where: str, kind: type | tuple) -> Any:
     if key not in mapping:
-        raise _fail(f"missing {'required key ' if not where else where}{key!r}")
+        raise _fail(f"missing {where if where else 'required key '}{key!r}")
     value = mapping[key]
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise _fail(f"{where}{key!r} has the wrong type ({type(value).__name__})")

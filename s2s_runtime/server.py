@@ -300,12 +300,12 @@ def create_app(model: Seq2SeqModel, batcher_config: BatcherConfig = BatcherConfi
             try:
                 tokens = batcher.stream(inputs[0], target_prefix=prefixes[0] if prefixes else None,
                                         options=options, timeout=timeout)
-            except Exception as problem:
+            except Exception as problem:  # noqa: BLE001 (every error is answered: http_error maps it)
                 raise http_error(problem) from None
             return StreamingResponse(events(tokens, started), media_type="text/event-stream"), None
         try:
             futures = batcher.submit_many(inputs, target_prefixes=prefixes, options=options, timeout=timeout)
-        except Exception as problem:
+        except Exception as problem:  # noqa: BLE001 (every error is answered: http_error maps it)
             raise http_error(problem) from None
         waiting = asyncio.ensure_future(asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
         disconnected = asyncio.ensure_future(_disconnect(request))
@@ -325,7 +325,7 @@ def create_app(model: Seq2SeqModel, batcher_config: BatcherConfig = BatcherConfi
             results = waiting.result()
         except CancelledError:
             return Response(status_code=499), "cancelled"
-        except Exception as problem:
+        except Exception as problem:  # noqa: BLE001 (every error is answered: http_error maps it)
             for future in futures:
                 future.cancel()
             raise http_error(problem) from None
@@ -345,7 +345,7 @@ def create_app(model: Seq2SeqModel, batcher_config: BatcherConfig = BatcherConfi
         except (asyncio.CancelledError, GeneratorExit):
             outcome = "cancelled"
             raise
-        except Exception as problem:
+        except Exception as problem:  # noqa: BLE001 (every error is answered and counted)
             error = http_error(problem)
             outcome = error.outcome if not isinstance(problem, CancelledError) else "cancelled"
             body = {"type": error.kind if not isinstance(problem, CancelledError) else "cancelled",
@@ -553,7 +553,7 @@ class BackgroundServer:
         self.thread = threading.Thread(target=self.server.run, name="s2s-server", daemon=True)
         self.host = host
 
-    def __enter__(self) -> "BackgroundServer":
+    def __enter__(self) -> BackgroundServer:
         self.thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started:

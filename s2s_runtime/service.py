@@ -166,7 +166,7 @@ class TokenStream:
     def close(self) -> None:
         self.future.cancel()
 
-    def _next(self) -> StreamedToken | None | object:
+    def _next(self) -> StreamedToken | object | None:
         """Under the lock: the next token, None at the end, _PENDING if none yet; raises the request's error once
         no token is left."""
         if self._tokens:
@@ -364,7 +364,7 @@ class Batcher:
         for request in leftovers:  # a worker that could not finish (or died): nobody is left unanswered
             self._fail(request, BatcherClosed("the batcher closed before this request was answered"))
 
-    def __enter__(self) -> "Batcher":
+    def __enter__(self) -> Batcher:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -522,7 +522,7 @@ class Batcher:
             for request in batch:
                 self._fail(request, self._stopped(request))
             return
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 (a batch's failure, whatever it is, fails only its requests)
             if len(batch) > 1:  # find whose input it is: each alone, so the error reaches only its own caller
                 log.warning("a batch of %d failed (%s: %s); decoding its inputs one by one", len(batch),
                             type(error).__name__, error)
@@ -531,7 +531,7 @@ class Batcher:
                 return
             self._fail(batch[0], _as_request_error(error))
             return
-        for request, result in zip(batch, results):
+        for request, result in zip(batch, results, strict=True):
             if request.future.abandoned:
                 self._fail(request, CancelledError())
             else:
@@ -549,7 +549,7 @@ class Batcher:
                 tokens += 1
         except DecodingStopped:
             self._fail(request, self._stopped(request))
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 (any failure becomes this request's answer)
             self._fail(request, _as_request_error(error))
         else:
             self._answer(request, None)

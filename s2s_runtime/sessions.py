@@ -125,7 +125,7 @@ def cuda_works(device_id: int) -> tuple[bool, str]:
     return False, "CUDAExecutionProvider is listed but did not load (CUDA/cuDNN libraries or GPU missing)"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _probe_cuda(device_id: int) -> bool:
     """Probed once per process and device with a tiny graph — never with a bundle's own graphs: a float16 graph
     that falls back to the CPU can crash onnxruntime."""
@@ -142,7 +142,7 @@ def create_capture_session(graph: GraphSpec, device_id: int, settings: SessionSe
     providers = [(CUDA, {"device_id": device_id, "enable_cuda_graph": "1"})]
     try:
         session = _from_bytes(graph.read(), settings, providers)
-    except Exception as error:  # onnxruntime's own exception types
+    except Exception as error:  # noqa: BLE001 (onnxruntime's own exception types)
         log.warning("s2s_runtime: CUDA graph capture is off, onnxruntime refused it: %s", str(error).strip()[:300])
         return None
     if session.get_providers()[0] != CUDA:  # onnxruntime falls back to the CPU silently when CUDA does not load
@@ -160,7 +160,7 @@ def _session(graph: GraphSpec, providers: list, settings: SessionSettings) -> An
         session = _from_bytes(graph.read(), settings, providers)
     except BundleError:
         raise
-    except Exception as error:  # onnxruntime raises its own exception types for unreadable models
+    except Exception as error:  # noqa: BLE001 (onnxruntime raises its own types for unreadable models)
         message = str(error).strip()
         hint = " (it keeps tensors in external data files, which bundles do not allow)" \
             if "external data" in message.lower() else ""
@@ -195,7 +195,7 @@ def check_graph_io(graph: GraphSpec, session: Any) -> None:
             if dtype != spec.dtype or len(arg.shape) != len(spec.shape):
                 raise BundleError(f"{graph.path}: {direction[:-1]} {name!r} is {dtype} of rank {len(arg.shape)}, "
                                   f"manifest.json declares {spec.dtype} of rank {len(spec.shape)}")
-            for axis, (real, claimed) in enumerate(zip(arg.shape, spec.shape)):
+            for axis, (real, claimed) in enumerate(zip(arg.shape, spec.shape, strict=True)):
                 if isinstance(real, int) and isinstance(claimed, int) and real != claimed:
                     raise BundleError(f"{graph.path}: {direction[:-1]} {name!r} has size {real} on axis {axis}, "
                                       f"manifest.json declares {claimed}")

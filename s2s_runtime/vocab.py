@@ -112,7 +112,7 @@ class Vocab:
         Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
 
     @classmethod
-    def from_dict(cls, data: object, *, origin: str = "vocabulary") -> "Vocab":
+    def from_dict(cls, data: object, *, origin: str = "vocabulary") -> Vocab:
         if not isinstance(data, dict):
             raise VocabError(f"{origin}: expected a JSON object with 'tokens', 'specials' and 'tokenizer'")
         unknown = set(data) - {"tokens", "specials", "tokenizer"}
@@ -124,7 +124,7 @@ class Vocab:
         return cls(data["tokens"], data["specials"], data["tokenizer"], origin=origin)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Vocab":
+    def load(cls, path: str | Path) -> Vocab:
         path = Path(path)
         return cls.from_dict(read_json(path, VocabError), origin=str(path))
 
@@ -137,7 +137,7 @@ class Vocab:
         *,
         min_frequency: int = 1,
         origin: str = "vocabulary",
-    ) -> "Vocab":
+    ) -> Vocab:
         """Build from training texts: the requested special roles first, then tokens seen ≥ min_frequency times,
         most frequent first (ties alphabetical, so the result is deterministic).
 

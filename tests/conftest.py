@@ -12,13 +12,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from s2s_export.bundle_export import ExportOptions, export_bundle  # noqa: E402
-from s2s_export.checkpoint import Checkpoint, save_checkpoint  # noqa: E402
-from s2s_export.config import Seq2SeqConfig  # noqa: E402
-from s2s_export.data import task_pairs  # noqa: E402
-from s2s_export.model import Seq2Seq  # noqa: E402
-import s2s_runtime  # noqa: E402
-from s2s_runtime.vocab import Vocab  # noqa: E402
+from s2s_export.bundle_export import ExportOptions, export_bundle
+from s2s_export.checkpoint import Checkpoint, save_checkpoint
+from s2s_export.config import Seq2SeqConfig
+from s2s_export.data import task_pairs
+from s2s_export.model import Seq2Seq
+
+import s2s_runtime
+from s2s_runtime.vocab import Vocab
 
 torch.set_num_threads(1)
 

@@ -8,6 +8,7 @@ pytest.importorskip("matplotlib")  # the bench extra: every bench command writes
 pytest.importorskip("tqdm")
 
 from s2s_bench.latency import decoder_flops_per_token, encoder_flops_per_source_token
+
 from s2s_runtime.cli import main
 
 

@@ -1,12 +1,12 @@
 """The built-in g2p-en bundle shipped inside the package (runtime only)."""
 
 import pytest
-
-import s2s_runtime
 from s2s_export.evaluate import evaluate_bundle
 from s2s_export.ship import MAX_BUNDLE_BYTES, evaluation_sample
-from s2s_runtime.bundle import BUILTIN_DIR
+
+import s2s_runtime
 from s2s_runtime import Batcher, BatcherConfig
+from s2s_runtime.bundle import BUILTIN_DIR
 from s2s_runtime.cli import main
 
 
@@ -64,5 +64,5 @@ def test_mixed_concurrent_traffic_never_changes_an_answer(g2p):
             return batcher.submit(word, **kinds[kind]).result(timeout=120).ids
         with ThreadPoolExecutor(32) as pool:
             answers = list(pool.map(run, jobs))
-    differing = [job for job, answer in zip(jobs, answers) if answer != alone[job]]
+    differing = [job for job, answer in zip(jobs, answers, strict=True) if answer != alone[job]]
     assert not differing, f"{len(differing)} of {len(jobs)} answers depend on their batch: {differing[:5]}"

@@ -10,9 +10,9 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import bound_runner, drive, random_sources
 
 import s2s_runtime
-from conftest import bound_runner, drive, random_sources
 from s2s_runtime.capture import GraphCapture, row_bucket, source_bucket
 from s2s_runtime.device import DeviceGather
 from s2s_runtime.runner import StepRunner
@@ -50,7 +50,7 @@ def test_captured_runner_equals_the_bound_runner(model, with_attention):
     got = drive(runner)
     runner.release()
     assert [a.shape for a in got] == [b.shape for b in expected]
-    for a, b in zip(got, expected):
+    for a, b in zip(got, expected, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
@@ -65,7 +65,7 @@ def test_captured_greedy_chain_equals_the_bound_runner(model):
                 runner_.select(np.array([2, 0]))
             runner_.trace.append(tuple(np.array(v) for v in runner_.greedy_step()))
     runner.release()
-    for (ids_a, lp_a), (ids_b, lp_b) in zip(runner.trace, reference.trace):
+    for (ids_a, lp_a), (ids_b, lp_b) in zip(runner.trace, reference.trace, strict=True):
         np.testing.assert_array_equal(ids_a, ids_b)
         np.testing.assert_allclose(lp_a, lp_b, rtol=1e-5, atol=1e-6)
 

@@ -2,11 +2,11 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
-
 from conftest import TARGET_VOCAB, random_checkpoint
 from s2s_export.checkpoint import CheckpointError, expected_tensors, load_checkpoint, save_checkpoint
 from s2s_export.config import ConfigError
+from safetensors.torch import load_file, save_file
+
 from s2s_runtime.vocab import Vocab, VocabError
 
 
@@ -47,10 +47,10 @@ def test_tensor_shape_mismatch_names_the_tensor(saved):
 def test_missing_and_unexpected_tensors(saved):
     state = load_file(saved / "model.safetensors")
     save_file({k: v for k, v in state.items() if k != "encoder.rnn.weight_hh_l0"}, saved / "model.safetensors")
-    with pytest.raises(CheckpointError, match="missing tensor 'encoder.rnn.weight_hh_l0'"):
+    with pytest.raises(CheckpointError, match=r"missing tensor 'encoder\.rnn\.weight_hh_l0'"):
         load_checkpoint(saved)
     save_file({**state, "extra.weight": torch.zeros(1)}, saved / "model.safetensors")
-    with pytest.raises(CheckpointError, match="unexpected tensor 'extra.weight'"):
+    with pytest.raises(CheckpointError, match=r"unexpected tensor 'extra\.weight'"):
         load_checkpoint(saved)
 
 

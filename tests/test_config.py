@@ -2,7 +2,6 @@ import dataclasses
 import json
 
 import pytest
-
 from s2s_export.config import ConfigError, Seq2SeqConfig, TrainConfig
 
 BASE = dict(source_vocab_size=10, target_vocab_size=12)

@@ -1,9 +1,16 @@
 import datetime
 
 import pytest
+from s2s_export.data import (
+    DataError,
+    bucketed_batches,
+    cmudict_pairs,
+    cmudict_split_of,
+    encode_pairs,
+    read_pairs,
+    task_pairs,
+)
 
-from s2s_export.data import (DataError, bucketed_batches, cmudict_pairs, cmudict_split_of, encode_pairs, read_pairs,
-                             task_pairs)
 from s2s_runtime.vocab import Vocab
 
 

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
-
-import s2s_runtime
 from conftest import array_runner, bound_runner, cpu_ortvalue_device, drive, random_sources
 from s2s_export.runtime_graphs import GRAPHS_DIR, runtime_graph_files
+
+import s2s_runtime
 from s2s_runtime.runner import StepRunner
 
 
@@ -19,7 +19,7 @@ def test_bound_runners_equal_the_plain_runner(model, with_attention):
     on_device = drive(bound_runner(graph, states, statics, with_attention, device=device))
     for got in (host, on_device):
         assert len(got) == len(expected)
-        for a, b in zip(got, expected):
+        for a, b in zip(got, expected, strict=True):
             np.testing.assert_array_equal(a, b)
 
 

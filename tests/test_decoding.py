@@ -1,14 +1,24 @@
 """Beam search, sampling, constraints, streaming, scoring and attention through the runtime, against PyTorch."""
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
 import torch
+from conftest import (
+    EXTRA_OPTIONS,
+    GRID,
+    SOURCE_VOCAB,
+    TARGET_VOCAB,
+    grid_id,
+    random_checkpoint,
+    random_sources,
+    write_bundle,
+)
 from scipy.stats import chisquare
 
 import s2s_runtime
-from conftest import EXTRA_OPTIONS, GRID, SOURCE_VOCAB, TARGET_VOCAB, grid_id, random_checkpoint, random_sources, write_bundle
 from s2s_runtime import GenerationOptions
 
 START, EOS = TARGET_VOCAB.id_of("bos"), TARGET_VOCAB.id_of("eos")
@@ -52,7 +62,7 @@ def test_beam_search_equals_pytorch_reference(tmp_path, options):
     model = s2s_runtime.load(write_bundle(checkpoint, tmp_path), device="cpu")
     sources = random_sources(5, seed=4, high=6)
     results = model.generate(sources, strategy="beam", beam_size=3, num_hypotheses=3, max_length=8)
-    for source, result in zip(sources, results):
+    for source, result in zip(sources, results, strict=True):
         expected = torch_beam(checkpoint.model, source, 3, 8, 3)
         assert [h.ids for h in result.hypotheses] == [e[0] for e in expected]
         assert [h.score for h in result.hypotheses] == pytest.approx([e[1] for e in expected], abs=1e-4)
@@ -98,7 +108,7 @@ def test_coverage_penalty_reranks_the_beam_by_the_gnmt_formula(attention_model):
     covered = model.generate(sources, coverage_penalty=2.0, return_attention=True, **options)
     hidden = model.generate(sources, coverage_penalty=2.0, **options)
     reordered = 0
-    for source, without, result, unreturned in zip(sources, plain, covered, hidden):
+    for source, without, result, unreturned in zip(sources, plain, covered, hidden, strict=True):
         assert sorted(map(tuple, (h.ids for h in result.hypotheses))) == \
             sorted(map(tuple, (h.ids for h in without.hypotheses)))
         for h in result.hypotheses:
@@ -123,7 +133,7 @@ def test_alternatives_are_the_best_tokens_after_the_prefix_continued_greedily(at
     sources, prefixes = ["abcd", "hij", "jjab"], ["ba", None, "c"]
     results = model.generate(sources, target_prefix=prefixes, strategy="alternatives", num_hypotheses=3,
                              max_length=8)
-    for source, prefix, result in zip(sources, prefixes, results):
+    for source, prefix, result in zip(sources, prefixes, results, strict=True):
         prefix_tokens = list(prefix or "")
         branch = len(prefix_tokens)
         assert len(result.hypotheses) == 3
@@ -157,7 +167,7 @@ def test_top_k_never_leaves_the_k_most_likely(attention_model):
     checkpoint, model = attention_model
     sources = random_sources(6, seed=3)
     results = model.generate(sources, strategy="sample", seed=1, top_k=2, temperature=1.5, max_length=8)
-    for source, result in zip(sources, results):
+    for source, result in zip(sources, results, strict=True):
         ids = SOURCE_VOCAB.encode(source)
         targets = result.ids + ([EOS] if result.finished else [])
         with torch.no_grad():
@@ -189,7 +199,7 @@ def test_score_of_the_greedy_output_equals_its_score(reverse_model, attention_mo
     sources = ["hello", "abc", "runtime", "x", "seq"]
     results = trained.generate(sources)
     scored = trained.score(sources, [r.tokens for r in results], max_batch_size=2)
-    for result, scores in zip(results, scored):
+    for result, scores in zip(results, scored, strict=True):
         assert result.finished and scores.ids == result.ids and len(scores.log_probs) == len(result.ids) + 1
         assert scores.score == pytest.approx(result.score, abs=1e-4)
     _, untrained = attention_model  # hits the length limit: its score has no eos term
@@ -230,7 +240,7 @@ def test_constraints_through_the_runtime(attention_model):
                                  repetition_penalty=1.3):
         assert 5 <= len(result.ids) <= 9
         assert TARGET_VOCAB.encode("a")[0] not in result.ids and 5 not in result.ids
-        bigrams = list(zip(result.ids, result.ids[1:]))
+        bigrams = list(itertools.pairwise(result.ids))
         assert len(bigrams) == len(set(bigrams))
     assert all(len(r.ids) <= 3 for r in model.generate(random_sources(4), max_length_ratio=0.5, max_length=3))
 

@@ -3,13 +3,13 @@ import json
 import numpy as np
 import onnx
 import pytest
-import torch
-from onnx import numpy_helper
-
 import s2s_export.bundle_export as bundle_export
+import torch
 from conftest import EXTRA_OPTIONS, GRID, SOURCE_VOCAB, grid_id, random_checkpoint, random_sources, write_bundle
+from onnx import numpy_helper
 from s2s_export.onnx_graphs import build_decoder_step, build_encoder
 from s2s_export.parity import ParityError, check_parity, session
+
 from s2s_runtime import roles
 from s2s_runtime.bundle import sha256_of
 
@@ -50,10 +50,10 @@ def encode_both(checkpoint, sources):
         expected = {k: v.numpy() for k, v in checkpoint.model.encode(torch.from_numpy(ids),
                                                                      torch.from_numpy(lengths)).items()}
     got = dict(zip([o.role for o in encoder.outputs], session(encoder).run(None, {"source_ids": ids,
-                                                                                   "source_lengths": lengths})))
+                                                                                   "source_lengths": lengths}), strict=True))
     controls = {roles.PREVIOUS_IDS: np.full(len(sources), 2), roles.TOP_K: np.array([3])}
     feeds = {io.name: controls[io.role] if io.role in controls else got[io.role] for io in decoder.inputs}
-    step = dict(zip([o.role for o in decoder.outputs], session(decoder).run(None, feeds)))
+    step = dict(zip([o.role for o in decoder.outputs], session(decoder).run(None, feeds), strict=True))
     return expected, got, step
 
 
@@ -81,7 +81,7 @@ def test_padding_never_leaks_into_states(options):
     alone = encode_both(checkpoint, [short])
     mixed = encode_both(checkpoint, [SOURCE_VOCAB.encode("jihgfedcbajihgfedcba"), short,
                                      SOURCE_VOCAB.encode("abcdefghijabcdefghijabcdefghij")])
-    for alone_values, mixed_values in zip(alone, mixed):  # PyTorch encoder, ONNX encoder, ONNX step
+    for alone_values, mixed_values in zip(alone, mixed, strict=True):  # PyTorch encoder, ONNX encoder, ONNX step
         a, m = row_view(alone_values, 0, len(short)), row_view(mixed_values, 1, len(short))
         for role in a:
             np.testing.assert_allclose(m[role], a[role], atol=1e-6, err_msg=role)
@@ -159,8 +159,9 @@ def test_graphs_are_valid_onnx_with_dynamic_batch_and_length(tmp_path):
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_plain_and_optimized_graphs_generate_identically(tmp_path, cell):
-    import s2s_runtime
     from s2s_export.bundle_export import ExportOptions
+
+    import s2s_runtime
 
     checkpoint = random_checkpoint(8, cell=cell, attention="general", input_feeding=True, num_layers=2,
                                    hidden_size=16, bidirectional=True, bridge="linear")
@@ -195,8 +196,9 @@ def scan_body(bundle) -> onnx.GraphProto:
 
 
 def test_int8_and_fp16_exports_report_their_quality(tmp_path):
-    import s2s_runtime
     from s2s_export.bundle_export import ExportOptions
+
+    import s2s_runtime
 
     checkpoint = random_checkpoint(8, attention="general", hidden_size=32)
     int8 = export_bundle_with(checkpoint, tmp_path / "int8", ExportOptions(precision="int8", validation_size=16))
@@ -213,7 +215,7 @@ def test_int8_and_fp16_exports_report_their_quality(tmp_path):
     onnx.checker.check_model(decoder, full_check=True)
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in decoder.graph.initializer)
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in scan_body(fp16).initializer)
-    with pytest.raises(s2s_runtime.DeviceError, match="float16 .* runs on CUDA only"):
+    with pytest.raises(s2s_runtime.DeviceError, match=r"float16 .* runs on CUDA only"):
         s2s_runtime.load(fp16, device="cpu")
 
 
@@ -225,9 +227,10 @@ def test_int8_and_fp16_exports_report_their_quality(tmp_path):
 def test_int8_is_batch_independent_and_quantizes_every_weight_matmul(tmp_path, options):
     """An input decoded alone and inside batches of other inputs gives the same output in int8, as in fp32:
     activations are quantized with scales fixed at export, never per batch."""
-    import s2s_runtime
     from s2s_export.bundle_export import ExportOptions
     from s2s_export.quantize import weight_matmuls
+
+    import s2s_runtime
 
     checkpoint = random_checkpoint(8, **options)
     int8 = export_bundle_with(checkpoint, tmp_path / "int8", ExportOptions(precision="int8", validation_size=32))

@@ -1,6 +1,5 @@
 import pytest
 import torch
-
 from conftest import random_checkpoint
 
 

@@ -1,8 +1,9 @@
 """What a wheel carries: every package and data file the runtime needs, and one version everywhere. CI also builds
 the wheel and runs the quickstart from a fresh environment (.ci/run); these checks fail sooner and locally."""
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 import s2s_runtime
 from s2s_runtime.cli import main

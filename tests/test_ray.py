@@ -12,13 +12,14 @@ import pytest
 ray = pytest.importorskip("ray")  # the ray extra
 httpx = pytest.importorskip("httpx")
 
-import s2s_runtime  # noqa: E402
-import s2s_runtime.ray as s2s_ray  # noqa: E402
-from conftest import random_sources  # noqa: E402
-from s2s_runtime.bulk import BulkJob, run  # noqa: E402
-from s2s_runtime.ray.serving import HAPROXY_INGRESS, ReplicaConfig, start_ray  # noqa: E402
-from s2s_runtime.server import BackgroundServer, ServerConfig, create_app  # noqa: E402
-from s2s_runtime.service import BatcherConfig  # noqa: E402
+from conftest import random_sources
+
+import s2s_runtime
+import s2s_runtime.ray as s2s_ray
+from s2s_runtime.bulk import BulkJob, run
+from s2s_runtime.ray.serving import HAPROXY_INGRESS, ReplicaConfig, start_ray
+from s2s_runtime.server import BackgroundServer, ServerConfig, create_app
+from s2s_runtime.service import BatcherConfig
 
 PORT = 18765
 BATCHER = BatcherConfig(max_batch_size=16, max_wait_ms=2)
@@ -73,7 +74,7 @@ def test_bulk_on_ray_writes_the_same_file_as_local_workers(cluster, small_bundle
         progress=False)
     expected = [json.loads(line) for line in local.read_text().splitlines()]
     got = [json.loads(line) for line in on_ray.read_text().splitlines()]
-    scores = [(row.pop("score"), reference.pop("score")) for row, reference in zip(got, expected)]
+    scores = [(row.pop("score"), reference.pop("score")) for row, reference in zip(got, expected, strict=True)]
     assert got == expected  # every row once, in order, the same tokens and errors
     # fp32 scores move in the last bits with the batch onnxruntime computes a row in (Ray Data cuts its own batches)
     assert all(a == b or abs(a - b) <= 1e-5 for a, b in scores)
@@ -115,7 +116,7 @@ def test_serve_application_answers_exactly_like_s2s_serve(cluster, small_bundle)
     got = answers(url, requests)
     assert [status for status, _ in got] == [status for status, _ in expected]
     assert sum(status == 400 for status, _ in got) == 1
-    for (_, body), (_, reference_body), request in zip(got, expected, requests):
+    for (_, body), (_, reference_body), request in zip(got, expected, requests, strict=True):
         if request.get("stream"):
             assert body == reference_body  # the same events, token by token
         else:

@@ -1,10 +1,12 @@
+import itertools
+
 import numpy as np
 import pytest
 import torch
-
-import s2s_runtime
 from conftest import EXTRA_OPTIONS, GRID, SOURCE_VOCAB, grid_id, random_checkpoint, random_sources, write_bundle
 from s2s_export.train import max_target_length
+
+import s2s_runtime
 from s2s_runtime import GenerationOptions
 
 RUNTIME_GRID = GRID[::4] + EXTRA_OPTIONS  # every option value still appears (the full grid runs in test_export)
@@ -35,7 +37,7 @@ def test_runtime_greedy_equals_pytorch(tmp_path, options):
 def test_score_is_the_sum_of_pytorch_log_probs(tmp_path):
     checkpoint = random_checkpoint(9, attention="general", hidden_size=16, cell="lstm")
     model = s2s_runtime.load(write_bundle(checkpoint, tmp_path), device="cpu")
-    for source, result in zip(["abc", "jjjab"], model.generate(["abc", "jjjab"], max_length=6)):
+    for source, result in zip(["abc", "jjjab"], model.generate(["abc", "jjjab"], max_length=6), strict=True):
         ids = SOURCE_VOCAB.encode(source)
         targets = result.ids + ([3] if result.finished else [])
         with torch.no_grad():
@@ -73,13 +75,13 @@ def test_large_mixed_batches_are_encoded_in_length_groups_exactly(small_bundle, 
     grouped = model.encoder.encode(ids)
     # 75 rows in groups cut in length order where the length changes, once they hold ENCODER_GROUP_ROWS = 32 rows ...
     groups = list(calls)
-    assert sorted(sum(groups, [])) == sorted(map(len, ids))
+    assert sorted(itertools.chain.from_iterable(groups)) == sorted(map(len, ids))
     assert all(len(g) >= 32 for g in groups[:-1]) and len(groups) == 3
-    assert all(a[-1] < b[0] for a, b in zip(groups, groups[1:]))  # no length split between two groups
+    assert all(a[-1] < b[0] for a, b in itertools.pairwise(groups))  # no length split between two groups
     monkeypatch.setattr(encoding_module, "GROUP_ROWS", 1000)
     whole = model.encoder.encode(ids)
     assert calls[len(groups):] == [sorted(map(len, ids))]  # ... against one call
-    for got, expected in zip(grouped, whole):
+    for got, expected in zip(grouped, whole, strict=True):
         assert got.keys() == expected.keys()
         for role in got:
             np.testing.assert_array_equal(got[role], expected[role], err_msg=role)

@@ -12,7 +12,7 @@ from s2s_runtime.bundle import sha256_of
 from s2s_runtime.schema import FORMAT_VERSION, Manifest
 
 onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper  # noqa: E402
+from onnx import TensorProto, helper
 
 
 def test_parse_and_write_round_trip(small_bundle):

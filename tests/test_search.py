@@ -75,7 +75,7 @@ def table_step(tables):
     """Log-probs that depend only on (row id kept in statics, step), so compaction bugs show."""
     def step(previous, states, statics):
         rows, t = statics["rows"], states["t"]
-        log_probs = np.stack([tables[r][min(int(k), len(tables[r]) - 1)] for r, k in zip(rows, t)])
+        log_probs = np.stack([tables[r][min(int(k), len(tables[r]) - 1)] for r, k in zip(rows, t, strict=True)])
         return log_probs, {"t": t + 1}
     return step
 
@@ -149,7 +149,7 @@ def test_greedy_in_graph_equals_the_stepwise_search_and_the_reference(rows):
 
     fast = run(greedy_in_graph(runner(FakeSelectingRunner), start_id=START, eos_id=EOS, limits=limits))
     stepwise = greedy_or_sample(runner(FakeSelectingRunner), limits, GenerationOptions())
-    for (table, max_length), a, b in zip(rows, fast, stepwise):
+    for (table, max_length), a, b in zip(rows, fast, stepwise, strict=True):
         ids, score, finished = reference_greedy(table, max_length)
         assert a.ids == b.ids == ids and a.finished == b.finished == finished
         assert abs(a.score - score) < 1e-9 and abs(b.score - score) < 1e-9
@@ -201,7 +201,7 @@ def test_alternatives_equal_a_row_by_row_reference(seed, inputs, count):
     runner = FakeRunner(history_step(seed), {"h": start_states}, {})
     runner.select(np.repeat(np.arange(len(inputs)), count))  # each input count times, as the strategy wants
     results = search(runner, limits, GenerationOptions(strategy="alternatives", num_hypotheses=count))
-    for (prefix, extra), start_state, alternatives in zip(inputs, start_states, results):
+    for (prefix, extra), start_state, alternatives in zip(inputs, start_states, results, strict=True):
         expected = [reference_alternative(seed, start_state, prefix, rank, len(prefix) + extra)
                     for rank in range(count)]
         assert [(c.ids, c.finished) for c in alternatives] == [(ids, done) for ids, _, done in expected]

@@ -7,9 +7,9 @@ import time
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 
 import pytest
+from conftest import Wrapped, random_sources, slowed, wait_until
 
 import s2s_runtime
-from conftest import Wrapped, random_sources, slowed, wait_until
 from s2s_runtime import BatcherClosed, BatcherConfig, Overloaded, RequestTimeout
 from s2s_runtime.service import Batcher
 

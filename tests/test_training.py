@@ -3,12 +3,10 @@ import os
 
 import pytest
 import torch
-
 from s2s_export.checkpoint import load_checkpoint
-from s2s_export.config import TrainConfig
+from s2s_export.config import Seq2SeqConfig, TrainConfig
 from s2s_export.data import task_pairs
 from s2s_export.metrics import score_predictions
-from s2s_export.config import Seq2SeqConfig
 from s2s_export.model import Seq2Seq
 from s2s_export.train import evaluate, train, training_threads
 

@@ -9,5 +9,14 @@ from .hypotheses import Candidate, RowLimits, StepEvent
 from .processors import LogitsProcessor, Processors
 from .strategy import DecoderRunner, SearchTask, Strategy, register
 
-__all__ = ["Candidate", "RowLimits", "StepEvent", "LogitsProcessor", "Processors", "DecoderRunner", "SearchTask",
-           "Strategy", "register"]
+__all__ = [
+           "Candidate",
+           "DecoderRunner",
+           "LogitsProcessor",
+           "Processors",
+           "RowLimits",
+           "SearchTask",
+           "StepEvent",
+           "Strategy",
+           "register",
+]

@@ -6,8 +6,8 @@ import numpy as np
 
 from ..config import GenerationOptions
 from .hypotheses import Candidate, RowLimits, Rows, StepEvent
-from .ranking import ranked
 from .processors import Processors
+from .ranking import ranked
 from .strategy import DecoderRunner, Search, SearchTask, Strategy, register
 
 
@@ -97,7 +97,7 @@ def beam_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: li
         grows = visited & ~is_eos & ~at_limit
         active_inputs = np.zeros(inputs, dtype=bool)
         active_inputs[row_input] = True
-        for index, position in zip(*np.nonzero(ends | stops)):
+        for index, position in zip(*np.nonzero(ends | stops), strict=True):
             if not active_inputs[index]:
                 continue
             row = parent[index, position]
@@ -127,4 +127,4 @@ def beam_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: li
         row_input, previous = child_input, new_tokens.astype(np.int64)
         yield StepEvent(row_input, new_tokens, rows.scores, np.zeros(len(new_tokens), dtype=bool))
     lengths = source_lengths or [None] * inputs
-    return [ranked(f, options, length)[:options.num_hypotheses] for f, length in zip(finished, lengths)]
+    return [ranked(f, options, length)[:options.num_hypotheses] for f, length in zip(finished, lengths, strict=True)]

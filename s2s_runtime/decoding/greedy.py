@@ -82,7 +82,7 @@ def greedy_in_graph(runner: DecoderRunner, *, start_id: int, eos_id: int, limits
     totals = np.cumsum(log_probs[:step + 1], axis=0)[np.where(finished, lengths, lengths - 1), np.arange(count)]
     per_row = ids[:step + 1].T.tolist()  # plain lists, sliced below: cheaper than a numpy slice per row
     return [Candidate(row_ids[:length], total, done)
-            for row_ids, length, total, done in zip(per_row, lengths.tolist(), totals.tolist(), finished.tolist())]
+            for row_ids, length, total, done in zip(per_row, lengths.tolist(), totals.tolist(), finished.tolist(), strict=True)]
 
 
 def greedy_one_row(runner: DecoderRunner, start_id: int, eos_id: int, max_length: int) -> Search:

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
-
 @dataclass
 class Candidate:
     """One finished (or length-limited) hypothesis."""
@@ -43,7 +42,7 @@ class Rows:
     max_lengths: np.ndarray
 
     @classmethod
-    def start(cls, limits: list[RowLimits]) -> "Rows":
+    def start(cls, limits: list[RowLimits]) -> Rows:
         count = len(limits)
         longest_prefix = max((len(lim.prefix) for lim in limits), default=0)
         prefix = np.zeros((count, max(longest_prefix, 1)), dtype=np.int64)
@@ -54,11 +53,11 @@ class Rows:
                    np.array([len(lim.prefix) for lim in limits]), np.array([lim.min_length for lim in limits]),
                    np.array([lim.max_length for lim in limits]))
 
-    def take(self, rows: np.ndarray) -> "Rows":
+    def take(self, rows: np.ndarray) -> Rows:
         return Rows(*(getattr(self, f)[rows] for f in self.__dataclass_fields__))
 
     def histories(self) -> list[list[int]]:
-        return [row[:n].tolist() for row, n in zip(self.ids, self.lengths)]
+        return [row[:n].tolist() for row, n in zip(self.ids, self.lengths, strict=True)]
 
     def forced(self) -> tuple[np.ndarray, np.ndarray]:
         """Which rows are still inside their forced prefix, and the token each such row must take."""

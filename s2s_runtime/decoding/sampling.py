@@ -31,7 +31,7 @@ class Sampling(Strategy):
         limits = [task.limits[i] for i in rows]
         rngs = [np.random.default_rng(np.random.SeedSequence([task.entropy, row % copies, len(task.sources[i]),
                                                               *task.sources[i], len(lim.prefix), *lim.prefix]))
-                for row, (i, lim) in enumerate(zip(rows, limits))]
+                for row, (i, lim) in enumerate(zip(rows, limits, strict=True))]
         candidates = yield from stepwise_search(runner, start_id=task.start_id, eos_id=task.eos_id, limits=limits,
                                                 processors=task.processors, choose=sampler(rngs, self.options),
                                                 collect_attention=task.collect_attention)

@@ -12,4 +12,4 @@ Example:
 from .predictor import Predictor
 from .serving import ReplicaConfig, app, build_app
 
-__all__ = ["app", "build_app", "ReplicaConfig", "Predictor"]
+__all__ = ["Predictor", "ReplicaConfig", "app", "build_app"]

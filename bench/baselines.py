@@ -52,10 +52,12 @@ class HandWrittenLoop(Contender):
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        self.encoder = ort.InferenceSession(str(self.bundle.graphs["encoder"].path), options,
-                                            providers=["CPUExecutionProvider"])
-        self.decoder = ort.InferenceSession(str(self.bundle.graphs["decoder_step"].path), options,
-                                            providers=["CPUExecutionProvider"])
+        self.encoder = ort.InferenceSession(
+            str(self.bundle.graphs["encoder"].path), options, providers=["CPUExecutionProvider"]
+        )
+        self.decoder = ort.InferenceSession(
+            str(self.bundle.graphs["decoder_step"].path), options, providers=["CPUExecutionProvider"]
+        )
 
     def run(self, sources: Sequence[str], strategy: str) -> int:
         bundle, vocab = self.bundle, self.bundle.source.vocab
@@ -64,7 +66,7 @@ class HandWrittenLoop(Contender):
         lengths = np.array([len(s) for s in encoded], dtype=np.int64)
         ids = np.zeros((len(encoded), lengths.max()), dtype=np.int64)
         for row, source in enumerate(encoded):
-            ids[row, :len(source)] = source
+            ids[row, : len(source)] = source
         encoder = bundle.graphs["encoder"]
         feeds = {encoder.inputs[roles.SOURCE_IDS].name: ids, encoder.inputs[roles.SOURCE_LENGTHS].name: lengths}
         outputs = self.encoder.run([io.name for io in encoder.outputs.values()], feeds)  # by name, in role order
@@ -87,13 +89,18 @@ class HandWrittenLoop(Contender):
     def _step(self, previous: np.ndarray, values: dict) -> tuple[np.ndarray, dict]:
         step = self.bundle.graphs["decoder_step"]
         feeds = {io.name: previous if role == roles.PREVIOUS_IDS else values[role] for role, io in step.inputs.items()}
-        outputs = dict(zip(step.outputs, self.decoder.run([io.name for io in step.outputs.values()], feeds), strict=True))
+        outputs = dict(
+            zip(step.outputs, self.decoder.run([io.name for io in step.outputs.values()], feeds), strict=True)
+        )
         return outputs[roles.LOG_PROBS], {**values, **{r: v for r, v in outputs.items() if roles.is_state(r)}}
 
     def _beam(self, values: dict, inputs: int, steps: int) -> int:
         """K beams per input from the start (all but one at -inf), reordered by gathering every tensor each step,
         until every beam has ended."""
-        k, axes = self.beam_size, {role: io.batch_axis for role, io in self.bundle.graphs["decoder_step"].inputs.items()}
+        k, axes = (
+            self.beam_size,
+            {role: io.batch_axis for role, io in self.bundle.graphs["decoder_step"].inputs.items()},
+        )
         rows = np.repeat(np.arange(inputs), k)
         values = {role: np.take(v, rows, axis=axes[role]) for role, v in values.items()}
         scores = np.tile(np.r_[0.0, np.full(k - 1, -np.inf)], inputs)  # (inputs·k,)
@@ -114,8 +121,9 @@ class HandWrittenLoop(Contender):
             ended = previous == self.bundle.eos_id
             final = np.where(ended, scores, -np.inf).reshape(inputs, k)
             better = final.max(axis=1) > done_score
-            done_length = np.where(better, lengths.reshape(inputs, k)[np.arange(inputs), final.argmax(axis=1)],
-                                   done_length)
+            done_length = np.where(
+                better, lengths.reshape(inputs, k)[np.arange(inputs), final.argmax(axis=1)], done_length
+            )
             done_score = np.maximum(done_score, final.max(axis=1))
             scores = np.where(ended, -np.inf, scores)  # an ended beam is not extended
             if not np.isfinite(scores).any():
@@ -132,6 +140,7 @@ class TorchEager(Contender):
     def __init__(self, checkpoint: Any, threads: int):
         super().__init__("PyTorch eager", ("greedy",))
         import torch
+
         from s2s_export.checkpoint import start_id
         from s2s_export.train import max_target_length
 
@@ -146,8 +155,9 @@ class TorchEager(Contender):
         lengths = torch.tensor([len(s) for s in encoded])
         ids = torch.zeros((len(encoded), int(lengths.max())), dtype=torch.long)
         for row, source in enumerate(encoded):
-            ids[row, :len(source)] = torch.tensor(source)
+            ids[row, : len(source)] = torch.tensor(source)
         limit = self.max_length(int(lengths.max()))
-        outputs = self.checkpoint.model.greedy(ids, lengths, start_id=self.start,
-                                               eos_id=self.checkpoint.target_vocab.id_of("eos"), max_length=limit)
+        outputs = self.checkpoint.model.greedy(
+            ids, lengths, start_id=self.start, eos_id=self.checkpoint.target_vocab.id_of("eos"), max_length=limit
+        )
         return sum(len(o) + (len(o) < limit) for o in outputs)  # + the eos step, unless the limit stopped it

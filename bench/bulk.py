@@ -52,8 +52,15 @@ def run_bench_bulk(args: argparse.Namespace) -> int:
             out = Path(tmp) / f"bulk{workers}.jsonl"
             started = time.perf_counter()
             run(BulkJob(str(source), str(out), args.bundle), workers=workers, progress=False)
-            rows.append(_row(f"s2s bulk --workers {workers}", len(words), time.perf_counter() - started, workers,
-                             _texts(out) == expected))
+            rows.append(
+                _row(
+                    f"s2s bulk --workers {workers}",
+                    len(words),
+                    time.perf_counter() - started,
+                    workers,
+                    _texts(out) == expected,
+                )
+            )
             print(rows[-1], file=sys.stderr)
         if not args.no_ray:
             for actors in sorted({1, args.workers}):
@@ -73,8 +80,13 @@ def run_bench_bulk(args: argparse.Namespace) -> int:
 
 
 def _row(name: str, words: int, seconds: float, cpus: float, identical: bool = True) -> dict:
-    return {"contender": name, "seconds": round(seconds, 2), "words_per_s": round(words / seconds, 1),
-            "cpus": cpus, "outputs_identical": identical}
+    return {
+        "contender": name,
+        "seconds": round(seconds, 2),
+        "words_per_s": round(words / seconds, 1),
+        "cpus": cpus,
+        "outputs_identical": identical,
+    }
 
 
 def _texts(path: Path) -> list[str]:
@@ -95,8 +107,12 @@ def _ray_row(bundle: str, words: list[str], expected: list[str], actors: int) ->
         per_actor = max(min(1.0, (cpus - 1) / actors), 0.25) if cpus > 1 else 0.5
         started = time.perf_counter()
         dataset = ray.data.from_items([{"id": i, "word": w} for i, w in enumerate(words)]).map_batches(
-            s2s_ray.Predictor, fn_constructor_kwargs={"bundle": bundle, "column": "word", "threads": 1},
-            concurrency=actors, num_cpus=per_actor, batch_size=256)
+            s2s_ray.Predictor,
+            fn_constructor_kwargs={"bundle": bundle, "column": "word", "threads": 1},
+            concurrency=actors,
+            num_cpus=per_actor,
+            batch_size=256,
+        )
         texts, first, first_rows = {}, None, 0
         # Batches, not rows: the driver shares the machine's cores with the actors, and a Python loop over 100k
         # rows would take CPU time from them.
@@ -107,8 +123,13 @@ def _ray_row(bundle: str, words: list[str], expected: list[str], actors: int) ->
         finished = time.perf_counter()
     finally:
         ray.shutdown()
-    row = _row(f"Ray Data, {actors} actor(s) × {per_actor:g} CPU", len(words), finished - started,
-               actors * per_actor, [texts.get(i) for i in range(len(words))] == expected)
+    row = _row(
+        f"Ray Data, {actors} actor(s) × {per_actor:g} CPU",
+        len(words),
+        finished - started,
+        actors * per_actor,
+        [texts.get(i) for i in range(len(words))] == expected,
+    )
     row["first_result_s"] = round(first - started, 2)
     row["steady_words_per_s"] = round((len(words) - first_rows) / max(finished - first, 1e-9), 1)
     return row
@@ -116,6 +137,7 @@ def _ray_row(bundle: str, words: list[str], expected: list[str], actors: int) ->
 
 def plot(result: dict, path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

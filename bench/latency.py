@@ -20,22 +20,30 @@ class Measurement:
     contender: str
     strategy: str
     batch_size: int
-    sequences: int                 # per repeat
-    tokens: int                    # per repeat, eos included
-    p50_ms: float                  # latency of one call (= of each sequence in it)
+    sequences: int  # per repeat
+    tokens: int  # per repeat, eos included
+    p50_ms: float  # latency of one call (= of each sequence in it)
     p90_ms: float
     p99_ms: float
-    us_per_token: float            # median repeat time / tokens
-    sequences_per_s: float         # median over repeats
+    us_per_token: float  # median repeat time / tokens
+    sequences_per_s: float  # median over repeats
     tokens_per_s: float
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def measure(contender: Contender, sources: Sequence[str], strategy: str, batch_size: int, *, repeats: int,
-            min_sequences: int, progress: tqdm | None = None) -> Measurement:
-    batches = [list(sources[i:i + batch_size]) for i in range(0, max(min_sequences, batch_size), batch_size)]
+def measure(
+    contender: Contender,
+    sources: Sequence[str],
+    strategy: str,
+    batch_size: int,
+    *,
+    repeats: int,
+    min_sequences: int,
+    progress: tqdm | None = None,
+) -> Measurement:
+    batches = [list(sources[i : i + batch_size]) for i in range(0, max(min_sequences, batch_size), batch_size)]
     batches = [b if len(b) == batch_size else (b + list(sources))[:batch_size] for b in batches]
     contender.run(batches[0], strategy)  # warm-up: session initialization, allocator growth
     call_ms, repeat_s, tokens = [], [], 0
@@ -51,8 +59,19 @@ def measure(contender: Contender, sources: Sequence[str], strategy: str, batch_s
     median = statistics.median(repeat_s)
     sequences = len(batches) * batch_size
     p50, p90, p99 = np.percentile(call_ms, [50, 90, 99])
-    return Measurement(contender.name, strategy, batch_size, sequences, tokens, float(p50), float(p90), float(p99),
-                       median * 1e6 / max(tokens, 1), sequences / median, tokens / median)
+    return Measurement(
+        contender.name,
+        strategy,
+        batch_size,
+        sequences,
+        tokens,
+        float(p50),
+        float(p90),
+        float(p99),
+        median * 1e6 / max(tokens, 1),
+        sequences / median,
+        tokens / median,
+    )
 
 
 def matmul_gflops(threads: int = 1, size: int = 512, repeats: int = 20) -> float:
@@ -60,10 +79,15 @@ def matmul_gflops(threads: int = 1, size: int = 512, repeats: int = 20) -> float
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
-                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [size, size]),
-                               helper.make_tensor_value_info("b", TensorProto.FLOAT, [size, size])],
-                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [size, size])])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])],
+        "gemm",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, [size, size]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, [size, size]),
+        ],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [size, size])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -75,7 +99,7 @@ def matmul_gflops(threads: int = 1, size: int = 512, repeats: int = 20) -> float
         started = time.perf_counter()
         session.run(None, {"a": a, "b": a})
         times.append(time.perf_counter() - started)
-    return 2 * size ** 3 / statistics.median(times) / 1e9
+    return 2 * size**3 / statistics.median(times) / 1e9
 
 
 def encoder_flops_per_source_token(config: dict) -> float:
@@ -99,8 +123,9 @@ def decoder_flops_per_token(config: dict, source_length: float) -> float:
     hidden, layers = config["hidden_size"], config["num_layers"]
     gates = 3 if config["cell"] == "gru" else 4
     enc_out = hidden * (2 if config["bidirectional"] else 1)
-    first_input = (enc_out if config["conditioning"] in ("concat", "both") else 0) + \
-        (hidden if config["input_feeding"] else 0)
+    first_input = (enc_out if config["conditioning"] in ("concat", "both") else 0) + (
+        hidden if config["input_feeding"] else 0
+    )
     flops = 2 * gates * hidden * (first_input + hidden)  # layer 0: non-embedding input + recurrent
     flops += (layers - 1) * 2 * gates * hidden * (hidden + hidden)
     if config["attention"] != "none":
@@ -142,7 +167,14 @@ def graphs_alone(model: Any, sources: Sequence[str], batch_size: int, matmul: fl
     positions = sum(len(ids) for ids in batch)
     encoder_flops = positions * encoder_flops_per_source_token(config)
     step_flops = len(batch) * decoder_flops_per_token(config, positions / len(batch))
-    return {"batch_size": len(batch), "encoder_ms": encoder_s * 1e3, "encoder_gflops": encoder_flops / encoder_s / 1e9,
-            "encoder_matmul_fraction": encoder_flops / encoder_s / 1e9 / matmul, "step_us": step_s * 1e6,
-            "step_gflops": step_flops / step_s / 1e9, "step_matmul_fraction": step_flops / step_s / 1e9 / matmul,
-            "encoder_flops": encoder_flops, "step_flops": step_flops}
+    return {
+        "batch_size": len(batch),
+        "encoder_ms": encoder_s * 1e3,
+        "encoder_gflops": encoder_flops / encoder_s / 1e9,
+        "encoder_matmul_fraction": encoder_flops / encoder_s / 1e9 / matmul,
+        "step_us": step_s * 1e6,
+        "step_gflops": step_flops / step_s / 1e9,
+        "step_matmul_fraction": step_flops / step_s / 1e9 / matmul,
+        "encoder_flops": encoder_flops,
+        "step_flops": step_flops,
+    }

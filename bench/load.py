@@ -28,16 +28,28 @@ def add_load_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("bundle", help="bundle directory or built-in name")
     parser.add_argument("--clients", type=int, default=64, help="concurrent clients at maximum load")
     parser.add_argument("--duration", type=float, default=6.0, help="seconds per measurement")
-    parser.add_argument("--loads", type=float, nargs="+", default=[0.25, 0.5, 0.75],
-                        help="offered loads as fractions of the batched maximum throughput")
+    parser.add_argument(
+        "--loads",
+        type=float,
+        nargs="+",
+        default=[0.25, 0.5, 0.75],
+        help="offered loads as fractions of the batched maximum throughput",
+    )
     parser.add_argument("--max-batch-size", type=int, default=64)
     parser.add_argument("--batch-workers", type=int, default=1, help="the servers' --batch-workers (both servers)")
-    parser.add_argument("--soak", type=float, metavar="SECONDS",
-                        help="instead: drive one batched server with mixed traffic for SECONDS (bench-soak.json/png)")
+    parser.add_argument(
+        "--soak",
+        type=float,
+        metavar="SECONDS",
+        help="instead: drive one batched server with mixed traffic for SECONDS (bench-soak.json/png)",
+    )
     parser.add_argument("--soak-interval", type=float, default=5.0, help="seconds per soak sample")
-    parser.add_argument("--ray", action="store_true",
-                        help="instead: s2s serve --ray with 1 and 2 replicas against s2s serve with as many batch "
-                             "workers (bench-serve-ray.json/png)")
+    parser.add_argument(
+        "--ray",
+        action="store_true",
+        help="instead: s2s serve --ray with 1 and 2 replicas against s2s serve with as many batch "
+        "workers (bench-serve-ray.json/png)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     parser.set_defaults(handler=run_load)
 
@@ -76,12 +88,16 @@ def mixed_probes(model, words: list[str]) -> list[Probe]:
     kinds = [({}, 12), ({"strategy": "beam", "beam_size": 4}, 3), ({"strategy": "sample", "seed": 7, "top_k": 5}, 2)]
     for options, weight in kinds:
         texts = [r.text for r in model.generate(words, **options)]
-        probes += [Probe({"inputs": w, "options": options}, texts=(t,)) for w, t in zip(words, texts, strict=True)] * weight
+        probes += [
+            Probe({"inputs": w, "options": options}, texts=(t,)) for w, t in zip(words, texts, strict=True)
+        ] * weight
     greedy = {w: r.text for w, r in zip(words, model.generate(words), strict=True)}
     probes += [Probe({"inputs": w, "stream": True}, texts=(greedy[w],), join=join) for w in words] * 2
-    probes += [Probe({"inputs": w, "options": {"strategy": "beam", "beam_size": 10 ** 6}}, status=400)
-               for w in words[:len(words) // 2]]
-    probes += [Probe({"inputs": w, "options": {"length_penalty": 1e308}}, status=400) for w in words[:len(words) // 2]]
+    probes += [
+        Probe({"inputs": w, "options": {"strategy": "beam", "beam_size": 10**6}}, status=400)
+        for w in words[: len(words) // 2]
+    ]
+    probes += [Probe({"inputs": w, "options": {"length_penalty": 1e308}}, status=400) for w in words[: len(words) // 2]]
     return probes
 
 
@@ -91,9 +107,23 @@ class ServerProcess:
     def __init__(self, bundle: str, max_batch_size: int, batch_workers: int = 1, ray_replicas: int = 0):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.command = [sys.executable, "-m", "s2s_runtime.cli", "serve", bundle, "--port", str(self.port),
-                        "--max-batch-size", str(max_batch_size), "--batch-workers", str(batch_workers),
-                        "--device", "cpu", "--log-level", "warning"]
+        self.command = [
+            sys.executable,
+            "-m",
+            "s2s_runtime.cli",
+            "serve",
+            bundle,
+            "--port",
+            str(self.port),
+            "--max-batch-size",
+            str(max_batch_size),
+            "--batch-workers",
+            str(batch_workers),
+            "--device",
+            "cpu",
+            "--log-level",
+            "warning",
+        ]
         if ray_replicas:
             self.command += ["--ray", "--replicas", str(ray_replicas)]
         self.startup_s = 180 if ray_replicas else 60  # a Ray cluster and its Serve replicas start slowly
@@ -138,6 +168,7 @@ async def drive(url: str, probes: list[Probe], *, clients: int, duration: float,
     stop = time.monotonic() + duration
     connector = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
+
         async def one(probe: Probe) -> None:
             nonlocal failures, mismatches
             started = time.perf_counter()
@@ -170,8 +201,15 @@ async def drive(url: str, probes: list[Probe], *, clients: int, duration: float,
                 await asyncio.sleep(0.001)
             await asyncio.gather(*pending)
     p50, p90, p99 = (np.percentile(latencies, [50, 90, 99]) * 1e3).tolist() if latencies else (0, 0, 0)
-    return {"requests": len(latencies), "throughput": len(latencies) / duration, "p50_ms": p50, "p90_ms": p90,
-            "p99_ms": p99, "failures": failures, "mismatches": mismatches}
+    return {
+        "requests": len(latencies),
+        "throughput": len(latencies) / duration,
+        "p50_ms": p50,
+        "p90_ms": p90,
+        "p99_ms": p99,
+        "failures": failures,
+        "mismatches": mismatches,
+    }
 
 
 def answer_texts(probe: Probe, body: str) -> tuple[str, ...] | None:
@@ -202,8 +240,13 @@ def run_load(args: argparse.Namespace) -> int:
     if args.ray:
         return run_ray_comparison(args, model, words)
     probes = word_probes(words, {w: r.text for w, r in zip(words, model.generate(words), strict=True)})
-    result: dict = {"bundle": args.bundle, "clients": args.clients, "duration_s": args.duration,
-                    "batch_workers": args.batch_workers, "runs": []}
+    result: dict = {
+        "bundle": args.bundle,
+        "clients": args.clients,
+        "duration_s": args.duration,
+        "batch_workers": args.batch_workers,
+        "runs": [],
+    }
     for batch in (args.max_batch_size, 1):
         with ServerProcess(args.bundle, batch, args.batch_workers) as server:
             asyncio.run(drive(server.url, probes, clients=args.clients, duration=1.0, rate=None))  # warm
@@ -212,14 +255,22 @@ def run_load(args: argparse.Namespace) -> int:
             print(f"max_batch_size={batch}: {peak}", file=sys.stderr)
             if batch != 1:
                 for load in args.loads:
-                    run = asyncio.run(drive(server.url, probes, clients=args.clients,
-                                            duration=args.duration, rate=load * peak["throughput"]))
+                    run = asyncio.run(
+                        drive(
+                            server.url,
+                            probes,
+                            clients=args.clients,
+                            duration=args.duration,
+                            rate=load * peak["throughput"],
+                        )
+                    )
                     result["runs"].append({"max_batch_size": batch, "offered": load, **run})
                     print(f"  offered {load:.0%}: {run}", file=sys.stderr)
     batched, single = result["runs"][0], next(r for r in result["runs"] if r["max_batch_size"] == 1)
     result["throughput_ratio"] = batched["throughput"] / max(single["throughput"], 1e-9)
-    half = min((r for r in result["runs"] if r["offered"] != "max"), key=lambda r: abs(r["offered"] - 0.5),
-               default=None)
+    half = min(
+        (r for r in result["runs"] if r["offered"] != "max"), key=lambda r: abs(r["offered"] - 0.5), default=None
+    )
     result["p99_over_p50_at_half_load"] = half["p99_ms"] / half["p50_ms"] if half else None
     result["lost_or_mismatched"] = sum(r["failures"] + r["mismatches"] for r in result["runs"])
     args.out.mkdir(parents=True, exist_ok=True)
@@ -232,6 +283,7 @@ def run_load(args: argparse.Namespace) -> int:
 def plot(result: dict, path: Path) -> None:
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -240,8 +292,12 @@ def plot(result: dict, path: Path) -> None:
     peak = result["runs"][0]
     figure, axis = plt.subplots(figsize=(6, 4))
     for key in ("p50_ms", "p90_ms", "p99_ms"):
-        axis.plot([r["throughput"] for r in runs] + [peak["throughput"]], [r[key] for r in runs] + [peak[key]],
-                  marker="o", label=key.replace("_ms", ""))
+        axis.plot(
+            [r["throughput"] for r in runs] + [peak["throughput"]],
+            [r[key] for r in runs] + [peak[key]],
+            marker="o",
+            label=key.replace("_ms", ""),
+        )
     axis.set_xlabel("throughput (requests/s)")
     axis.set_ylabel("latency (ms)")
     axis.set_title(f"s2s serve, max_batch_size={peak['max_batch_size']}")
@@ -250,7 +306,6 @@ def plot(result: dict, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
-
 
 
 def resident_mb(pid: int) -> float:
@@ -272,15 +327,25 @@ def run_soak(args: argparse.Namespace, model, words: list[str]) -> int:
         while time.monotonic() - started < args.soak:
             window = min(args.soak_interval, args.soak - (time.monotonic() - started))
             run = asyncio.run(drive(server.url, probes, clients=args.clients, duration=max(window, 0.5), rate=None))
-            samples.append({"t_s": round(time.monotonic() - started, 2), "rss_mb": resident_mb(server.process.pid),
-                            **run})
-            print(f"soak t={samples[-1]['t_s']:.0f}s: {run['throughput']:.0f} req/s, p99 {run['p99_ms']:.1f} ms, "
-                  f"rss {samples[-1]['rss_mb']:.0f} MB", file=sys.stderr)
-    result = {"bundle": args.bundle, "clients": args.clients, "soak_s": args.soak, "interval_s": args.soak_interval,
-              "mix": "greedy 12 : beam-4 3 : seeded sampling 2 : streamed 2 : bad (400) 1, per word",
-              "samples": samples, "requests": sum(s["requests"] for s in samples),
-              "lost_or_mismatched": sum(s["failures"] + s["mismatches"] for s in samples),
-              "rss_mb_first_last": [samples[0]["rss_mb"], samples[-1]["rss_mb"]] if samples else None}
+            samples.append(
+                {"t_s": round(time.monotonic() - started, 2), "rss_mb": resident_mb(server.process.pid), **run}
+            )
+            print(
+                f"soak t={samples[-1]['t_s']:.0f}s: {run['throughput']:.0f} req/s, p99 {run['p99_ms']:.1f} ms, "
+                f"rss {samples[-1]['rss_mb']:.0f} MB",
+                file=sys.stderr,
+            )
+    result = {
+        "bundle": args.bundle,
+        "clients": args.clients,
+        "soak_s": args.soak,
+        "interval_s": args.soak_interval,
+        "mix": "greedy 12 : beam-4 3 : seeded sampling 2 : streamed 2 : bad (400) 1, per word",
+        "samples": samples,
+        "requests": sum(s["requests"] for s in samples),
+        "lost_or_mismatched": sum(s["failures"] + s["mismatches"] for s in samples),
+        "rss_mb_first_last": [samples[0]["rss_mb"], samples[-1]["rss_mb"]] if samples else None,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench-soak.json").write_text(json.dumps(result, indent=1) + "\n")
     plot_soak(result, args.out / "bench-soak.png")
@@ -290,6 +355,7 @@ def run_soak(args: argparse.Namespace, model, words: list[str]) -> int:
 
 def plot_soak(result: dict, path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -307,8 +373,9 @@ def plot_soak(result: dict, path: Path) -> None:
     axes[2].set_xlabel("seconds into the soak")
     for axis in axes:
         axis.grid(True, alpha=0.3)
-    axes[0].set_title(f"s2s serve soak: {result['clients']} clients, mixed traffic, "
-                      f"{result['lost_or_mismatched']} lost or mismatched")
+    axes[0].set_title(
+        f"s2s serve soak: {result['clients']} clients, mixed traffic, {result['lost_or_mismatched']} lost or mismatched"
+    )
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
@@ -322,19 +389,30 @@ def run_ray_comparison(args: argparse.Namespace, model, words: list[str]) -> int
         for ray_replicas in (0, count):
             with ServerProcess(args.bundle, args.max_batch_size, count, ray_replicas=ray_replicas) as server:
                 asyncio.run(drive(server.url, probes, clients=args.clients, duration=2.0, rate=None))  # warm
-                peak = asyncio.run(drive(server.url, probes, clients=args.clients, duration=args.duration,
-                                         rate=None))
+                peak = asyncio.run(drive(server.url, probes, clients=args.clients, duration=args.duration, rate=None))
             name = f"s2s serve --ray --replicas {count}" if ray_replicas else f"s2s serve --batch-workers {count}"
-            runs.append({"server": name, "instances": count, "ray": bool(ray_replicas),
-                         "ready_s": round(server.ready_s, 1), **peak})
+            runs.append(
+                {
+                    "server": name,
+                    "instances": count,
+                    "ray": bool(ray_replicas),
+                    "ready_s": round(server.ready_s, 1),
+                    **peak,
+                }
+            )
             print(f"{name}: {peak}", file=sys.stderr)
     for run in runs:
         if run["ray"]:
             base = next(r for r in runs if not r["ray"] and r["instances"] == run["instances"])
             run["vs_s2s_serve"] = round(run["throughput"] / max(base["throughput"], 1e-9), 3)
-    result = {"bundle": args.bundle, "clients": args.clients, "duration_s": args.duration,
-              "ingress": "HAProxy in front of direct-ingress replicas (s2s serve --ray's default)", "runs": runs,
-              "lost_or_mismatched": sum(r["failures"] + r["mismatches"] for r in runs)}
+    result = {
+        "bundle": args.bundle,
+        "clients": args.clients,
+        "duration_s": args.duration,
+        "ingress": "HAProxy in front of direct-ingress replicas (s2s serve --ray's default)",
+        "runs": runs,
+        "lost_or_mismatched": sum(r["failures"] + r["mismatches"] for r in runs),
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench-serve-ray.json").write_text(json.dumps(result, indent=1) + "\n")
     plot_ray(result, args.out / "bench-serve-ray.png")
@@ -344,6 +422,7 @@ def run_ray_comparison(args: argparse.Namespace, model, words: list[str]) -> int
 
 def plot_ray(result: dict, path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -33,23 +33,34 @@ class FullLogProbsBeam(BeamSearch):
 
 def random_bundle(vocab_size: int, directory: Path) -> Path:
     import torch
+
     from s2s_export.bundle_export import ExportOptions, export_bundle
     from s2s_export.checkpoint import Checkpoint, save_checkpoint
     from s2s_export.config import Seq2SeqConfig
     from s2s_export.model import Seq2Seq
-
     from s2s_runtime.vocab import Vocab
 
     specials = {"pad": "<pad>", "unk": "<unk>", "bos": "<s>", "eos": "</s>"}
     source = Vocab(["<pad>", "<unk>", "<s>", "</s>", *"abcdefghij"], specials, "char", origin="source")
-    target = Vocab(["<pad>", "<unk>", "<s>", "</s>"] + [f"w{i}" for i in range(vocab_size - 4)], specials, "space",
-                   origin="target")
+    target = Vocab(
+        ["<pad>", "<unk>", "<s>", "</s>"] + [f"w{i}" for i in range(vocab_size - 4)], specials, "space", origin="target"
+    )
     torch.manual_seed(0)
-    config = Seq2SeqConfig(source_vocab_size=len(source), target_vocab_size=vocab_size, hidden_size=256,
-                           source_embedding_size=64, target_embedding_size=256, attention="general")
+    config = Seq2SeqConfig(
+        source_vocab_size=len(source),
+        target_vocab_size=vocab_size,
+        hidden_size=256,
+        source_embedding_size=64,
+        target_embedding_size=256,
+        attention="general",
+    )
     save_checkpoint(Checkpoint(Seq2Seq(config).eval(), source, target), directory / "checkpoint")
-    return export_bundle(directory / "checkpoint", directory / "bundle", validation_sources=["abcd", "efghij"],
-                         options=ExportOptions(validation_size=2))
+    return export_bundle(
+        directory / "checkpoint",
+        directory / "bundle",
+        validation_sources=["abcd", "efghij"],
+        options=ExportOptions(validation_size=2),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,15 +78,18 @@ def main(argv: list[str] | None = None) -> int:
             batch = words[:batch_size]
 
             def decode(strategy: str, batch: list = batch, batch_size: int = batch_size) -> list:
-                return [r.ids for r in model.generate(batch, max_batch_size=batch_size,
-                                                      **{**options, "strategy": strategy})]
+                return [
+                    r.ids for r in model.generate(batch, max_batch_size=batch_size, **{**options, "strategy": strategy})
+                ]
 
             ranked_ms, ranked = median_seconds(lambda: decode("beam"), args.repeats) * 1e3, decode("beam")
             full = decode(FullLogProbsBeam.name)
             full_ms = median_seconds(lambda: decode(FullLogProbsBeam.name), args.repeats) * 1e3
-            print(f"vocab {args.vocab}, beam {args.beam_size}, batch {batch_size}: full log-probs {full_ms:.1f} ms, "
-                  f"ranked in the graph {ranked_ms:.1f} ms ({full_ms / ranked_ms:.1f}x), "
-                  f"outputs {'identical' if ranked == full else 'DIFFERENT'}")
+            print(
+                f"vocab {args.vocab}, beam {args.beam_size}, batch {batch_size}: full log-probs {full_ms:.1f} ms, "
+                f"ranked in the graph {ranked_ms:.1f} ms ({full_ms / ranked_ms:.1f}x), "
+                f"outputs {'identical' if ranked == full else 'DIFFERENT'}"
+            )
     return 0
 
 

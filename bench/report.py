@@ -18,42 +18,64 @@ def ratios(measurements: list[dict]) -> list[dict]:
     for position, runtime in enumerate(names):
         if not runtime.startswith(RUNTIME_PREFIX):
             continue
-        others = [n for n in names if not n.startswith(RUNTIME_PREFIX)] + \
-            [n for n in names[:position] if n.startswith(RUNTIME_PREFIX)]
+        others = [n for n in names if not n.startswith(RUNTIME_PREFIX)] + [
+            n for n in names[:position] if n.startswith(RUNTIME_PREFIX)
+        ]
         for (name, strategy, batch), m in keyed.items():
             ours = keyed.get((runtime, strategy, batch))
             if ours is None or name not in others:
                 continue
-            rows.append({"runtime": runtime, "strategy": strategy, "batch_size": batch, "versus": name,
-                         "per_token_speedup": m["us_per_token"] / ours["us_per_token"],
-                         "throughput_ratio": ours["sequences_per_s"] / m["sequences_per_s"]})
+            rows.append(
+                {
+                    "runtime": runtime,
+                    "strategy": strategy,
+                    "batch_size": batch,
+                    "versus": name,
+                    "per_token_speedup": m["us_per_token"] / ours["us_per_token"],
+                    "throughput_ratio": ours["sequences_per_s"] / m["sequences_per_s"],
+                }
+            )
     return rows
 
 
 def markdown(result: dict) -> str:
-    lines = [f"# s2s bench — {result['bundle']}", "",
-             f"{result['threads']} thread(s); {result['machine']['matmul_gflops']:.1f} GFLOP/s single-thread fp32 "
-             f"matmul measured in the same run; {result['repeats']} repeats (medians); inputs: {result['inputs']}.", "",
-             "| contender | strategy | batch | p50 ms | p90 ms | p99 ms | µs/token | sequences/s | tokens/s | "
-             "graph GFLOP/s | % of matmul |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# s2s bench — {result['bundle']}",
+        "",
+        f"{result['threads']} thread(s); {result['machine']['matmul_gflops']:.1f} GFLOP/s single-thread fp32 "
+        f"matmul measured in the same run; {result['repeats']} repeats (medians); inputs: {result['inputs']}.",
+        "",
+        "| contender | strategy | batch | p50 ms | p90 ms | p99 ms | µs/token | sequences/s | tokens/s | "
+        "graph GFLOP/s | % of matmul |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for m in result["measurements"]:
-        lines.append(f"| {m['contender']} | {m['strategy']} | {m['batch_size']} | {m['p50_ms']:.2f} | "
-                     f"{m['p90_ms']:.2f} | {m['p99_ms']:.2f} | {m['us_per_token']:.1f} | {m['sequences_per_s']:.0f} | "
-                     f"{m['tokens_per_s']:.0f} | {m.get('graph_gflops', 0):.2f} | "
-                     f"{100 * m.get('matmul_fraction', 0):.0f}% |")
+        lines.append(
+            f"| {m['contender']} | {m['strategy']} | {m['batch_size']} | {m['p50_ms']:.2f} | "
+            f"{m['p90_ms']:.2f} | {m['p99_ms']:.2f} | {m['us_per_token']:.1f} | {m['sequences_per_s']:.0f} | "
+            f"{m['tokens_per_s']:.0f} | {m.get('graph_gflops', 0):.2f} | "
+            f"{100 * m.get('matmul_fraction', 0):.0f}% |"
+        )
     alone = result.get("graphs_alone")
     if alone:
-        lines += ["", f"{RUNTIME}, graphs alone at batch {alone['batch_size']} (no search around them): the encoder "
-                      f"(in its length groups) {alone['encoder_ms']:.2f} ms, {alone['encoder_gflops']:.1f} GFLOP/s = "
-                      f"{100 * alone['encoder_matmul_fraction']:.0f}% of matmul; one decoder step "
-                      f"{alone['step_us']:.0f} µs, {alone['step_gflops']:.1f} GFLOP/s = "
-                      f"{100 * alone['step_matmul_fraction']:.0f}% of matmul."]
-    lines += ["", "| runtime | strategy | batch | versus | per-token speed-up | throughput ratio |",
-              "|---|---|---:|---|---:|---:|"]
+        lines += [
+            "",
+            f"{RUNTIME}, graphs alone at batch {alone['batch_size']} (no search around them): the encoder "
+            f"(in its length groups) {alone['encoder_ms']:.2f} ms, {alone['encoder_gflops']:.1f} GFLOP/s = "
+            f"{100 * alone['encoder_matmul_fraction']:.0f}% of matmul; one decoder step "
+            f"{alone['step_us']:.0f} µs, {alone['step_gflops']:.1f} GFLOP/s = "
+            f"{100 * alone['step_matmul_fraction']:.0f}% of matmul.",
+        ]
+    lines += [
+        "",
+        "| runtime | strategy | batch | versus | per-token speed-up | throughput ratio |",
+        "|---|---|---:|---|---:|---:|",
+    ]
     for r in result["ratios"]:
-        lines.append(f"| {r['runtime']} | {r['strategy']} | {r['batch_size']} | {r['versus']} | "
-                     f"{r['per_token_speedup']:.2f}× | {r['throughput_ratio']:.2f}× |")
+        lines.append(
+            f"| {r['runtime']} | {r['strategy']} | {r['batch_size']} | {r['versus']} | "
+            f"{r['per_token_speedup']:.2f}× | {r['throughput_ratio']:.2f}× |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -61,6 +83,7 @@ def plot(result: dict, path: Path) -> bool:
     """Latency and throughput against batch size, one line per contender and strategy; False without matplotlib."""
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:

@@ -32,15 +32,18 @@ def add_train_bench_parser(commands: argparse._SubParsersAction) -> None:
 def step_times(preset_name: str, thread_counts: list[int], steps: int, repeats: int) -> dict:
     """Median seconds per training step at each thread count, and the model's size."""
     import torch
+    from torch import nn
+
     from s2s_export.config import Seq2SeqConfig
     from s2s_export.model import Seq2Seq
     from s2s_export.presets import get_preset
-    from torch import nn
 
     preset = get_preset(preset_name)
     source_length, target_length = TASK_LENGTHS[preset.task]
-    config = Seq2SeqConfig.from_dict({**preset.model, "source_vocab_size": VOCAB_SIZES[0],
-                                      "target_vocab_size": VOCAB_SIZES[1]}, origin=f"preset {preset_name}")
+    config = Seq2SeqConfig.from_dict(
+        {**preset.model, "source_vocab_size": VOCAB_SIZES[0], "target_vocab_size": VOCAB_SIZES[1]},
+        origin=f"preset {preset_name}",
+    )
     batch = preset.train["batch_size"]
     torch.manual_seed(0)
     model = Seq2Seq(config).train()
@@ -72,17 +75,25 @@ def step_times(preset_name: str, thread_counts: list[int], steps: int, repeats: 
         torch.set_num_threads(before)
     medians = {threads: statistics.median(values) for threads, values in times.items()}
     one = medians.get(1, medians[thread_counts[0]])
-    return {"preset": preset_name, "parameters": sum(p.numel() for p in model.parameters()), "batch": batch,
-            "rows": [{"threads": t, "ms_per_step": round(m * 1e3, 2), "speedup_vs_1_thread": round(one / m, 2)}
-                     for t, m in medians.items()]}
+    return {
+        "preset": preset_name,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "batch": batch,
+        "rows": [
+            {"threads": t, "ms_per_step": round(m * 1e3, 2), "speedup_vs_1_thread": round(one / m, 2)}
+            for t, m in medians.items()
+        ],
+    }
 
 
 def markdown(results: list[dict]) -> str:
     lines = ["| preset | parameters | batch | threads | ms/step | speed-up vs 1 thread |", "|---|---|---|---|---|---|"]
     for result in results:
         for row in result["rows"]:
-            lines.append(f"| {result['preset']} | {result['parameters']:,} | {result['batch']} | {row['threads']} | "
-                         f"{row['ms_per_step']} | {row['speedup_vs_1_thread']}× |")
+            lines.append(
+                f"| {result['preset']} | {result['parameters']:,} | {result['batch']} | {row['threads']} | "
+                f"{row['ms_per_step']} | {row['speedup_vs_1_thread']}× |"
+            )
     return "\n".join(lines) + "\n"
 
 

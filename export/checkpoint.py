@@ -78,7 +78,7 @@ def expected_tensors(cfg: Seq2SeqConfig) -> dict[str, tuple[int, ...]]:
 def load_checkpoint(directory: str | Path, *, device: str = "cpu") -> Checkpoint:
     """Load a checkpoint directory, checking every tensor's name and shape against the config.
 
-    Example:
+    Examples:
         >>> ckpt = load_checkpoint("runs/reverse/checkpoint")  # doctest: +SKIP
         >>> ckpt.model.greedy(...)  # doctest: +SKIP
     """
@@ -101,12 +101,13 @@ def load_checkpoint(directory: str | Path, *, device: str = "cpu") -> Checkpoint
         if name not in state:
             raise CheckpointError(f"{weights_path}: missing tensor {name!r} (shape {shape}) required by {CONFIG_FILE}")
         if tuple(state[name].shape) != shape:
-            raise CheckpointError(f"{weights_path}: tensor {name!r} has shape {tuple(state[name].shape)}, "
-                                  f"but {CONFIG_FILE} implies {shape}")
+            raise CheckpointError(
+                f"{weights_path}: tensor {name!r} has shape {tuple(state[name].shape)}, "
+                f"but {CONFIG_FILE} implies {shape}"
+            )
     unexpected = sorted(set(state) - set(expected))
     if unexpected:
         raise CheckpointError(f"{weights_path}: unexpected tensor {unexpected[0]!r} for this {CONFIG_FILE}")
     model = Seq2Seq(cfg).to(device)
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=not cfg.tie_target_embedding)
     return Checkpoint(model.eval(), source_vocab, target_vocab)
-

@@ -36,7 +36,7 @@ class Seq2SeqConfig:
     Attention is Luong-style (scored with the decoder's top-layer output after the step; `additive` uses Bahdanau's
     score function), over the encoder outputs with source padding masked.
 
-    Example:
+    Examples:
         >>> cfg = Seq2SeqConfig(source_vocab_size=30, target_vocab_size=40, attention="general")
         >>> cfg.encoder_output_size
         128
@@ -68,33 +68,51 @@ class Seq2SeqConfig:
         for key, allowed in CHOICES.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"{key}: {getattr(self, key)!r} is not one of {allowed}")
-        for key in ("source_vocab_size", "target_vocab_size", "num_layers", "source_embedding_size",
-                    "target_embedding_size", "hidden_size"):
+        for key in (
+            "source_vocab_size",
+            "target_vocab_size",
+            "num_layers",
+            "source_embedding_size",
+            "target_embedding_size",
+            "hidden_size",
+        ):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}: must be ≥ 1, got {getattr(self, key)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout: must be in [0, 1), got {self.dropout}")
         uses_bridge = self.conditioning in ("init", "both")
         if uses_bridge and self.bridge == "zeros":
-            raise ConfigError(f"bridge: 'zeros' discards the context vector, but conditioning={self.conditioning!r} "
-                              "initializes the decoder from it; use 'copy' or 'linear'")
+            raise ConfigError(
+                f"bridge: 'zeros' discards the context vector, but conditioning={self.conditioning!r} "
+                "initializes the decoder from it; use 'copy' or 'linear'"
+            )
         if not uses_bridge and self.bridge != "zeros":
-            raise ConfigError("bridge: conditioning='concat' starts the decoder from zeros, so bridge must be 'zeros' "
-                              "(use conditioning='both' to also initialize from the context)")
+            raise ConfigError(
+                "bridge: conditioning='concat' starts the decoder from zeros, so bridge must be 'zeros' "
+                "(use conditioning='both' to also initialize from the context)"
+            )
         if self.bridge == "copy" and self.encoder_output_size != self.hidden_size:
-            raise ConfigError(f"bridge: 'copy' needs encoder states of the decoder's size, but a bidirectional "
-                              f"encoder gives {self.encoder_output_size} != hidden_size {self.hidden_size}; use 'linear'")
+            raise ConfigError(
+                f"bridge: 'copy' needs encoder states of the decoder's size, but a bidirectional "
+                f"encoder gives {self.encoder_output_size} != hidden_size {self.hidden_size}; use 'linear'"
+            )
         if self.attention == "dot" and self.encoder_output_size != self.hidden_size:
-            raise ConfigError(f"attention: 'dot' needs encoder outputs of size hidden_size ({self.hidden_size}), "
-                              f"got {self.encoder_output_size}; use 'general' or 'additive'")
+            raise ConfigError(
+                f"attention: 'dot' needs encoder outputs of size hidden_size ({self.hidden_size}), "
+                f"got {self.encoder_output_size}; use 'general' or 'additive'"
+            )
         if self.input_feeding and self.attention == "none":
             raise ConfigError("input_feeding: needs attention (it feeds the attentional vector to the next step)")
         if self.decoder_input_size == 0:
-            raise ConfigError("feed_previous: with feed_previous=False the decoder needs another input: "
-                              "conditioning 'concat'/'both' or input_feeding")
+            raise ConfigError(
+                "feed_previous: with feed_previous=False the decoder needs another input: "
+                "conditioning 'concat'/'both' or input_feeding"
+            )
         if self.tie_target_embedding and self.target_embedding_size != self.hidden_size:
-            raise ConfigError(f"tie_target_embedding: needs target_embedding_size ({self.target_embedding_size}) "
-                              f"== hidden_size ({self.hidden_size})")
+            raise ConfigError(
+                f"tie_target_embedding: needs target_embedding_size ({self.target_embedding_size}) "
+                f"== hidden_size ({self.hidden_size})"
+            )
 
     @property
     def num_directions(self) -> int:
@@ -111,9 +129,11 @@ class Seq2SeqConfig:
 
     @property
     def decoder_input_size(self) -> int:
-        return ((self.target_embedding_size if self.feed_previous else 0)
-                + (self.encoder_output_size if self.concat_context else 0)
-                + (self.hidden_size if self.input_feeding else 0))
+        return (
+            (self.target_embedding_size if self.feed_previous else 0)
+            + (self.encoder_output_size if self.concat_context else 0)
+            + (self.hidden_size if self.input_feeding else 0)
+        )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -147,7 +167,7 @@ class Seq2SeqConfig:
 class TrainConfig:
     """Optimisation settings (the model's architecture is a Seq2SeqConfig).
 
-    Example:
+    Examples:
         >>> TrainConfig(epochs=5, batch_size=32).learning_rate
         0.001
     """
@@ -156,16 +176,16 @@ class TrainConfig:
     batch_size: int = 64
     learning_rate: float = 1e-3
     clip_norm: float = 1.0
-    patience: int = 5            # stop after this many epochs without a better dev exact match
-    lr_decay: float = 0.5        # multiply the learning rate by this after an epoch without improvement
+    patience: int = 5  # stop after this many epochs without a better dev exact match
+    lr_decay: float = 0.5  # multiply the learning rate by this after an epoch without improvement
     target_exact_match: float = 1.01  # stop as soon as dev exact match reaches this (> 1: never)
     seed: int = 0
     device: str = "cpu"
-    min_frequency: int = 1       # vocabulary: drop symbols seen fewer times in training data
+    min_frequency: int = 1  # vocabulary: drop symbols seen fewer times in training data
     source_tokenizer: str = "char"
     target_tokenizer: str = "char"
     max_dev_examples: int = 2000  # dev sources decoded per epoch for early stopping
-    threads: int = 0             # torch intra-op threads; 0: chosen by model size (s2s_export.train.training_threads)
+    threads: int = 0  # torch intra-op threads; 0: chosen by model size (s2s_export.train.training_threads)
     progress: bool = True
 
     def __post_init__(self) -> None:

@@ -31,7 +31,7 @@ SPLITS = ("train", "dev", "test")
 def read_pairs(path: str | Path) -> list[Pair]:
     """Read `source<TAB>target` lines (.tsv/.txt) or `{"source": ..., "target": ...}` lines (.jsonl).
 
-    Example:
+    Examples:
         >>> import tempfile, os
         >>> path = os.path.join(tempfile.mkdtemp(), "d.tsv"); _ = open(path, "w").write("ab\\tba\\n")
         >>> read_pairs(path)
@@ -50,8 +50,11 @@ def read_pairs(path: str | Path) -> list[Pair]:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
                 raise DataError(f"{path}:{number}: not valid JSON ({error})") from None
-            if not isinstance(record, dict) or not isinstance(record.get("source"), str) \
-                    or not isinstance(record.get("target"), str):
+            if (
+                not isinstance(record, dict)
+                or not isinstance(record.get("source"), str)
+                or not isinstance(record.get("target"), str)
+            ):
                 raise DataError(f"{path}:{number}: expected an object with string 'source' and 'target'")
             pairs.append(Pair(record["source"], record["target"]))
         else:
@@ -67,8 +70,20 @@ def read_pairs(path: str | Path) -> list[Pair]:
 # ---- built-in generated tasks -------------------------------------------------------------------------------------
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
-_MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-           "November", "December"]
+_MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
 
 
 def _random_word(rng: random.Random, low: int = 1, high: int = 8) -> str:
@@ -78,10 +93,16 @@ def _random_word(rng: random.Random, low: int = 1, high: int = 8) -> str:
 def _date_example(rng: random.Random) -> Pair:
     day = datetime.date(1900, 1, 1) + datetime.timedelta(days=rng.randrange(73000))  # 1900 .. ~2099
     month = _MONTHS[day.month - 1]
-    written = rng.choice([
-        f"{day.day} {month} {day.year}", f"{month} {day.day}, {day.year}", f"{day.day:02d}/{day.month:02d}/{day.year}",
-        f"{day.day} {month[:3].lower()} {day.year}", f"{month[:3]} {day.day} {day.year}", f"{day.year}.{day.month}.{day.day}",
-    ])
+    written = rng.choice(
+        [
+            f"{day.day} {month} {day.year}",
+            f"{month} {day.day}, {day.year}",
+            f"{day.day:02d}/{day.month:02d}/{day.year}",
+            f"{day.day} {month[:3].lower()} {day.year}",
+            f"{month[:3]} {day.day} {day.year}",
+            f"{day.year}.{day.month}.{day.day}",
+        ]
+    )
     return Pair(written, day.isoformat())
 
 
@@ -107,8 +128,9 @@ def task_pairs(task: str, split: str, *, size: int = 5000, seed: int = 0) -> lis
     """Examples of a built-in task. Generated tasks are deterministic in (split, size, seed), with dev/test a tenth of
     `size`; `cmudict` ignores size and seed (its split is fixed, see cmudict_pairs).
 
-    Example:
-        >>> task_pairs("add", "train", size=2, seed=1)[0].target == str(eval(task_pairs("add", "train", size=2, seed=1)[0].source))
+    Examples:
+        >>> pair = task_pairs("add", "train", size=2, seed=1)[0]
+        >>> pair.target == str(eval(pair.source))
         True
     """
     if task not in TASKS:
@@ -144,6 +166,7 @@ def cmudict_pairs(split: str) -> list[Pair]:
 
 # ---- tensors and batches ------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Example:
     source_ids: list[int]
@@ -169,7 +192,7 @@ def bucketed_batches(examples: Sequence[Example], batch_size: int, rng: random.R
     if rng is not None:
         rng.shuffle(order)
     order.sort(key=lambda i: (len(examples[i].source_ids), len(examples[i].target_ids)))
-    batches = [[examples[i] for i in order[start:start + batch_size]] for start in range(0, len(order), batch_size)]
+    batches = [[examples[i] for i in order[start : start + batch_size]] for start in range(0, len(order), batch_size)]
     if rng is not None:
         rng.shuffle(batches)
     return batches

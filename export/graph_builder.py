@@ -9,14 +9,18 @@ from onnx import TensorProto, helper, numpy_helper
 OPSET = 17
 # IR version 9 is the newest that every supported onnxruntime (≥ 1.17) loads; newer onnx packages default higher.
 IR_VERSION = 9
-ONNX_DTYPES = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "int64": TensorProto.INT64,
-               "int32": TensorProto.INT32}
+ONNX_DTYPES = {
+    "float32": TensorProto.FLOAT,
+    "float16": TensorProto.FLOAT16,
+    "int64": TensorProto.INT64,
+    "int32": TensorProto.INT32,
+}
 
 
 class GraphBuilder:
     """Collects nodes, initializers and IO of one graph.
 
-    Example:
+    Examples:
         >>> g = GraphBuilder("demo")
         >>> x = g.input("x", "float32", ["batch", 4])
         >>> g.output(g.op("Relu", x), "y", "float32", ["batch", 4])
@@ -74,7 +78,11 @@ class GraphBuilder:
         return helper.make_graph(self.nodes, self.name, self.inputs, self.outputs, self.initializers)
 
     def model(self) -> onnx.ModelProto:
-        model = helper.make_model(self.graph(), opset_imports=[helper.make_opsetid("", OPSET)], producer_name="s2s_export",
-                                  ir_version=IR_VERSION)
+        model = helper.make_model(
+            self.graph(),
+            opset_imports=[helper.make_opsetid("", OPSET)],
+            producer_name="s2s_export",
+            ir_version=IR_VERSION,
+        )
         onnx.checker.check_model(model, full_check=True)
         return model

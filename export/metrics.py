@@ -12,9 +12,9 @@ from rapidfuzz.distance import Levenshtein
 
 @dataclass(frozen=True)
 class Metrics:
-    exact_match: float     # fraction of sources whose prediction equals one of their references
+    exact_match: float  # fraction of sources whose prediction equals one of their references
     token_accuracy: float  # position-wise matches / reference tokens, against the closest reference
-    error_rate: float      # edit distance / reference tokens, against the closest reference (CER or PER)
+    error_rate: float  # edit distance / reference tokens, against the closest reference (CER or PER)
     count: int
 
     @property
@@ -34,13 +34,14 @@ def group_references(pairs: Iterable, split: Callable[[str], list[str]]) -> dict
     return references
 
 
-def score_predictions(predictions: Mapping[str, Sequence[str]], references: Mapping[str, Sequence[Sequence[str]]]
-                      ) -> Metrics:
+def score_predictions(
+    predictions: Mapping[str, Sequence[str]], references: Mapping[str, Sequence[Sequence[str]]]
+) -> Metrics:
     """Compare token predictions with references, both keyed by source. A source counts as correct when its
     prediction equals any reference (the usual G2P convention for words with several pronunciations); edit distance
     and token accuracy use the closest reference.
 
-    Example:
+    Examples:
         >>> score_predictions({"ab": ["b", "a"]}, {"ab": [["b", "a"], ["x"]]}).exact_match
         1.0
     """
@@ -50,7 +51,9 @@ def score_predictions(predictions: Mapping[str, Sequence[str]], references: Mapp
         closest = min((list(r) for r in refs), key=lambda r: (Levenshtein.distance(prediction, r), len(r)))
         exact += any(prediction == list(r) for r in refs)
         errors += Levenshtein.distance(prediction, closest)
-        matches += sum(p == r for p, r in zip(prediction, closest, strict=False))  # position by position, as far as both go
+        matches += sum(
+            p == r for p, r in zip(prediction, closest, strict=False)
+        )  # position by position, as far as both go
         total += len(closest)
     count = len(references)
     return Metrics(exact / max(count, 1), matches / max(total, 1), errors / max(total, 1), count)

@@ -35,9 +35,14 @@ class Encoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embedding = nn.Embedding(cfg.source_vocab_size, cfg.source_embedding_size)
-        self.rnn = rnn_class(cfg.cell)(cfg.source_embedding_size, cfg.hidden_size, cfg.num_layers, batch_first=True,
-                                       bidirectional=cfg.bidirectional,
-                                       dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
+        self.rnn = rnn_class(cfg.cell)(
+            cfg.source_embedding_size,
+            cfg.hidden_size,
+            cfg.num_layers,
+            batch_first=True,
+            bidirectional=cfg.bidirectional,
+            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
+        )
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, source_ids: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -97,7 +102,8 @@ class Attention(nn.Module):
         return memory if self.kind == "dot" else self.key(memory)  # (batch, src_len, key)
 
     def forward(self, query: Tensor, memory: Tensor, keys: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
-        """query (batch, steps, hidden) → attentional vectors (batch, steps, hidden), weights (batch, steps, src_len)."""
+        """query (batch, steps, hidden) → attentional vectors (batch, steps, hidden),
+        weights (batch, steps, src_len)."""
         if self.kind == "additive":
             energy = torch.tanh(keys.unsqueeze(1) + self.query(query).unsqueeze(2))  # (batch, steps, src_len, hidden)
             scores = self.score(energy).squeeze(3)  # (batch, steps, src_len)
@@ -120,22 +126,29 @@ class DecoderStep(nn.Module):
         self.cfg = cfg
         if cfg.feed_previous or cfg.tie_target_embedding:
             self.embedding = nn.Embedding(cfg.target_vocab_size, cfg.target_embedding_size)
-        self.rnn = rnn_class(cfg.cell)(cfg.decoder_input_size, cfg.hidden_size, cfg.num_layers, batch_first=True,
-                                       dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
+        self.rnn = rnn_class(cfg.cell)(
+            cfg.decoder_input_size,
+            cfg.hidden_size,
+            cfg.num_layers,
+            batch_first=True,
+            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
+        )
         self.attention = Attention(cfg) if cfg.attention != "none" else None
         self.dropout = nn.Dropout(cfg.dropout)
         self.output = nn.Linear(cfg.hidden_size, cfg.target_vocab_size)
         if cfg.tie_target_embedding:
             self.output.weight = self.embedding.weight
 
-    def forward(self, previous_ids: Tensor, states: dict[str, Tensor], statics: dict[str, Tensor]
-                ) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
+    def forward(
+        self, previous_ids: Tensor, states: dict[str, Tensor], statics: dict[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
         """One step: previous_ids (batch,) → log-probs (batch, vocab), new states, weights (batch, src_len) or None."""
         log_probs, new_states, weights = self.run(previous_ids.unsqueeze(1), states, statics)
         return log_probs.squeeze(1), new_states, None if weights is None else weights.squeeze(1)
 
-    def run(self, previous_ids: Tensor, states: dict[str, Tensor], statics: dict[str, Tensor]
-            ) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
+    def run(
+        self, previous_ids: Tensor, states: dict[str, Tensor], statics: dict[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
         """Several steps at once for teacher forcing: previous_ids (batch, steps) → log-probs (batch, steps, vocab).
         With input feeding each step needs the previous step's output, so steps must be 1."""
         cfg = self.cfg
@@ -169,7 +182,7 @@ class DecoderStep(nn.Module):
 class Seq2Seq(nn.Module):
     """Encoder + bridge + decoder step, with teacher-forced training and a greedy reference decoder.
 
-    Example:
+    Examples:
         >>> model = Seq2Seq(Seq2SeqConfig(source_vocab_size=10, target_vocab_size=12))
         >>> encoded = model.encode(torch.tensor([[4, 5, 6]]), torch.tensor([3]))
         >>> sorted(encoded)
@@ -220,8 +233,9 @@ class Seq2Seq(nn.Module):
         return torch.stack(steps, dim=1)
 
     @torch.no_grad()
-    def greedy(self, source_ids: Tensor, lengths: Tensor, *, start_id: int, eos_id: int, max_length: int
-               ) -> list[list[int]]:
+    def greedy(
+        self, source_ids: Tensor, lengths: Tensor, *, start_id: int, eos_id: int, max_length: int
+    ) -> list[list[int]]:
         """Reference greedy decoding (the runtime must reproduce it): ids per row, without eos."""
         states, statics = self.split(self.encode(source_ids, lengths))
         batch = source_ids.shape[0]

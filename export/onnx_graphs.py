@@ -52,9 +52,11 @@ def encoded_io(cfg: Seq2SeqConfig) -> list[TensorSpec]:
         specs.append((roles.CONTEXT, ("batch", enc_out)))
     if cfg.attention != "none":
         key_size = enc_out if cfg.attention == "dot" else hidden
-        specs += [(roles.MEMORY, ("batch", "source_length", enc_out)),
-                  (roles.ATTENTION_KEYS, ("batch", "source_length", key_size)),
-                  (roles.MEMORY_BIAS, ("batch", "source_length"))]
+        specs += [
+            (roles.MEMORY, ("batch", "source_length", enc_out)),
+            (roles.ATTENTION_KEYS, ("batch", "source_length", key_size)),
+            (roles.MEMORY_BIAS, ("batch", "source_length")),
+        ]
     return [TensorSpec(role, graph_name(role), "float32", shape) for role, shape in specs]
 
 
@@ -76,22 +78,23 @@ class CellWeights:
     simply added (all of it for an LSTM; a GRU's r and z parts), `recurrent_bias` the rest (a GRU's b_hn, which the
     reset gate multiplies)."""
 
-    input_weight: np.ndarray     # (G·H, in)
-    input_bias: np.ndarray       # (G·H,) b_ih plus the joinable part of b_hh
+    input_weight: np.ndarray  # (G·H, in)
+    input_bias: np.ndarray  # (G·H,) b_ih plus the joinable part of b_hh
     recurrent_weight: np.ndarray  # (G·H, H)
     recurrent_bias: np.ndarray | None  # (H,) a GRU's b_hn; None for an LSTM
 
     @classmethod
     def of(cls, w: dict[str, np.ndarray], cfg: Seq2SeqConfig, rnn: str, suffix: str) -> CellWeights:
-        """`rnn` and `suffix` name the PyTorch parameters: "encoder.rnn", "_l0_reverse" → encoder.rnn.weight_ih_l0_reverse."""
+        """`rnn` and `suffix` name the PyTorch parameters:
+        "encoder.rnn", "_l0_reverse" → encoder.rnn.weight_ih_l0_reverse."""
         w_ih, w_hh = w[f"{rnn}.weight_ih{suffix}"], w[f"{rnn}.weight_hh{suffix}"]
         b_ih, b_hh = w[f"{rnn}.bias_ih{suffix}"], w[f"{rnn}.bias_hh{suffix}"]
         if cfg.cell == "lstm":
             order = np.concatenate([np.arange(i * cfg.hidden_size, (i + 1) * cfg.hidden_size) for i in (0, 1, 3, 2)])
             return cls(w_ih[order], (b_ih + b_hh)[order], w_hh[order], None)
         kept = np.zeros_like(b_hh)
-        kept[2 * cfg.hidden_size:] = b_hh[2 * cfg.hidden_size:]
-        return cls(w_ih, b_ih + b_hh - kept, w_hh, kept[2 * cfg.hidden_size:])
+        kept[2 * cfg.hidden_size :] = b_hh[2 * cfg.hidden_size :]
+        return cls(w_ih, b_ih + b_hh - kept, w_hh, kept[2 * cfg.hidden_size :])
 
 
 def gate_groups(cfg: Seq2SeqConfig) -> list[slice]:
@@ -141,19 +144,26 @@ def build_encoder(model: Seq2Seq, *, plain: bool = False, lstm_scan: bool = Fals
         projected = g.op("MatMul", final, g.const(w[f"bridge.{name}.weight"].T, "bridge_w"))  # (L, B, H)
         return g.op("Add", projected, g.const(w[f"bridge.{name}.bias"], "bridge_b"))
 
-    values = {roles.STATE_H: lambda: bridge("h"), roles.STATE_C: lambda: bridge("c"),
-              roles.STATE_FEED: lambda: _zeros(g, batch, cfg.hidden_size),
-              roles.CONTEXT: lambda: g.op("Squeeze", finals["h"][-1], g.ints([0])),
-              roles.MEMORY: memory,
-              roles.ATTENTION_KEYS: lambda: (memory() if cfg.attention == "dot" else
-                                             g.op("MatMul", memory(),
-                                                  g.const(w["decoder.attention.key.weight"].T, "key_w"))),
-              roles.MEMORY_BIAS: lambda: _memory_bias(g, source_ids, lengths)}
+    values = {
+        roles.STATE_H: lambda: bridge("h"),
+        roles.STATE_C: lambda: bridge("c"),
+        roles.STATE_FEED: lambda: _zeros(g, batch, cfg.hidden_size),
+        roles.CONTEXT: lambda: g.op("Squeeze", finals["h"][-1], g.ints([0])),
+        roles.MEMORY: memory,
+        roles.ATTENTION_KEYS: lambda: (
+            memory()
+            if cfg.attention == "dot"
+            else g.op("MatMul", memory(), g.const(w["decoder.attention.key.weight"].T, "key_w"))
+        ),
+        roles.MEMORY_BIAS: lambda: _memory_bias(g, source_ids, lengths),
+    }
     outputs = encoded_io(cfg)
     for io in outputs:
         g.output(values[io.role](), io.name, io.dtype, list(io.shape))
-    inputs = [TensorSpec(roles.SOURCE_IDS, source_ids, "int64", ("batch", "source_length")),
-              TensorSpec(roles.SOURCE_LENGTHS, lengths, "int64", ("batch",))]
+    inputs = [
+        TensorSpec(roles.SOURCE_IDS, source_ids, "int64", ("batch", "source_length")),
+        TensorSpec(roles.SOURCE_LENGTHS, lengths, "int64", ("batch",)),
+    ]
     return ExportedGraph(g.model(), inputs, outputs)
 
 
@@ -167,8 +177,12 @@ def _padded(g: GraphBuilder, source_ids: str, lengths: str) -> str:
 def _memory_bias(g: GraphBuilder, source_ids: str, lengths: str) -> str:
     """(B, S): 0 where position < length, MASK_VALUE at padding."""
     # Where rather than Cast + Mul: its constants follow a float16 conversion of the graph.
-    return g.op("Where", _padded(g, source_ids, lengths), g.const(np.array(MASK_VALUE, np.float32)),
-                g.const(np.array(0.0, np.float32)))
+    return g.op(
+        "Where",
+        _padded(g, source_ids, lengths),
+        g.const(np.array(MASK_VALUE, np.float32)),
+        g.const(np.array(0.0, np.float32)),
+    )
 
 
 def _zeros(g: GraphBuilder, *dims: str | int) -> str:
@@ -182,8 +196,9 @@ def _directions(cfg: Seq2SeqConfig) -> list[str]:
     return [""] + (["_reverse"] if cfg.bidirectional else [])
 
 
-def _rnn_op_layers(g: GraphBuilder, cfg: Seq2SeqConfig, w: dict[str, np.ndarray], source_ids: str, lengths: str,
-                   batch: str) -> tuple[str, dict[str, list[str]]]:
+def _rnn_op_layers(
+    g: GraphBuilder, cfg: Seq2SeqConfig, w: dict[str, np.ndarray], source_ids: str, lengths: str, batch: str
+) -> tuple[str, dict[str, list[str]]]:
     """The encoder's layers as ONNX GRU/LSTM ops; returns the top layer's outputs (S, B, enc_out), zeros past each
     row's length, and per state kind the final states of every layer (1, B, enc_out)."""
     embedded = g.op("Gather", g.const(w["encoder.embedding.weight"], "source_embedding"), source_ids)  # (B, S, E)
@@ -191,12 +206,19 @@ def _rnn_op_layers(g: GraphBuilder, cfg: Seq2SeqConfig, w: dict[str, np.ndarray]
     sequence_lens = g.op("Cast", lengths, to=onnx.TensorProto.INT32)  # (B,)
     finals: dict[str, list[str]] = {"h": [], "c": []}
     for layer in range(cfg.num_layers):
+
         def stacked(kind: str) -> np.ndarray:  # (dirs, gates*H, in) weights or (dirs, 2*gates*H) biases
             parts = []
             for suffix in _directions(cfg):
                 if kind == "B":  # the list is built at once, inside this iteration
-                    parts.append(np.concatenate([_reorder_gates(w[f"encoder.rnn.bias_{m}_l{layer}{suffix}"], cfg.cell)  # noqa: B023
-                                                 for m in ("ih", "hh")]))
+                    parts.append(
+                        np.concatenate(
+                            [
+                                _reorder_gates(w[f"encoder.rnn.bias_{m}_l{layer}{suffix}"], cfg.cell)  # noqa: B023
+                                for m in ("ih", "hh")
+                            ]
+                        )
+                    )
                 else:
                     parts.append(_reorder_gates(w[f"encoder.rnn.weight_{kind}_l{layer}{suffix}"], cfg.cell))  # noqa: B023
             return np.stack(parts)
@@ -204,8 +226,13 @@ def _rnn_op_layers(g: GraphBuilder, cfg: Seq2SeqConfig, w: dict[str, np.ndarray]
         attrs = {"hidden_size": cfg.hidden_size, "direction": "bidirectional" if cfg.bidirectional else "forward"}
         if cfg.cell == "gru":
             attrs["linear_before_reset"] = 1  # PyTorch applies the reset gate after the recurrent matmul
-        rnn_inputs = [x, g.const(stacked("ih"), "W"), g.const(stacked("hh"), "R"), g.const(stacked("B"), "B"),
-                      sequence_lens]
+        rnn_inputs = [
+            x,
+            g.const(stacked("ih"), "W"),
+            g.const(stacked("hh"), "R"),
+            g.const(stacked("B"), "B"),
+            sequence_lens,
+        ]
         outs = g.op_multi(cfg.cell.upper(), 3 if cfg.cell == "lstm" else 2, *rnn_inputs, **attrs)
         y = g.op("Transpose", outs[0], perm=[0, 2, 1, 3])  # (S, dirs, B, H) → (S, B, dirs, H)
         x = g.op("Reshape", y, g.ints([0, 0, -1]))  # (S, B, enc_out)
@@ -215,8 +242,9 @@ def _rnn_op_layers(g: GraphBuilder, cfg: Seq2SeqConfig, w: dict[str, np.ndarray]
     return x, finals
 
 
-def _scan_layers(g: GraphBuilder, cfg: Seq2SeqConfig, w: dict[str, np.ndarray], source_ids: str, lengths: str,
-                 batch: str) -> tuple[str, dict[str, list[str]]]:
+def _scan_layers(
+    g: GraphBuilder, cfg: Seq2SeqConfig, w: dict[str, np.ndarray], source_ids: str, lengths: str, batch: str
+) -> tuple[str, dict[str, list[str]]]:
     """The encoder's layers as Scans over primitive cells; returns what _rnn_op_layers does, except that the
     outputs past each row's length are not zeroed (later layers never read them: see below).
 
@@ -226,9 +254,11 @@ def _scan_layers(g: GraphBuilder, cfg: Seq2SeqConfig, w: dict[str, np.ndarray], 
     hidden = cfg.hidden_size
     ids = g.op("Transpose", source_ids, perm=[1, 0])  # (S, B)
     initial = _zeros(g, batch, hidden)  # (B, H)
-    last_position = g.op("Expand", g.op("Unsqueeze", g.op("Sub", lengths, g.const(np.array(1, np.int64))),
-                                        g.ints([0, 2])),
-                         g.op("Concat", g.ints([1]), batch, g.ints([hidden]), axis=0))  # (1, B, H)
+    last_position = g.op(
+        "Expand",
+        g.op("Unsqueeze", g.op("Sub", lengths, g.const(np.array(1, np.int64))), g.ints([0, 2])),
+        g.op("Concat", g.ints([1]), batch, g.ints([hidden]), axis=0),
+    )  # (1, B, H)
     kinds = "hc" if cfg.cell == "lstm" else "h"
     finals: dict[str, list[str]] = {kind: [] for kind in kinds}
     x = ids
@@ -267,19 +297,24 @@ def _scan_layers(g: GraphBuilder, cfg: Seq2SeqConfig, w: dict[str, np.ndarray], 
     return x, finals
 
 
-def _scan_cells(g: GraphBuilder, cfg: Seq2SeqConfig, directions: list[tuple[list[str], CellWeights]],
-                initial: str) -> list[dict[str, str]]:
+def _scan_cells(
+    g: GraphBuilder, cfg: Seq2SeqConfig, directions: list[tuple[list[str], CellWeights]], initial: str
+) -> list[dict[str, str]]:
     """Run one primitive GRU/LSTM cell per direction over time, in one Scan: each direction's input projections
     (S, B, rows) per gate group → its states at every position, {"h": (S, B, H)} and for an LSTM "c" too."""
     hidden = cfg.hidden_size
     kinds = "hc" if cfg.cell == "lstm" else "h"
     body = g.subgraph("cell")
-    states = [{kind: body.input(f"{body.prefix}{kind}{d}", "float32", ["batch", hidden]) for kind in kinds}
-              for d in range(len(directions))]
+    states = [
+        {kind: body.input(f"{body.prefix}{kind}{d}", "float32", ["batch", hidden]) for kind in kinds}
+        for d in range(len(directions))
+    ]
     carried = []
     for d, (_, cell) in enumerate(directions):
-        gi = [body.input(f"{body.prefix}gi{d}_{i}", "float32", ["batch", rows.stop - rows.start])
-              for i, rows in enumerate(gate_groups(cfg))]
+        gi = [
+            body.input(f"{body.prefix}gi{d}_{i}", "float32", ["batch", rows.stop - rows.start])
+            for i, rows in enumerate(gate_groups(cfg))
+        ]
         new_h, new_c = _primitive_cell(body, cfg, gi, states[d]["h"], states[d].get("c"), cell)  # (B, H) each
         carried += [new_h] + ([new_c] if new_c is not None else [])
     for state in carried:  # the carried states: the nodes' own outputs, no copy
@@ -287,9 +322,10 @@ def _scan_cells(g: GraphBuilder, cfg: Seq2SeqConfig, directions: list[tuple[list
     for index, state in enumerate(carried):  # once more, as per-position outputs
         body.output(state, f"{body.prefix}all_{index}", "float32", ["batch", hidden])
     scanned = [part for projected, _ in directions for part in projected]
-    outputs = g.op_multi("Scan", 2 * len(carried), *[initial] * len(carried), *scanned, body=body.graph(),
-                         num_scan_inputs=len(scanned))
-    per_position = iter(outputs[len(carried):])
+    outputs = g.op_multi(
+        "Scan", 2 * len(carried), *[initial] * len(carried), *scanned, body=body.graph(), num_scan_inputs=len(scanned)
+    )
+    per_position = iter(outputs[len(carried) :])
     return [{kind: next(per_position) for kind in kinds} for _ in directions]
 
 
@@ -319,8 +355,12 @@ def build_decoder_step(model: Seq2Seq, *, plain: bool = False) -> ExportedGraph:
         parts.append((roles.STATE_FEED, hidden))
 
     def first_layer_input() -> str:
-        vectors = [g.op("Gather", g.const(w["decoder.embedding.weight"], "target_embedding"), previous_ids)
-                   if name == "embedding" else value[name] for name, _ in parts]
+        vectors = [
+            g.op("Gather", g.const(w["decoder.embedding.weight"], "target_embedding"), previous_ids)
+            if name == "embedding"
+            else value[name]
+            for name, _ in parts
+        ]
         return vectors[0] if len(vectors) == 1 else g.op("Concat", *vectors, axis=1)  # (B, dec_in)
 
     def folded_input_projection(cell: CellWeights, rows: slice) -> str:
@@ -328,11 +368,12 @@ def build_decoder_step(model: Seq2Seq, *, plain: bool = False) -> ExportedGraph:
         weight, bias = cell.input_weight[rows], cell.input_bias[rows]  # (rows, dec_in), (rows,)
         projected, offset = [], 0
         for name, size in parts:
-            block = weight[:, offset:offset + size]
+            block = weight[:, offset : offset + size]
             if name == "embedding":
                 table = w["decoder.embedding.weight"] @ block.T + bias  # (V, G·H)
-                projected.append(g.op("Gather", g.const(table.astype(np.float32), "embedding_projection"),
-                                      previous_ids))
+                projected.append(
+                    g.op("Gather", g.const(table.astype(np.float32), "embedding_projection"), previous_ids)
+                )
             else:
                 projected.append(g.op("MatMul", value[name], g.const(block.T.copy(), "W_ih")))
             offset += size
@@ -354,8 +395,14 @@ def build_decoder_step(model: Seq2Seq, *, plain: bool = False) -> ExportedGraph:
             if layer == 0 and cfg.feed_previous:
                 gi = [folded_input_projection(cell, rows) for rows in gate_groups(cfg)]  # (B, rows) each
             else:
-                gi = [g.op("Add", g.op("MatMul", x, g.const(cell.input_weight[rows].T, "W_ih")),
-                           g.const(cell.input_bias[rows], "b_ih")) for rows in gate_groups(cfg)]
+                gi = [
+                    g.op(
+                        "Add",
+                        g.op("MatMul", x, g.const(cell.input_weight[rows].T, "W_ih")),
+                        g.const(cell.input_bias[rows], "b_ih"),
+                    )
+                    for rows in gate_groups(cfg)
+                ]
             x, c = _primitive_cell(g, cfg, gi, h, c, cell)
         if c is not None:
             new_c.append(g.op("Unsqueeze", c, g.ints([0])))
@@ -366,13 +413,23 @@ def build_decoder_step(model: Seq2Seq, *, plain: bool = False) -> ExportedGraph:
     if cfg.attention != "none":
         x, attention_weights = _attention(g, cfg, w, x, value)
     if plain:
-        logits = g.op("Gemm", x, g.const(w["decoder.output.weight"], "output_w"), g.const(w["decoder.output.bias"],
-                                                                                        "output_b"), transB=1)
+        logits = g.op(
+            "Gemm",
+            x,
+            g.const(w["decoder.output.weight"], "output_w"),
+            g.const(w["decoder.output.bias"], "output_b"),
+            transB=1,
+        )
     else:
-        logits = g.op("Add", g.op("MatMul", x, g.const(w["decoder.output.weight"].T, "output_w")),
-                      g.const(w["decoder.output.bias"], "output_b"))  # (B, V)
-    results = {roles.LOG_PROBS: g.op("LogSoftmax", logits, axis=1),
-               roles.STATE_H: g.op("Concat", *new_h, axis=0) if len(new_h) > 1 else new_h[0]}
+        logits = g.op(
+            "Add",
+            g.op("MatMul", x, g.const(w["decoder.output.weight"].T, "output_w")),
+            g.const(w["decoder.output.bias"], "output_b"),
+        )  # (B, V)
+    results = {
+        roles.LOG_PROBS: g.op("LogSoftmax", logits, axis=1),
+        roles.STATE_H: g.op("Concat", *new_h, axis=0) if len(new_h) > 1 else new_h[0],
+    }
     if new_c:
         results[roles.STATE_C] = g.op("Concat", *new_c, axis=0) if len(new_c) > 1 else new_c[0]
     if cfg.input_feeding:
@@ -382,15 +439,20 @@ def build_decoder_step(model: Seq2Seq, *, plain: bool = False) -> ExportedGraph:
     if not plain:  # selection in the graph: each row's top_k best (log-prob, id), best first; with top_k = 1 the
         # greedy choice (ArgMax + ReduceMax nodes as well would cost ≈ 1 µs a step at batch 1). TopK lists equal
         # values lower index first: argmax's choice, and the tie order beam search keeps.
-        results[roles.TOP_LOG_PROBS], results[roles.TOP_IDS] = g.op_multi("TopK", 2, results[roles.LOG_PROBS], top_k,
-                                                                          axis=1, largest=1, sorted=1)
+        results[roles.TOP_LOG_PROBS], results[roles.TOP_IDS] = g.op_multi(
+            "TopK", 2, results[roles.LOG_PROBS], top_k, axis=1, largest=1, sorted=1
+        )
     shapes = {io.role: io.shape for io in encoded}
     shapes[roles.LOG_PROBS] = ("batch", cfg.target_vocab_size)
     shapes[roles.ATTENTION] = ("batch", "source_length")
     shapes[roles.TOP_LOG_PROBS] = shapes[roles.TOP_IDS] = ("batch", "top_k")
     for role, name in results.items():
-        io = TensorSpec(role, "new_" + graph_name(role) if roles.is_state(role) else graph_name(role),
-                     "int64" if role == roles.TOP_IDS else "float32", shapes[role])
+        io = TensorSpec(
+            role,
+            "new_" + graph_name(role) if roles.is_state(role) else graph_name(role),
+            "int64" if role == roles.TOP_IDS else "float32",
+            shapes[role],
+        )
         g.output(name, io.name, io.dtype, list(io.shape))
         outputs.append(io)
     inputs = [TensorSpec(roles.PREVIOUS_IDS, previous_ids, "int64", ("batch",))] + encoded
@@ -399,8 +461,9 @@ def build_decoder_step(model: Seq2Seq, *, plain: bool = False) -> ExportedGraph:
     return ExportedGraph(g.model(), inputs, outputs)
 
 
-def _primitive_cell(g: GraphBuilder, cfg: Seq2SeqConfig, gi: list[str], h: str, c: str | None, cell: CellWeights
-                    ) -> tuple[str, str | None]:
+def _primitive_cell(
+    g: GraphBuilder, cfg: Seq2SeqConfig, gi: list[str], h: str, c: str | None, cell: CellWeights
+) -> tuple[str, str | None]:
     """One GRU/LSTM cell from its input projections, one (B, rows) tensor per gate group (see gate_groups) — input
     bias and the joinable recurrent bias included, see CellWeights — and the previous h (and c); returns (h', c')."""
     hidden = cfg.hidden_size
@@ -423,9 +486,11 @@ def _primitive_cell(g: GraphBuilder, cfg: Seq2SeqConfig, gi: list[str], h: str, 
     return g.op("Add", n, g.op("Mul", z, g.op("Sub", h, n))), None
 
 
-def _rnn_op_step(g: GraphBuilder, cfg: Seq2SeqConfig, w: dict[str, np.ndarray], layer: int, x: str, h: str,
-                 c: str | None) -> tuple[str, str, str | None]:
+def _rnn_op_step(
+    g: GraphBuilder, cfg: Seq2SeqConfig, w: dict[str, np.ndarray], layer: int, x: str, h: str, c: str | None
+) -> tuple[str, str, str | None]:
     """One step of one layer with the ONNX GRU/LSTM op (sequence length 1); returns (output, h', c')."""
+
     def weight(name: str) -> np.ndarray:
         return _reorder_gates(w[f"decoder.rnn.{name}_l{layer}"], cfg.cell)
 
@@ -433,9 +498,14 @@ def _rnn_op_step(g: GraphBuilder, cfg: Seq2SeqConfig, w: dict[str, np.ndarray], 
     attrs = {"hidden_size": cfg.hidden_size}
     if cfg.cell == "gru":
         attrs["linear_before_reset"] = 1
-    inputs = [g.op("Unsqueeze", x, g.ints([0])), g.const(weight("weight_ih")[None], "W"),
-              g.const(weight("weight_hh")[None], "R"), g.const(biases, "B"), "",
-              g.op("Unsqueeze", h, g.ints([0]))]  # X (1, B, in), initial_h (1, B, H)
+    inputs = [
+        g.op("Unsqueeze", x, g.ints([0])),
+        g.const(weight("weight_ih")[None], "W"),
+        g.const(weight("weight_hh")[None], "R"),
+        g.const(biases, "B"),
+        "",
+        g.op("Unsqueeze", h, g.ints([0])),
+    ]  # X (1, B, in), initial_h (1, B, H)
     if c is not None:
         inputs.append(g.op("Unsqueeze", c, g.ints([0])))
     outs = g.op_multi(cfg.cell.upper(), 3 if c is not None else 2, *inputs, **attrs)
@@ -443,21 +513,26 @@ def _rnn_op_step(g: GraphBuilder, cfg: Seq2SeqConfig, w: dict[str, np.ndarray], 
     return new_h, new_h, None if c is None else g.op("Squeeze", outs[2], g.ints([0]))
 
 
-def _attention(g: GraphBuilder, cfg: Seq2SeqConfig, w: dict[str, np.ndarray], query: str, value: dict[str, str]
-               ) -> tuple[str, str]:
+def _attention(
+    g: GraphBuilder, cfg: Seq2SeqConfig, w: dict[str, np.ndarray], query: str, value: dict[str, str]
+) -> tuple[str, str]:
     """Luong attention over precomputed keys; returns the attentional vector (B, H) and the weights (B, S)."""
     keys = value[roles.ATTENTION_KEYS]  # (B, S, K)
     if cfg.attention == "additive":
-        projected = g.op("Add", g.op("MatMul", query, g.const(w["decoder.attention.query.weight"].T, "query_w")),
-                         g.const(w["decoder.attention.query.bias"], "query_b"))  # (B, H)
+        projected = g.op(
+            "Add",
+            g.op("MatMul", query, g.const(w["decoder.attention.query.weight"].T, "query_w")),
+            g.const(w["decoder.attention.query.bias"], "query_b"),
+        )  # (B, H)
         energy = g.op("Tanh", g.op("Add", keys, g.op("Unsqueeze", projected, g.ints([1]))))  # (B, S, H)
         scores = g.op("MatMul", energy, g.const(w["decoder.attention.score.weight"].T, "score_w"))  # (B, S, 1)
     else:
         scores = g.op("MatMul", keys, g.op("Unsqueeze", query, g.ints([2])))  # (B, S, 1)
     scores = g.op("Add", g.op("Squeeze", scores, g.ints([2])), value[roles.MEMORY_BIAS])  # (B, S)
     weights = g.op("Softmax", scores, axis=1)  # (B, S)
-    context = g.op("Squeeze", g.op("MatMul", g.op("Unsqueeze", weights, g.ints([1])), value[roles.MEMORY]),
-                   g.ints([1]))  # (B, enc_out)
+    context = g.op(
+        "Squeeze", g.op("MatMul", g.op("Unsqueeze", weights, g.ints([1])), value[roles.MEMORY]), g.ints([1])
+    )  # (B, enc_out)
     combined = g.op("Concat", context, query, axis=1)  # (B, enc_out + H)
     attentional = g.op("Tanh", g.op("MatMul", combined, g.const(w["decoder.attention.combine.weight"].T, "combine_w")))
     return attentional, weights

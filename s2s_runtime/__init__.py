@@ -1,6 +1,6 @@
 """s2s_runtime: torch-free inference for recurrent encoder–decoder models exported by s2s_export.
 
-Example:
+Examples:
     >>> import s2s_runtime
     >>> model = s2s_runtime.load("bundle/")  # doctest: +SKIP
     >>> [r.text for r in model.generate(["hello", "world"])]  # doctest: +SKIP
@@ -20,28 +20,28 @@ from .vocab import Vocab, VocabError
 
 __version__ = "0.2.0"  # the one place the version is written (pyproject reads it)
 __all__ = [
-           "Batcher",
-           "BatcherClosed",
-           "BatcherConfig",
-           "BatchingOptions",
-           "Bundle",
-           "BundleError",
-           "DecodingStopped",
-           "DeviceError",
-           "Generation",
-           "GenerationOptions",
-           "Hypothesis",
-           "InternalError",
-           "Overloaded",
-           "RequestLimits",
-           "RequestTimeout",
-           "Result",
-           "Seq2SeqModel",
-           "SessionSettings",
-           "StreamedToken",
-           "TokenScore",
-           "Vocab",
-           "VocabError",
-           "__version__",
-           "load",
+    "Batcher",
+    "BatcherClosed",
+    "BatcherConfig",
+    "BatchingOptions",
+    "Bundle",
+    "BundleError",
+    "DecodingStopped",
+    "DeviceError",
+    "Generation",
+    "GenerationOptions",
+    "Hypothesis",
+    "InternalError",
+    "Overloaded",
+    "RequestLimits",
+    "RequestTimeout",
+    "Result",
+    "Seq2SeqModel",
+    "SessionSettings",
+    "StreamedToken",
+    "TokenScore",
+    "Vocab",
+    "VocabError",
+    "__version__",
+    "load",
 ]

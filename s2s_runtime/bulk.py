@@ -45,7 +45,7 @@ class BulkError(ValueError):
 class BulkJob:
     """What a bulk job decodes, and how; saved in OUTPUT.parts/job.json so that --resume continues the same job.
 
-    Example:
+    Examples:
         >>> BulkJob("in.txt", "out.jsonl", "g2p-en").shard_size
         1024
     """
@@ -103,8 +103,14 @@ def read_sources(path: str | Path, column: str) -> list[Any]:
     return sources
 
 
-def decode_rows(model: Seq2SeqModel, plan: DecodingPlan, sources: Sequence[Any], first_index: int = 0, *,
-                batching: BatchingOptions = BatchingOptions()) -> list[dict]:
+def decode_rows(
+    model: Seq2SeqModel,
+    plan: DecodingPlan,
+    sources: Sequence[Any],
+    first_index: int = 0,
+    *,
+    batching: BatchingOptions = BatchingOptions(),
+) -> list[dict]:
     """One output record per source, in order; a source the model refuses gets its error instead of a result."""
     prepared, errors = [], {}
     for offset, source in enumerate(sources):
@@ -112,13 +118,25 @@ def decode_rows(model: Seq2SeqModel, plan: DecodingPlan, sources: Sequence[Any],
             prepared.append((offset, model.prepare(source, plan)))
         except (ValueError, TypeError) as error:
             errors[offset] = f"{type(error).__name__}: {str(error).replace('inputs[0]: ', '')}"
-    results = dict(zip((offset for offset, _ in prepared),
-                       model.decode([item for _, item in prepared], plan, batching=batching), strict=True))
+    results = dict(
+        zip(
+            (offset for offset, _ in prepared),
+            model.decode([item for _, item in prepared], plan, batching=batching),
+            strict=True,
+        )
+    )
     records = []
     for offset, source in enumerate(sources):
         result = results.get(offset)
-        record = {"index": first_index + offset, "source": source if isinstance(source, (str, list)) else None,
-                  "text": None, "tokens": [], "score": None, "finished": False, "error": errors.get(offset)}
+        record = {
+            "index": first_index + offset,
+            "source": source if isinstance(source, (str, list)) else None,
+            "text": None,
+            "tokens": [],
+            "score": None,
+            "finished": False,
+            "error": errors.get(offset),
+        }
         if result is not None:
             record.update(text=result.text, tokens=result.tokens, score=result.score, finished=result.finished)
             if plan.options.num_hypotheses > 1:
@@ -130,11 +148,19 @@ def decode_rows(model: Seq2SeqModel, plan: DecodingPlan, sources: Sequence[Any],
 
 # ---- the job ---------------------------------------------------------------------------------------------------
 
-def run(job: BulkJob, *, workers: int = 1, ray_address: str | None = None, use_ray: bool = False,
-        resume: bool = False, progress: bool = True) -> Path:
+
+def run(
+    job: BulkJob,
+    *,
+    workers: int = 1,
+    ray_address: str | None = None,
+    use_ray: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+) -> Path:
     """Run (or with `resume`, continue) a bulk job; returns the output path.
 
-    Example:
+    Examples:
         >>> run(BulkJob("words.txt", "out.jsonl", "g2p-en"), workers=2)  # doctest: +SKIP
         PosixPath('out.jsonl')
     """
@@ -148,8 +174,9 @@ def run(job: BulkJob, *, workers: int = 1, ray_address: str | None = None, use_r
     shards = [(start // job.shard_size, start) for start in range(0, len(sources), job.shard_size)]
     _prepare_parts(job, resume)
     pending = [(shard, start) for shard, start in shards if not _shard_path(job, shard).exists()]
-    bar = _progress(len(sources), len(sources) - sum(len(sources[s:s + job.shard_size]) for _, s in pending),
-                    progress)
+    bar = _progress(
+        len(sources), len(sources) - sum(len(sources[s : s + job.shard_size]) for _, s in pending), progress
+    )
     try:
         if use_ray:
             _run_on_ray(job, sources, pending, ray_address, workers, bar)
@@ -164,8 +191,9 @@ def run(job: BulkJob, *, workers: int = 1, ray_address: str | None = None, use_r
 def _progress(total: int, done: int, enabled: bool) -> Any:
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=done, unit="rows", desc="s2s bulk", file=sys.stderr,
-                disable=not enabled or None)  # None: only on a terminal
+    return tqdm(
+        total=total, initial=done, unit="rows", desc="s2s bulk", file=sys.stderr, disable=not enabled or None
+    )  # None: only on a terminal
 
 
 def _prepare_parts(job: BulkJob, resume: bool) -> None:
@@ -174,8 +202,9 @@ def _prepare_parts(job: BulkJob, resume: bool) -> None:
         previous = json.loads(saved.read_text())
         if previous != asdict(job):
             changed = sorted(k for k in previous if previous[k] != asdict(job).get(k))
-            raise BulkError(f"{saved}: --resume of another job (changed: {', '.join(changed)}); remove {parts} to "
-                            "start over")
+            raise BulkError(
+                f"{saved}: --resume of another job (changed: {', '.join(changed)}); remove {parts} to start over"
+            )
         return
     if parts.exists() and not resume:
         shutil.rmtree(parts)
@@ -195,8 +224,11 @@ def _write_shard(job: BulkJob, shard: int, records: list[dict]) -> None:
 
 
 def _assemble(job: BulkJob, shards: list[int], kind: str) -> None:
-    records: Iterator[dict] = (json.loads(line) for shard in shards
-                               for line in _shard_path(job, shard).read_text(encoding="utf-8").splitlines())
+    records: Iterator[dict] = (
+        json.loads(line)
+        for shard in shards
+        for line in _shard_path(job, shard).read_text(encoding="utf-8").splitlines()
+    )
     partial = Path(job.output + ".partial")
     if kind == "jsonl":
         with open(partial, "w", encoding="utf-8") as out:
@@ -227,7 +259,7 @@ def _decode_shard(job: BulkJob, shard: int, start: int, sources: list[Any]) -> i
 
 def _run_local(job: BulkJob, sources: list[Any], pending: list[tuple[int, int]], workers: int, bar: Any) -> None:
     options = job.generation_options()
-    tasks = [(job, shard, start, sources[start:start + job.shard_size]) for shard, start in pending]
+    tasks = [(job, shard, start, sources[start : start + job.shard_size]) for shard, start in pending]
     if workers <= 1:
         _start_worker(job.bundle, options)
         for task in tasks:
@@ -245,8 +277,10 @@ def _starred(task: tuple) -> int:
 
 # ---- Ray Data ----------------------------------------------------------------------------------------------------
 
-def _run_on_ray(job: BulkJob, sources: list[Any], pending: list[tuple[int, int]], address: str | None,
-                actors: int, bar: Any) -> None:
+
+def _run_on_ray(
+    job: BulkJob, sources: list[Any], pending: list[tuple[int, int]], address: str | None, actors: int, bar: Any
+) -> None:
     from .ray._require import import_ray
     from .ray.predictor import Predictor
 
@@ -257,14 +291,20 @@ def _run_on_ray(job: BulkJob, sources: list[Any], pending: list[tuple[int, int]]
     try:
         cpus = float(ray.cluster_resources().get("CPU", 1))
         per_actor = max(min(1.0, (cpus - 1) / max(actors, 1)), 0.25)  # leave a CPU for Ray Data's read tasks
-        rows = [{"index": start + offset, "shard": shard, "source": source}
-                for shard, start in pending for offset, source in enumerate(sources[start:start + job.shard_size])]
-        expected = {shard: len(sources[start:start + job.shard_size]) for shard, start in pending}
+        rows = [
+            {"index": start + offset, "shard": shard, "source": source}
+            for shard, start in pending
+            for offset, source in enumerate(sources[start : start + job.shard_size])
+        ]
+        expected = {shard: len(sources[start : start + job.shard_size]) for shard, start in pending}
         collected: dict[int, list[dict]] = {shard: [] for shard in expected}
         dataset = ray.data.from_items(rows).map_batches(
-            Predictor, fn_constructor_kwargs={"bundle": job.bundle, "column": "source",
-                                              "options": job.generation_options()},
-            concurrency=max(actors, 1), num_cpus=per_actor, batch_size=job.batch_size)
+            Predictor,
+            fn_constructor_kwargs={"bundle": job.bundle, "column": "source", "options": job.generation_options()},
+            concurrency=max(actors, 1),
+            num_cpus=per_actor,
+            batch_size=job.batch_size,
+        )
         for row in dataset.iter_rows():
             shard = int(row["shard"])
             collected[shard].append(row)
@@ -279,11 +319,19 @@ def _run_on_ray(job: BulkJob, sources: list[Any], pending: list[tuple[int, int]]
 
 def _record(row: dict) -> dict:
     """A Predictor output row in the record form decode_rows writes."""
+
     def plain(value: Any) -> Any:
         return value.tolist() if hasattr(value, "tolist") else value
-    record = {"index": int(row["index"]), "source": plain(row["source"]), "text": row["text"],
-              "tokens": list(plain(row["tokens"])), "score": None if row["error"] else float(row["score"]),
-              "finished": bool(row["finished"]), "error": row["error"]}
+
+    record = {
+        "index": int(row["index"]),
+        "source": plain(row["source"]),
+        "text": row["text"],
+        "tokens": list(plain(row["tokens"])),
+        "score": None if row["error"] else float(row["score"]),
+        "finished": bool(row["finished"]),
+        "error": row["error"],
+    }
     if "hypotheses" in row:
         record["hypotheses"] = list(plain(row["hypotheses"]))
         record["hypothesis_scores"] = [float(s) for s in plain(row["hypothesis_scores"])]

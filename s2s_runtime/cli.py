@@ -35,12 +35,18 @@ def build_parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate", help="generate outputs for inputs (arguments or stdin lines)")
     generate.add_argument("bundle", help="bundle directory")
     generate.add_argument("inputs", nargs="*", metavar="TEXT", help="inputs; read one per line from stdin if none")
-    generate.add_argument("--json", action="store_true",
-                          help="one JSON object per input: text, tokens, ids, score and the n-best hypotheses")
+    generate.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per input: text, tokens, ids, score and the n-best hypotheses",
+    )
     generate.add_argument("--target-prefix", help="a target prefix every output starts with")
     generate.add_argument("--stream", action="store_true", help="print tokens as they are generated (greedy/sample)")
-    generate.add_argument("--timing", action="store_true",
-                          help="print latency per sequence and per token to stderr (after one warm-up call)")
+    generate.add_argument(
+        "--timing",
+        action="store_true",
+        help="print latency per sequence and per token to stderr (after one warm-up call)",
+    )
     add_generation_flags(generate)
     add_batching_flags(generate)
     add_session_flags(generate)
@@ -48,62 +54,104 @@ def build_parser() -> argparse.ArgumentParser:
 
     score = commands.add_parser("score", help="forced-decoding log-probs of source<TAB>target pairs (stdin)")
     score.add_argument("bundle", help="bundle directory")
-    score.add_argument("--file", type=argparse.FileType("r", encoding="utf-8"), default=sys.stdin,
-                       help="TSV of source<TAB>target pairs (default: stdin)")
+    score.add_argument(
+        "--file",
+        type=argparse.FileType("r", encoding="utf-8"),
+        default=sys.stdin,
+        help="TSV of source<TAB>target pairs (default: stdin)",
+    )
     score.add_argument("--json", action="store_true", help="one JSON object per pair with per-token log-probs")
     score.add_argument("--batch-size", type=int, default=64)
     add_session_flags(score)
     score.set_defaults(handler=run_score)
 
-    serve = commands.add_parser("serve", help="HTTP service with dynamic batching (the serve extra)",
-                                description="POST /v1/generate, GET /healthz, /readyz, /metrics. Binds to loopback "
-                                            "unless --host says otherwise.")
+    serve = commands.add_parser(
+        "serve",
+        help="HTTP service with dynamic batching (the serve extra)",
+        description="POST /v1/generate, GET /healthz, /readyz, /metrics. Binds to loopback "
+        "unless --host says otherwise.",
+    )
     serve.add_argument("bundle", help="bundle directory or built-in name")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--max-batch-size", type=int, default=64)
     serve.add_argument("--max-wait-ms", type=float, default=2.0)
     serve.add_argument("--max-queue", type=int, default=1024)
-    serve.add_argument("--timeout-s", type=float, default=30.0,
-                       help="per-request deadline, decoding included (504 past it)")
+    serve.add_argument(
+        "--timeout-s", type=float, default=30.0, help="per-request deadline, decoding included (504 past it)"
+    )
     serve.add_argument("--max-inputs", type=int, default=256, help="inputs per request")
-    serve.add_argument("--batch-workers", type=int, default=1,
-                       help="threads decoding batches at the same time (for spare cores; default 1)")
+    serve.add_argument(
+        "--batch-workers",
+        type=int,
+        default=1,
+        help="threads decoding batches at the same time (for spare cores; default 1)",
+    )
     serve.add_argument("--max-streams", type=int, default=64, help="streaming requests open at once (503 past it)")
-    serve.add_argument("--shutdown-grace-s", type=float, default=10.0,
-                       help="on SIGTERM, how long in-flight requests have to finish before they are stopped")
+    serve.add_argument(
+        "--shutdown-grace-s",
+        type=float,
+        default=10.0,
+        help="on SIGTERM, how long in-flight requests have to finish before they are stopped",
+    )
     serve.add_argument("--max-body-bytes", type=int, default=1 << 20)
     serve.add_argument("--max-header-bytes", type=int, default=16 * 1024)
-    serve.add_argument("--read-timeout-s", type=float, default=10.0,
-                       help="a request's headers, then its body, must arrive within this (408 otherwise)")
+    serve.add_argument(
+        "--read-timeout-s",
+        type=float,
+        default=10.0,
+        help="a request's headers, then its body, must arrive within this (408 otherwise)",
+    )
     serve.add_argument("--keep-alive-s", type=float, default=5.0, help="idle keep-alive connections are closed after")
     serve.add_argument("--max-connections", type=int, default=512)
     serve.add_argument("--log-level", default="info")
     ray_group = serve.add_argument_group("scale-out on Ray (the ray extra)")
-    ray_group.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
-                           help="serve with Ray Serve replicas: on a new local cluster, or the cluster at ADDRESS")
+    ray_group.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="serve with Ray Serve replicas: on a new local cluster, or the cluster at ADDRESS",
+    )
     ray_group.add_argument("--replicas", type=int, default=1, help="Ray Serve replicas (with --ray)")
-    ray_group.add_argument("--replica-cpus", type=float, default=1.0,
-                           help="CPUs per replica; its onnxruntime threads follow (with --ray)")
-    ray_group.add_argument("--ray-ingress", choices=["haproxy", "serve-proxy"], default="haproxy",
-                           help="haproxy (default): replicas serve HTTP themselves behind HAProxy; serve-proxy: "
-                                "Ray Serve's Python proxy, about 10× slower here (see the docs)")
+    ray_group.add_argument(
+        "--replica-cpus", type=float, default=1.0, help="CPUs per replica; its onnxruntime threads follow (with --ray)"
+    )
+    ray_group.add_argument(
+        "--ray-ingress",
+        choices=["haproxy", "serve-proxy"],
+        default="haproxy",
+        help="haproxy (default): replicas serve HTTP themselves behind HAProxy; serve-proxy: "
+        "Ray Serve's Python proxy, about 10× slower here (see the docs)",
+    )
     add_session_flags(serve)
     add_limit_flags(serve)
     serve.set_defaults(handler=run_serve)
 
-    bulk = commands.add_parser("bulk", help="decode a file of inputs into a file of outputs (resumable)",
-                               description="INPUT: .txt (one source per line), .tsv (header row), .jsonl or "
-                                           ".parquet; OUTPUT: .jsonl or .parquet, one row per input in input order, "
-                                           "bad inputs with an error column. Needs the bulk extra.")
+    bulk = commands.add_parser(
+        "bulk",
+        help="decode a file of inputs into a file of outputs (resumable)",
+        description="INPUT: .txt (one source per line), .tsv (header row), .jsonl or "
+        ".parquet; OUTPUT: .jsonl or .parquet, one row per input in input order, "
+        "bad inputs with an error column. Needs the bulk extra.",
+    )
     bulk.add_argument("input", help="input file")
     bulk.add_argument("output", help="output file (.jsonl or .parquet)")
     bulk.add_argument("bundle", help="bundle directory or built-in name")
     bulk.add_argument("--column", default="source", help="the source column of TSV, JSONL and Parquet inputs")
-    bulk.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                      help="local processes, one onnxruntime thread each (default: the machine's cores)")
-    bulk.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
-                      help="run on Ray Data actors (--workers of them): a new local cluster, or ADDRESS")
+    bulk.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="local processes, one onnxruntime thread each (default: the machine's cores)",
+    )
+    bulk.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="run on Ray Data actors (--workers of them): a new local cluster, or ADDRESS",
+    )
     bulk.add_argument("--resume", action="store_true", help="continue a killed job, skipping its finished shards")
     bulk.add_argument("--shard-size", type=int, default=1024, help="rows per output shard (the unit of --resume)")
     bulk.add_argument("--batch-size", type=int, default=64, help="inputs decoded together")
@@ -153,8 +201,9 @@ def add_batching_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per BatchingOptions field (how many inputs are decoded together)."""
     group = parser.add_argument_group("batching (BatchingOptions fields)")
     group.add_argument("--max-batch-size", type=int, default=64, metavar="INT", help="inputs per batch (default 64)")
-    group.add_argument("--max-batch-tokens", type=int, metavar="INT",
-                       help="padded source tokens per batch (default: no limit)")
+    group.add_argument(
+        "--max-batch-tokens", type=int, metavar="INT", help="padded source tokens per batch (default: no limit)"
+    )
 
 
 def batching_options(args: argparse.Namespace) -> BatchingOptions:
@@ -162,8 +211,11 @@ def batching_options(args: argparse.Namespace) -> BatchingOptions:
 
 
 def generation_options(args: argparse.Namespace) -> GenerationOptions:
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(GenerationOptions)
-             if getattr(args, f.name, None) is not None}
+    given = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(GenerationOptions)
+        if getattr(args, f.name, None) is not None
+    }
     return GenerationOptions(**given)
 
 
@@ -171,29 +223,45 @@ def add_limit_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per RequestLimits field (--max-beam-size, --max-output-length, ...)."""
     group = parser.add_argument_group("request limits (RequestLimits fields: the most work one request may ask)")
     for field in dataclasses.fields(RequestLimits):
-        group.add_argument("--" + field.name.replace("_", "-"), type=int, default=None, metavar="N",
-                           help=f"default {field.default if field.default is not None else 'from the bundle'}")
+        group.add_argument(
+            "--" + field.name.replace("_", "-"),
+            type=int,
+            default=None,
+            metavar="N",
+            help=f"default {field.default if field.default is not None else 'from the bundle'}",
+        )
 
 
 def request_limits(args: argparse.Namespace) -> RequestLimits:
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(RequestLimits)
-             if getattr(args, f.name, None) is not None}
+    given = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(RequestLimits)
+        if getattr(args, f.name, None) is not None
+    }
     return RequestLimits(**given)
 
 
 def add_session_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
-    parser.add_argument("--cuda-graph", action="store_true",
-                        help="on CUDA, replay the decoder step as captured CUDA graphs (no effect on the CPU)")
+    parser.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        help="on CUDA, replay the decoder step as captured CUDA graphs (no effect on the CPU)",
+    )
 
 
 def load_model(args: argparse.Namespace) -> Seq2SeqModel:
     """The model the session flags ask for."""
     from .model import load
 
-    return load(args.bundle, device=args.device, intra_op_threads=args.threads, cuda_graph=args.cuda_graph,
-                limits=request_limits(args))
+    return load(
+        args.bundle,
+        device=args.device,
+        intra_op_threads=args.threads,
+        cuda_graph=args.cuda_graph,
+        limits=request_limits(args),
+    )
 
 
 def run_generate(args: argparse.Namespace) -> int:
@@ -222,10 +290,12 @@ def run_generate(args: argparse.Namespace) -> int:
                 print(f"{index}\t{rank}\t{hypothesis.normalized_score:.4f}\t{hypothesis.text}")
     if args.timing:
         tokens = sum(len(h.ids) + h.finished for r in results for h in r.hypotheses)  # eos is a decoding step too
-        print(f"{len(results)} sequences, {tokens} tokens in {elapsed * 1e3:.1f} ms: "
-              f"{elapsed * 1e3 / max(len(results), 1):.2f} ms/sequence, {elapsed * 1e6 / max(tokens, 1):.0f} µs/token "
-              f"({model.device}, {args.threads} thread(s), {options.strategy}, batch ≤ {batching.max_batch_size})",
-              file=sys.stderr)
+        print(
+            f"{len(results)} sequences, {tokens} tokens in {elapsed * 1e3:.1f} ms: "
+            f"{elapsed * 1e3 / max(len(results), 1):.2f} ms/sequence, {elapsed * 1e6 / max(tokens, 1):.0f} µs/token "
+            f"({model.device}, {args.threads} thread(s), {options.strategy}, batch ≤ {batching.max_batch_size})",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -242,9 +312,18 @@ def run_score(args: argparse.Namespace) -> int:
     scores = model.score([p[0] for p in pairs], [p[1] for p in pairs], max_batch_size=args.batch_size)
     for (source, target), score in zip(pairs, scores, strict=True):
         if args.json:
-            print(json.dumps({"source": source, "target": target, "score": round(score.score, 6),
-                              "tokens": score.tokens, "log_probs": [round(x, 6) for x in score.log_probs]},
-                             ensure_ascii=False))
+            print(
+                json.dumps(
+                    {
+                        "source": source,
+                        "target": target,
+                        "score": round(score.score, 6),
+                        "tokens": score.tokens,
+                        "log_probs": [round(x, 6) for x in score.log_probs],
+                    },
+                    ensure_ascii=False,
+                )
+            )
         else:
             print(f"{score.score:.6f}\t{source}\t{target}")
     return 0
@@ -257,13 +336,28 @@ def run_bulk(args: argparse.Namespace) -> int:
         raise ImportError("s2s bulk needs the bulk extra: pip install 's2s-runtime[bulk]'") from None
     from .bulk import BulkJob, run
 
-    options = {f.name: getattr(args, f.name) for f in dataclasses.fields(GenerationOptions)
-               if getattr(args, f.name, None) is not None}
-    job = BulkJob(args.input, args.output, args.bundle, column=args.column, options=options or None,
-                  shard_size=args.shard_size, batch_size=args.batch_size)
-    output = run(job, workers=args.workers, use_ray=args.ray is not None,
-                 ray_address=None if args.ray in (None, "local") else args.ray, resume=args.resume,
-                 progress=not args.quiet)
+    options = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(GenerationOptions)
+        if getattr(args, f.name, None) is not None
+    }
+    job = BulkJob(
+        args.input,
+        args.output,
+        args.bundle,
+        column=args.column,
+        options=options or None,
+        shard_size=args.shard_size,
+        batch_size=args.batch_size,
+    )
+    output = run(
+        job,
+        workers=args.workers,
+        use_ray=args.ray is not None,
+        ray_address=None if args.ray in (None, "local") else args.ray,
+        resume=args.resume,
+        progress=not args.quiet,
+    )
     print(f"wrote {output}", file=sys.stderr)
     return 0
 
@@ -278,24 +372,43 @@ def run_serve(args: argparse.Namespace) -> int:
         from .server import ServerConfig, serve
     except ImportError:
         raise ImportError("s2s serve needs the serve extra: pip install 's2s-runtime[serve]'") from None
-    batcher_config = BatcherConfig(args.max_batch_size, args.max_wait_ms, args.max_queue, args.timeout_s,
-                                   workers=args.batch_workers, max_streams=args.max_streams)
-    config = ServerConfig(max_body_bytes=args.max_body_bytes, max_inputs=args.max_inputs,
-                          request_timeout_s=args.timeout_s, max_header_bytes=args.max_header_bytes,
-                          read_timeout_s=args.read_timeout_s, keep_alive_s=args.keep_alive_s,
-                          max_connections=args.max_connections, shutdown_grace_s=args.shutdown_grace_s)
+    batcher_config = BatcherConfig(
+        args.max_batch_size,
+        args.max_wait_ms,
+        args.max_queue,
+        args.timeout_s,
+        workers=args.batch_workers,
+        max_streams=args.max_streams,
+    )
+    config = ServerConfig(
+        max_body_bytes=args.max_body_bytes,
+        max_inputs=args.max_inputs,
+        request_timeout_s=args.timeout_s,
+        max_header_bytes=args.max_header_bytes,
+        read_timeout_s=args.read_timeout_s,
+        keep_alive_s=args.keep_alive_s,
+        max_connections=args.max_connections,
+        shutdown_grace_s=args.shutdown_grace_s,
+    )
     if args.ray is not None:
         from .ray.serving import ReplicaConfig, run
 
-        replica = ReplicaConfig(batcher=batcher_config, server=config, limits=request_limits(args),
-                                device=args.device, threads=None)
-        run(args.bundle, address=None if args.ray == "local" else args.ray, replicas=args.replicas,
-            num_cpus=args.replica_cpus, host=args.host, port=args.port, config=replica,
-            haproxy=args.ray_ingress == "haproxy")
+        replica = ReplicaConfig(
+            batcher=batcher_config, server=config, limits=request_limits(args), device=args.device, threads=None
+        )
+        run(
+            args.bundle,
+            address=None if args.ray == "local" else args.ray,
+            replicas=args.replicas,
+            num_cpus=args.replica_cpus,
+            host=args.host,
+            port=args.port,
+            config=replica,
+            haproxy=args.ray_ingress == "haproxy",
+        )
         return 0
     model = load_model(args)
-    serve(model, host=args.host, port=args.port, log_level=args.log_level, batcher_config=batcher_config,
-          config=config)
+    serve(model, host=args.host, port=args.port, log_level=args.log_level, batcher_config=batcher_config, config=config)
     return 0
 
 
@@ -307,10 +420,16 @@ def run_info(args: argparse.Namespace) -> int:
         "format_version": manifest["format_version"],
         "config": manifest["config"],
         "parameters": manifest["parameters"],
-        "source": {"tokenizer": bundle.source.vocab.tokenizer, "vocab_size": len(bundle.source.vocab),
-                   "special_ids": bundle.source.special_ids},
-        "target": {"tokenizer": bundle.target.vocab.tokenizer, "vocab_size": len(bundle.target.vocab),
-                   "special_ids": bundle.target.special_ids},
+        "source": {
+            "tokenizer": bundle.source.vocab.tokenizer,
+            "vocab_size": len(bundle.source.vocab),
+            "special_ids": bundle.source.special_ids,
+        },
+        "target": {
+            "tokenizer": bundle.target.vocab.tokenizer,
+            "vocab_size": len(bundle.target.vocab),
+            "special_ids": bundle.target.special_ids,
+        },
         "limits": manifest["limits"],
         "opset": manifest["opset"],
         "graph_variant": manifest["graph_variant"],

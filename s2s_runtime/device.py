@@ -91,8 +91,7 @@ class OrtValueDevice(Device):
         return self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device_type, self.device_id)
 
     def empty(self, shape: tuple[int, ...], dtype: Any = np.float32) -> Any:
-        return self._ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype, self.device_type,
-                                                                self.device_id)
+        return self._ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype, self.device_type, self.device_id)
 
     def shape(self, tensor: Any) -> tuple[int, ...]:
         return tuple(tensor.shape())
@@ -115,8 +114,10 @@ class DeviceGather:
         options = ort.SessionOptions()
         options.log_severity_level = 3
         self.device_type, self.device_id = device_type, device_id
-        self._sessions = {path.stem: ort.InferenceSession(str(path), options, providers=providers)
-                          for path in sorted(GRAPHS_DIR.glob("gather_*.onnx"))}
+        self._sessions = {
+            path.stem: ort.InferenceSession(str(path), options, providers=providers)
+            for path in sorted(GRAPHS_DIR.glob("gather_*.onnx"))
+        }
 
     def __call__(self, value: Any, rows: np.ndarray, axis: int, *, out: Any = None) -> Any:
         """`rows` of `value` along `axis`, as a new device tensor or written into `out` (which must not be

@@ -32,7 +32,7 @@ def read_json(path: Path, error: type[ValueError]) -> object:
     """The parsed content of a regular JSON file; `error` (a ValueError subclass) naming the file if it is missing,
     not a regular file, invalid, or nested deeper than MAX_JSON_DEPTH.
 
-    Example:
+    Examples:
         >>> read_json(Path("missing.json"), ValueError)
         Traceback (most recent call last):
         ...
@@ -49,7 +49,7 @@ def parse_json(data: bytes | str, error: type[ValueError], origin: str, max_dept
     """JSON text parsed, or `error` naming `origin`: invalid text, numbers Python refuses (over 4300 digits), or
     nesting deeper than `max_depth`.
 
-    Example:
+    Examples:
         >>> parse_json("[[[1]]]", ValueError, "body", max_depth=2)
         Traceback (most recent call last):
         ...

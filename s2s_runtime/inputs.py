@@ -23,10 +23,10 @@ class PreparedInput:
     """One input tokenized, its target prefix resolved and its length limits fixed (`Seq2SeqModel.prepare`)."""
 
     tokens: list[str]
-    ids: list[int]      # source ids, with the source eos when the model uses one; empty for an empty input
-    unknown: int        # input symbols not in the source vocabulary (mapped to unk)
+    ids: list[int]  # source ids, with the source eos when the model uses one; empty for an empty input
+    unknown: int  # input symbols not in the source vocabulary (mapped to unk)
     limits: RowLimits
-    tokens_bound: int   # the most decoder tokens it can cost: rows × max output length (0 if empty)
+    tokens_bound: int  # the most decoder tokens it can cost: rows × max output length (0 if empty)
 
 
 class InputPreparer:
@@ -37,8 +37,14 @@ class InputPreparer:
         self._source_eos = [bundle.source.special_ids["eos"]] if bundle.source_eos else []
         self._source_unk = bundle.source.special_ids.get("unk")
 
-    def prepare(self, source: InputText, options: GenerationOptions, rows_per_input: int,
-                target_prefix: InputText | None, index: int) -> PreparedInput:
+    def prepare(
+        self,
+        source: InputText,
+        options: GenerationOptions,
+        rows_per_input: int,
+        target_prefix: InputText | None,
+        index: int,
+    ) -> PreparedInput:
         tokens, ids, unknown = self.source(source, index)
         prefix = () if target_prefix is None else tuple(self.target_ids(target_prefix, f"target_prefix[{index}]"))
         if not ids:
@@ -54,8 +60,10 @@ class InputPreparer:
         tokens = bounded_tokens(vocab, item, limit, f"inputs[{index}]")
         if len(tokens) > limit:  # counted in full only where that costs nothing
             count = len(item) if not isinstance(item, str) or vocab.tokenizer == "char" else f"more than {limit}"
-            raise ValueError(f"inputs[{index}]: {count} source tokens exceed the bundle's max_source_length "
-                             f"{self.bundle.max_source_length}")
+            raise ValueError(
+                f"inputs[{index}]: {count} source tokens exceed the bundle's max_source_length "
+                f"{self.bundle.max_source_length}"
+            )
         if not tokens:
             return [], [], 0
         ids = vocab.encode(tokens)
@@ -76,14 +84,15 @@ class InputPreparer:
             raise ValueError(f"{where}: token {unknown!r} is not in the target vocabulary")
         return vocab.encode(tokens)
 
-    def limits(self, source_length: int, prefix: tuple[int, ...], options: GenerationOptions, index: int
-               ) -> RowLimits:
+    def limits(self, source_length: int, prefix: tuple[int, ...], options: GenerationOptions, index: int) -> RowLimits:
         if options.max_length_ratio is not None:
             by_ratio = max(1, math.ceil(options.max_length_ratio * source_length))
             if by_ratio > self.max_output_length:
-                raise ValueError(f"max_length_ratio: {options.max_length_ratio:g} × {source_length} source tokens "
-                                 f"of inputs[{index}] = {by_ratio} tokens, more than this model allows "
-                                 f"(max_output_length = {self.max_output_length}; see RequestLimits)")
+                raise ValueError(
+                    f"max_length_ratio: {options.max_length_ratio:g} × {source_length} source tokens "
+                    f"of inputs[{index}] = {by_ratio} tokens, more than this model allows "
+                    f"(max_output_length = {self.max_output_length}; see RequestLimits)"
+                )
         else:
             by_ratio = None
         caps = [c for c in (options.max_length, by_ratio) if c is not None]
@@ -101,10 +110,10 @@ def bounded_tokens(vocab: Vocab, item: object, limit: int, where: str) -> list[s
     length alone, before it is split or encoded in full."""
     if isinstance(item, str):
         if vocab.tokenizer == "char":
-            return list(item[:limit + 1])
+            return list(item[: limit + 1])
         return [match.group() for match in itertools.islice(_WORD.finditer(item), limit + 1)]
     if isinstance(item, (list, tuple)):
-        tokens = list(item[:limit + 1])
+        tokens = list(item[: limit + 1])
         if all(isinstance(token, str) for token in tokens):
             return tokens
     raise TypeError(f"{where}: expected a string or a list of token strings, got {item!r:.60}")
@@ -123,5 +132,6 @@ def as_input_list(inputs: object) -> list:
         return [inputs]
     if isinstance(inputs, (list, tuple)):
         return list(inputs)
-    raise TypeError(f"inputs: expected a string, a list of strings or a list of token lists, "
-                    f"got {type(inputs).__name__}")
+    raise TypeError(
+        f"inputs: expected a string, a list of strings or a list of token lists, got {type(inputs).__name__}"
+    )

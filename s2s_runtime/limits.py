@@ -30,7 +30,7 @@ class RequestLimits:
         max_request_tokens: the most decoder tokens (inputs × beams or samples × max output length) one request
             to a Batcher or `s2s serve` may ask for; `generate` bounds each batch by the caps above instead.
 
-    Example:
+    Examples:
         >>> RequestLimits(max_beam_size=8).max_num_hypotheses
         16
     """

@@ -36,8 +36,14 @@ class Hypothesis:
 
     def to_dict(self) -> dict:
         """JSON-ready form (scores to 6 decimals, attention to 5), as the CLI and the HTTP service print it."""
-        record = {"text": self.text, "tokens": self.tokens, "ids": self.ids, "score": round(self.score, 6),
-                  "normalized_score": round(self.normalized_score, 6), "finished": self.finished}
+        record = {
+            "text": self.text,
+            "tokens": self.tokens,
+            "ids": self.ids,
+            "score": round(self.score, 6),
+            "normalized_score": round(self.normalized_score, 6),
+            "finished": self.finished,
+        }
         if self.attention is not None:
             record["attention"] = self.attention.round(5).tolist()
         return record
@@ -65,8 +71,11 @@ class Result:
 
     def to_dict(self) -> dict:
         """The best hypothesis's fields, the unknown-symbol count and every hypothesis, JSON-ready."""
-        return {**self.best.to_dict(), "unknown_source_tokens": self.unknown_source_tokens,
-                "hypotheses": [h.to_dict() for h in self.hypotheses]}
+        return {
+            **self.best.to_dict(),
+            "unknown_source_tokens": self.unknown_source_tokens,
+            "hypotheses": [h.to_dict() for h in self.hypotheses],
+        }
 
 
 @dataclass(frozen=True)
@@ -91,8 +100,9 @@ class StreamedToken:
         return self.token
 
 
-def hypothesis(candidate: Candidate, source_tokens: list[str], source_length: int, options: GenerationOptions,
-               vocab: Vocab) -> Hypothesis:
+def hypothesis(
+    candidate: Candidate, source_tokens: list[str], source_length: int, options: GenerationOptions, vocab: Vocab
+) -> Hypothesis:
     """A Candidate as the caller sees it: tokens and text, ranking score, attention cut to the source, and with
     replace_unknowns each output unk replaced by the source token it attended to most."""
     tokens = vocab.decode_tokens(candidate.ids)
@@ -103,8 +113,14 @@ def hypothesis(candidate: Candidate, source_tokens: list[str], source_length: in
         unk = vocab.special_ids["unk"]
         for position, token_id in enumerate(candidate.ids):
             if token_id == unk:
-                source_position = int(attention[position, :len(source_tokens)].argmax())
+                source_position = int(attention[position, : len(source_tokens)].argmax())
                 tokens[position] = source_tokens[source_position]
-    return Hypothesis(vocab.join(tokens), tokens, candidate.ids, candidate.score,
-                      normalized_score(candidate, options, source_length), candidate.finished,
-                      attention if options.return_attention else None)
+    return Hypothesis(
+        vocab.join(tokens),
+        tokens,
+        candidate.ids,
+        candidate.score,
+        normalized_score(candidate, options, source_length),
+        candidate.finished,
+        attention if options.return_attention else None,
+    )

@@ -6,23 +6,23 @@ the next step. The encoder outputs every decoder-step input except the control i
 initial states and the per-sequence statics.
 """
 
-SOURCE_IDS = "source_ids"          # encoder input  (batch, source_length) int64
+SOURCE_IDS = "source_ids"  # encoder input  (batch, source_length) int64
 SOURCE_LENGTHS = "source_lengths"  # encoder input  (batch,) int64
-PREVIOUS_IDS = "previous_ids"      # decoder input  (batch,) int64
-LOG_PROBS = "log_probs"            # decoder output (batch, target_vocab) float
-ATTENTION = "attention"            # decoder output (batch, source_length) float, attention models only
-TOP_K = "top_k"                    # decoder input  (1,) int64: how many best tokens per row to return (optimized)
-TOP_LOG_PROBS = "top_log_probs"    # decoder output (batch, top_k) float: the best log-probs, best first (optimized)
-TOP_IDS = "top_ids"                # decoder output (batch, top_k) int64: their token ids (optimized)
+PREVIOUS_IDS = "previous_ids"  # decoder input  (batch,) int64
+LOG_PROBS = "log_probs"  # decoder output (batch, target_vocab) float
+ATTENTION = "attention"  # decoder output (batch, source_length) float, attention models only
+TOP_K = "top_k"  # decoder input  (1,) int64: how many best tokens per row to return (optimized)
+TOP_LOG_PROBS = "top_log_probs"  # decoder output (batch, top_k) float: the best log-probs, best first (optimized)
+TOP_IDS = "top_ids"  # decoder output (batch, top_k) int64: their token ids (optimized)
 CONTROL_INPUTS = (PREVIOUS_IDS, TOP_K)  # decoder inputs the runtime feeds; the encoder provides all the others
 
-STATE_H = "state.h"        # (layers, batch, hidden)
-STATE_C = "state.c"        # (layers, batch, hidden), LSTM only
+STATE_H = "state.h"  # (layers, batch, hidden)
+STATE_C = "state.c"  # (layers, batch, hidden), LSTM only
 STATE_FEED = "state.feed"  # (batch, hidden), input feeding only
-CONTEXT = "context"                # (batch, encoder_output) — concat conditioning
-MEMORY = "memory"                  # (batch, source_length, encoder_output) — attention
+CONTEXT = "context"  # (batch, encoder_output) — concat conditioning
+MEMORY = "memory"  # (batch, source_length, encoder_output) — attention
 ATTENTION_KEYS = "attention_keys"  # (batch, source_length, key) — attention
-MEMORY_BIAS = "memory_bias"        # (batch, source_length): 0 at real positions, a large negative at padding
+MEMORY_BIAS = "memory_bias"  # (batch, source_length): 0 at real positions, a large negative at padding
 
 STATE_PREFIX = "state."
 # Revision-1 bundles of the first optimized exports output their greedy choice apart; the schema's upgrade renames

@@ -63,7 +63,7 @@ class TensorSpec:
     """One graph input or output: its role in the bundle contract, its name in the graph, dtype and shape (ints are
     fixed sizes, strings named dynamic dimensions). The exporter writes these; the runtime binds by them.
 
-    Example:
+    Examples:
         >>> TensorSpec("state.h", "state_h", "float32", (1, "batch", 16)).batch_axis
         1
     """
@@ -88,8 +88,11 @@ class GraphSchema:
     outputs: dict[str, TensorSpec]
 
     def to_json(self) -> dict:
-        return {"file": self.file, "inputs": {r: t.to_json() for r, t in self.inputs.items()},
-                "outputs": {r: t.to_json() for r, t in self.outputs.items()}}
+        return {
+            "file": self.file,
+            "inputs": {r: t.to_json() for r, t in self.inputs.items()},
+            "outputs": {r: t.to_json() for r, t in self.outputs.items()},
+        }
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,7 @@ class SideSchema:
 class Manifest:
     """A parsed, structurally valid manifest (files and graphs are checked by s2s_runtime.bundle).
 
-    Example:
+    Examples:
         >>> Manifest.parse(manifest_dict).limits_ratio  # doctest: +SKIP
         2.0
     """
@@ -133,16 +136,27 @@ class Manifest:
 
     def to_json(self) -> dict:
         data: dict[str, Any] = {
-            "format_version": FORMAT_VERSION, "config": self.config, "parameters": self.parameters,
+            "format_version": FORMAT_VERSION,
+            "config": self.config,
+            "parameters": self.parameters,
             "source": {"vocab": self.source.vocab, "special_ids": self.source.special_ids},
             "target": {"vocab": self.target.vocab, "special_ids": self.target.special_ids},
-            "decoding": {"start_id": self.start_id, "eos_id": self.eos_id,
-                         "memory_bias_padding": self.memory_bias_padding},
-            "limits": {"max_source_length": self.max_source_length,
-                       "max_target_length": {"ratio": self.limits_ratio, "offset": self.limits_offset}},
+            "decoding": {
+                "start_id": self.start_id,
+                "eos_id": self.eos_id,
+                "memory_bias_padding": self.memory_bias_padding,
+            },
+            "limits": {
+                "max_source_length": self.max_source_length,
+                "max_target_length": {"ratio": self.limits_ratio, "offset": self.limits_offset},
+            },
             "graphs": {kind: graph.to_json() for kind, graph in self.graphs.items()},
-            "opset": self.opset, "graph_variant": self.graph_variant, "precision": self.precision,
-            "producer": self.producer, "parity": self.parity}
+            "opset": self.opset,
+            "graph_variant": self.graph_variant,
+            "precision": self.precision,
+            "producer": self.producer,
+            "parity": self.parity,
+        }
         if self.quality is not None:
             data["quality"] = self.quality
         if self.evaluation is not None:
@@ -154,8 +168,24 @@ class Manifest:
     def parse(cls, data: object) -> Manifest:
         """Validate a manifest's structure, upgrading older revisions; BundleError naming the key at fault."""
         data = upgrade(_object(data, "the manifest"))
-        known = {"format_version", "config", "parameters", "source", "target", "decoding", "limits", "graphs",
-                 "opset", "graph_variant", "precision", "producer", "parity", "quality", "evaluation", "files"}
+        known = {
+            "format_version",
+            "config",
+            "parameters",
+            "source",
+            "target",
+            "decoding",
+            "limits",
+            "graphs",
+            "opset",
+            "graph_variant",
+            "precision",
+            "producer",
+            "parity",
+            "quality",
+            "evaluation",
+            "files",
+        }
         unknown = sorted(set(data) - known)
         if unknown:
             raise _fail(f"unknown key {unknown[0]!r}")
@@ -182,20 +212,36 @@ class Manifest:
         for name, digest in files.items():
             if not isinstance(digest, str) or len(digest) != 64:
                 raise _fail(f"files.{name} must be a sha256 hex digest")
-        graphs = {kind: _graph(_get(_get(data, "graphs", "", dict), kind, "graphs.", dict), kind)
-                  for kind in GRAPH_KINDS}
+        graphs = {
+            kind: _graph(_get(_get(data, "graphs", "", dict), kind, "graphs.", dict), kind) for kind in GRAPH_KINDS
+        }
         for key, allowed in (("graph_variant", GRAPH_VARIANTS), ("precision", PRECISIONS)):
             if _get(data, key, "", str) not in allowed:
                 raise _fail(f"{key} {data[key]!r} is not one of {', '.join(allowed)}")
-        optional = {key: _get(data, key, "", (dict, type(None))) if key in data else None
-                    for key in ("quality", "evaluation")}
+        optional = {
+            key: _get(data, key, "", (dict, type(None))) if key in data else None for key in ("quality", "evaluation")
+        }
         parameters = _get(data, "parameters", "", (int, type(None))) if "parameters" in data else None
-        return cls(config, _side(data, "source"), _side(data, "target"), _get(decoding, "start_id", "decoding.", int),
-                   _get(decoding, "eos_id", "decoding.", int), None if padding is None else float(padding),
-                   max_source_length, float(ratio), offset, graphs, _get(data, "opset", "", int),
-                   data["graph_variant"], data["precision"], files, parameters,
-                   _get(data, "producer", "", dict) if "producer" in data else {},
-                   _get(data, "parity", "", dict) if "parity" in data else {}, **optional)
+        return cls(
+            config,
+            _side(data, "source"),
+            _side(data, "target"),
+            _get(decoding, "start_id", "decoding.", int),
+            _get(decoding, "eos_id", "decoding.", int),
+            None if padding is None else float(padding),
+            max_source_length,
+            float(ratio),
+            offset,
+            graphs,
+            _get(data, "opset", "", int),
+            data["graph_variant"],
+            data["precision"],
+            files,
+            parameters,
+            _get(data, "producer", "", dict) if "producer" in data else {},
+            _get(data, "parity", "", dict) if "parity" in data else {},
+            **optional,
+        )
 
 
 def upgrade(data: dict) -> dict:
@@ -211,16 +257,21 @@ def upgrade(data: dict) -> dict:
     if version == FORMAT_VERSION:
         return data
     if version != 1:
-        raise _fail(f"unsupported format_version {version!r} (this runtime reads {FORMAT_VERSION} and upgrades 1); "
-                    "re-export the bundle or upgrade s2s-runtime")
+        raise _fail(
+            f"unsupported format_version {version!r} (this runtime reads {FORMAT_VERSION} and upgrades 1); "
+            "re-export the bundle or upgrade s2s-runtime"
+        )
     upgraded = {key: value for key, value in data.items() if key != "format_version"}
     upgraded["format_version"] = FORMAT_VERSION
     for side in ("source", "target"):
         if isinstance(upgraded.get(side), dict):
             upgraded[side] = {k: v for k, v in upgraded[side].items() if k != "tokenizer"}
     graphs = upgraded.get("graphs")
-    has_attention = isinstance(graphs, dict) and isinstance(graphs.get("decoder_step"), dict) and \
-        roles.ATTENTION in (graphs["decoder_step"].get("outputs") or {})
+    has_attention = (
+        isinstance(graphs, dict)
+        and isinstance(graphs.get("decoder_step"), dict)
+        and roles.ATTENTION in (graphs["decoder_step"].get("outputs") or {})
+    )
     if isinstance(upgraded.get("decoding"), dict):
         upgraded["decoding"] = {**upgraded["decoding"], "memory_bias_padding": -1e9 if has_attention else None}
     upgraded.setdefault("graph_variant", "optimized")
@@ -229,8 +280,10 @@ def upgrade(data: dict) -> dict:
         step = dict(graphs["decoder_step"])
         outputs = step.get("outputs")
         if isinstance(outputs, dict):
-            step["outputs"] = {(roles.IGNORED_PREFIX + role if role in roles.REVISION_1_CHOICE else role): spec
-                               for role, spec in outputs.items()}
+            step["outputs"] = {
+                (roles.IGNORED_PREFIX + role if role in roles.REVISION_1_CHOICE else role): spec
+                for role, spec in outputs.items()
+            }
         upgraded["graphs"] = {**graphs, "decoder_step": step}
     return upgraded
 
@@ -263,8 +316,12 @@ def _graph(spec: dict, kind: str) -> GraphSchema:
     io = {}
     for direction in ("inputs", "outputs"):
         entries = _get(spec, direction, f"graphs.{kind}.", dict)
-        io[direction] = {role: _tensor(role, _object(entry, f"graphs.{kind}.{direction}.{role}"),
-                                       f"graphs.{kind}.{direction}.{role}") for role, entry in entries.items()}
+        io[direction] = {
+            role: _tensor(
+                role, _object(entry, f"graphs.{kind}.{direction}.{role}"), f"graphs.{kind}.{direction}.{role}"
+            )
+            for role, entry in entries.items()
+        }
         names = [tensor.name for tensor in io[direction].values()]
         if len(set(names)) != len(names):
             raise _fail(f"graphs.{kind}.{direction} names one graph tensor under two roles")

@@ -17,8 +17,12 @@ log = logging.getLogger("s2s_runtime")
 PROBE_GRAPH = Path(__file__).resolve().parent / "graphs" / "gather_float32_rank2_axis0.onnx"
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
-ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
-              "tensor(int32)": "int32"}
+ORT_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+}
 
 
 class DeviceError(RuntimeError):
@@ -29,8 +33,9 @@ def import_onnxruntime() -> Any:
     try:
         import onnxruntime
     except ImportError:
-        raise ImportError("s2s_runtime needs onnxruntime: pip install 's2s-runtime[cpu]' "
-                          "(or 's2s-runtime[gpu]' for CUDA; never both)") from None
+        raise ImportError(
+            "s2s_runtime needs onnxruntime: pip install 's2s-runtime[cpu]' (or 's2s-runtime[gpu]' for CUDA; never both)"
+        ) from None
     return onnxruntime
 
 
@@ -40,7 +45,7 @@ class SessionSettings:
     a few small GEMVs, so more threads mostly add synchronisation), no spinning (idle threads do not burn a core
     between requests), all graph optimizations.
 
-    Example:
+    Examples:
         >>> SessionSettings(intra_op_threads=2).intra_op_threads
         2
     """
@@ -58,8 +63,9 @@ class SessionSettings:
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{key}: must be an int ≥ 0 (0 lets onnxruntime choose), got {value!r}")
         if self.optimization_level not in ("disable", "basic", "extended", "all"):
-            raise ValueError(f"optimization_level: {self.optimization_level!r} is not one of disable, basic, "
-                             "extended, all")
+            raise ValueError(
+                f"optimization_level: {self.optimization_level!r} is not one of disable, basic, extended, all"
+            )
 
     def session_options(self) -> Any:
         ort = import_onnxruntime()
@@ -69,9 +75,11 @@ class SessionSettings:
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.allow_spinning else "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "1" if self.allow_spinning else "0")
         options.graph_optimization_level = {
-            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[self.optimization_level]
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[self.optimization_level]
         options.log_severity_level = 3  # onnxruntime's own warnings are not the caller's business
         return options
 
@@ -80,13 +88,13 @@ class SessionSettings:
 class Placement:
     """Where the sessions run: the device actually used and the provider list actually active."""
 
-    device: str                   # "cpu" or "cuda:N"
+    device: str  # "cpu" or "cuda:N"
     providers: tuple[str, ...]
     reason: str
 
 
 def parse_device(device: str) -> tuple[str, int]:
-    """"auto" | "cpu" | "cuda" | "cuda:N" → (kind, device id)."""
+    """ "auto" | "cpu" | "cuda" | "cuda:N" → (kind, device id)."""
     if not isinstance(device, str):
         raise TypeError(f"device: expected a string, got {type(device).__name__}")
     match = re.fullmatch(r"(auto|cpu|cuda)(?::(\d+))?", device)
@@ -162,8 +170,11 @@ def _session(graph: GraphSpec, providers: list, settings: SessionSettings) -> An
         raise
     except Exception as error:  # noqa: BLE001 (onnxruntime raises its own types for unreadable models)
         message = str(error).strip()
-        hint = " (it keeps tensors in external data files, which bundles do not allow)" \
-            if "external data" in message.lower() else ""
+        hint = (
+            " (it keeps tensors in external data files, which bundles do not allow)"
+            if "external data" in message.lower()
+            else ""
+        )
         raise BundleError(f"{graph.path}: onnxruntime cannot load this graph{hint} ({message[:300]})") from None
     check_graph_io(graph, session)
     return session
@@ -181,22 +192,28 @@ def _from_bytes(model: bytes, settings: SessionSettings, providers: list) -> Any
 
 
 def check_graph_io(graph: GraphSpec, session: Any) -> None:
-    """The graph's real inputs and outputs must be exactly those the manifest declares, with the same dtypes and ranks."""
+    """The graph's real inputs and outputs must be exactly those the manifest declares, with the same dtypes and
+    ranks."""
     for direction, real in (("inputs", session.get_inputs()), ("outputs", session.get_outputs())):
         declared = {spec.name: spec for spec in getattr(graph, direction).values()}
         actual = {arg.name: arg for arg in real}
         if set(declared) != set(actual):
             missing, extra = sorted(set(declared) - set(actual)), sorted(set(actual) - set(declared))
-            raise BundleError(f"{graph.path}: graph {direction} do not match manifest.json graphs.{graph.kind}."
-                              f"{direction} (declared but absent: {missing}; present but undeclared: {extra})")
+            raise BundleError(
+                f"{graph.path}: graph {direction} do not match manifest.json graphs.{graph.kind}."
+                f"{direction} (declared but absent: {missing}; present but undeclared: {extra})"
+            )
         for name, spec in declared.items():
             arg = actual[name]
             dtype = ORT_DTYPES.get(arg.type, arg.type)
             if dtype != spec.dtype or len(arg.shape) != len(spec.shape):
-                raise BundleError(f"{graph.path}: {direction[:-1]} {name!r} is {dtype} of rank {len(arg.shape)}, "
-                                  f"manifest.json declares {spec.dtype} of rank {len(spec.shape)}")
+                raise BundleError(
+                    f"{graph.path}: {direction[:-1]} {name!r} is {dtype} of rank {len(arg.shape)}, "
+                    f"manifest.json declares {spec.dtype} of rank {len(spec.shape)}"
+                )
             for axis, (real, claimed) in enumerate(zip(arg.shape, spec.shape, strict=True)):
                 if isinstance(real, int) and isinstance(claimed, int) and real != claimed:
-                    raise BundleError(f"{graph.path}: {direction[:-1]} {name!r} has size {real} on axis {axis}, "
-                                      f"manifest.json declares {claimed}")
-
+                    raise BundleError(
+                        f"{graph.path}: {direction[:-1]} {name!r} has size {real} on axis {axis}, "
+                        f"manifest.json declares {claimed}"
+                    )

@@ -12,29 +12,37 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import s2s_runtime
 from s2s_export.bundle_export import ExportOptions, export_bundle
 from s2s_export.checkpoint import Checkpoint, save_checkpoint
 from s2s_export.config import Seq2SeqConfig
 from s2s_export.data import task_pairs
 from s2s_export.model import Seq2Seq
-
-import s2s_runtime
 from s2s_runtime.vocab import Vocab
 
 torch.set_num_threads(1)
 
 LETTERS = list("abcdefghij")
-SOURCE_VOCAB = Vocab(["<pad>", "<unk>", "</s>"] + LETTERS, {"pad": "<pad>", "unk": "<unk>", "eos": "</s>"}, "char",
-                     origin="source vocabulary")
-TARGET_VOCAB = Vocab(["<pad>", "<unk>", "<s>", "</s>"] + LETTERS + ["k", "l"],
-                     {"pad": "<pad>", "unk": "<unk>", "bos": "<s>", "eos": "</s>"}, "char", origin="target vocabulary")
+SOURCE_VOCAB = Vocab(
+    ["<pad>", "<unk>", "</s>"] + LETTERS,
+    {"pad": "<pad>", "unk": "<unk>", "eos": "</s>"},
+    "char",
+    origin="source vocabulary",
+)
+TARGET_VOCAB = Vocab(
+    ["<pad>", "<unk>", "<s>", "</s>"] + LETTERS + ["k", "l"],
+    {"pad": "<pad>", "unk": "<unk>", "bos": "<s>", "eos": "</s>"},
+    "char",
+    origin="target vocabulary",
+)
 SMALL = dict(hidden_size=16, source_embedding_size=8, target_embedding_size=8)
 
 
 def architecture(cell: str, layers: int, bidirectional: bool, attention: str, conditioning: str, **extra) -> dict:
     """A valid config dict for one grid cell (bridge chosen to fit), or None if the cell is invalid."""
-    options = dict(SMALL, cell=cell, num_layers=layers, bidirectional=bidirectional, attention=attention,
-                   conditioning=conditioning)
+    options = dict(
+        SMALL, cell=cell, num_layers=layers, bidirectional=bidirectional, attention=attention, conditioning=conditioning
+    )
     if conditioning == "concat":
         options["bridge"] = "zeros"
     elif bidirectional:
@@ -45,8 +53,16 @@ def architecture(cell: str, layers: int, bidirectional: bool, attention: str, co
     return options
 
 
-GRID = [a for a in (architecture(*cell) for cell in itertools.product(
-    ("gru", "lstm"), (1, 2), (False, True), ("none", "dot", "general", "additive"), ("init", "concat"))) if a]
+GRID = [
+    a
+    for a in (
+        architecture(*cell)
+        for cell in itertools.product(
+            ("gru", "lstm"), (1, 2), (False, True), ("none", "dot", "general", "additive"), ("init", "concat")
+        )
+    )
+    if a
+]
 EXTRA_OPTIONS = [
     dict(SMALL, attention="general", input_feeding=True),
     dict(SMALL, cell="lstm", bidirectional=True, bridge="linear", attention="additive", input_feeding=True),
@@ -58,8 +74,17 @@ EXTRA_OPTIONS = [
 
 
 def grid_id(options: dict) -> str:
-    keys = ("cell", "num_layers", "bidirectional", "attention", "conditioning", "input_feeding", "feed_previous",
-            "tie_target_embedding", "source_eos")
+    keys = (
+        "cell",
+        "num_layers",
+        "bidirectional",
+        "attention",
+        "conditioning",
+        "input_feeding",
+        "feed_previous",
+        "tie_target_embedding",
+        "source_eos",
+    )
     return "-".join(f"{k}={options[k]}" for k in keys if k in options)
 
 
@@ -76,8 +101,12 @@ def random_sources(count: int, seed: int = 0, low: int = 1, high: int = 9) -> li
 
 def write_bundle(checkpoint: Checkpoint, directory: Path) -> Path:
     save_checkpoint(checkpoint, directory / "checkpoint")
-    return export_bundle(directory / "checkpoint", directory / "bundle", validation_sources=random_sources(16),
-                         options=ExportOptions(validation_size=16))
+    return export_bundle(
+        directory / "checkpoint",
+        directory / "bundle",
+        validation_sources=random_sources(16),
+        options=ExportOptions(validation_size=16),
+    )
 
 
 REVERSE_CHECKPOINT = Path(__file__).parent / "fixtures" / "reverse"  # made by tests/fixtures/make_reverse.py
@@ -88,8 +117,11 @@ def reverse_model(tmp_path_factory) -> dict:
     """A small model trained on the reverse task to 100% dev exact match (committed, with its golden outputs), and
     its bundle."""
     root = tmp_path_factory.mktemp("reverse")
-    bundle = export_bundle(REVERSE_CHECKPOINT, root / "bundle",
-                           validation_sources=[p.source for p in task_pairs("reverse", "dev", size=3000)])
+    bundle = export_bundle(
+        REVERSE_CHECKPOINT,
+        root / "bundle",
+        validation_sources=[p.source for p in task_pairs("reverse", "dev", size=3000)],
+    )
     return {"checkpoint": REVERSE_CHECKPOINT, "bundle": bundle, "root": root}
 
 
@@ -97,13 +129,23 @@ def reverse_model(tmp_path_factory) -> dict:
 def small_bundle(tmp_path_factory) -> Path:
     """A random-weight GRU with attention (bundle directory), for runtime tests that need no trained model."""
     root = tmp_path_factory.mktemp("small")
-    return write_bundle(random_checkpoint(3, **dict(SMALL, attention="general", bidirectional=True, bridge="linear")),
-                        root)
+    return write_bundle(
+        random_checkpoint(3, **dict(SMALL, attention="general", bidirectional=True, bridge="linear")), root
+    )
 
 
-RUNNER_ARCHITECTURES = [dict(hidden_size=16, cell="lstm", attention="additive", input_feeding=True,
-                             bidirectional=True, bridge="linear", num_layers=2),
-                        dict(hidden_size=16, conditioning="both", attention="dot")]
+RUNNER_ARCHITECTURES = [
+    dict(
+        hidden_size=16,
+        cell="lstm",
+        attention="additive",
+        input_feeding=True,
+        bidirectional=True,
+        bridge="linear",
+        num_layers=2,
+    ),
+    dict(hidden_size=16, conditioning="both", attention="dot"),
+]
 
 
 @pytest.fixture(scope="module", params=RUNNER_ARCHITECTURES, ids=["lstm-additive-feed", "gru-dot-both"])
@@ -125,8 +167,7 @@ def bound_runner(graph, states, statics, with_attention, top_k=1, device=None):
     from s2s_runtime.device import HostDevice
     from s2s_runtime.runner import BoundBuffers, StepRunner
 
-    return StepRunner(graph, BoundBuffers(graph, states, statics, with_attention, device or HostDevice(), top_k),
-                      top_k)
+    return StepRunner(graph, BoundBuffers(graph, states, statics, with_attention, device or HostDevice(), top_k), top_k)
 
 
 def cpu_ortvalue_device():
@@ -184,6 +225,7 @@ class Wrapped:
 
 def slowed(counter):
     """An `around` that makes every decoder step take ≥ 1 ms and counts the steps (the stop checks)."""
+
     def around(method, args, kwargs):
         stop = kwargs["stop"]
 
@@ -191,5 +233,7 @@ def slowed(counter):
             counter[0] += 1
             time.sleep(0.001)
             return stop()
+
         return method(*args, **{**kwargs, "stop": slow_stop})
+
     return around

@@ -8,16 +8,36 @@ pytest.importorskip("matplotlib")  # the bench extra: every bench command writes
 pytest.importorskip("tqdm")
 
 from s2s_bench.latency import decoder_flops_per_token, encoder_flops_per_source_token
-
 from s2s_runtime.cli import main
 
 
 def test_bench_measures_every_contender_and_writes_reports(small_bundle, tmp_path, capsys):
     (tmp_path / "inputs.txt").write_text("abc\nhello\nxyz\nbad\n")
     out = tmp_path / "results"
-    assert main(["bench", str(small_bundle), "--checkpoint", str(small_bundle.parent / "checkpoint"),
-                 "--inputs", str(tmp_path / "inputs.txt"), "--batch-sizes", "1", "4", "--repeats", "2",
-                 "--min-sequences", "4", "--beam-size", "2", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                str(small_bundle),
+                "--checkpoint",
+                str(small_bundle.parent / "checkpoint"),
+                "--inputs",
+                str(tmp_path / "inputs.txt"),
+                "--batch-sizes",
+                "1",
+                "4",
+                "--repeats",
+                "2",
+                "--min-sequences",
+                "4",
+                "--beam-size",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     result = json.loads((out / "bench.json").read_text())
     seen = {(m["contender"], m["strategy"], m["batch_size"]) for m in result["measurements"]}
     for contender in ("PyTorch eager", "hand-written onnxruntime loop", "s2s-runtime fp32", "s2s-runtime int8"):
@@ -26,10 +46,14 @@ def test_bench_measures_every_contender_and_writes_reports(small_bundle, tmp_pat
     assert ("PyTorch eager", "beam", 4) not in seen
     assert all(m["tokens"] > 0 and m["p50_ms"] <= m["p99_ms"] for m in result["measurements"])
     assert result["machine"]["matmul_gflops"] > 0
-    compared = {(r["runtime"], r["versus"]) for r in result["ratios"] if (r["strategy"], r["batch_size"]) == ("greedy", 1)}
-    assert compared == {(runtime, baseline) for runtime in ("s2s-runtime fp32", "s2s-runtime int8")
-                        for baseline in ("PyTorch eager", "hand-written onnxruntime loop")} | \
-        {("s2s-runtime int8", "s2s-runtime fp32")}
+    compared = {
+        (r["runtime"], r["versus"]) for r in result["ratios"] if (r["strategy"], r["batch_size"]) == ("greedy", 1)
+    }
+    assert compared == {
+        (runtime, baseline)
+        for runtime in ("s2s-runtime fp32", "s2s-runtime int8")
+        for baseline in ("PyTorch eager", "hand-written onnxruntime loop")
+    } | {("s2s-runtime int8", "s2s-runtime fp32")}
     alone = result["graphs_alone"]
     assert alone["batch_size"] == 4 and alone["encoder_gflops"] > 0 and alone["step_gflops"] > 0
     assert (out / "bench.png").stat().st_size > 0 and "| s2s-runtime fp32 |" in (out / "bench.md").read_text()
@@ -37,13 +61,23 @@ def test_bench_measures_every_contender_and_writes_reports(small_bundle, tmp_pat
 
 
 def test_decoder_flops_count():
-    config = dict(hidden_size=4, num_layers=1, cell="gru", bidirectional=False, conditioning="init",
-                  input_feeding=False, feed_previous=True, attention="none", target_vocab_size=10)
+    config = dict(
+        hidden_size=4,
+        num_layers=1,
+        cell="gru",
+        bidirectional=False,
+        conditioning="init",
+        input_feeding=False,
+        feed_previous=True,
+        attention="none",
+        target_vocab_size=10,
+    )
     # embedding part folded (free), recurrent 3·4×4, output 4×10; 2 FLOPs per multiply-add
     assert decoder_flops_per_token(config, source_length=5) == 2 * (3 * 4 * 4) + 2 * (4 * 10)
     with_attention = dict(config, attention="general")
     assert decoder_flops_per_token(with_attention, 5) == pytest.approx(
-        decoder_flops_per_token(config, 5) + 2 * 5 * (4 + 4) + 2 * (4 + 4) * 4)
+        decoder_flops_per_token(config, 5) + 2 * 5 * (4 + 4) + 2 * (4 + 4) * 4
+    )
 
 
 def test_encoder_flops_count():
@@ -67,8 +101,23 @@ def test_soak_drives_mixed_traffic_and_records_memory(small_bundle, tmp_path):
     for module in ("starlette", "uvicorn", "aiohttp", "httpx"):  # a server and its load generator
         pytest.importorskip(module)
     out = tmp_path / "soak"
-    assert main(["bench-serve", str(small_bundle), "--soak", "2", "--soak-interval", "1", "--clients", "4",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench-serve",
+                str(small_bundle),
+                "--soak",
+                "2",
+                "--soak-interval",
+                "1",
+                "--clients",
+                "4",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     result = json.loads((out / "bench-soak.json").read_text())
     assert len(result["samples"]) >= 2 and result["requests"] > 0 and result["lost_or_mismatched"] == 0
     assert all(s["rss_mb"] > 0 and s["p50_ms"] <= s["p99_ms"] for s in result["samples"])
@@ -76,8 +125,25 @@ def test_soak_drives_mixed_traffic_and_records_memory(small_bundle, tmp_path):
 
 
 def test_training_bench_times_each_thread_count(tmp_path, capsys):
-    assert main(["bench-train", "--presets", "reverse", "--threads", "1", "2", "--steps", "1", "--repeats", "1",
-                 "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "bench-train",
+                "--presets",
+                "reverse",
+                "--threads",
+                "1",
+                "2",
+                "--steps",
+                "1",
+                "--repeats",
+                "1",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     (result,) = json.loads((tmp_path / "bench-train.json").read_text())
     assert result["preset"] == "reverse" and result["parameters"] > 0
     assert [row["threads"] for row in result["rows"]] == [1, 2]

@@ -1,10 +1,10 @@
 """The built-in g2p-en bundle shipped inside the package (runtime only)."""
 
 import pytest
-from s2s_export.evaluate import evaluate_bundle
-from s2s_export.ship import MAX_BUNDLE_BYTES, evaluation_sample
 
 import s2s_runtime
+from s2s_export.evaluate import evaluate_bundle
+from s2s_export.ship import MAX_BUNDLE_BYTES, evaluation_sample
 from s2s_runtime import Batcher, BatcherConfig
 from s2s_runtime.bundle import BUILTIN_DIR
 from s2s_runtime.cli import main
@@ -57,11 +57,13 @@ def test_mixed_concurrent_traffic_never_changes_an_answer(g2p):
     jobs = [(w, i) for w in words for i in range(len(kinds))] * 2
     random.Random(4).shuffle(jobs)
     with Batcher(g2p, BatcherConfig(max_batch_size=64, max_wait_ms=3, warmup=False)) as batcher:
+
         def run(job):
             word, kind = job
             if kind == 0 and len(word) % 3 == 0:  # some greedy requests streamed
                 return [token.id for token in batcher.stream(word)]
             return batcher.submit(word, **kinds[kind]).result(timeout=120).ids
+
         with ThreadPoolExecutor(32) as pool:
             answers = list(pool.map(run, jobs))
     differing = [job for job, answer in zip(jobs, answers, strict=True) if answer != alone[job]]

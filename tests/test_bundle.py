@@ -91,18 +91,25 @@ def test_missing_required_key(bundle):
 
 def test_graph_inputs_must_match_manifest(bundle):
     edit_manifest(bundle, lambda m: m["graphs"]["decoder_step"]["inputs"]["state.h"].__setitem__("name", "hidden"))
-    with pytest.raises(BundleError, match=r"decoder_step\.onnx: graph inputs do not match manifest\.json "
-                                          r"graphs\.decoder_step\.inputs .*'hidden'.*'state_h'"):
+    with pytest.raises(
+        BundleError,
+        match=r"decoder_step\.onnx: graph inputs do not match manifest\.json "
+        r"graphs\.decoder_step\.inputs .*'hidden'.*'state_h'",
+    ):
         s2s_runtime.load(bundle)
 
 
 def test_graph_dtype_and_rank_must_match_manifest(bundle):
     edit_manifest(bundle, lambda m: m["graphs"]["encoder"]["inputs"]["source_lengths"].__setitem__("dtype", "int32"))
-    with pytest.raises(BundleError, match=r"encoder\.onnx: input 'source_lengths' is int64 of rank 1, manifest\.json "
-                                          r"declares int32 of rank 1"):
+    with pytest.raises(
+        BundleError,
+        match=r"encoder\.onnx: input 'source_lengths' is int64 of rank 1, manifest\.json "
+        r"declares int32 of rank 1",
+    ):
         s2s_runtime.load(bundle)
-    edit_manifest(bundle, lambda m: m["graphs"]["encoder"]["inputs"]["source_lengths"].update(
-        dtype="int64", shape=["batch", 1]))
+    edit_manifest(
+        bundle, lambda m: m["graphs"]["encoder"]["inputs"]["source_lengths"].update(dtype="int64", shape=["batch", 1])
+    )
     with pytest.raises(BundleError, match="declares int64 of rank 2"):
         s2s_runtime.load(bundle)
 

@@ -93,8 +93,13 @@ def test_generation_with_capture_reuses_fixed_buffers_and_matches(model):
     captured = s2s_runtime.load(model.bundle.root, device="cpu")
     captured.runners.capture = cpu_capture(captured)
     sources = random_sources(12, seed=4)
-    options_list = (dict(), dict(strategy="beam", beam_size=3, num_hypotheses=2), dict(strategy="sample", seed=2),
-                    dict(return_attention=True), dict(min_length=2))
+    options_list = (
+        dict(),
+        dict(strategy="beam", beam_size=3, num_hypotheses=2),
+        dict(strategy="sample", seed=2),
+        dict(return_attention=True),
+        dict(min_length=2),
+    )
     for options in options_list:
         a, b = captured.generate(sources, **options), plain.generate(sources, **options)
         assert [[h.ids for h in r.hypotheses] for r in a] == [[h.ids for h in r.hypotheses] for r in b]
@@ -121,8 +126,12 @@ def test_busy_or_oversized_batches_run_uncaptured(model):
     worker.join()
     assert [r.ids for r in results] == expected
     holder.release()
-    big_states = {role: np.repeat(value, 129, axis=captured.step_graph.batch_axes[role]) for role, value in states.items()}
-    big_statics = {role: np.repeat(value, 129, axis=captured.step_graph.batch_axes[role]) for role, value in statics.items()}
+    big_states = {
+        role: np.repeat(value, 129, axis=captured.step_graph.batch_axes[role]) for role, value in states.items()
+    }
+    big_statics = {
+        role: np.repeat(value, 129, axis=captured.step_graph.batch_axes[role]) for role, value in statics.items()
+    }
     assert captured_runner(capture, big_states, big_statics, False) is None  # 258 rows: above the largest bucket
 
 

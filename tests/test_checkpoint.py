@@ -3,15 +3,20 @@ import json
 import pytest
 import torch
 from conftest import TARGET_VOCAB, random_checkpoint
-from s2s_export.checkpoint import CheckpointError, expected_tensors, load_checkpoint, save_checkpoint
-from s2s_export.config import ConfigError
 from safetensors.torch import load_file, save_file
 
+from s2s_export.checkpoint import CheckpointError, expected_tensors, load_checkpoint, save_checkpoint
+from s2s_export.config import ConfigError
 from s2s_runtime.vocab import Vocab, VocabError
 
 
-@pytest.mark.parametrize("options", [dict(attention="additive", cell="lstm", bidirectional=True, bridge="linear"),
-                                     dict(tie_target_embedding=True, target_embedding_size=16, hidden_size=16)])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(attention="additive", cell="lstm", bidirectional=True, bridge="linear"),
+        dict(tie_target_embedding=True, target_embedding_size=16, hidden_size=16),
+    ],
+)
 def test_round_trip_gives_identical_outputs(tmp_path, options):
     original = random_checkpoint(1, **options)
     loaded = load_checkpoint(save_checkpoint(original, tmp_path / "ckpt"))
@@ -27,8 +32,14 @@ def test_round_trip_gives_identical_outputs(tmp_path, options):
 
 def test_parameter_names_are_pytorch_standard():
     names = expected_tensors(random_checkpoint(0, cell="lstm", bidirectional=True, bridge="linear").config)
-    assert {"encoder.rnn.weight_ih_l0_reverse", "encoder.rnn.bias_hh_l0", "decoder.rnn.weight_hh_l0",
-            "bridge.hidden.weight", "bridge.cell.bias", "decoder.output.bias"} <= set(names)
+    assert {
+        "encoder.rnn.weight_ih_l0_reverse",
+        "encoder.rnn.bias_hh_l0",
+        "decoder.rnn.weight_hh_l0",
+        "bridge.hidden.weight",
+        "bridge.cell.bias",
+        "decoder.output.bias",
+    } <= set(names)
 
 
 @pytest.fixture

@@ -40,8 +40,27 @@ def test_errors_are_reported_not_raised(tmp_path, small_bundle, capsys):
 
 
 def test_train_then_export_then_generate(tmp_path, capsys):
-    assert main(["train", "--task", "sort", "--size", "300", "--out", str(tmp_path / "run"), "--epochs", "2",
-                 "--hidden-size", "16", "--attention", "dot", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--task",
+                "sort",
+                "--size",
+                "300",
+                "--out",
+                str(tmp_path / "run"),
+                "--epochs",
+                "2",
+                "--hidden-size",
+                "16",
+                "--attention",
+                "dot",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["epochs"] == 2 and 0 <= summary["dev"]["exact_match"] <= 1
     assert main(["export", summary["checkpoint"], "--out", str(tmp_path / "bundle"), "--task", "sort"]) == 0
@@ -57,12 +76,51 @@ def test_train_then_export_then_generate(tmp_path, capsys):
 
 def test_generate_decoding_flags(reverse_model, capsys):
     bundle = str(reverse_model["bundle"])
-    assert main(["generate", bundle, "hello", "--strategy", "beam", "--beam-size", "4", "--num-hypotheses", "3",
-                 "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                bundle,
+                "hello",
+                "--strategy",
+                "beam",
+                "--beam-size",
+                "4",
+                "--num-hypotheses",
+                "3",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     lines = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
     assert [line[:2] for line in lines] == [["0", "0"], ["0", "1"], ["0", "2"]] and lines[0][3] == "olleh"
-    assert main(["generate", bundle, "abc", "--strategy", "sample", "--seed", "3", "--top-k", "2", "--json",
-                 "--target-prefix", "c", "--suppress-tokens", "q", "--no-repeat-ngram-size", "3", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                bundle,
+                "abc",
+                "--strategy",
+                "sample",
+                "--seed",
+                "3",
+                "--top-k",
+                "2",
+                "--json",
+                "--target-prefix",
+                "c",
+                "--suppress-tokens",
+                "q",
+                "--no-repeat-ngram-size",
+                "3",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     record = json.loads(capsys.readouterr().out)
     assert record["tokens"][0] == "c" and "q" not in record["tokens"] and len(record["hypotheses"]) == 1
     assert main(["generate", bundle, "stream", "--stream", "--device", "cpu"]) == 0
@@ -92,8 +150,26 @@ def test_serve_passes_its_flags_to_the_server(small_bundle, monkeypatch):
 
     seen = {}
     monkeypatch.setattr(s2s_runtime.server, "serve", lambda model, **kwargs: seen.update(model=model, **kwargs))
-    assert main(["serve", str(small_bundle), "--device", "cpu", "--port", "8123", "--max-batch-size", "8",
-                 "--batch-workers", "2", "--cuda-graph", "--max-inputs", "5"]) == 0
+    assert (
+        main(
+            [
+                "serve",
+                str(small_bundle),
+                "--device",
+                "cpu",
+                "--port",
+                "8123",
+                "--max-batch-size",
+                "8",
+                "--batch-workers",
+                "2",
+                "--cuda-graph",
+                "--max-inputs",
+                "5",
+            ]
+        )
+        == 0
+    )
     assert seen["port"] == 8123 and seen["host"] == "127.0.0.1"
     assert (seen["batcher_config"].max_batch_size, seen["batcher_config"].workers) == (8, 2)
     assert seen["config"].max_inputs == 5 and seen["model"].device == "cpu"

@@ -1,6 +1,7 @@
 import datetime
 
 import pytest
+
 from s2s_export.data import (
     DataError,
     bucketed_batches,
@@ -10,7 +11,6 @@ from s2s_export.data import (
     read_pairs,
     task_pairs,
 )
-
 from s2s_runtime.vocab import Vocab
 
 
@@ -21,12 +21,15 @@ def test_tsv_and_jsonl(tmp_path):
     assert read_pairs(tmp_path / "d.jsonl")[0].target == "y"
 
 
-@pytest.mark.parametrize("name, text, message", [
-    ("empty.tsv", "", r"empty\.tsv: no examples"),
-    ("notab.tsv", "ab\tba\nabc cba\n", r"notab\.tsv:2: no tab"),
-    ("bad.jsonl", '{"source": "x"}\n', r"bad\.jsonl:1: expected an object"),
-    ("broken.jsonl", "{\n", r"broken\.jsonl:1: not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("empty.tsv", "", r"empty\.tsv: no examples"),
+        ("notab.tsv", "ab\tba\nabc cba\n", r"notab\.tsv:2: no tab"),
+        ("bad.jsonl", '{"source": "x"}\n', r"bad\.jsonl:1: expected an object"),
+        ("broken.jsonl", "{\n", r"broken\.jsonl:1: not valid JSON"),
+    ],
+)
 def test_bad_data_names_file_and_line(tmp_path, name, text, message):
     (tmp_path / name).write_text(text)
     with pytest.raises(DataError, match=message):
@@ -56,8 +59,11 @@ def test_generated_tasks_are_deterministic_and_correct():
 def test_cmudict_split_is_deterministic_disjoint_and_keeps_pronunciations_together():
     splits = {split: cmudict_pairs(split) for split in ("train", "dev", "test")}
     words = {split: {p.source for p in pairs} for split, pairs in splits.items()}
-    assert not (words["train"] & words["dev"]) and not (words["train"] & words["test"]) \
+    assert (
+        not (words["train"] & words["dev"])
+        and not (words["train"] & words["test"])
         and not (words["dev"] & words["test"])
+    )
     assert 0.85 < len(words["train"]) / sum(len(w) for w in words.values()) < 0.95
     assert cmudict_pairs("dev") == splits["dev"]
     assert all(cmudict_split_of(p.source) == "test" for p in splits["test"])
@@ -70,6 +76,7 @@ def test_bucketed_batches_cover_everything_once_and_group_lengths():
     pairs = task_pairs("reverse", "train", size=300)
     examples = encode_pairs(pairs, vocab, vocab, source_eos=False)
     import random
+
     batches = bucketed_batches(examples, 16, random.Random(0))
     assert sorted(id(e) for b in batches for e in b) == sorted(id(e) for e in examples)
     assert max(max(len(e.source_ids) for e in b) - min(len(e.source_ids) for e in b) for b in batches) <= 1

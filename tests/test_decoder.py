@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 from conftest import array_runner, bound_runner, cpu_ortvalue_device, drive, random_sources
-from s2s_export.runtime_graphs import GRAPHS_DIR, runtime_graph_files
 
 import s2s_runtime
+from s2s_export.runtime_graphs import GRAPHS_DIR, runtime_graph_files
 from s2s_runtime.runner import StepRunner
 
 
@@ -41,7 +41,10 @@ def test_in_graph_greedy_choice_equals_argmax_of_the_log_probs(model):
     states, statics = model.encoder.encode([[3, 4, 5], [6, 7], [8, 9, 10, 11]])
     graph = model.step_graph
     assert graph.ranks  # the top-1 candidate is the greedy choice
-    for make in (lambda: array_runner(graph, states, statics, False), lambda: bound_runner(graph, states, statics, False)):
+    for make in (
+        lambda: array_runner(graph, states, statics, False),
+        lambda: bound_runner(graph, states, statics, False),
+    ):
         reference, chained = make(), make()
         previous = np.array([2, 2, 2])
         ids, log_probs = chained.greedy_step(previous)
@@ -57,8 +60,10 @@ def test_in_graph_greedy_choice_equals_argmax_of_the_log_probs(model):
             ids, log_probs = (np.array(v) for v in chained.greedy_step())
 
 
-@pytest.mark.parametrize("top_k, kinds", [(1, ["greedy", "top", "full", "greedy", "full", "top", "greedy"]),
-                                           (3, ["top", "full", "full", "top"])])
+@pytest.mark.parametrize(
+    "top_k, kinds",
+    [(1, ["greedy", "top", "full", "greedy", "full", "top", "greedy"]), (3, ["top", "full", "full", "top"])],
+)
 def test_bound_runner_binds_each_output_kind_when_first_read(model, top_k, kinds):
     """A bound runner binds the log-probs, the greedy choice and the ranked candidates only once a step reads them:
     whatever kind comes first, and after a compaction re-binds, every step returns what session.run gives. With
@@ -92,8 +97,9 @@ def test_bound_runner_binds_each_output_kind_when_first_read(model, top_k, kinds
 def test_reused_runners_are_never_shared_by_interleaved_calls(model):
     """A stream in progress keeps its runner; calls in between on the same thread get their own."""
     plain = s2s_runtime.load(model.bundle.root, device="cpu", io_binding=False)
-    sources = [s for s in random_sources(60, seed=5, low=3, high=3)
-               if len(plain.generate(s, max_length=8)[0].ids) >= 2][:3]
+    sources = [
+        s for s in random_sources(60, seed=5, low=3, high=3) if len(plain.generate(s, max_length=8)[0].ids) >= 2
+    ][:3]
     expected = {s: plain.generate(s, max_length=8)[0].ids for s in sources}
     assert len(expected) == 3
     stream = model.generate_stream(sources[0], max_length=8)
@@ -132,8 +138,10 @@ def test_ranked_candidates_are_the_best_log_probs_in_order(model):
     states, statics = model.encoder.encode([[3, 4, 5], [6, 7], [8, 9, 10, 11]])
     graph = model.step_graph
     assert graph.ranks
-    for runner in (array_runner(graph, states, statics, True, top_k=4),
-                   bound_runner(graph, states, statics, True, top_k=4)):
+    for runner in (
+        array_runner(graph, states, statics, True, top_k=4),
+        bound_runner(graph, states, statics, True, top_k=4),
+    ):
         reference, previous = array_runner(graph, states, statics, True), np.array([2, 2, 2])
         for _ in range(4):
             log_probs, attention = reference.step(previous)
@@ -149,8 +157,11 @@ def test_beam_search_ranks_in_the_graph_unless_it_needs_the_full_log_probs(model
     calls = {"step": 0, "top_k_step": 0}
     for name in calls:
         real = getattr(StepRunner, name)
-        monkeypatch.setattr(StepRunner, name, lambda self, *a, _real=real, _name=name: (
-            calls.__setitem__(_name, calls[_name] + 1), _real(self, *a))[1])
+        monkeypatch.setattr(
+            StepRunner,
+            name,
+            lambda self, *a, _real=real, _name=name: (calls.__setitem__(_name, calls[_name] + 1), _real(self, *a))[1],
+        )
     fresh = s2s_runtime.load(model.bundle.root, device="cpu")
     fresh.generate(["abc", "de"], strategy="beam", beam_size=3)
     assert calls["top_k_step"] > 0 and calls["step"] == 0

@@ -41,7 +41,7 @@ def torch_beam(model, source, beam, max_length, n_best):
                 candidates.append((score + float(log_probs[0, token]), tokens, token, new_states))
         candidates.sort(key=lambda c: -c[0])
         next_live, survivors = [], 0
-        for score, tokens, token, new_states in candidates[:2 * beam]:
+        for score, tokens, token, new_states in candidates[: 2 * beam]:
             if token == EOS:
                 finished.append((tokens, score, True))
                 continue
@@ -74,8 +74,9 @@ def attention_model(tmp_path_factory):
     checkpoint = random_checkpoint(5, hidden_size=16, attention="general", bidirectional=True, bridge="linear")
     # The distribution test draws 3000 samples at once, past the default cap of 16 hypotheses.
     limits = s2s_runtime.RequestLimits(max_num_hypotheses=3000)
-    return checkpoint, s2s_runtime.load(write_bundle(checkpoint, tmp_path_factory.mktemp("attn")), device="cpu",
-                                        limits=limits)
+    return checkpoint, s2s_runtime.load(
+        write_bundle(checkpoint, tmp_path_factory.mktemp("attn")), device="cpu", limits=limits
+    )
 
 
 def test_beam_one_equals_greedy_and_n_best_is_sorted(attention_model):
@@ -86,13 +87,20 @@ def test_beam_one_equals_greedy_and_n_best_is_sorted(attention_model):
     assert [r.ids for r in beam_one] == [r.ids for r in greedy]
     assert [r.score for r in beam_one] == pytest.approx([r.score for r in greedy], abs=1e-6)
     for normalization, alpha in (("power", 0.0), ("power", 1.0), ("gnmt", 0.6)):
-        for result in model.generate(sources, strategy="beam", beam_size=4, num_hypotheses=4, max_length=10,
-                                     length_penalty=alpha, length_normalization=normalization):
+        for result in model.generate(
+            sources,
+            strategy="beam",
+            beam_size=4,
+            num_hypotheses=4,
+            max_length=10,
+            length_penalty=alpha,
+            length_normalization=normalization,
+        ):
             scores = [h.normalized_score for h in result.hypotheses]
             assert scores == sorted(scores, reverse=True) and len(scores) == 4
             assert all(h.finished or len(h.ids) == 10 for h in result.hypotheses)
             length = len(result.hypotheses[0].ids) + result.hypotheses[0].finished
-            expected = result.score / (length ** alpha if normalization == "power" else ((5 + length) / 6) ** alpha)
+            expected = result.score / (length**alpha if normalization == "power" else ((5 + length) / 6) ** alpha)
             assert result.normalized_score == pytest.approx(expected)
 
 
@@ -102,21 +110,24 @@ def test_coverage_penalty_reranks_the_beam_by_the_gnmt_formula(attention_model):
     the same beam without it, and their attention is read whether or not it is returned."""
     _, model = attention_model
     sources = random_sources(12, seed=8)
-    options = dict(strategy="beam", beam_size=4, num_hypotheses=4, max_length=10, length_penalty=0.6,
-                   length_normalization="gnmt")
+    options = dict(
+        strategy="beam", beam_size=4, num_hypotheses=4, max_length=10, length_penalty=0.6, length_normalization="gnmt"
+    )
     plain = model.generate(sources, **options)
     covered = model.generate(sources, coverage_penalty=2.0, return_attention=True, **options)
     hidden = model.generate(sources, coverage_penalty=2.0, **options)
     reordered = 0
     for source, without, result, unreturned in zip(sources, plain, covered, hidden, strict=True):
-        assert sorted(map(tuple, (h.ids for h in result.hypotheses))) == \
-            sorted(map(tuple, (h.ids for h in without.hypotheses)))
+        assert sorted(map(tuple, (h.ids for h in result.hypotheses))) == sorted(
+            map(tuple, (h.ids for h in without.hypotheses))
+        )
         for h in result.hypotheses:
             length = len(h.ids) + h.finished
             coverage = np.maximum(np.minimum(h.attention.sum(axis=0), 1.0), 1e-20)
             assert h.attention.shape == (length, len(source))  # this model appends no eos to sources
-            assert h.normalized_score == pytest.approx(h.score / ((5 + length) / 6) ** 0.6 +
-                                                       2.0 * np.log(coverage).sum(), abs=1e-5)
+            assert h.normalized_score == pytest.approx(
+                h.score / ((5 + length) / 6) ** 0.6 + 2.0 * np.log(coverage).sum(), abs=1e-5
+            )
         scores = [h.normalized_score for h in result.hypotheses]
         assert scores == sorted(scores, reverse=True)
         assert [h.ids for h in unreturned.hypotheses] == [h.ids for h in result.hypotheses]
@@ -131,8 +142,7 @@ def test_alternatives_are_the_best_tokens_after_the_prefix_continued_greedily(at
     the branching position (by the model's forced-decoding log-probs), whatever else is in the batch."""
     _, model = attention_model
     sources, prefixes = ["abcd", "hij", "jjab"], ["ba", None, "c"]
-    results = model.generate(sources, target_prefix=prefixes, strategy="alternatives", num_hypotheses=3,
-                             max_length=8)
+    results = model.generate(sources, target_prefix=prefixes, strategy="alternatives", num_hypotheses=3, max_length=8)
     for source, prefix, result in zip(sources, prefixes, results, strict=True):
         prefix_tokens = list(prefix or "")
         branch = len(prefix_tokens)
@@ -142,7 +152,7 @@ def test_alternatives_are_the_best_tokens_after_the_prefix_continued_greedily(at
             if len(h.tokens) == branch:  # eos was the alternative: the output ends with the prefix
                 assert h.finished
                 continue
-            extended = prefix_tokens + h.tokens[branch:branch + 1]
+            extended = prefix_tokens + h.tokens[branch : branch + 1]
             greedy = model.generate(source, target_prefix=[extended], max_length=8)[0]
             assert (h.ids, h.finished) == (greedy.ids, greedy.finished)
             assert h.score == pytest.approx(greedy.score, abs=1e-5)
@@ -171,8 +181,9 @@ def test_top_k_never_leaves_the_k_most_likely(attention_model):
         ids = SOURCE_VOCAB.encode(source)
         targets = result.ids + ([EOS] if result.finished else [])
         with torch.no_grad():
-            log_probs = checkpoint.model(torch.tensor([ids]), torch.tensor([len(ids)]),
-                                         torch.tensor([[START] + targets[:-1]]))[0]  # (steps, vocab)
+            log_probs = checkpoint.model(
+                torch.tensor([ids]), torch.tensor([len(ids)]), torch.tensor([[START] + targets[:-1]])
+            )[0]  # (steps, vocab)
         ranks = (log_probs > log_probs[range(len(targets)), targets][:, None]).sum(1)
         assert ranks.max() < 2
 
@@ -214,7 +225,7 @@ def test_streaming_yields_the_greedy_tokens(attention_model):
     result = model.generate("hello", max_length=9)[0]
     assert [t.id for t in streamed] == result.ids and "".join(map(str, streamed)) == result.text
     forced = model.score(["hello"], [result.tokens])[0].log_probs  # per token, then eos
-    assert [t.log_prob for t in streamed] == pytest.approx(forced[:len(streamed)], abs=1e-5)
+    assert [t.log_prob for t in streamed] == pytest.approx(forced[: len(streamed)], abs=1e-5)
     sampled = list(model.generate_stream("hello", strategy="sample", seed=4, max_length=9))
     assert [t.id for t in sampled] == model.generate("hello", strategy="sample", seed=4, max_length=9)[0].ids
 
@@ -235,9 +246,16 @@ def test_target_prefix_attention_and_unknown_replacement(attention_model):
 
 def test_constraints_through_the_runtime(attention_model):
     _, model = attention_model
-    for result in model.generate(random_sources(8, seed=9), strategy="beam", beam_size=3, min_length=5,
-                                 max_length=9, no_repeat_ngram_size=2, suppress_tokens=["a", 5],
-                                 repetition_penalty=1.3):
+    for result in model.generate(
+        random_sources(8, seed=9),
+        strategy="beam",
+        beam_size=3,
+        min_length=5,
+        max_length=9,
+        no_repeat_ngram_size=2,
+        suppress_tokens=["a", 5],
+        repetition_penalty=1.3,
+    ):
         assert 5 <= len(result.ids) <= 9
         assert TARGET_VOCAB.encode("a")[0] not in result.ids and 5 not in result.ids
         bigrams = list(itertools.pairwise(result.ids))
@@ -245,24 +263,31 @@ def test_constraints_through_the_runtime(attention_model):
     assert all(len(r.ids) <= 3 for r in model.generate(random_sources(4), max_length_ratio=0.5, max_length=3))
 
 
-@pytest.mark.parametrize("options, error, message", [
-    (dict(strategy="beam", beam_size=2, num_hypotheses=3), ValueError, "num_hypotheses: 3 is more than beam_size 2"),
-    (dict(strategy="sample", top_p=0.0), ValueError, r"top_p: must be in \(0, 1\]"),
-    (dict(strategy="sample", top_p=1.5), ValueError, "top_p"),
-    (dict(strategy="sample", temperature=-1.0), ValueError, "temperature: must be > 0"),
-    (dict(temperature=0.5), ValueError, "temperature: only used with strategy='sample'"),
-    (dict(beam_size=4), ValueError, "beam_size: only used with strategy='beam'"),
-    (dict(num_hypotheses=2), ValueError, "num_hypotheses: greedy decoding gives one hypothesis"),
-    (dict(min_length=5, max_length=3), ValueError, "min_length: 5 is more than max_length 3"),
-    (dict(suppress_tokens=["</s>"]), ValueError, "suppress_tokens: eos cannot be suppressed"),
-    (dict(suppress_tokens=["zz"]), ValueError, "suppress_tokens: 'zz' is not in the target vocabulary"),
-    (dict(strategy="nucleus"), ValueError, "strategy: 'nucleus'"),
-    (dict(length_penalty=-1.0), ValueError, r"length_penalty: must be in \[0, 10\]"),
-    (dict(top_k=3), ValueError, "top_k: only used with strategy='sample'"),
-    (dict(coverage_penalty=0.5), ValueError, "coverage_penalty: only used with strategy='beam'"),
-    (dict(strategy="beam", coverage_penalty=11.0), ValueError, r"coverage_penalty: must be in \[0, 10\]"),
-    (dict(strategy="beam", coverage_penalty=float("inf")), ValueError, "coverage_penalty: must be finite"),
-])
+@pytest.mark.parametrize(
+    "options, error, message",
+    [
+        (
+            dict(strategy="beam", beam_size=2, num_hypotheses=3),
+            ValueError,
+            "num_hypotheses: 3 is more than beam_size 2",
+        ),
+        (dict(strategy="sample", top_p=0.0), ValueError, r"top_p: must be in \(0, 1\]"),
+        (dict(strategy="sample", top_p=1.5), ValueError, "top_p"),
+        (dict(strategy="sample", temperature=-1.0), ValueError, "temperature: must be > 0"),
+        (dict(temperature=0.5), ValueError, "temperature: only used with strategy='sample'"),
+        (dict(beam_size=4), ValueError, "beam_size: only used with strategy='beam'"),
+        (dict(num_hypotheses=2), ValueError, "num_hypotheses: greedy decoding gives one hypothesis"),
+        (dict(min_length=5, max_length=3), ValueError, "min_length: 5 is more than max_length 3"),
+        (dict(suppress_tokens=["</s>"]), ValueError, "suppress_tokens: eos cannot be suppressed"),
+        (dict(suppress_tokens=["zz"]), ValueError, "suppress_tokens: 'zz' is not in the target vocabulary"),
+        (dict(strategy="nucleus"), ValueError, "strategy: 'nucleus'"),
+        (dict(length_penalty=-1.0), ValueError, r"length_penalty: must be in \[0, 10\]"),
+        (dict(top_k=3), ValueError, "top_k: only used with strategy='sample'"),
+        (dict(coverage_penalty=0.5), ValueError, "coverage_penalty: only used with strategy='beam'"),
+        (dict(strategy="beam", coverage_penalty=11.0), ValueError, r"coverage_penalty: must be in \[0, 10\]"),
+        (dict(strategy="beam", coverage_penalty=float("inf")), ValueError, "coverage_penalty: must be finite"),
+    ],
+)
 def test_invalid_options_name_the_option(attention_model, options, error, message):
     _, model = attention_model
     with pytest.raises(error, match=message):
@@ -279,8 +304,9 @@ def test_invalid_streaming_and_prefix_uses(attention_model, small_bundle):
         model.generate(["a"], target_prefix=["abcd"], max_length=3)
     with pytest.raises(ValueError, match=r"targets: 1 targets for 2 sources"):
         model.score(["a", "b"], ["x"])
-    no_attention = s2s_runtime.load(write_bundle(random_checkpoint(1, hidden_size=16), small_bundle.parent / "plain"),
-                                    device="cpu")
+    no_attention = s2s_runtime.load(
+        write_bundle(random_checkpoint(1, hidden_size=16), small_bundle.parent / "plain"), device="cpu"
+    )
     with pytest.raises(ValueError, match="return_attention: this model has no attention"):
         no_attention.generate("abc", return_attention=True)
     with pytest.raises(ValueError, match="coverage_penalty: this model has no attention"):
@@ -291,13 +317,17 @@ def test_invalid_streaming_and_prefix_uses(attention_model, small_bundle):
 def test_options_from_keywords_are_cached_by_type_and_still_validated():
     """The cache of validated option sets must not let an invalid value through because an equal valid one (1 for
     True, 2 for 2.0) was validated before, nor hand out options other than a fresh validation gives."""
-    for kwargs in (dict(max_length=1), dict(strategy="beam", beam_size=2, num_hypotheses=2),
-                   dict(no_repeat_ngram_size=7)):
+    for kwargs in (
+        dict(max_length=1),
+        dict(strategy="beam", beam_size=2, num_hypotheses=2),
+        dict(no_repeat_ngram_size=7),
+    ):
         first, again = GenerationOptions.from_kwargs(kwargs), GenerationOptions.from_kwargs(dict(kwargs))
         assert first == again == dataclasses.replace(GenerationOptions(), **kwargs)
     base = GenerationOptions(strategy="beam", beam_size=3)
     assert GenerationOptions.from_kwargs(dict(num_hypotheses=2), base) == GenerationOptions(
-        strategy="beam", beam_size=3, num_hypotheses=2)
+        strategy="beam", beam_size=3, num_hypotheses=2
+    )
     with pytest.raises(TypeError, match="max_length: expected an int, got bool"):
         GenerationOptions.from_kwargs(dict(max_length=True))
     with pytest.raises(TypeError, match="no_repeat_ngram_size: expected an int, got float"):

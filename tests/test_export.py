@@ -3,13 +3,13 @@ import json
 import numpy as np
 import onnx
 import pytest
-import s2s_export.bundle_export as bundle_export
 import torch
 from conftest import EXTRA_OPTIONS, GRID, SOURCE_VOCAB, grid_id, random_checkpoint, random_sources, write_bundle
 from onnx import numpy_helper
+
+import s2s_export.bundle_export as bundle_export
 from s2s_export.onnx_graphs import build_decoder_step, build_encoder
 from s2s_export.parity import ParityError, check_parity, session
-
 from s2s_runtime import roles
 from s2s_runtime.bundle import sha256_of
 
@@ -44,13 +44,19 @@ def encode_both(checkpoint, sources):
     lengths = np.array([len(s) for s in sources])
     ids = np.zeros((len(sources), lengths.max()), dtype=np.int64)
     for row, source in enumerate(sources):
-        ids[row, :len(source)] = source
+        ids[row, : len(source)] = source
     encoder, decoder = build_encoder(checkpoint.model), build_decoder_step(checkpoint.model)
     with torch.no_grad():
-        expected = {k: v.numpy() for k, v in checkpoint.model.encode(torch.from_numpy(ids),
-                                                                     torch.from_numpy(lengths)).items()}
-    got = dict(zip([o.role for o in encoder.outputs], session(encoder).run(None, {"source_ids": ids,
-                                                                                   "source_lengths": lengths}), strict=True))
+        expected = {
+            k: v.numpy() for k, v in checkpoint.model.encode(torch.from_numpy(ids), torch.from_numpy(lengths)).items()
+        }
+    got = dict(
+        zip(
+            [o.role for o in encoder.outputs],
+            session(encoder).run(None, {"source_ids": ids, "source_lengths": lengths}),
+            strict=True,
+        )
+    )
     controls = {roles.PREVIOUS_IDS: np.full(len(sources), 2), roles.TOP_K: np.array([3])}
     feeds = {io.name: controls[io.role] if io.role in controls else got[io.role] for io in decoder.inputs}
     step = dict(zip([o.role for o in decoder.outputs], session(decoder).run(None, feeds), strict=True))
@@ -70,17 +76,23 @@ def row_view(values, row, length):
     return out
 
 
-@pytest.mark.parametrize("options", [
-    dict(cell="lstm", bidirectional=True, bridge="linear", attention="additive", num_layers=2, hidden_size=16),
-    dict(cell="gru", bidirectional=True, bridge="linear", conditioning="both", hidden_size=16),
-    dict(cell="gru", attention="dot", input_feeding=True, hidden_size=16),
-], ids=["bilstm-additive", "bigru-both", "gru-dot-feed"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(cell="lstm", bidirectional=True, bridge="linear", attention="additive", num_layers=2, hidden_size=16),
+        dict(cell="gru", bidirectional=True, bridge="linear", conditioning="both", hidden_size=16),
+        dict(cell="gru", attention="dot", input_feeding=True, hidden_size=16),
+    ],
+    ids=["bilstm-additive", "bigru-both", "gru-dot-feed"],
+)
 def test_padding_never_leaks_into_states(options):
     checkpoint = random_checkpoint(11, **options)
     short = SOURCE_VOCAB.encode("abc")
     alone = encode_both(checkpoint, [short])
-    mixed = encode_both(checkpoint, [SOURCE_VOCAB.encode("jihgfedcbajihgfedcba"), short,
-                                     SOURCE_VOCAB.encode("abcdefghijabcdefghijabcdefghij")])
+    mixed = encode_both(
+        checkpoint,
+        [SOURCE_VOCAB.encode("jihgfedcbajihgfedcba"), short, SOURCE_VOCAB.encode("abcdefghijabcdefghijabcdefghij")],
+    )
     for alone_values, mixed_values in zip(alone, mixed, strict=True):  # PyTorch encoder, ONNX encoder, ONNX step
         a, m = row_view(alone_values, 0, len(short)), row_view(mixed_values, 1, len(short))
         for role in a:
@@ -88,8 +100,10 @@ def test_padding_never_leaks_into_states(options):
     model = checkpoint.model
     kwargs = dict(start_id=2, eos_id=3, max_length=15)
     batch = torch.tensor([[3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 3, 4], short + [0] * 9])
-    assert model.greedy(batch, torch.tensor([12, 3]), **kwargs)[1] == \
-        model.greedy(torch.tensor([short]), torch.tensor([3]), **kwargs)[0]
+    assert (
+        model.greedy(batch, torch.tensor([12, 3]), **kwargs)[1]
+        == model.greedy(torch.tensor([short]), torch.tensor([3]), **kwargs)[0]
+    )
 
 
 def test_bundle_manifest_lists_roles_checksums_versions_and_parity(tmp_path):
@@ -103,8 +117,9 @@ def test_bundle_manifest_lists_roles_checksums_versions_and_parity(tmp_path):
     assert step["outputs"]["log_probs"]["shape"] == ["batch", 16]
     assert manifest["parity"]["passed"] and manifest["producer"]["torch"] == torch.__version__
     assert manifest["source"]["special_ids"] == {"pad": 0, "unk": 1, "eos": 2}
-    assert manifest["parameters"] == sum(p.numel() for p in random_checkpoint(2, attention="general", cell="lstm",
-                                                                              hidden_size=16).model.parameters())
+    assert manifest["parameters"] == sum(
+        p.numel() for p in random_checkpoint(2, attention="general", cell="lstm", hidden_size=16).model.parameters()
+    )
     with pytest.raises(FileExistsError, match="already exists"):
         write_bundle(random_checkpoint(2), tmp_path)
 
@@ -132,11 +147,17 @@ def test_failed_parity_names_the_graph_and_leaves_no_bundle(tmp_path, monkeypatc
     def tampered(model, **kwargs):
         graph = real_build(model, **kwargs)
         weight = next(i for i in graph.model.graph.initializer if i.name.startswith("output_b"))
-        weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) + np.linspace(0, 0.01, weight.dims[0], dtype=np.float32), weight.name))
+        weight.CopyFrom(
+            numpy_helper.from_array(
+                numpy_helper.to_array(weight) + np.linspace(0, 0.01, weight.dims[0], dtype=np.float32), weight.name
+            )
+        )
         return graph
 
     monkeypatch.setattr(bundle_export, "build_decoder_step", tampered)
-    with pytest.raises(ParityError, match=r"decoder_step: output 'log_probs' differs .* > 0.0001\) \(inputs: source_ids \[1, "):
+    with pytest.raises(
+        ParityError, match=r"decoder_step: output 'log_probs' differs .* > 0.0001\) \(inputs: source_ids \[1, "
+    ):
         write_bundle(checkpoint, tmp_path)
     assert not (tmp_path / "bundle").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint"]  # no staging directory left behind either
@@ -159,16 +180,26 @@ def test_graphs_are_valid_onnx_with_dynamic_batch_and_length(tmp_path):
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_plain_and_optimized_graphs_generate_identically(tmp_path, cell):
+    import s2s_runtime
     from s2s_export.bundle_export import ExportOptions
 
-    import s2s_runtime
-
-    checkpoint = random_checkpoint(8, cell=cell, attention="general", input_feeding=True, num_layers=2,
-                                   hidden_size=16, bidirectional=True, bridge="linear")
+    checkpoint = random_checkpoint(
+        8,
+        cell=cell,
+        attention="general",
+        input_feeding=True,
+        num_layers=2,
+        hidden_size=16,
+        bidirectional=True,
+        bridge="linear",
+    )
     optimized = write_bundle(checkpoint, tmp_path / "optimized")
     plain = export_bundle_with(checkpoint, tmp_path / "plain", ExportOptions(plain=True, validation_size=16))
-    ops = {(name, graph): {n.op_type for n in onnx.load(str(b / f"{graph}.onnx")).graph.node}
-           for name, b in (("optimized", optimized), ("plain", plain)) for graph in ("encoder", "decoder_step")}
+    ops = {
+        (name, graph): {n.op_type for n in onnx.load(str(b / f"{graph}.onnx")).graph.node}
+        for name, b in (("optimized", optimized), ("plain", plain))
+        for graph in ("encoder", "decoder_step")
+    }
     rnn_op = cell.upper()
     assert rnn_op in ops["plain", "decoder_step"] and "Gemm" in ops["plain", "decoder_step"]
     assert not {"LSTM", "GRU", "Gemm"} & ops["optimized", "decoder_step"]
@@ -186,8 +217,9 @@ def export_bundle_with(checkpoint, directory, options):
     from s2s_export.checkpoint import save_checkpoint
 
     save_checkpoint(checkpoint, directory / "checkpoint")
-    return bundle_export.export_bundle(directory / "checkpoint", directory / "bundle",
-                                       validation_sources=random_sources(16), options=options)
+    return bundle_export.export_bundle(
+        directory / "checkpoint", directory / "bundle", validation_sources=random_sources(16), options=options
+    )
 
 
 def scan_body(bundle) -> onnx.GraphProto:
@@ -196,9 +228,8 @@ def scan_body(bundle) -> onnx.GraphProto:
 
 
 def test_int8_and_fp16_exports_report_their_quality(tmp_path):
-    from s2s_export.bundle_export import ExportOptions
-
     import s2s_runtime
+    from s2s_export.bundle_export import ExportOptions
 
     checkpoint = random_checkpoint(8, attention="general", hidden_size=32)
     int8 = export_bundle_with(checkpoint, tmp_path / "int8", ExportOptions(precision="int8", validation_size=16))
@@ -219,18 +250,21 @@ def test_int8_and_fp16_exports_report_their_quality(tmp_path):
         s2s_runtime.load(fp16, device="cpu")
 
 
-@pytest.mark.parametrize("options", [dict(attention="general", hidden_size=32, bidirectional=True, bridge="linear"),
-                                     dict(cell="lstm", num_layers=2, bidirectional=True, bridge="linear",
-                                          attention="general", hidden_size=32),
-                                     dict(cell="lstm", conditioning="both", bridge="linear", hidden_size=32)],
-                         ids=["gru-attention", "lstm-2-layers-attention", "lstm-concat"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(attention="general", hidden_size=32, bidirectional=True, bridge="linear"),
+        dict(cell="lstm", num_layers=2, bidirectional=True, bridge="linear", attention="general", hidden_size=32),
+        dict(cell="lstm", conditioning="both", bridge="linear", hidden_size=32),
+    ],
+    ids=["gru-attention", "lstm-2-layers-attention", "lstm-concat"],
+)
 def test_int8_is_batch_independent_and_quantizes_every_weight_matmul(tmp_path, options):
     """An input decoded alone and inside batches of other inputs gives the same output in int8, as in fp32:
     activations are quantized with scales fixed at export, never per batch."""
+    import s2s_runtime
     from s2s_export.bundle_export import ExportOptions
     from s2s_export.quantize import weight_matmuls
-
-    import s2s_runtime
 
     checkpoint = random_checkpoint(8, **options)
     int8 = export_bundle_with(checkpoint, tmp_path / "int8", ExportOptions(precision="int8", validation_size=32))

@@ -29,17 +29,17 @@ LIBRARY_CASES = [
     ("endless min length", dict(max_length=100_000_000, min_length=100_000_000), ValueError, "max_length"),
     ("min length past the cap", dict(min_length=100_000), ValueError, "min_length: 100000 is more than"),
     ("ten thousand samples", dict(strategy="sample", num_hypotheses=10_000), ValueError, "num_hypotheses: 10000"),
-    ("huge n-gram", dict(no_repeat_ngram_size=10 ** 6), ValueError, "no_repeat_ngram_size"),
+    ("huge n-gram", dict(no_repeat_ngram_size=10**6), ValueError, "no_repeat_ngram_size"),
     ("underflowing temperature", dict(strategy="sample", temperature=1e-45, seed=1), None, ""),
     ("subnormal temperature", dict(strategy="sample", temperature=5e-324, seed=1), None, ""),
     ("enormous temperature", dict(strategy="sample", temperature=1e308, seed=1), None, ""),
     ("vanishing nucleus", dict(strategy="sample", top_p=1e-50, seed=1), None, ""),
-    ("top-k past the vocabulary", dict(strategy="sample", top_k=10 ** 9, seed=1), None, ""),
-    ("seed past 2^63", dict(strategy="sample", seed=2 ** 70), ValueError, r"seed: must be < 2\^63"),
+    ("top-k past the vocabulary", dict(strategy="sample", top_k=10**9, seed=1), None, ""),
+    ("seed past 2^63", dict(strategy="sample", seed=2**70), ValueError, r"seed: must be < 2\^63"),
     ("negative seed", dict(strategy="sample", seed=-1), ValueError, "seed: must be ≥ 0"),
     ("huge repetition penalty", dict(repetition_penalty=1e308), ValueError, "repetition_penalty"),
     ("tiny repetition penalty", dict(repetition_penalty=1e-300), None, ""),
-    ("suppressed id past the vocabulary", dict(suppress_tokens=[10 ** 30]), ValueError, "outside the target"),
+    ("suppressed id past the vocabulary", dict(suppress_tokens=[10**30]), ValueError, "outside the target"),
     ("everything suppressed but eos", dict(suppress_tokens=list(range(4, 16)) + [0, 1, 2]), None, ""),
     ("bool beam size", dict(strategy="beam", beam_size=True), TypeError, "beam_size: expected an int"),
     ("float max length", dict(max_length=3.5), TypeError, "max_length: expected an int"),
@@ -47,11 +47,19 @@ LIBRARY_CASES = [
     ("unknown option", dict(beam=3), TypeError, "unknown generation option 'beam'"),
     ("zero batch size", dict(max_batch_size=0), ValueError, "max_batch_size: must be ≥ 1"),
     ("one-token batches", dict(max_batch_tokens=1), None, ""),
-    ("unknown prefix token", dict(target_prefix=["ab?", None, None]), ValueError,
-     r"target_prefix\[0\]: token '\?' is not in the target vocabulary"),
-    ("prefix past the length limit", dict(target_prefix=["abcdefghij" * 3, None, None], max_length=5), ValueError,
-     r"target_prefix\[0\]: 30 tokens, more than the max length 5"),
-    ("endless prefix", dict(target_prefix=["a" * 10 ** 6, None, None]), ValueError, r"target_prefix\[0\]: more than"),
+    (
+        "unknown prefix token",
+        dict(target_prefix=["ab?", None, None]),
+        ValueError,
+        r"target_prefix\[0\]: token '\?' is not in the target vocabulary",
+    ),
+    (
+        "prefix past the length limit",
+        dict(target_prefix=["abcdefghij" * 3, None, None], max_length=5),
+        ValueError,
+        r"target_prefix\[0\]: 30 tokens, more than the max length 5",
+    ),
+    ("endless prefix", dict(target_prefix=["a" * 10**6, None, None]), ValueError, r"target_prefix\[0\]: more than"),
     ("prefix as one string", dict(target_prefix="abc"), ValueError, "one prefix"),
     ("prefix count", dict(target_prefix=[None]), ValueError, "one prefix"),
     ("prefix of numbers", dict(target_prefix=[[1, 2], None, None]), TypeError, r"target_prefix\[0\]"),
@@ -84,13 +92,16 @@ def test_hostile_options_get_a_result_or_their_documented_error(model, serial, n
     assert [r.ids for r in model.generate(NORMAL)] == serial  # the model is unharmed
 
 
-@pytest.mark.parametrize("inputs, error, message", [
-    (None, TypeError, "inputs: expected a string"),
-    ([None], TypeError, r"inputs\[0\]: expected a string or a list of token strings"),
-    ([[1, 2]], TypeError, r"inputs\[0\]"),
-    ("a" * 10_000_000, ValueError, r"inputs\[0\]: 10000000 source tokens exceed the bundle's max_source_length"),
-    ([["a"] * 5000], ValueError, r"inputs\[0\]: 5000 source tokens exceed"),
-])
+@pytest.mark.parametrize(
+    "inputs, error, message",
+    [
+        (None, TypeError, "inputs: expected a string"),
+        ([None], TypeError, r"inputs\[0\]: expected a string or a list of token strings"),
+        ([[1, 2]], TypeError, r"inputs\[0\]"),
+        ("a" * 10_000_000, ValueError, r"inputs\[0\]: 10000000 source tokens exceed the bundle's max_source_length"),
+        ([["a"] * 5000], ValueError, r"inputs\[0\]: 5000 source tokens exceed"),
+    ],
+)
 def test_hostile_inputs(model, serial, inputs, error, message):
     with pytest.raises(error, match=message):
         model.generate(inputs)
@@ -134,6 +145,7 @@ def test_caps_are_configurable_per_model(small_bundle):
 
 
 # ---- bundles ------------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def bundle(small_bundle, tmp_path):
@@ -189,8 +201,11 @@ def test_manifest_with_reversed_encoder_outputs(tmp_path):
     def reverse_outputs(manifest):
         outputs = manifest["graphs"]["encoder"]["outputs"]
         manifest["graphs"]["encoder"]["outputs"] = dict(reversed(list(outputs.items())))
+
     edit_manifest(directory, reverse_outputs)
-    assert next(iter(json.loads((directory / "manifest.json").read_text())["graphs"]["encoder"]["outputs"])) == "state.c"
+    assert (
+        next(iter(json.loads((directory / "manifest.json").read_text())["graphs"]["encoder"]["outputs"])) == "state.c"
+    )
     assert [r.ids for r in s2s_runtime.load(directory, device="cpu").generate(sources)] == expected
 
 
@@ -203,6 +218,7 @@ def open_in_thread(path):
             outcome["bundle"] = Bundle.open(path)
         except Exception as error:  # noqa: BLE001 (the test asserts on whatever it was)
             outcome["error"] = error
+
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
     thread.join(10)
@@ -234,22 +250,29 @@ def test_special_files_are_refused(bundle, tmp_path):
     assert isinstance(open_in_thread(bundle).get("error"), BundleError)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda m: m.__setitem__("config", []), "'config' has the wrong type"),
-    (lambda m: m["config"].__setitem__("source_eos", "yes"), "config.source_eos must be true or false"),
-    (lambda m: m["config"].__setitem__("source_vocab_size", 99), "config.source_vocab_size 99 disagrees"),
-    (lambda m: m["files"].__setitem__("encoder.onnx", 5), r"files.encoder.onnx must be a sha256 hex digest"),
-    (lambda m: m["limits"]["max_target_length"].__setitem__("ratio", 1e308), "ratio must be in"),
-    (lambda m: m["limits"]["max_target_length"].__setitem__("ratio", True), "ratio must be in"),
-    (lambda m: m["limits"]["max_target_length"].__setitem__("offset", 10 ** 9), "offset must be in"),
-    (lambda m: m["limits"].__setitem__("max_source_length", 0), "max_source_length must be in"),
-    (lambda m: m["decoding"].__setitem__("eos_id", 2), "decoding.eos_id 2 is not the target vocabulary's eos"),
-    (lambda m: m["graphs"]["decoder_step"]["outputs"]["log_probs"].__setitem__("shape", ["batch", "vocab"]),
-     "log_probs scores vocab tokens, the target vocabulary has 16"),
-    (lambda m: m["graphs"]["encoder"]["outputs"]["memory"].__setitem__("name", "state_h"),
-     "names one graph tensor under two roles"),
-    (lambda m: m["graphs"].__setitem__("encoder", "encoder.onnx"), "'encoder' has the wrong type"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda m: m.__setitem__("config", []), "'config' has the wrong type"),
+        (lambda m: m["config"].__setitem__("source_eos", "yes"), "config.source_eos must be true or false"),
+        (lambda m: m["config"].__setitem__("source_vocab_size", 99), "config.source_vocab_size 99 disagrees"),
+        (lambda m: m["files"].__setitem__("encoder.onnx", 5), r"files.encoder.onnx must be a sha256 hex digest"),
+        (lambda m: m["limits"]["max_target_length"].__setitem__("ratio", 1e308), "ratio must be in"),
+        (lambda m: m["limits"]["max_target_length"].__setitem__("ratio", True), "ratio must be in"),
+        (lambda m: m["limits"]["max_target_length"].__setitem__("offset", 10**9), "offset must be in"),
+        (lambda m: m["limits"].__setitem__("max_source_length", 0), "max_source_length must be in"),
+        (lambda m: m["decoding"].__setitem__("eos_id", 2), "decoding.eos_id 2 is not the target vocabulary's eos"),
+        (
+            lambda m: m["graphs"]["decoder_step"]["outputs"]["log_probs"].__setitem__("shape", ["batch", "vocab"]),
+            "log_probs scores vocab tokens, the target vocabulary has 16",
+        ),
+        (
+            lambda m: m["graphs"]["encoder"]["outputs"]["memory"].__setitem__("name", "state_h"),
+            "names one graph tensor under two roles",
+        ),
+        (lambda m: m["graphs"].__setitem__("encoder", "encoder.onnx"), "'encoder' has the wrong type"),
+    ],
+)
 def test_malformed_manifests_are_bundle_errors(bundle, change, message):
     edit_manifest(bundle, change)
     with pytest.raises(BundleError, match=message):
@@ -272,8 +295,11 @@ def test_vocabulary_sizes_are_checked_against_the_graphs(bundle):
 def test_source_vocabulary_longer_than_the_encoder_table(bundle):
     edit_vocab(bundle, "source_vocab.json", lambda v: v["tokens"].extend(["x", "y", "z"]))
     edit_manifest(bundle, lambda m: m["config"].__setitem__("source_vocab_size", 16))
-    with pytest.raises(BundleError, match=r"encoder.onnx: the graph fails on source id 15, the highest of the "
-                                          "source vocabulary"):
+    with pytest.raises(
+        BundleError,
+        match=r"encoder.onnx: the graph fails on source id 15, the highest of the "
+        "source vocabulary",
+    ):
         s2s_runtime.load(bundle, device="cpu")
 
 
@@ -282,6 +308,7 @@ def test_declared_fixed_sizes_are_checked_against_the_graph(bundle):
         for kind, direction in (("encoder", "outputs"), ("decoder_step", "inputs"), ("decoder_step", "outputs")):
             spec = manifest["graphs"][kind][direction]["state.h"]
             spec["shape"] = [spec["shape"][0], "batch", 17]
+
     edit_manifest(bundle, wrong_hidden)
     with pytest.raises(BundleError, match=r"has size 16 on axis 2, manifest\.json declares 17"):
         s2s_runtime.load(bundle, device="cpu")
@@ -296,8 +323,9 @@ def test_missing_roles_are_bundle_errors(bundle):
 
 def test_source_eos_needs_an_eos_token(bundle):
     edit_vocab(bundle, "source_vocab.json", lambda v: v["specials"].pop("eos"))
-    edit_manifest(bundle, lambda m: (m["source"]["special_ids"].pop("eos"), m["config"].__setitem__("source_eos",
-                                                                                                     True)))
+    edit_manifest(
+        bundle, lambda m: (m["source"]["special_ids"].pop("eos"), m["config"].__setitem__("source_eos", True))
+    )
     with pytest.raises(BundleError, match=r"config\.source_eos is true but the source vocabulary has no 'eos'"):
         s2s_runtime.load(bundle, device="cpu")
 
@@ -306,20 +334,25 @@ def test_graphs_with_external_data_are_refused(bundle, tmp_path, monkeypatch):
     """onnxruntime would read external data relative to the current directory: the runtime must not let it."""
     onnx = pytest.importorskip("onnx")
     encoder = onnx.load(str(bundle / "encoder.onnx"))
-    onnx.save_model(encoder, str(bundle / "encoder.onnx"), save_as_external_data=True, location="weights.bin",
-                    size_threshold=0)
+    onnx.save_model(
+        encoder, str(bundle / "encoder.onnx"), save_as_external_data=True, location="weights.bin", size_threshold=0
+    )
     shutil.copy(bundle / "weights.bin", tmp_path / "weights.bin")
     monkeypatch.chdir(tmp_path)  # where onnxruntime would find the weights if it looked
     edit_manifest(bundle, lambda m: m["files"].__setitem__("encoder.onnx", sha256_of(bundle / "encoder.onnx")))
-    with pytest.raises(BundleError, match=r"encoder\.onnx: onnxruntime cannot load this graph \(it keeps tensors in "
-                                          "external data files"):
+    with pytest.raises(
+        BundleError,
+        match=r"encoder\.onnx: onnxruntime cannot load this graph \(it keeps tensors in "
+        "external data files",
+    ):
         s2s_runtime.load(bundle, device="cpu")
 
 
 def test_invalid_vocabulary_files(bundle):
     (bundle / "target_vocab.json").write_text('{"tokens": ' + "[" * 5000 + "]" * 5000 + "}")
-    edit_manifest(bundle, lambda m: m["files"].__setitem__("target_vocab.json",
-                                                           sha256_of(bundle / "target_vocab.json")))
+    edit_manifest(
+        bundle, lambda m: m["files"].__setitem__("target_vocab.json", sha256_of(bundle / "target_vocab.json"))
+    )
     with pytest.raises(BundleError, match=r"target_vocab\.json: JSON nested deeper than"):
         s2s_runtime.load(bundle, device="cpu")
 

@@ -3,12 +3,15 @@ import torch
 from conftest import random_checkpoint
 
 
-@pytest.mark.parametrize("options", [
-    dict(cell="lstm", attention="additive", bidirectional=True, bridge="linear", num_layers=2, hidden_size=16),
-    dict(cell="gru", attention="general", conditioning="both", hidden_size=16),
-    dict(cell="lstm", conditioning="concat", bridge="zeros", feed_previous=False, hidden_size=16),
-    dict(cell="gru", attention="dot", input_feeding=True, hidden_size=16),
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(cell="lstm", attention="additive", bidirectional=True, bridge="linear", num_layers=2, hidden_size=16),
+        dict(cell="gru", attention="general", conditioning="both", hidden_size=16),
+        dict(cell="lstm", conditioning="concat", bridge="zeros", feed_previous=False, hidden_size=16),
+        dict(cell="gru", attention="dot", input_feeding=True, hidden_size=16),
+    ],
+)
 def test_teacher_forcing_in_one_call_equals_the_exported_step_loop(options):
     """Training runs all decoder steps in one RNN call; the bundle runs one step at a time: same numbers."""
     model = random_checkpoint(3, **options).model

@@ -23,7 +23,8 @@ def test_every_python_package_is_listed_for_the_wheel():
 def test_the_version_is_written_once_and_shown_by_the_command(capsys):
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert "version" not in project["project"] and project["tool"]["setuptools"]["dynamic"]["version"] == {
-        "attr": "s2s_runtime.__version__"}
+        "attr": "s2s_runtime.__version__"
+    }
     try:
         main(["--version"])
     except SystemExit as done:

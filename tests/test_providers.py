@@ -18,8 +18,9 @@ def test_auto_falls_back_to_cpu_with_one_log_line(small_bundle, caplog):
 
 def test_listed_but_unloadable_cuda_is_detected(small_bundle, caplog, monkeypatch):
     """onnxruntime-gpu lists CUDA even where it cannot load; simulate that on any build."""
-    monkeypatch.setattr(onnxruntime, "get_available_providers",
-                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(
+        onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
     with caplog.at_level(logging.INFO, logger="s2s_runtime"):
         model = s2s_runtime.load(small_bundle, device="auto")
     assert model.device == "cpu"

@@ -52,9 +52,13 @@ def test_predictor_returns_every_input_once_with_the_direct_outputs(cluster, sma
     sources = random_sources(2000, seed=31, high=12)
     sources[7] = "x" * 5000  # a bad input: an error row, never a lost one
     dataset = ray.data.from_items([{"id": i, "word": w} for i, w in enumerate(sources)])
-    rows = dataset.map_batches(s2s_ray.Predictor, fn_constructor_kwargs={"bundle": str(small_bundle),
-                                                                          "column": "word"},
-                               concurrency=2, num_cpus=0.5, batch_size=128).take_all()
+    rows = dataset.map_batches(
+        s2s_ray.Predictor,
+        fn_constructor_kwargs={"bundle": str(small_bundle), "column": "word"},
+        concurrency=2,
+        num_cpus=0.5,
+        batch_size=128,
+    ).take_all()
     assert sorted(int(r["id"]) for r in rows) == list(range(len(sources)))
     by_id = {int(r["id"]): r for r in rows}
     assert by_id[7]["error"].startswith("ValueError: 5000 source tokens") and by_id[7]["text"] is None
@@ -70,8 +74,12 @@ def test_bulk_on_ray_writes_the_same_file_as_local_workers(cluster, small_bundle
     (tmp_path / "in.txt").write_text("\n".join(sources) + "\n")
     local, on_ray = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
     run(BulkJob(str(tmp_path / "in.txt"), str(local), str(small_bundle), shard_size=100), workers=1, progress=False)
-    run(BulkJob(str(tmp_path / "in.txt"), str(on_ray), str(small_bundle), shard_size=100), workers=2, use_ray=True,
-        progress=False)
+    run(
+        BulkJob(str(tmp_path / "in.txt"), str(on_ray), str(small_bundle), shard_size=100),
+        workers=2,
+        use_ray=True,
+        progress=False,
+    )
     expected = [json.loads(line) for line in local.read_text().splitlines()]
     got = [json.loads(line) for line in on_ray.read_text().splitlines()]
     scores = [(row.pop("score"), reference.pop("score")) for row, reference in zip(got, expected, strict=True)]
@@ -97,16 +105,17 @@ def mixed_requests(count):
 
 def answers(url, requests):
     with httpx.Client(timeout=60) as client:
-        return [(r.status_code, r.text) for r in (client.post(f"{url}/v1/generate", json=body)
-                                                   for body in requests)]
+        return [(r.status_code, r.text) for r in (client.post(f"{url}/v1/generate", json=body) for body in requests)]
 
 
 def test_serve_application_answers_exactly_like_s2s_serve(cluster, small_bundle):
     from ray import serve
 
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
-    serve.run(s2s_ray.app(str(small_bundle), replicas=1, num_cpus=0.5,
-                          config=ReplicaConfig(batcher=BATCHER, server=SERVER)), route_prefix="/")
+    serve.run(
+        s2s_ray.app(str(small_bundle), replicas=1, num_cpus=0.5, config=ReplicaConfig(batcher=BATCHER, server=SERVER)),
+        route_prefix="/",
+    )
     url = f"http://127.0.0.1:{PORT}"
     assert httpx.get(f"{url}/readyz", timeout=30).json()["status"] == "ready"
     requests = mixed_requests(200)

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import EXTRA_OPTIONS, GRID, SOURCE_VOCAB, grid_id, random_checkpoint, random_sources, write_bundle
-from s2s_export.train import max_target_length
 
 import s2s_runtime
+from s2s_export.train import max_target_length
 from s2s_runtime import GenerationOptions
 
 RUNTIME_GRID = GRID[::4] + EXTRA_OPTIONS  # every option value still appears (the full grid runs in test_export)
@@ -18,8 +18,13 @@ def torch_greedy(checkpoint, sources):
     outputs = []
     for source in sources:
         ids = SOURCE_VOCAB.encode(source) + eos
-        outputs += checkpoint.model.greedy(torch.tensor([ids]), torch.tensor([len(ids)]), start_id=2, eos_id=3,
-                                           max_length=max_target_length(len(source)))  # the source eos not counted
+        outputs += checkpoint.model.greedy(
+            torch.tensor([ids]),
+            torch.tensor([len(ids)]),
+            start_id=2,
+            eos_id=3,
+            max_length=max_target_length(len(source)),
+        )  # the source eos not counted
     return outputs
 
 
@@ -41,8 +46,9 @@ def test_score_is_the_sum_of_pytorch_log_probs(tmp_path):
         ids = SOURCE_VOCAB.encode(source)
         targets = result.ids + ([3] if result.finished else [])
         with torch.no_grad():
-            log_probs = checkpoint.model(torch.tensor([ids]), torch.tensor([len(ids)]),
-                                         torch.tensor([[2] + targets[:-1]]))[0]  # (steps, vocab)
+            log_probs = checkpoint.model(
+                torch.tensor([ids]), torch.tensor([len(ids)]), torch.tensor([[2] + targets[:-1]])
+            )[0]  # (steps, vocab)
         assert result.score == pytest.approx(float(log_probs[range(len(targets)), targets].sum()), abs=1e-4)
 
 
@@ -70,8 +76,9 @@ def test_large_mixed_batches_are_encoded_in_length_groups_exactly(small_bundle, 
     ids = [model.prepare(s, plan, index=i).ids for i, s in enumerate(random_sources(75, seed=5, low=1, high=25))]
     calls = []
     real_run = model.encoder.run
-    monkeypatch.setattr(model.encoder, "run",
-                        lambda sources: calls.append(sorted(map(len, sources))) or real_run(sources))
+    monkeypatch.setattr(
+        model.encoder, "run", lambda sources: calls.append(sorted(map(len, sources))) or real_run(sources)
+    )
     grouped = model.encoder.encode(ids)
     # 75 rows in groups cut in length order where the length changes, once they hold ENCODER_GROUP_ROWS = 32 rows ...
     groups = list(calls)
@@ -80,7 +87,7 @@ def test_large_mixed_batches_are_encoded_in_length_groups_exactly(small_bundle, 
     assert all(a[-1] < b[0] for a, b in itertools.pairwise(groups))  # no length split between two groups
     monkeypatch.setattr(encoding_module, "GROUP_ROWS", 1000)
     whole = model.encoder.encode(ids)
-    assert calls[len(groups):] == [sorted(map(len, ids))]  # ... against one call
+    assert calls[len(groups) :] == [sorted(map(len, ids))]  # ... against one call
     for got, expected in zip(grouped, whole, strict=True):
         assert got.keys() == expected.keys()
         for role in got:
@@ -107,12 +114,15 @@ def test_empty_unknown_and_length_limits(small_bundle):
         model.generate(["ab", "a" * 1025])
 
 
-@pytest.mark.parametrize("inputs, message", [
-    (42, r"inputs: expected a string, a list of strings or a list of token lists, got int"),
-    (["ok", 3], r"inputs\[1\]: expected a string or a list of token strings"),
-    ([["a", 1]], r"inputs\[0\]"),
-    (None, "got NoneType"),
-])
+@pytest.mark.parametrize(
+    "inputs, message",
+    [
+        (42, r"inputs: expected a string, a list of strings or a list of token lists, got int"),
+        (["ok", 3], r"inputs\[1\]: expected a string or a list of token strings"),
+        ([["a", 1]], r"inputs\[0\]"),
+        (None, "got NoneType"),
+    ],
+)
 def test_wrong_input_types(small_bundle, inputs, message):
     model = s2s_runtime.load(small_bundle, device="cpu")
     with pytest.raises(TypeError, match=message):

@@ -33,15 +33,23 @@ def revision_1(bundle):
     del manifest["decoding"]["memory_bias_padding"]
     step = onnx.load(str(bundle / "decoder_step.onnx"))
     log_probs = manifest["graphs"]["decoder_step"]["outputs"]["log_probs"]["name"]
-    step.graph.node.extend([
-        helper.make_node("ArgMax", [log_probs], ["next_ids"], axis=1, keepdims=0),
-        helper.make_node("ReduceMax", [log_probs], ["next_log_probs"], axes=[1], keepdims=0)])
-    step.graph.output.extend([helper.make_tensor_value_info("next_ids", TensorProto.INT64, ["batch"]),
-                              helper.make_tensor_value_info("next_log_probs", TensorProto.FLOAT, ["batch"])])
+    step.graph.node.extend(
+        [
+            helper.make_node("ArgMax", [log_probs], ["next_ids"], axis=1, keepdims=0),
+            helper.make_node("ReduceMax", [log_probs], ["next_log_probs"], axes=[1], keepdims=0),
+        ]
+    )
+    step.graph.output.extend(
+        [
+            helper.make_tensor_value_info("next_ids", TensorProto.INT64, ["batch"]),
+            helper.make_tensor_value_info("next_log_probs", TensorProto.FLOAT, ["batch"]),
+        ]
+    )
     onnx.save(step, str(bundle / "decoder_step.onnx"))
     manifest["graphs"]["decoder_step"]["outputs"].update(
         next_ids={"name": "next_ids", "dtype": "int64", "shape": ["batch"]},
-        next_log_probs={"name": "next_log_probs", "dtype": "float32", "shape": ["batch"]})
+        next_log_probs={"name": "next_log_probs", "dtype": "float32", "shape": ["batch"]},
+    )
     manifest["files"]["decoder_step.onnx"] = sha256_of(bundle / "decoder_step.onnx")
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     return bundle
@@ -63,13 +71,16 @@ def test_revision_1_bundles_are_upgraded_on_load_and_decode_the_same(small_bundl
 def test_unknown_revisions_and_keys_are_refused(small_bundle, tmp_path):
     bundle = shutil.copytree(small_bundle, tmp_path / "bundle")
     manifest = json.loads((bundle / "manifest.json").read_text())
-    for change, message in ((dict(format_version=3), "unsupported format_version 3"),
-                            (dict(colour="red"), "unknown key 'colour'"),
-                            (dict(precision="int4"), "precision 'int4' is not one of"),
-                            (dict(decoding={**manifest["decoding"], "memory_bias_padding": None}),
-                             "memory_bias_padding is missing"),
-                            (dict(decoding={**manifest["decoding"], "memory_bias_padding": 5.0}),
-                             "memory_bias_padding must be a finite negative number")):
+    for change, message in (
+        (dict(format_version=3), "unsupported format_version 3"),
+        (dict(colour="red"), "unknown key 'colour'"),
+        (dict(precision="int4"), "precision 'int4' is not one of"),
+        (dict(decoding={**manifest["decoding"], "memory_bias_padding": None}), "memory_bias_padding is missing"),
+        (
+            dict(decoding={**manifest["decoding"], "memory_bias_padding": 5.0}),
+            "memory_bias_padding must be a finite negative number",
+        ),
+    ):
         (bundle / "manifest.json").write_text(json.dumps({**manifest, **change}))
         with pytest.raises(BundleError, match=message):
             s2s_runtime.load(bundle, device="cpu")

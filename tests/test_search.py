@@ -67,34 +67,47 @@ class FakeRankingRunner(FakeRunner):
 
     def top_k_step(self, previous):
         log_probs, self.states = self.step_fn(previous, self.states, self.statics)
-        order = np.argsort(-log_probs, axis=1, kind="stable")[:, :self.top_k]  # (rows, top_k)
+        order = np.argsort(-log_probs, axis=1, kind="stable")[:, : self.top_k]  # (rows, top_k)
         return np.take_along_axis(log_probs, order, axis=1), order, None
 
 
 def table_step(tables):
     """Log-probs that depend only on (row id kept in statics, step), so compaction bugs show."""
+
     def step(previous, states, statics):
         rows, t = statics["rows"], states["t"]
         log_probs = np.stack([tables[r][min(int(k), len(tables[r]) - 1)] for r, k in zip(rows, t, strict=True)])
         return log_probs, {"t": t + 1}
+
     return step
 
 
 def history_step(seed):
     """Log-probs that depend on the whole history (kept as a hash in the state)."""
+
     def step(previous, states, statics):
         h = (states["h"] * 1_000_003 + previous + 1) % (2**31 - 1)
         logits = np.stack([np.random.default_rng([seed, int(x)]).normal(0, 2, VOCAB) for x in h])
         logits[:, EOS] -= 1.5  # long enough outputs to exercise the constraints
         return logits - np.logaddexp.reduce(logits, axis=1, keepdims=True), {"h": h}
+
     return step
 
 
 def search(runner, limits, options, seed=0, sources=None):
     """The options' strategy over the runner, every step reported (the stepwise form); each input's n-best."""
     processors = processors_for(options, np.zeros(0, dtype=np.int64), EOS, limits)
-    task = SearchTask(options, START, EOS, limits, processors, options.coverage_penalty > 0,
-                      sources or [[row] for row in range(len(limits))], entropy=seed, events=True)
+    task = SearchTask(
+        options,
+        START,
+        EOS,
+        limits,
+        processors,
+        options.coverage_penalty > 0,
+        sources or [[row] for row in range(len(limits))],
+        entropy=seed,
+        events=True,
+    )
     return run(strategy_class(options.strategy)(options).search(runner, task))
 
 
@@ -123,13 +136,22 @@ def reference_greedy(table, max_length):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.lists(st.lists(st.floats(-5, 0), min_size=VOCAB, max_size=VOCAB), min_size=1, max_size=6),
-                min_size=1, max_size=5), st.integers(1, 8))
+@given(
+    st.lists(
+        st.lists(st.lists(st.floats(-5, 0), min_size=VOCAB, max_size=VOCAB), min_size=1, max_size=6),
+        min_size=1,
+        max_size=5,
+    ),
+    st.integers(1, 8),
+)
 def test_greedy_search_matches_a_row_by_row_reference(tables, max_length):
     tables = [np.array(t) for t in tables]
     batch = len(tables)
-    hypotheses = greedy_or_sample(FakeRunner(table_step(tables), {"t": np.zeros(batch)}, {"rows": np.arange(batch)}),
-                                  [RowLimits((), 0, max_length)] * batch, GenerationOptions())
+    hypotheses = greedy_or_sample(
+        FakeRunner(table_step(tables), {"t": np.zeros(batch)}, {"rows": np.arange(batch)}),
+        [RowLimits((), 0, max_length)] * batch,
+        GenerationOptions(),
+    )
     for row, hypothesis in enumerate(hypotheses):
         ids, score, finished = reference_greedy(tables[row], max_length)
         assert hypothesis.ids == ids
@@ -138,8 +160,16 @@ def test_greedy_search_matches_a_row_by_row_reference(tables, max_length):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.lists(st.lists(st.floats(-5, 0), min_size=VOCAB, max_size=VOCAB), min_size=1, max_size=6),
-                          st.integers(1, 8)), min_size=1, max_size=9))
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.lists(st.floats(-5, 0), min_size=VOCAB, max_size=VOCAB), min_size=1, max_size=6),
+            st.integers(1, 8),
+        ),
+        min_size=1,
+        max_size=9,
+    )
+)
 def test_greedy_in_graph_equals_the_stepwise_search_and_the_reference(rows):
     """Per-row max lengths and enough rows for compaction to drop some while others go on."""
     tables, limits = [np.array(t) for t, _ in rows], [RowLimits((), 0, m) for _, m in rows]
@@ -156,8 +186,7 @@ def test_greedy_in_graph_equals_the_stepwise_search_and_the_reference(rows):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.lists(st.floats(-5, 0), min_size=VOCAB, max_size=VOCAB), min_size=1, max_size=6),
-       st.integers(1, 8))
+@given(st.lists(st.lists(st.floats(-5, 0), min_size=VOCAB, max_size=VOCAB), min_size=1, max_size=6), st.integers(1, 8))
 def test_greedy_in_graph_for_a_single_input_equals_the_reference_and_stops_at_once(table, max_length):
     """One input takes its own scalar path: same output as the reference, and not one step more than it needs."""
     table = np.array(table)
@@ -191,8 +220,11 @@ def reference_alternative(seed, start_state, prefix, rank, max_length):
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(0, 10_000), st.lists(st.tuples(st.lists(st.integers(1, VOCAB - 1), max_size=3), st.integers(1, 5)),
-                                        min_size=1, max_size=4), st.integers(1, VOCAB))
+@given(
+    st.integers(0, 10_000),
+    st.lists(st.tuples(st.lists(st.integers(1, VOCAB - 1), max_size=3), st.integers(1, 5)), min_size=1, max_size=4),
+    st.integers(1, VOCAB),
+)
 def test_alternatives_equal_a_row_by_row_reference(seed, inputs, count):
     """Each input's alternatives are the prefix, then its count best tokens in order, each continued greedily;
     inputs of different prefix lengths branch at different steps of the same batch."""
@@ -202,11 +234,12 @@ def test_alternatives_equal_a_row_by_row_reference(seed, inputs, count):
     runner.select(np.repeat(np.arange(len(inputs)), count))  # each input count times, as the strategy wants
     results = search(runner, limits, GenerationOptions(strategy="alternatives", num_hypotheses=count))
     for (prefix, extra), start_state, alternatives in zip(inputs, start_states, results, strict=True):
-        expected = [reference_alternative(seed, start_state, prefix, rank, len(prefix) + extra)
-                    for rank in range(count)]
+        expected = [
+            reference_alternative(seed, start_state, prefix, rank, len(prefix) + extra) for rank in range(count)
+        ]
         assert [(c.ids, c.finished) for c in alternatives] == [(ids, done) for ids, _, done in expected]
         assert [c.score for c in alternatives] == pytest.approx([score for _, score, _ in expected])
-        assert len({tuple(c.ids[:len(prefix) + 1]) for c in alternatives}) == count  # they differ at the branch
+        assert len({tuple(c.ids[: len(prefix) + 1]) for c in alternatives}) == count  # they differ at the branch
 
 
 def test_impossible_and_repeated_alternatives_are_left_out():
@@ -224,13 +257,21 @@ def test_impossible_and_repeated_alternatives_are_left_out():
 
 
 constraint_options = st.builds(
-    dict, min_length=st.integers(0, 4), no_repeat_ngram_size=st.integers(0, 3),
-    repetition_penalty=st.sampled_from([1.0, 1.5, 3.0]), max_length=st.integers(4, 12))
+    dict,
+    min_length=st.integers(0, 4),
+    no_repeat_ngram_size=st.integers(0, 3),
+    repetition_penalty=st.sampled_from([1.0, 1.5, 3.0]),
+    max_length=st.integers(4, 12),
+)
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(0, 10_000), constraint_options, st.lists(st.integers(1, VOCAB - 1), max_size=3),
-       st.sampled_from(["greedy", "beam", "sample"]))
+@given(
+    st.integers(0, 10_000),
+    constraint_options,
+    st.lists(st.integers(1, VOCAB - 1), max_size=3),
+    st.sampled_from(["greedy", "beam", "sample"]),
+)
 def test_constraints_are_honoured(seed, constraints, prefix, strategy):
     max_length = constraints.pop("max_length")
     extra = {"beam": dict(beam_size=3, num_hypotheses=2), "sample": dict(seed=seed)}.get(strategy, {})
@@ -246,7 +287,7 @@ def test_constraints_are_honoured(seed, constraints, prefix, strategy):
     n = options.no_repeat_ngram_size
     for hypothesis in hypotheses:
         ids = hypothesis.ids
-        assert ids[:len(prefix)] == prefix
+        assert ids[: len(prefix)] == prefix
         assert len(ids) <= max_length
         assert hypothesis.finished or len(ids) == max_length
         if hypothesis.finished:
@@ -254,8 +295,8 @@ def test_constraints_are_honoured(seed, constraints, prefix, strategy):
         if n:  # no generated token completes an n-gram seen earlier (a forced prefix is the caller's business)
             for start in range(len(ids) - n + 1):
                 if start + n - 1 >= len(prefix):
-                    earlier = {tuple(ids[j:j + n]) for j in range(start)}
-                    assert tuple(ids[start:start + n]) not in earlier
+                    earlier = {tuple(ids[j : j + n]) for j in range(start)}
+                    assert tuple(ids[start : start + n]) not in earlier
         assert EOS not in ids
 
 
@@ -309,9 +350,17 @@ def test_coverage_penalty_ranks_the_hypothesis_that_covers_the_source_first():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.lists(st.lists(st.sampled_from([-3.0, -2.0, -1.0, -0.5]), min_size=VOCAB, max_size=VOCAB),
-                         min_size=1, max_size=6), min_size=1, max_size=4),
-       st.integers(1, VOCAB // 2), st.integers(2, 7))
+@given(
+    st.lists(
+        st.lists(
+            st.lists(st.sampled_from([-3.0, -2.0, -1.0, -0.5]), min_size=VOCAB, max_size=VOCAB), min_size=1, max_size=6
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    st.integers(1, VOCAB // 2),
+    st.integers(2, 7),
+)
 def test_beam_over_ranked_candidates_equals_beam_over_full_log_probs(tables, beam_size, max_length):
     """Log-probs from four values, so ties are everywhere: the tie order (earlier beam, then lower id) must survive
     ranking in the graph."""
@@ -324,8 +373,9 @@ def test_beam_over_ranked_candidates_equals_beam_over_full_log_probs(tables, bea
 
     full = beam(FakeRunner(table_step(tables), *state()), limits, options)
     ranked = beam(FakeRankingRunner(table_step(tables), *state(), top_k=2 * beam_size), limits, options)
-    assert [[(h.ids, h.score, h.finished) for h in n] for n in ranked] == \
-        [[(h.ids, h.score, h.finished) for h in n] for n in full]
+    assert [[(h.ids, h.score, h.finished) for h in n] for n in ranked] == [
+        [(h.ids, h.score, h.finished) for h in n] for n in full
+    ]
 
 
 @settings(max_examples=50, deadline=None)

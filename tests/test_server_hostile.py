@@ -24,8 +24,16 @@ from s2s_runtime.server import BackgroundServer, ServerConfig, create_app
 from s2s_runtime.service import BatcherConfig
 
 NORMAL = {"inputs": ["abc", "hello", "jihgfedcba"]}
-CONFIG = ServerConfig(max_body_bytes=64 * 1024, max_inputs=8, request_timeout_s=10, max_header_bytes=4096,
-                      read_timeout_s=1.0, keep_alive_s=1.0, max_connections=24, shutdown_grace_s=2)
+CONFIG = ServerConfig(
+    max_body_bytes=64 * 1024,
+    max_inputs=8,
+    request_timeout_s=10,
+    max_header_bytes=4096,
+    read_timeout_s=1.0,
+    keep_alive_s=1.0,
+    max_connections=24,
+    shutdown_grace_s=2,
+)
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +64,13 @@ def nested(depth):
 
 BODY_CASES = [  # (name, raw body, status, error type, message fragment)
     ("not json", b"{not json", 400, "bad_request", "not valid JSON"),
-    ("deep nesting in options", b'{"inputs": "abc", "options": {"suppress_tokens": ' + nested(2000).encode() + b"}}",
-     400, "bad_request", "nested deeper than 32"),
+    (
+        "deep nesting in options",
+        b'{"inputs": "abc", "options": {"suppress_tokens": ' + nested(2000).encode() + b"}}",
+        400,
+        "bad_request",
+        "nested deeper than 32",
+    ),
     ("nesting past the parser", nested(30_000).encode(), 400, "bad_request", "nested deeper than"),
     ("options as a list", b'{"inputs": "abc", "options": []}', 400, "bad_request", "'options' must be an object"),
     ("options as zero", b'{"inputs": "abc", "options": 0}', 400, "bad_request", "'options' must be an object"),
@@ -65,48 +78,109 @@ BODY_CASES = [  # (name, raw body, status, error type, message fragment)
     ("options as null", b'{"inputs": "abc", "options": null}', 400, "bad_request", "'options' must be an object"),
     ("stream as a string", b'{"inputs": "abc", "stream": "false"}', 400, "bad_request", "'stream' must be true or"),
     ("stream as a number", b'{"inputs": "abc", "stream": 1}', 400, "bad_request", "'stream' must be true or false"),
-    ("integer of 5000 digits", b'{"inputs": "abc", "options": {"seed": ' + b"9" * 5000 + b"}}", 400, "bad_request",
-     "not valid JSON"),
+    (
+        "integer of 5000 digits",
+        b'{"inputs": "abc", "options": {"seed": ' + b"9" * 5000 + b"}}",
+        400,
+        "bad_request",
+        "not valid JSON",
+    ),
     ("NaN literal", b'{"inputs": "abc", "options": {"length_penalty": NaN}}', 400, "bad_input", "must be finite"),
-    ("huge length penalty", b'{"inputs": "hello", "options": {"length_penalty": 1000}}', 400, "bad_input",
-     "length_penalty"),
-    ("overflowing ratio", b'{"inputs": "abc", "options": {"max_length_ratio": 1e308}}', 400, "bad_input",
-     "max_length_ratio"),
-    ("overflowing beam penalty", b'{"inputs": "abc", "options": {"strategy": "beam", "length_penalty": 1e308}}',
-     400, "bad_input", "length_penalty"),
-    ("a million beams", b'{"inputs": "abc", "options": {"strategy": "beam", "beam_size": 1000000}}', 400,
-     "bad_input", "beam_size: 1000000 is more than"),
-    ("a billion tokens on two inputs", b'{"inputs": ["abc", "de"], "options": {"max_length": 1000000000}}', 400,
-     "bad_input", "max_length"),
-    ("endless decode", b'{"inputs": "abc", "options": {"max_length": 100000000, "min_length": 100000000}}', 400,
-     "bad_input", "max_length"),
-    ("server settings as options", b'{"inputs": "abc", "options": {"max_batch_size": 100000}}', 400, "bad_request",
-     "server settings"),
-    ("unknown option", b'{"inputs": "abc", "options": {"beam_width": 2}}', 400, "bad_input",
-     "unknown generation option"),
+    (
+        "huge length penalty",
+        b'{"inputs": "hello", "options": {"length_penalty": 1000}}',
+        400,
+        "bad_input",
+        "length_penalty",
+    ),
+    (
+        "overflowing ratio",
+        b'{"inputs": "abc", "options": {"max_length_ratio": 1e308}}',
+        400,
+        "bad_input",
+        "max_length_ratio",
+    ),
+    (
+        "overflowing beam penalty",
+        b'{"inputs": "abc", "options": {"strategy": "beam", "length_penalty": 1e308}}',
+        400,
+        "bad_input",
+        "length_penalty",
+    ),
+    (
+        "a million beams",
+        b'{"inputs": "abc", "options": {"strategy": "beam", "beam_size": 1000000}}',
+        400,
+        "bad_input",
+        "beam_size: 1000000 is more than",
+    ),
+    (
+        "a billion tokens on two inputs",
+        b'{"inputs": ["abc", "de"], "options": {"max_length": 1000000000}}',
+        400,
+        "bad_input",
+        "max_length",
+    ),
+    (
+        "endless decode",
+        b'{"inputs": "abc", "options": {"max_length": 100000000, "min_length": 100000000}}',
+        400,
+        "bad_input",
+        "max_length",
+    ),
+    (
+        "server settings as options",
+        b'{"inputs": "abc", "options": {"max_batch_size": 100000}}',
+        400,
+        "bad_request",
+        "server settings",
+    ),
+    (
+        "unknown option",
+        b'{"inputs": "abc", "options": {"beam_width": 2}}',
+        400,
+        "bad_input",
+        "unknown generation option",
+    ),
     ("unknown field", b'{"inputs": "abc", "colour": 1}', 400, "bad_request", "unknown field 'colour'"),
     ("no inputs", b'{"inputs": []}', 400, "bad_request", "non-empty list"),
     ("number input", b'{"inputs": [3]}', 400, "bad_input", "inputs[0]"),
     ("nested input", b'{"inputs": [[["a"]]]}', 400, "bad_input", "inputs[0]"),
     ("prefix count", b'{"inputs": ["a", "b"], "target_prefix": ["a"]}', 400, "bad_request", "one entry"),
-    ("unknown prefix token", b'{"inputs": ["a"], "target_prefix": ["a?"]}', 400, "bad_input",
-     "not in the target vocabulary"),
+    (
+        "unknown prefix token",
+        b'{"inputs": ["a"], "target_prefix": ["a?"]}',
+        400,
+        "bad_input",
+        "not in the target vocabulary",
+    ),
     ("too many inputs", json.dumps({"inputs": ["a"] * 9}).encode(), 413, "too_large", "exceed the limit of 8"),
     ("oversized body", json.dumps({"inputs": "a" * 70_000}).encode(), 413, "too_large", "exceeds the limit"),
     ("body not an object", b'["abc"]', 400, "bad_request", "body must be a JSON object"),
-    ("beam stream", b'{"inputs": "abc", "stream": true, "options": {"strategy": "beam"}}', 400, "bad_input",
-     "not streamable"),
+    (
+        "beam stream",
+        b'{"inputs": "abc", "stream": true, "options": {"strategy": "beam"}}',
+        400,
+        "bad_input",
+        "not streamable",
+    ),
     ("bad stream input", b'{"inputs": [5], "stream": true}', 400, "bad_input", "inputs[0]"),
-    ("vanishing temperature", b'{"inputs": "abc", "options": {"strategy": "sample", "temperature": 1e-45}}', 200,
-     None, None),
+    (
+        "vanishing temperature",
+        b'{"inputs": "abc", "options": {"strategy": "sample", "temperature": 1e-45}}',
+        200,
+        None,
+        None,
+    ),
     ("vanishing nucleus", b'{"inputs": "abc", "options": {"strategy": "sample", "top_p": 1e-50}}', 200, None, None),
 ]
 
 
 @pytest.mark.parametrize("name, body, status, kind, fragment", BODY_CASES, ids=[c[0] for c in BODY_CASES])
 def test_hostile_bodies(server, serial, name, body, status, kind, fragment):
-    response = httpx.post(f"{server.url}/v1/generate", content=body, headers={"content-type": "application/json"},
-                          timeout=30)
+    response = httpx.post(
+        f"{server.url}/v1/generate", content=body, headers={"content-type": "application/json"}, timeout=30
+    )
     assert response.status_code == status, response.text
     if kind is not None:
         assert response.json()["error"]["type"] == kind
@@ -154,7 +228,7 @@ def test_idle_and_slow_connections_are_closed(server, serial):
     assert status == 408 and seconds < CONFIG.read_timeout_s + 3
     status, seconds = raw(server, b"POST /v1/generate HTTP/1.1\r\nHost: x\r\n")  # headers never finished
     assert status == 408 and seconds < CONFIG.read_timeout_s + 3
-    lying = b"POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"inputs\": \"abc\"}"
+    lying = b'POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{"inputs": "abc"}'
     status, seconds = raw(server, lying)  # a body that never arrives
     assert status == 408 and seconds < CONFIG.read_timeout_s + 3
     still_serves(server, serial)
@@ -211,10 +285,11 @@ def slow_server(model, request):
     (request deadline 0.5 s unless the test's `timeout` mark says otherwise)."""
     steps = [0]
     mark = request.node.get_closest_marker("timeout_s")
-    app = create_app(Wrapped(model, slowed(steps)),
-                     BatcherConfig(max_batch_size=16, max_wait_ms=0, max_queue=4, max_streams=2, warmup=False),
-                     ServerConfig(request_timeout_s=mark.args[0] if mark else 0.5, max_inputs=8,
-                                  shutdown_grace_s=1.0))
+    app = create_app(
+        Wrapped(model, slowed(steps)),
+        BatcherConfig(max_batch_size=16, max_wait_ms=0, max_queue=4, max_streams=2, warmup=False),
+        ServerConfig(request_timeout_s=mark.args[0] if mark else 0.5, max_inputs=8, shutdown_grace_s=1.0),
+    )
     with BackgroundServer(app) as running:
         running.steps = steps
         yield running
@@ -224,9 +299,10 @@ def test_overload_timeout_and_rejection_decode_nothing_extra(slow_server):
     url = slow_server.url
     long = {"inputs": "abc", "options": {"min_length": 2000, "max_length": 2000}}
     results = []
-    threads = [threading.Thread(target=lambda: results.append(httpx.post(f"{url}/v1/generate", json=long,
-                                                                         timeout=30)))
-               for _ in range(2)]
+    threads = [
+        threading.Thread(target=lambda: results.append(httpx.post(f"{url}/v1/generate", json=long, timeout=30)))
+        for _ in range(2)
+    ]
     for thread in threads:
         thread.start()
     wait_until(lambda: slow_server.steps[0] > 0)
@@ -245,8 +321,11 @@ def test_overload_timeout_and_rejection_decode_nothing_extra(slow_server):
 def test_streams_are_admitted_limited_and_timed(slow_server):
     url = slow_server.url
     long = {"inputs": "abc", "stream": True, "options": {"min_length": 2000, "max_length": 2000}}
-    with httpx.Client(timeout=30) as client, client.stream("POST", f"{url}/v1/generate", json=long) as first, \
-                client.stream("POST", f"{url}/v1/generate", json=long) as second:
+    with (
+        httpx.Client(timeout=30) as client,
+        client.stream("POST", f"{url}/v1/generate", json=long) as first,
+        client.stream("POST", f"{url}/v1/generate", json=long) as second,
+    ):
         assert first.status_code == second.status_code == 200
         third = client.post(f"{url}/v1/generate", json=long)
         assert third.status_code == 503 and "streams open" in third.json()["error"]["message"]
@@ -261,8 +340,10 @@ def test_a_disconnected_client_cancels_its_work(slow_server):
     host, port = url.removeprefix("http://").split(":")
     body = json.dumps({"inputs": ["abc"] * 4, "options": {"min_length": 2000, "max_length": 2000}}).encode()
     with socket.create_connection((host, int(port))) as connection:
-        connection.sendall(b"POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                           b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        connection.sendall(
+            b"POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
         wait_until(lambda: slow_server.steps[0] > 10)
     wait_until(lambda: 's2s_requests_total{outcome="cancelled"} 1.0' in httpx.get(f"{url}/metrics").text)
     steps = slow_server.steps[0]
@@ -330,6 +411,7 @@ def test_sigterm_during_a_long_decode_exits_within_the_grace_period(small_bundle
 
         def post(name, options):
             replies[name] = httpx.post(f"{url}/v1/generate", json={"inputs": "abc", "options": options}, timeout=30)
+
         short = threading.Thread(target=post, args=("short", {"min_length": 200, "max_length": 200}))
         endless = threading.Thread(target=post, args=("long", {"min_length": 2000, "max_length": 2000}))
         short.start()  # decoded first (one worker), well within the grace period

@@ -199,6 +199,7 @@ def test_several_workers_decode_batches_at_once_and_answer_everything(model, ser
 def test_an_exception_in_a_batch_fails_only_its_own_requests(model):
     """Any exception — not only ValueError — fails exactly the requests it concerns with an error naming the
     cause; the worker survives and later requests succeed."""
+
     def around(method, args, kwargs):
         items = args[0]
         if any(item.tokens[:1] == ["j"] for item in items):
@@ -303,8 +304,7 @@ def test_a_request_is_admitted_whole_or_not_at_all(model):
 
 
 def test_request_work_is_capped(small_bundle):
-    capped = s2s_runtime.load(small_bundle, device="cpu",
-                              limits=s2s_runtime.RequestLimits(max_request_tokens=100))
+    capped = s2s_runtime.load(small_bundle, device="cpu", limits=s2s_runtime.RequestLimits(max_request_tokens=100))
     with Batcher(capped, BatcherConfig(warmup=False)) as batcher:
         with pytest.raises(ValueError, match="more than max_request_tokens 100"):
             batcher.submit_many(["abc"] * 3, strategy="beam", beam_size=4, max_length=10)
@@ -318,6 +318,7 @@ def test_streams_go_through_the_queue_limits_and_deadlines(model):
 
         async def read():
             return [t.token async for t in batcher.stream("hello", max_length=8)]
+
         assert asyncio.run(read()) == expected
         with pytest.raises(ValueError, match="beam search is not streamable"):
             batcher.stream("hello", strategy="beam")

@@ -3,6 +3,7 @@ import os
 
 import pytest
 import torch
+
 from s2s_export.checkpoint import load_checkpoint
 from s2s_export.config import Seq2SeqConfig, TrainConfig
 from s2s_export.data import task_pairs
@@ -27,9 +28,14 @@ def test_best_checkpoint_reloads_with_same_metrics(reverse_model):
 
 
 def run(out, epochs, resume=False):
-    return train(task_pairs("sort", "train", size=400), task_pairs("sort", "dev", size=400), out,
-                 model_options=dict(hidden_size=16, source_embedding_size=8, target_embedding_size=8, dropout=0.1),
-                 train_config=TrainConfig(epochs=epochs, batch_size=32, patience=50, progress=False), resume=resume)
+    return train(
+        task_pairs("sort", "train", size=400),
+        task_pairs("sort", "dev", size=400),
+        out,
+        model_options=dict(hidden_size=16, source_embedding_size=8, target_embedding_size=8, dropout=0.1),
+        train_config=TrainConfig(epochs=epochs, batch_size=32, patience=50, progress=False),
+        resume=resume,
+    )
 
 
 def test_training_is_seed_deterministic_and_resumable(tmp_path):
@@ -46,8 +52,13 @@ def test_training_runs_on_the_configured_threads_and_restores_them(tmp_path, mon
     calls, set_threads = [], torch.set_num_threads
     monkeypatch.setattr(torch, "set_num_threads", lambda n: (calls.append(n), set_threads(n)))
     before = torch.get_num_threads()
-    train(task_pairs("sort", "train", size=50), task_pairs("sort", "dev", size=50), tmp_path,
-          model_options=dict(hidden_size=8), train_config=TrainConfig(epochs=1, threads=2, progress=False))
+    train(
+        task_pairs("sort", "train", size=50),
+        task_pairs("sort", "dev", size=50),
+        tmp_path,
+        model_options=dict(hidden_size=8),
+        train_config=TrainConfig(epochs=1, threads=2, progress=False),
+    )
     assert calls == [2, before] and torch.get_num_threads() == before
     assert json.loads((tmp_path / "metrics.json").read_text())["threads"] == 2
     small, large = Seq2Seq(Seq2SeqConfig(4, 4, hidden_size=8)), Seq2Seq(Seq2SeqConfig(4, 4, hidden_size=400))
@@ -57,10 +68,12 @@ def test_training_runs_on_the_configured_threads_and_restores_them(tmp_path, mon
 
 
 def test_metrics_with_several_references():
-    metrics = score_predictions({"read": ["R", "EH", "D"], "cat": ["K", "AE"]},
-                                {"read": [["R", "IY", "D"], ["R", "EH", "D"]], "cat": [["K", "AE", "T"]]})
+    metrics = score_predictions(
+        {"read": ["R", "EH", "D"], "cat": ["K", "AE"]},
+        {"read": [["R", "IY", "D"], ["R", "EH", "D"]], "cat": [["K", "AE", "T"]]},
+    )
     assert metrics.exact_match == 0.5 and metrics.wer == 0.5
-    assert metrics.error_rate == pytest.approx(1 / 6)       # one deletion over 3 + 3 reference phonemes
+    assert metrics.error_rate == pytest.approx(1 / 6)  # one deletion over 3 + 3 reference phonemes
     assert metrics.token_accuracy == pytest.approx(5 / 6)
 
 
@@ -70,5 +83,9 @@ def test_unavailable_device_is_a_clear_error(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     with pytest.raises(ConfigError, match="device: 'cuda' requested but torch has no usable CUDA device"):
-        train(task_pairs("sort", "train", size=50), task_pairs("sort", "dev", size=50), tmp_path,
-              train_config=TrainConfig(device="cuda", progress=False))
+        train(
+            task_pairs("sort", "train", size=50),
+            task_pairs("sort", "dev", size=50),
+            tmp_path,
+            train_config=TrainConfig(device="cuda", progress=False),
+        )

@@ -28,14 +28,17 @@ def test_roles_may_sit_anywhere_and_be_absent(tmp_path):
         loaded.require(["bos"], "decoding starts from it")
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"tokens": ["a", "a"], "specials": {}, "tokenizer": "char"}, "appears more than once"),
-    ({"tokens": ["a"], "specials": {"eos": "</s>"}, "tokenizer": "char"}, "not in 'tokens'"),
-    ({"tokens": ["a"], "specials": {"end": "a"}, "tokenizer": "char"}, "unknown special role 'end'"),
-    ({"tokens": ["a"], "specials": {}, "tokenizer": "bpe"}, "tokenizer 'bpe'"),
-    ({"tokens": ["a"], "specials": {}}, "missing key 'tokenizer'"),
-    ([1, 2], "expected a JSON object"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"tokens": ["a", "a"], "specials": {}, "tokenizer": "char"}, "appears more than once"),
+        ({"tokens": ["a"], "specials": {"eos": "</s>"}, "tokenizer": "char"}, "not in 'tokens'"),
+        ({"tokens": ["a"], "specials": {"end": "a"}, "tokenizer": "char"}, "unknown special role 'end'"),
+        ({"tokens": ["a"], "specials": {}, "tokenizer": "bpe"}, "tokenizer 'bpe'"),
+        ({"tokens": ["a"], "specials": {}}, "missing key 'tokenizer'"),
+        ([1, 2], "expected a JSON object"),
+    ],
+)
 def test_bad_vocab_files_name_the_file(tmp_path, data, message):
     path = tmp_path / "target_vocab.json"
     path.write_text(json.dumps(data))

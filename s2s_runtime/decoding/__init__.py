@@ -10,13 +10,13 @@ from .processors import LogitsProcessor, Processors
 from .strategy import DecoderRunner, SearchTask, Strategy, register
 
 __all__ = [
-           "Candidate",
-           "DecoderRunner",
-           "LogitsProcessor",
-           "Processors",
-           "RowLimits",
-           "SearchTask",
-           "StepEvent",
-           "Strategy",
-           "register",
+    "Candidate",
+    "DecoderRunner",
+    "LogitsProcessor",
+    "Processors",
+    "RowLimits",
+    "SearchTask",
+    "StepEvent",
+    "Strategy",
+    "register",
 ]

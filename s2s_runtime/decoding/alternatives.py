@@ -31,14 +31,21 @@ class Alternatives(Strategy):
         limits = [task.limits[i] for i in rows]
         branch_at = np.array([len(lim.prefix) for lim in limits])  # (rows,) output length at the branching position
         rank = np.arange(len(rows)) % copies  # (rows,) which alternative each row takes there
-        candidates = yield from stepwise_search(runner, start_id=task.start_id, eos_id=task.eos_id, limits=limits,
-                                                processors=task.processors, choose=brancher(branch_at, rank),
-                                                collect_attention=task.collect_attention)
-        return [possible([c for (c,) in candidates[i * copies:(i + 1) * copies]]) for i in range(len(task.limits))]
+        candidates = yield from stepwise_search(
+            runner,
+            start_id=task.start_id,
+            eos_id=task.eos_id,
+            limits=limits,
+            processors=task.processors,
+            choose=brancher(branch_at, rank),
+            collect_attention=task.collect_attention,
+        )
+        return [possible([c for (c,) in candidates[i * copies : (i + 1) * copies]]) for i in range(len(task.limits))]
 
 
 def brancher(branch_at: np.ndarray, rank: np.ndarray) -> Chooser:
     """A stepwise chooser: the argmax, except at each row's branching position where it takes its rank-th best."""
+
     def choose(processed: np.ndarray, live_rows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         chosen = processed.argmax(axis=1)
         branching = np.flatnonzero(lengths[live_rows] == branch_at[live_rows])
@@ -47,6 +54,7 @@ def brancher(branch_at: np.ndarray, rank: np.ndarray) -> Chooser:
             ranks = np.minimum(rank[live_rows[branching]], processed.shape[1] - 1)
             chosen[branching] = order[np.arange(branching.size), ranks]
         return chosen
+
     return choose
 
 

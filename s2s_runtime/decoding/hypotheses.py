@@ -11,9 +11,9 @@ import numpy as np
 class Candidate:
     """One finished (or length-limited) hypothesis."""
 
-    ids: list[int]                  # output ids, eos excluded (forced prefix included)
-    score: float = 0.0              # sum of the chosen tokens' log-probs (and of eos when emitted)
-    finished: bool = False          # ended with eos (False: stopped by the length limit)
+    ids: list[int]  # output ids, eos excluded (forced prefix included)
+    score: float = 0.0  # sum of the chosen tokens' log-probs (and of eos when emitted)
+    finished: bool = False  # ended with eos (False: stopped by the length limit)
     attention: list[np.ndarray] = field(default_factory=list)  # one (src_len,) row per step, if collected
 
     def steps(self) -> int:
@@ -33,10 +33,10 @@ class RowLimits:
 class Rows:
     """Per-row state of a search, in arrays indexed by row: output ids so far, lengths, scores, limits."""
 
-    ids: np.ndarray         # (rows, max_length) int64
-    lengths: np.ndarray     # (rows,)
-    scores: np.ndarray      # (rows,) float64
-    prefix: np.ndarray      # (rows, longest prefix) int64
+    ids: np.ndarray  # (rows, max_length) int64
+    lengths: np.ndarray  # (rows,)
+    scores: np.ndarray  # (rows,) float64
+    prefix: np.ndarray  # (rows, longest prefix) int64
     prefix_lengths: np.ndarray
     min_lengths: np.ndarray
     max_lengths: np.ndarray
@@ -47,11 +47,16 @@ class Rows:
         longest_prefix = max((len(lim.prefix) for lim in limits), default=0)
         prefix = np.zeros((count, max(longest_prefix, 1)), dtype=np.int64)
         for row, lim in enumerate(limits):
-            prefix[row, :len(lim.prefix)] = lim.prefix
-        return cls(np.zeros((count, max(lim.max_length for lim in limits) + 1), dtype=np.int64),
-                   np.zeros(count, dtype=np.int64), np.zeros(count), prefix,
-                   np.array([len(lim.prefix) for lim in limits]), np.array([lim.min_length for lim in limits]),
-                   np.array([lim.max_length for lim in limits]))
+            prefix[row, : len(lim.prefix)] = lim.prefix
+        return cls(
+            np.zeros((count, max(lim.max_length for lim in limits) + 1), dtype=np.int64),
+            np.zeros(count, dtype=np.int64),
+            np.zeros(count),
+            prefix,
+            np.array([len(lim.prefix) for lim in limits]),
+            np.array([lim.min_length for lim in limits]),
+            np.array([lim.max_length for lim in limits]),
+        )
 
     def take(self, rows: np.ndarray) -> Rows:
         return Rows(*(getattr(self, f)[rows] for f in self.__dataclass_fields__))

@@ -78,8 +78,8 @@ class NoRepeatNgram(LogitsProcessor):
         n = self.size
         for row, history in enumerate(rows.histories()):
             if len(history) >= n - 1:
-                tail = history[len(history) - n + 1:] if n > 1 else []
-                banned = [history[i + n - 1] for i in range(len(history) - n + 1) if history[i:i + n - 1] == tail]
+                tail = history[len(history) - n + 1 :] if n > 1 else []
+                banned = [history[i + n - 1] for i in range(len(history) - n + 1) if history[i : i + n - 1] == tail]
                 log_probs[row, banned] = -np.inf
 
 
@@ -140,8 +140,9 @@ class Processors:
         return out
 
 
-def processors_for(options: GenerationOptions, suppressed: np.ndarray, eos_id: int, limits: list[RowLimits]
-                   ) -> Processors:
+def processors_for(
+    options: GenerationOptions, suppressed: np.ndarray, eos_id: int, limits: list[RowLimits]
+) -> Processors:
     """The rules `options`, the suppressed ids and the inputs' limits call for."""
     rules: list[LogitsProcessor] = []
     if options.repetition_penalty != 1.0:

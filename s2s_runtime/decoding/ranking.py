@@ -51,13 +51,14 @@ def normalized_score(candidate: Candidate, options: GenerationOptions, source_le
     if options.length_normalization == "gnmt":
         score = candidate.score / ((5 + length) / 6) ** alpha
     else:
-        score = candidate.score / length ** alpha
+        score = candidate.score / length**alpha
     for term in active_terms(options):
         score += term(candidate, source_length)
     return score
 
 
-def ranked(candidates: list[Candidate], options: GenerationOptions, source_length: int | None = None
-           ) -> list[Candidate]:
+def ranked(
+    candidates: list[Candidate], options: GenerationOptions, source_length: int | None = None
+) -> list[Candidate]:
     """Best first by normalized score (stable: equal scores keep their order)."""
     return sorted(candidates, key=lambda c: -normalized_score(c, options, source_length))

@@ -29,24 +29,39 @@ class Sampling(Strategy):
         copies = self.options.num_hypotheses
         rows = np.repeat(np.arange(len(task.limits)), copies)  # the runner holds each input `copies` times
         limits = [task.limits[i] for i in rows]
-        rngs = [np.random.default_rng(np.random.SeedSequence([task.entropy, row % copies, len(task.sources[i]),
-                                                              *task.sources[i], len(lim.prefix), *lim.prefix]))
-                for row, (i, lim) in enumerate(zip(rows, limits, strict=True))]
-        candidates = yield from stepwise_search(runner, start_id=task.start_id, eos_id=task.eos_id, limits=limits,
-                                                processors=task.processors, choose=sampler(rngs, self.options),
-                                                collect_attention=task.collect_attention)
-        return [ranked([c for (c,) in candidates[i * copies:(i + 1) * copies]], self.options, len(task.sources[i]))
-                for i in range(len(task.limits))]
+        rngs = [
+            np.random.default_rng(
+                np.random.SeedSequence(
+                    [task.entropy, row % copies, len(task.sources[i]), *task.sources[i], len(lim.prefix), *lim.prefix]
+                )
+            )
+            for row, (i, lim) in enumerate(zip(rows, limits, strict=True))
+        ]
+        candidates = yield from stepwise_search(
+            runner,
+            start_id=task.start_id,
+            eos_id=task.eos_id,
+            limits=limits,
+            processors=task.processors,
+            choose=sampler(rngs, self.options),
+            collect_attention=task.collect_attention,
+        )
+        return [
+            ranked([c for (c,) in candidates[i * copies : (i + 1) * copies]], self.options, len(task.sources[i]))
+            for i in range(len(task.limits))
+        ]
 
 
 def sampler(rngs: list[np.random.Generator], options: GenerationOptions) -> Chooser:
     """A stepwise chooser drawing each row's token with its own random stream."""
+
     def choose(processed: np.ndarray, live_rows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         probs = sampling_distribution(processed, options)
         cumulative = np.cumsum(probs, axis=1)  # (rows, vocab)
         draws = np.array([rngs[r].random() for r in live_rows])[:, None] * cumulative[:, -1:]
         chosen = np.minimum((cumulative <= draws).sum(axis=1), probs.shape[1] - 1)
         return np.where(probs[np.arange(len(chosen)), chosen] > 0, chosen, probs.argmax(axis=1))
+
     return choose
 
 
@@ -62,7 +77,7 @@ def sampling_distribution(log_probs: np.ndarray, options: GenerationOptions) -> 
         scaled /= options.temperature or 1.0
     top_k, top_p = options.top_k, options.top_p if options.top_p is not None else 1.0
     if top_k and top_k < scaled.shape[1]:
-        kth = -np.partition(-scaled, top_k - 1, axis=1)[:, top_k - 1:top_k]  # (rows, 1): the k-th largest
+        kth = -np.partition(-scaled, top_k - 1, axis=1)[:, top_k - 1 : top_k]  # (rows, 1): the k-th largest
         scaled = np.where(scaled >= kth, scaled, -np.inf)
     probs = np.exp(scaled)  # the best token is exp(0) = 1, so every row sums to ≥ 1
     probs /= probs.sum(axis=1, keepdims=True)

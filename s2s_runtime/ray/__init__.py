@@ -1,7 +1,7 @@
 """Scale-out on Ray (the `ray` extra): a Ray Serve application for online traffic and a Ray Data predictor for bulk
 jobs. The runtime's core never imports Ray; this package imports it only when one of its functions runs.
 
-Example:
+Examples:
     >>> from ray import serve
     >>> import s2s_runtime.ray
     >>> serve.run(s2s_runtime.ray.app("g2p-en", replicas=2))  # doctest: +SKIP

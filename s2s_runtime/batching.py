@@ -23,7 +23,7 @@ class BatchingOptions:
         max_batch_tokens: padded source tokens per batch (batch size × longest input), if given; a longer single
             input still gets a batch of its own.
 
-    Example:
+    Examples:
         >>> BatchingOptions(max_batch_size=8).max_batch_tokens is None
         True
     """
@@ -42,8 +42,9 @@ class BatchingOptions:
                 raise ValueError(f"{name}: must be ≥ 1, got {value}")
 
     @classmethod
-    def split(cls, kwargs: dict[str, Any], base: BatchingOptions | None = None
-              ) -> tuple[BatchingOptions, dict[str, Any]]:
+    def split(
+        cls, kwargs: dict[str, Any], base: BatchingOptions | None = None
+    ) -> tuple[BatchingOptions, dict[str, Any]]:
         """The batching fields of keyword arguments (on top of `base`), and the rest."""
         names = {field.name for field in dataclasses.fields(cls)}
         mine = {name: value for name, value in kwargs.items() if name in names}
@@ -52,13 +53,14 @@ class BatchingOptions:
         return (dataclasses.replace(base, **mine) if mine else base), rest
 
 
-def length_sorted_batches(lengths: Sequence[int], max_batch_size: int, max_tokens: int | None = None
-                          ) -> list[list[int]]:
+def length_sorted_batches(
+    lengths: Sequence[int], max_batch_size: int, max_tokens: int | None = None
+) -> list[list[int]]:
     """Indices of the inputs grouped into batches, shortest inputs first: at most `max_batch_size` inputs, and with
     `max_tokens`, at most that many padded source tokens (batch size × longest input; a longer single input still
     gets a batch of its own).
 
-    Example:
+    Examples:
         >>> length_sorted_batches([5, 1, 3, 2], 2)
         [[1, 3], [2, 0]]
         >>> length_sorted_batches([5, 1, 3, 2], 4, max_tokens=6)
@@ -70,9 +72,11 @@ def length_sorted_batches(lengths: Sequence[int], max_batch_size: int, max_token
     batches: list[list[int]] = []
     for index in order:
         batch = batches[-1] if batches else None
-        fits = batch is not None and len(batch) < max_batch_size and \
-            (max_tokens is None or (len(batch) + 1) * lengths[index] <= max_tokens)
-        if fits:
+        if (
+            batch is not None
+            and len(batch) < max_batch_size
+            and (max_tokens is None or (len(batch) + 1) * lengths[index] <= max_tokens)
+        ):
             batch.append(index)
         else:
             batches.append([index])

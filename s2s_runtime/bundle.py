@@ -76,7 +76,7 @@ class SideSpec:
 class Bundle:
     """A validated bundle directory (checksums verified). Load with `Bundle.open(path)`.
 
-    Example:
+    Examples:
         >>> bundle = Bundle.open("g2p-en")
         >>> bundle.graphs["encoder"].inputs["source_ids"].name
         'source_ids'
@@ -126,8 +126,15 @@ def _fail(message: str) -> BundleError:
 def bundle_file(root: Path, name: object, where: str) -> Path:
     """A file named in the manifest: a plain file name inside the bundle, nothing that could leave it, and a
     regular file (checked without following a link or opening it)."""
-    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name \
-            or Path(name).is_absolute() or Path(name).name != name:
+    if (
+        not isinstance(name, str)
+        or not name
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or Path(name).is_absolute()
+        or Path(name).name != name
+    ):
         raise _fail(f"{where} {name!r} is not a plain file name inside the bundle")
     try:
         return regular_file(root / name, BundleError)
@@ -156,30 +163,36 @@ def _check(root: Path, manifest: Manifest) -> Bundle:
         except VocabError as error:
             raise BundleError(str(error)) from None
         if schema.special_ids != vocab.special_ids:
-            raise _fail(f"{side}.special_ids {schema.special_ids} disagree with {vocab_path.name} "
-                        f"({vocab.special_ids})")
+            raise _fail(
+                f"{side}.special_ids {schema.special_ids} disagree with {vocab_path.name} ({vocab.special_ids})"
+            )
         size = manifest.config.get(f"{side}_vocab_size")
         if size is not None and size != len(vocab):
             raise _fail(f"config.{side}_vocab_size {size!r} disagrees with {vocab_path.name} ({len(vocab)} tokens)")
         sides[side] = SideSpec(vocab, vocab.special_ids)
     source_vocab_file = root / manifest.source.vocab
     if "pad" not in sides["source"].special_ids:  # the runtime pads batches of sources of different lengths
-        raise BundleError(f"{source_vocab_file}: the source vocabulary has no 'pad' special token (batches of "
-                          "different lengths are padded with it)")
+        raise BundleError(
+            f"{source_vocab_file}: the source vocabulary has no 'pad' special token (batches of "
+            "different lengths are padded with it)"
+        )
     if manifest.source_eos and "eos" not in sides["source"].special_ids:
-        raise BundleError(f"{source_vocab_file}: config.source_eos is true but the source vocabulary has no 'eos' "
-                          "special token")
+        raise BundleError(
+            f"{source_vocab_file}: config.source_eos is true but the source vocabulary has no 'eos' special token"
+        )
     target_size = len(sides["target"].vocab)
     for key, value in (("start_id", manifest.start_id), ("eos_id", manifest.eos_id)):
         if not 0 <= value < target_size:
             raise _fail(f"decoding.{key} {value} is outside the target vocabulary (size {target_size})")
     if sides["target"].special_ids.get("eos") != manifest.eos_id:
-        raise _fail(f"decoding.eos_id {manifest.eos_id} is not the target vocabulary's eos token "
-                    f"({sides['target'].special_ids.get('eos')})")
+        raise _fail(
+            f"decoding.eos_id {manifest.eos_id} is not the target vocabulary's eos token "
+            f"({sides['target'].special_ids.get('eos')})"
+        )
     graphs = {}
-    for kind, schema in manifest.graphs.items():
-        path = checked(schema.file, f"graphs.{kind}.file")
-        graphs[kind] = GraphSpec(kind, path, schema.inputs, schema.outputs, files[path.name])
+    for kind, graph in manifest.graphs.items():
+        path = checked(graph.file, f"graphs.{kind}.file")
+        graphs[kind] = GraphSpec(kind, path, graph.inputs, graph.outputs, files[path.name])
     _check_contract(graphs, target_size, manifest)
     return Bundle(root, manifest, sides["source"], sides["target"], graphs)
 
@@ -191,16 +204,22 @@ def _check_contract(graphs: dict[str, GraphSpec], target_size: int, manifest: Ma
     encoder, step = graphs["encoder"], graphs["decoder_step"]
     vocab_dim = step.outputs[roles.LOG_PROBS].shape[-1:]
     if vocab_dim != (target_size,):
-        raise _fail(f"graphs.decoder_step.outputs.log_probs scores {vocab_dim[0] if vocab_dim else 'no'} tokens, "
-                    f"the target vocabulary has {target_size}")
+        raise _fail(
+            f"graphs.decoder_step.outputs.log_probs scores {vocab_dim[0] if vocab_dim else 'no'} tokens, "
+            f"the target vocabulary has {target_size}"
+        )
+    for role, spec in encoder.outputs.items():
+        if spec.batch_axis is None:
+            raise _fail(f"graphs.encoder.outputs.{role} has no 'batch' dimension")
     for role, spec in step.inputs.items():
         if role in roles.CONTROL_INPUTS:
             continue
         if role not in encoder.outputs:
             raise _fail(f"graphs.decoder_step.inputs.{role} is not produced by the encoder")
         if encoder.outputs[role].dtype != spec.dtype:
-            raise _fail(f"graphs.decoder_step.inputs.{role} dtype {spec.dtype} != encoder output "
-                        f"{encoder.outputs[role].dtype}")
+            raise _fail(
+                f"graphs.decoder_step.inputs.{role} dtype {spec.dtype} != encoder output {encoder.outputs[role].dtype}"
+            )
         if spec.batch_axis is None:
             raise _fail(f"graphs.decoder_step.inputs.{role} has no 'batch' dimension")
     for role, spec in step.outputs.items():
@@ -208,8 +227,10 @@ def _check_contract(graphs: dict[str, GraphSpec], target_size: int, manifest: Ma
             if role not in step.inputs:
                 raise _fail(f"graphs.decoder_step.outputs.{role} is a state with no matching input")
             if spec.shape != step.inputs[role].shape:
-                raise _fail(f"graphs.decoder_step.outputs.{role} has shape {list(spec.shape)}, its input "
-                            f"{list(step.inputs[role].shape)} (states keep their shape from step to step)")
+                raise _fail(
+                    f"graphs.decoder_step.outputs.{role} has shape {list(spec.shape)}, its input "
+                    f"{list(step.inputs[role].shape)} (states keep their shape from step to step)"
+                )
     for role in step.inputs:
         if roles.is_state(role) and role not in step.outputs:
             raise _fail(f"graphs.decoder_step.inputs.{role} is a state the step never updates")

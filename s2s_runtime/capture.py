@@ -39,7 +39,7 @@ NP_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64}
 def row_bucket(rows: int) -> int | None:
     """The smallest bucket holding `rows` rows, or None when a batch is larger than every bucket (it runs uncaptured).
 
-    Example:
+    Examples:
         >>> row_bucket(3), row_bucket(256), row_bucket(257)
         (4, 256, None)
     """
@@ -49,7 +49,7 @@ def row_bucket(rows: int) -> int | None:
 def source_bucket(length: int) -> int:
     """Source length padded to a power of two (at least MIN_SOURCE_BUCKET), so few graphs cover all lengths.
 
-    Example:
+    Examples:
         >>> source_bucket(5), source_bucket(9), source_bucket(16)
         (8, 16, 16)
     """
@@ -64,7 +64,7 @@ def _pad(array: np.ndarray, spec: TensorSpec, rows: int, source: int | None, mas
     """`array` padded with zeros to `rows` along its batch axis and to `source` along its source axis; the memory
     bias is padded with the bundle's memory_bias_padding instead, which masks padded positions out of attention."""
     shape = list(array.shape)
-    shape[spec.batch_axis] = rows
+    shape[spec.shape.index(roles.BATCH_DIM)] = rows  # every state and static has one (checked at load)
     source_axis = _source_axis(spec)
     if source_axis is not None:
         shape[source_axis] = source
@@ -82,19 +82,19 @@ class BufferSet:
     source: int | None
     top_k: int
     states: tuple[dict[str, Any], dict[str, Any]]  # per parity: a step with parity p reads states[p], writes [1 - p]
-    ids: tuple[Any, Any]                           # previous ids, chained like the states when the graph selects
+    ids: tuple[Any, Any]  # previous ids, chained like the states when the graph selects
     statics: dict[str, Any]
-    outputs: dict[str, Any]                        # log-probs, next log-probs, top-k, attention: read after a step
+    outputs: dict[str, Any]  # log-probs, next log-probs, top-k, attention: read after a step
     bindings: tuple[Any, Any]
-    run_options: tuple[Any, Any]                   # each parity's gpu_graph_id
-    top_k_input: Any                               # the (1,) top_k input when the graph ranks, else None
+    run_options: tuple[Any, Any]  # each parity's gpu_graph_id
+    top_k_input: Any  # the (1,) top_k input when the graph ranks, else None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class GraphCapture:
     """The BufferSets of one captured step session; hands out CapturedBuffers per batch (or None: run uncaptured).
 
-    Example:
+    Examples:
         >>> capture = GraphCapture(step_graph, gather, "cuda", 0)  # doctest: +SKIP
         >>> buffers = capture.buffers(states, statics, with_attention=False)  # doctest: +SKIP
     """
@@ -102,19 +102,20 @@ class GraphCapture:
     def __init__(self, graph: StepGraph, gather: DeviceGather, device_type: str, device_id: int):
         self.graph, self.gather = graph, gather
         self.device_type, self.device_id = device_type, device_id
-        self._sets: dict[tuple[int, int | None], BufferSet] = {}
+        self._sets: dict[tuple[int, int | None, int], BufferSet] = {}  # (rows, source, top_k) bucket
         self._lock = threading.Lock()
         self._ort = import_onnxruntime()
 
-    def buffers(self, states: dict[str, np.ndarray], statics: dict[str, np.ndarray], with_attention: bool,
-                top_k: int = 1) -> CapturedBuffers | None:
+    def buffers(
+        self, states: dict[str, np.ndarray], statics: dict[str, np.ndarray], with_attention: bool, top_k: int = 1
+    ) -> CapturedBuffers | None:
         role, value = next(iter(states.items()))
         rows = value.shape[self.graph.batch_axes[role]]
         bucket = row_bucket(rows)
         if bucket is None:
             return None
-        lengths = [value.shape[_source_axis(self.graph.spec.inputs[role])] for role, value in statics.items()
-                   if _source_axis(self.graph.spec.inputs[role]) is not None]
+        source_axes = {role: _source_axis(self.graph.spec.inputs[role]) for role in statics}
+        lengths = [value.shape[axis] for role, value in statics.items() if (axis := source_axes[role]) is not None]
         key = (bucket, source_bucket(lengths[0]) if lengths else None, top_k)
         with self._lock:
             if key not in self._sets:
@@ -130,21 +131,30 @@ class GraphCapture:
 
         def tensor(io: TensorSpec) -> Any:
             shape = [sizes.get(d, d) for d in io.shape]
-            return self._ort.OrtValue.ortvalue_from_shape_and_type(shape, NP_DTYPES[io.dtype], self.device_type,
-                                                                    self.device_id)
+            return self._ort.OrtValue.ortvalue_from_shape_and_type(
+                shape, NP_DTYPES[io.dtype], self.device_type, self.device_id
+            )
 
-        states = tuple({role: tensor(spec.inputs[role]) for role in self.graph.state_roles} for _ in range(2))
-        ids = tuple(tensor(spec.inputs[roles.PREVIOUS_IDS]) for _ in range(2))
-        statics = {role: tensor(io) for role, io in spec.inputs.items()
-                   if role not in roles.CONTROL_INPUTS and not roles.is_state(role)}
+        def state_tensors() -> dict[str, Any]:
+            return {role: tensor(spec.inputs[role]) for role in self.graph.state_roles}
+
+        states = (state_tensors(), state_tensors())  # one set per parity
+        ids = (tensor(spec.inputs[roles.PREVIOUS_IDS]), tensor(spec.inputs[roles.PREVIOUS_IDS]))
+        statics = {
+            role: tensor(io)
+            for role, io in spec.inputs.items()
+            if role not in roles.CONTROL_INPUTS and not roles.is_state(role)
+        }
         chained = roles.TOP_IDS if self.graph.ranks and top_k == 1 else None  # the greedy choice: chained ids
-        outputs = {role: tensor(io) for role, io in spec.outputs.items()
-                   if role != chained and not roles.is_state(role)}
+        outputs = {
+            role: tensor(io) for role, io in spec.outputs.items() if role != chained and not roles.is_state(role)
+        }
         bindings, run_options = [], []
         top_k_input = None
         if self.graph.ranks:  # a constant input, but bound like the rest: a captured graph reads fixed addresses
-            top_k_input = self._ort.OrtValue.ortvalue_from_numpy(np.array([top_k], dtype=np.int64), self.device_type,
-                                                                self.device_id)
+            top_k_input = self._ort.OrtValue.ortvalue_from_numpy(
+                np.array([top_k], dtype=np.int64), self.device_type, self.device_id
+            )
         for parity in (0, 1):
             binding = self.graph.session.io_binding()
             binding.bind_ortvalue_input(spec.inputs[roles.PREVIOUS_IDS].name, ids[parity])
@@ -152,8 +162,14 @@ class GraphCapture:
                 binding.bind_ortvalue_input(spec.inputs[roles.TOP_K].name, top_k_input)
             if chained:  # the chosen ids become the next step's previous ids without leaving the device
                 shape = [rows, 1]  # the top-1 candidates
-                binding.bind_output(spec.outputs[chained].name, self.device_type, self.device_id, np.int64, shape,
-                                    ids[1 - parity].data_ptr())
+                binding.bind_output(
+                    spec.outputs[chained].name,
+                    self.device_type,
+                    self.device_id,
+                    np.int64,
+                    shape,
+                    ids[1 - parity].data_ptr(),
+                )
             for role in self.graph.state_roles:
                 binding.bind_ortvalue_input(spec.inputs[role].name, states[parity][role])
                 binding.bind_ortvalue_output(spec.outputs[role].name, states[1 - parity][role])
@@ -165,24 +181,35 @@ class GraphCapture:
             options.add_run_config_entry("gpu_graph_id", str(first_graph_id + parity))
             bindings.append(binding)
             run_options.append(options)
-        return BufferSet(rows, source, top_k, states, ids, statics, outputs, tuple(bindings), tuple(run_options),
-                         top_k_input)
+        return BufferSet(
+            rows, source, top_k, states, ids, statics, outputs, tuple(bindings), tuple(run_options), top_k_input
+        )
 
 
 class CapturedBuffers:
     """The Buffers (see s2s_runtime.runner) of one batch over one BufferSet; `release` it when the batch is done."""
 
-    def __init__(self, capture: GraphCapture, buffers: BufferSet, states: dict[str, np.ndarray],
-                 statics: dict[str, np.ndarray], rows: int, source_length: int | None, with_attention: bool):
+    def __init__(
+        self,
+        capture: GraphCapture,
+        buffers: BufferSet,
+        states: dict[str, np.ndarray],
+        statics: dict[str, np.ndarray],
+        rows: int,
+        source_length: int | None,
+        with_attention: bool,
+    ):
         self.graph, self._gather, self._buffers = capture.graph, capture.gather, buffers
         self._rows, self._source_length, self._with_attention = rows, source_length, with_attention
         inputs = self.graph.spec.inputs
         for role, value in states.items():
-            buffers.states[0][role].update_inplace(_pad(value, inputs[role], buffers.rows, buffers.source,
-                                                        self.graph.padding_bias))
+            buffers.states[0][role].update_inplace(
+                _pad(value, inputs[role], buffers.rows, buffers.source, self.graph.padding_bias)
+            )
         for role, value in statics.items():
-            buffers.statics[role].update_inplace(_pad(value, inputs[role], buffers.rows, buffers.source,
-                                                      self.graph.padding_bias))
+            buffers.statics[role].update_inplace(
+                _pad(value, inputs[role], buffers.rows, buffers.source, self.graph.padding_bias)
+            )
         self._parity = 0
 
     def release(self) -> None:
@@ -190,7 +217,7 @@ class CapturedBuffers:
 
     def set_previous(self, ids: np.ndarray) -> None:
         padded = np.zeros(self._buffers.rows, dtype=np.int64)
-        padded[:self._rows] = ids
+        padded[: self._rows] = ids
         self._buffers.ids[self._parity].update_inplace(padded)
 
     def run(self, reads: str) -> None:
@@ -199,30 +226,30 @@ class CapturedBuffers:
         self._parity = 1 - self._parity
 
     def log_probs(self) -> np.ndarray:
-        return self._buffers.outputs[roles.LOG_PROBS].numpy()[:self._rows]  # (rows, vocab)
+        return self._buffers.outputs[roles.LOG_PROBS].numpy()[: self._rows]  # (rows, vocab)
 
     def attention(self) -> np.ndarray | None:
         if not self._with_attention:
             return None
-        return self._buffers.outputs[roles.ATTENTION].numpy()[:self._rows, :self._source_length]  # (rows, source)
+        return self._buffers.outputs[roles.ATTENTION].numpy()[: self._rows, : self._source_length]  # (rows, source)
 
     def chosen(self) -> tuple[np.ndarray, np.ndarray]:
-        chosen = self._buffers.ids[self._parity].numpy()[:self._rows]  # written by the step just run
-        return chosen, self._buffers.outputs[roles.TOP_LOG_PROBS].numpy()[:self._rows].reshape(-1)
+        chosen = self._buffers.ids[self._parity].numpy()[: self._rows]  # written by the step just run
+        return chosen, self._buffers.outputs[roles.TOP_LOG_PROBS].numpy()[: self._rows].reshape(-1)
 
     def top(self) -> tuple[np.ndarray, np.ndarray]:
         outputs = self._buffers.outputs
-        values = outputs[roles.TOP_LOG_PROBS].numpy()[:self._rows]  # (rows, top_k)
+        values = outputs[roles.TOP_LOG_PROBS].numpy()[: self._rows]  # (rows, top_k)
         if self._buffers.top_k == 1:  # the ids went to the chained buffer
-            return values, self._buffers.ids[self._parity].numpy()[:self._rows, None]
-        return values, outputs[roles.TOP_IDS].numpy()[:self._rows]
+            return values, self._buffers.ids[self._parity].numpy()[: self._rows, None]
+        return values, outputs[roles.TOP_IDS].numpy()[: self._rows]
 
     def select(self, rows: np.ndarray) -> None:
         """Keep `rows` at the top of the same bucket: gather the current states into the other parity's buffers
         (then swap parity), the statics through a scratch tensor back into their own."""
         buffers, axes = self._buffers, self.graph.batch_axes
         index = np.zeros(buffers.rows, dtype=np.int64)  # (bucket,) the padding rows repeat row 0
-        index[:len(rows)] = rows
+        index[: len(rows)] = rows
         current, spare = buffers.states[self._parity], buffers.states[1 - self._parity]
         for role, value in current.items():
             self._gather(value, index, axes[role], out=spare[role])

@@ -18,7 +18,7 @@ MAX_LENGTH_PENALTY = 10.0
 MAX_COVERAGE_PENALTY = 10.0
 MAX_REPETITION_PENALTY = 100.0
 MAX_LENGTH_RATIO = 1000.0
-MAX_SEED = 2 ** 63 - 1
+MAX_SEED = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -33,19 +33,23 @@ class GenerationOptions:
         beam_size: live beams per input (beam only; default 4).
         num_hypotheses: n-best size (beam: ≤ beam_size), independent samples (sample) or alternatives
             (alternatives); greedy gives 1.
-        length_penalty, length_normalization: rank hypotheses by score / length^α ("power": α = 0 no
-            normalization, α = 1 the average log-prob) or by the GNMT score / ((5 + length) / 6)^α ("gnmt");
-            length counts the scored steps, eos included. 0 ≤ α ≤ 10.
+        length_penalty: α of the length normalization below, 0 ≤ α ≤ 10.
+        length_normalization: rank hypotheses by score / length^α ("power": α = 0 no normalization, α = 1 the
+            average log-prob) or by the GNMT score / ((5 + length) / 6)^α ("gnmt"); length counts the scored
+            steps, eos included.
         coverage_penalty: β of the GNMT coverage penalty added to that score, β Σ_i log(min(attention received by
             source position i over all steps, 1)): hypotheses that leave source positions unattended rank lower
             (beam only, attention models; 0 ≤ β ≤ 10, 0 off).
         min_length: eos is not allowed before this many output tokens.
-        max_length, max_length_ratio: at most max_length output tokens, and at most ceil(ratio × source length)
-            (0 < ratio ≤ 1000); with neither, the bundle's rule ceil(ratio × source_length + offset). Both are
-            bounded by the model's RequestLimits.max_output_length.
-        temperature, top_k, top_p, seed: sampling only. The same seed (0 ≤ seed < 2^63) gives the same samples
-            for the same input, whatever else is in the batch (each input's random stream derives from the seed
-            and the input itself).
+        max_length: at most this many output tokens; with neither it nor max_length_ratio, the bundle's rule
+            ceil(ratio × source_length + offset). Bounded by the model's RequestLimits.max_output_length.
+        max_length_ratio: at most ceil(ratio × source length) output tokens (0 < ratio ≤ 1000), also bounded by
+            RequestLimits.max_output_length.
+        temperature: sampling only: log-probs are divided by it before sampling.
+        top_k: sampling only: sample among the k most probable tokens (None: all).
+        top_p: sampling only: sample among the most probable tokens whose probabilities sum to p (nucleus).
+        seed: sampling only. The same seed (0 ≤ seed < 2^63) gives the same samples for the same input, whatever
+            else is in the batch (each input's random stream derives from the seed and the input itself).
         no_repeat_ngram_size: no n-gram of this size appears twice in an output (0: off).
         repetition_penalty: log-probs of tokens already in the output are multiplied by it (> 1 discourages
             repeats), then renormalized; 0 < penalty ≤ 100.
@@ -57,7 +61,7 @@ class GenerationOptions:
         TypeError: an unknown option (`from_kwargs`) or a value of the wrong type.
         ValueError: a value out of range or an invalid combination, naming the option.
 
-    Example:
+    Examples:
         >>> GenerationOptions(strategy="beam", beam_size=5, num_hypotheses=3).num_hypotheses
         3
         >>> GenerationOptions(strategy="beam", beam_size=2, num_hypotheses=3)
@@ -89,14 +93,22 @@ class GenerationOptions:
         if self.strategy not in _STRATEGIES:
             raise ValueError(f"strategy: {self.strategy!r} is not one of {', '.join(_STRATEGIES)}")
         if self.length_normalization not in LENGTH_NORMALIZATIONS:
-            raise ValueError(f"length_normalization: {self.length_normalization!r} is not one of "
-                             f"{', '.join(LENGTH_NORMALIZATIONS)}")
+            raise ValueError(
+                f"length_normalization: {self.length_normalization!r} is not one of {', '.join(LENGTH_NORMALIZATIONS)}"
+            )
         for name, minimum in (("num_hypotheses", 1), ("min_length", 0), ("no_repeat_ngram_size", 0)):
             _check_int(name, getattr(self, name), minimum)
         for name, minimum in (("beam_size", 1), ("max_length", 1), ("top_k", 1), ("seed", 0)):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), minimum)
-        for name in ("length_penalty", "coverage_penalty", "repetition_penalty", "max_length_ratio", "temperature", "top_p"):
+        for name in (
+            "length_penalty",
+            "coverage_penalty",
+            "repetition_penalty",
+            "max_length_ratio",
+            "temperature",
+            "top_p",
+        ):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
                 raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
@@ -108,11 +120,11 @@ class GenerationOptions:
         if not 0 <= self.length_penalty <= MAX_LENGTH_PENALTY:
             raise ValueError(f"length_penalty: must be in [0, {MAX_LENGTH_PENALTY:g}], got {self.length_penalty}")
         if not 0 <= self.coverage_penalty <= MAX_COVERAGE_PENALTY:
-            raise ValueError(f"coverage_penalty: must be in [0, {MAX_COVERAGE_PENALTY:g}], got "
-                             f"{self.coverage_penalty}")
+            raise ValueError(f"coverage_penalty: must be in [0, {MAX_COVERAGE_PENALTY:g}], got {self.coverage_penalty}")
         if not 0 < self.repetition_penalty <= MAX_REPETITION_PENALTY:
-            raise ValueError(f"repetition_penalty: must be in (0, {MAX_REPETITION_PENALTY:g}], got "
-                             f"{self.repetition_penalty}")
+            raise ValueError(
+                f"repetition_penalty: must be in (0, {MAX_REPETITION_PENALTY:g}], got {self.repetition_penalty}"
+            )
         if self.max_length_ratio is not None and not 0 < self.max_length_ratio <= MAX_LENGTH_RATIO:
             raise ValueError(f"max_length_ratio: must be in (0, {MAX_LENGTH_RATIO:g}], got {self.max_length_ratio}")
         if self.seed is not None and self.seed > MAX_SEED:
@@ -123,8 +135,9 @@ class GenerationOptions:
             raise ValueError(f"top_p: must be in (0, 1], got {self.top_p}")
         if self.max_length is not None and self.min_length > self.max_length:
             raise ValueError(f"min_length: {self.min_length} is more than max_length {self.max_length}")
-        if not isinstance(self.suppress_tokens, (list, tuple)) or \
-                not all(isinstance(t, (str, int)) and not isinstance(t, bool) for t in self.suppress_tokens):
+        if not isinstance(self.suppress_tokens, (list, tuple)) or not all(
+            isinstance(t, (str, int)) and not isinstance(t, bool) for t in self.suppress_tokens
+        ):
             raise TypeError("suppress_tokens: expected a list of token strings or ids")
         object.__setattr__(self, "suppress_tokens", tuple(self.suppress_tokens))
         self._check_strategy_options()
@@ -157,7 +170,7 @@ class GenerationOptions:
         same keywords on every call pays the validation once (it costs about as much as a decoder step of a small
         model).
 
-        Example:
+        Examples:
             >>> GenerationOptions.from_kwargs({"strategy": "beam", "beam_size": 8}).beam
             8
         """

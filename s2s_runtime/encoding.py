@@ -26,7 +26,7 @@ Encoded = tuple[dict[str, np.ndarray], dict[str, np.ndarray]]  # (states, static
 class Encoder:
     """The encoder session of a model (s2s_runtime.load builds it).
 
-    Example:
+    Examples:
         >>> states, statics = model.encoder.encode([[4, 5, 6], [7, 8]])  # doctest: +SKIP
         >>> states["state.h"].shape  # doctest: +SKIP
         (1, 2, 16)
@@ -45,23 +45,25 @@ class Encoder:
     def encode(self, sources: list[list[int]]) -> Encoded:
         """Encode a batch of source ids (each row its own length); returns the step's initial states and statics."""
         lengths = np.array([len(s) for s in sources], dtype=np.int64)  # (batch,)
+        encoded: dict[str, np.ndarray]
         if len(sources) <= GROUP_ROWS or lengths.min() == lengths.max():
             encoded = self.run(sources)
         else:
             order = np.argsort(lengths, kind="stable")
-            cuts, start = [], 0
+            cuts: list[int] = []
+            start = 0
             for change in np.flatnonzero(np.diff(lengths[order])) + 1:  # positions where a longer length starts
                 if change - start >= GROUP_ROWS:
-                    cuts.append(change)
-                    start = change
+                    cuts.append(int(change))
+                    start = int(change)
             encoded = {}
             for group in np.split(order, cuts):
                 for role, value in self.run([sources[i] for i in group]).items():
                     if role not in encoded:
                         encoded[role] = self._padded_like(role, value, len(sources), int(lengths.max()))
                     spec = self.spec.outputs[role]
-                    target = [slice(None)] * value.ndim  # this group's rows (and its source positions)
-                    target[spec.batch_axis] = group
+                    target: list[Any] = [slice(None)] * value.ndim  # this group's rows (and its source positions)
+                    target[spec.shape.index(roles.BATCH_DIM)] = group  # every encoder output has one
                     if roles.SOURCE_DIM in spec.shape:
                         axis = spec.shape.index(roles.SOURCE_DIM)
                         target[axis] = slice(0, value.shape[axis])
@@ -72,10 +74,12 @@ class Encoder:
         """One call of the encoder graph over the batch padded to its longest source; every output by role."""
         lengths = [len(s) for s in sources]
         longest, pad = max(lengths), self._pad
-        ids = np.array([s if len(s) == longest else s + [pad] * (longest - len(s)) for s in sources],
-                       dtype=np.int64)  # (batch, source_length)
-        values = self.session.run(self._output_names, {self._input_names[0]: ids,
-                                                       self._input_names[1]: np.array(lengths, dtype=np.int64)})
+        ids = np.array(
+            [s if len(s) == longest else s + [pad] * (longest - len(s)) for s in sources], dtype=np.int64
+        )  # (batch, source_length)
+        values = self.session.run(
+            self._output_names, {self._input_names[0]: ids, self._input_names[1]: np.array(lengths, dtype=np.int64)}
+        )
         return dict(zip(self._roles, values, strict=True))
 
     def _padded_like(self, role: str, value: np.ndarray, rows: int, source_length: int) -> np.ndarray:
@@ -83,7 +87,7 @@ class Encoder:
         outputs at padded positions."""
         spec = self.spec.outputs[role]
         shape = list(value.shape)
-        shape[spec.batch_axis] = rows
+        shape[spec.shape.index(roles.BATCH_DIM)] = rows
         if roles.SOURCE_DIM in spec.shape:
             shape[spec.shape.index(roles.SOURCE_DIM)] = source_length
         if role != roles.MEMORY_BIAS:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .decoding.hypotheses import Candidate, StepEvent
-from .decoding.strategy import SearchTask
+from .decoding.strategy import Search, SearchTask
 from .inputs import PreparedInput
 from .plan import DecodingPlan
 from .results import Hypothesis, Result, hypothesis
@@ -41,8 +41,15 @@ class DecodingStopped(Exception):
 class Generation:
     """See the module docstring. Created by `Seq2SeqModel.start`; a context manager that closes itself."""
 
-    def __init__(self, model: Seq2SeqModel, items: list[PreparedInput], plan: DecodingPlan, *, events: bool,
-                 entropy: int | None = None):
+    def __init__(
+        self,
+        model: Seq2SeqModel,
+        items: list[PreparedInput],
+        plan: DecodingPlan,
+        *,
+        events: bool,
+        entropy: int | None = None,
+    ):
         self.items, self.plan = items, plan
         self._vocab = model.bundle.target.vocab
         self._results: list[Result | None] = [None] * len(items)
@@ -51,13 +58,14 @@ class Generation:
             if not item.ids:  # an empty input: an empty output, without running the model
                 self._results[index] = Result([Hypothesis("", [], [], 0.0, 0.0, True)], 0)
         self._stack = ExitStack()
-        self._search: Iterator | None = None
+        self._search: Search | None = None
         self._steps = 0
         if self._pending:
-            self._search = self._start(model, [items[i] for i in self._pending], events,
-                                       plan.entropy() if entropy is None else entropy)
+            self._search = self._start(
+                model, [items[i] for i in self._pending], events, plan.entropy() if entropy is None else entropy
+            )
 
-    def _start(self, model: Seq2SeqModel, items: list[PreparedInput], events: bool, entropy: int) -> Iterator:
+    def _start(self, model: Seq2SeqModel, items: list[PreparedInput], events: bool, entropy: int) -> Search:
         plan, strategy = self.plan, self.plan.strategy
         limits = [item.limits for item in items]
         states, statics = model.encoder.encode([item.ids for item in items])
@@ -69,8 +77,17 @@ class Generation:
         processors = plan.processors(limits)
         top_k = strategy.top_k(model.step_graph.ranks, model.step_graph.vocab_size, processors)
         runner = self._stack.enter_context(model.runners.runner(states, statics, plan.with_attention, top_k))
-        task = SearchTask(plan.options, model.bundle.start_id, model.bundle.eos_id, limits, processors,
-                          plan.with_attention, [item.ids for item in items], entropy, events)
+        task = SearchTask(
+            plan.options,
+            model.bundle.start_id,
+            model.bundle.eos_id,
+            limits,
+            processors,
+            plan.with_attention,
+            [item.ids for item in items],
+            entropy,
+            events,
+        )
         return strategy.search(runner, task)
 
     def step(self) -> StepEvent | None:
@@ -147,5 +164,6 @@ class Generation:
         options = self.plan.options
         for index, candidates in zip(self._pending, n_best, strict=True):
             item = self.items[index]
-            self._results[index] = Result([hypothesis(c, item.tokens, len(item.ids), options, self._vocab)
-                                           for c in candidates], item.unknown)
+            self._results[index] = Result(
+                [hypothesis(c, item.tokens, len(item.ids), options, self._vocab) for c in candidates], item.unknown
+            )

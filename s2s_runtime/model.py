@@ -22,7 +22,7 @@ from .batching import BatchingOptions, length_sorted_batches
 from .bundle import Bundle, BundleError
 from .capture import GraphCapture
 from .config import GenerationOptions
-from .device import device_for
+from .device import OrtValueDevice, device_for
 from .encoding import Encoder
 from .generation import Generation, Stop
 from .inputs import InputPreparer, InputText, PreparedInput, as_input_list, prefix_list
@@ -60,8 +60,14 @@ class Seq2SeqModel:
         limits, max_output_length: the RequestLimits and the output length cap they give this bundle.
     """
 
-    def __init__(self, bundle: Bundle, *, device: str = "auto", settings: SessionSettings = SessionSettings(),
-                 limits: RequestLimits = RequestLimits()):
+    def __init__(
+        self,
+        bundle: Bundle,
+        *,
+        device: str = "auto",
+        settings: SessionSettings = SessionSettings(),
+        limits: RequestLimits = RequestLimits(),
+    ):
         self.bundle = bundle
         graphs = [bundle.graphs["encoder"], bundle.graphs["decoder_step"]]
         if bundle.manifest.precision == "float16":
@@ -71,8 +77,9 @@ class Seq2SeqModel:
         self.encoder = Encoder(encoder, graphs[0], graphs[1], bundle.source.special_ids["pad"], padding)
         self.step_graph = StepGraph.of(decoder, graphs[1], padding)
         self._device = device_for(self.placement)  # compaction and beam reordering where the states live
-        self.runners = Runners(self.step_graph, self._device, io_binding=settings.io_binding,
-                               capture=self._graph_capture(settings))
+        self.runners = Runners(
+            self.step_graph, self._device, io_binding=settings.io_binding, capture=self._graph_capture(settings)
+        )
         self.limits = limits
         self.max_output_length = limits.max_output_length or bundle.default_max_length(bundle.max_source_length)
         self._inputs = InputPreparer(bundle, self.max_output_length)
@@ -88,8 +95,10 @@ class Seq2SeqModel:
         try:
             encoded = self.encoder.run([[highest["encoder"]]])
         except Exception as error:  # noqa: BLE001 (onnxruntime's own exception types)
-            raise BundleError(f"{spec.path}: the graph fails on source id {highest['encoder']}, the highest of "
-                              f"the source vocabulary ({str(error).strip()[:200]})") from None
+            raise BundleError(
+                f"{spec.path}: the graph fails on source id {highest['encoder']}, the highest of "
+                f"the source vocabulary ({str(error).strip()[:200]})"
+            ) from None
         outputs = dict(encoded)
         spec = self.step_graph.spec
         states = {role: encoded[role] for role in self.encoder.state_roles}
@@ -100,37 +109,49 @@ class Seq2SeqModel:
             buffers.run(LOG_PROBS)
             log_probs = buffers.log_probs()
         except Exception as error:  # noqa: BLE001 (onnxruntime's own exception types)
-            raise BundleError(f"{spec.path}: the graph fails on target id {highest['decoder_step']}, the highest "
-                              f"of the target vocabulary ({str(error).strip()[:200]})") from None
+            raise BundleError(
+                f"{spec.path}: the graph fails on target id {highest['decoder_step']}, the highest "
+                f"of the target vocabulary ({str(error).strip()[:200]})"
+            ) from None
         outputs[roles.LOG_PROBS] = log_probs
         for role, value in outputs.items():
             graph = self.encoder.spec if role in encoded else self.step_graph.spec
             declared = graph.outputs[role].shape
             if len(value.shape) != len(declared):
-                raise BundleError(f"{graph.path}: output {role!r} has {len(value.shape)} dimensions, manifest.json "
-                                  f"declares {len(declared)}")
+                raise BundleError(
+                    f"{graph.path}: output {role!r} has {len(value.shape)} dimensions, manifest.json "
+                    f"declares {len(declared)}"
+                )
             for axis, (real, claimed) in enumerate(zip(value.shape, declared, strict=True)):
                 if isinstance(claimed, int) and real != claimed:
-                    raise BundleError(f"{graph.path}: output {role!r} has size {real} on axis {axis}, manifest.json "
-                                      f"declares {claimed}")
+                    raise BundleError(
+                        f"{graph.path}: output {role!r} has size {real} on axis {axis}, manifest.json "
+                        f"declares {claimed}"
+                    )
 
     def _graph_capture(self, settings: SessionSettings) -> GraphCapture | None:
         if not settings.cuda_graph:
             return None
         device = self._device
-        if not device.captures or not settings.io_binding:
-            log.info("s2s_runtime: cuda_graph=True has no effect: %s", "it needs io_binding" if device.captures else
-                     f"the model runs on the CPU ({self.placement.reason})")
+        if not isinstance(device, OrtValueDevice) or not device.captures or not settings.io_binding:
+            log.info(
+                "s2s_runtime: cuda_graph=True has no effect: %s",
+                "it needs io_binding" if device.captures else f"the model runs on the CPU ({self.placement.reason})",
+            )
             return None
         session = create_capture_session(self.step_graph.spec, device.device_id, settings)
         if session is None:
             return None
-        return GraphCapture(StepGraph.of(session, self.step_graph.spec, self.bundle.manifest.memory_bias_padding),
-                            device.gather, device.device_type, device.device_id)
+        return GraphCapture(
+            StepGraph.of(session, self.step_graph.spec, self.bundle.manifest.memory_bias_padding),
+            device.gather,
+            device.device_type,
+            device.device_id,
+        )
 
     @property
     def device(self) -> str:
-        """"cpu" or "cuda:N": where the sessions actually run."""
+        """ "cpu" or "cuda:N": where the sessions actually run."""
         return self.placement.device
 
     @property
@@ -147,9 +168,15 @@ class Seq2SeqModel:
 
     # ---- public API ----------------------------------------------------------------------------------------------
 
-    def generate(self, inputs: InputText | Sequence[InputText], *, target_prefix: Sequence[InputText | None] | None = None,
-                 options: GenerationOptions | None = None, batching: BatchingOptions | None = None, **kwargs: Any
-                 ) -> list[Result]:
+    def generate(
+        self,
+        inputs: InputText | Sequence[InputText],
+        *,
+        target_prefix: Sequence[InputText | None] | None = None,
+        options: GenerationOptions | None = None,
+        batching: BatchingOptions | None = None,
+        **kwargs: Any,
+    ) -> list[Result]:
         """Generate outputs for each input.
 
         Arguments:
@@ -169,7 +196,7 @@ class Seq2SeqModel:
             ValueError: an input longer than the bundle's max_source_length, an invalid option, or an option past
                 the model's RequestLimits.
 
-        Example:
+        Examples:
             >>> model = s2s_runtime.load("g2p-en")
             >>> model.generate(["hello", "world"], strategy="beam", beam_size=4)[0].text
             'HH EH L OW'
@@ -178,8 +205,10 @@ class Seq2SeqModel:
         plan = self.plan(GenerationOptions.from_kwargs(kwargs, options))
         items = as_input_list(inputs)
         prefixes = prefix_list(target_prefix, len(items))
-        prepared = [self.prepare(item, plan, target_prefix=prefix, index=index)
-                    for index, (item, prefix) in enumerate(zip(items, prefixes, strict=True))]
+        prepared = [
+            self.prepare(item, plan, target_prefix=prefix, index=index)
+            for index, (item, prefix) in enumerate(zip(items, prefixes, strict=True))
+        ]
         return self.decode(prepared, plan, batching=batching)
 
     def plan(self, options: GenerationOptions) -> DecodingPlan:
@@ -190,14 +219,15 @@ class Seq2SeqModel:
             TypeError: `options` is not a GenerationOptions.
             ValueError: an option this model cannot honour, naming it.
 
-        Example:
+        Examples:
             >>> s2s_runtime.load("g2p-en").plan(GenerationOptions(strategy="beam", beam_size=4)).rows_per_input
             4
         """
         return self._planner.plan(options)
 
-    def prepare(self, source: InputText, plan: DecodingPlan, *, target_prefix: InputText | None = None,
-                index: int = 0) -> PreparedInput:
+    def prepare(
+        self, source: InputText, plan: DecodingPlan, *, target_prefix: InputText | None = None, index: int = 0
+    ) -> PreparedInput:
         """Tokenize one input, resolve its target prefix and fix its length limits; every error the input can cause
         is raised here, naming `inputs[index]` (or `target_prefix[index]`).
 
@@ -206,7 +236,7 @@ class Seq2SeqModel:
             ValueError: the input is longer than max_source_length, a prefix token is not in the target vocabulary,
                 or its lengths pass the model's limits.
 
-        Example:
+        Examples:
             >>> model = s2s_runtime.load("g2p-en")
             >>> model.prepare("hello", model.plan(GenerationOptions())).tokens
             ['h', 'e', 'l', 'l', 'o']
@@ -217,7 +247,7 @@ class Seq2SeqModel:
         """Begin decoding prepared inputs together, as one batch (see s2s_runtime.generation). `events`: every
         step reports its tokens (the graph-chosen greedy paths that keep them to themselves are not used).
 
-        Example:
+        Examples:
             >>> model = s2s_runtime.load("g2p-en")
             >>> plan = model.plan(GenerationOptions())
             >>> generation = model.start([model.prepare("hello", plan)], plan)
@@ -228,13 +258,19 @@ class Seq2SeqModel:
         """
         return Generation(self, list(items), plan, events=events)
 
-    def decode(self, items: Sequence[PreparedInput], plan: DecodingPlan, *,
-               batching: BatchingOptions = BatchingOptions(), stop: Stop | None = None) -> list[Result]:
+    def decode(
+        self,
+        items: Sequence[PreparedInput],
+        plan: DecodingPlan,
+        *,
+        batching: BatchingOptions = BatchingOptions(),
+        stop: Stop | None = None,
+    ) -> list[Result]:
         """Decode prepared inputs in length-sorted batches (see BatchingOptions); one Result per input, in order.
         `stop`, if given, is asked between decoder steps; when it returns True decoding ends with
         s2s_runtime.generation.DecodingStopped.
 
-        Example:
+        Examples:
             >>> model = s2s_runtime.load("g2p-en")
             >>> plan = model.plan(GenerationOptions(strategy="beam"))
             >>> [r.text for r in model.decode([model.prepare(w, plan) for w in ("a", "hi")], plan)]
@@ -242,18 +278,25 @@ class Seq2SeqModel:
         """
         entropy = plan.entropy()
         results: list[Result | None] = [None] * len(items)
-        for batch in length_sorted_batches([len(item.ids) for item in items], batching.max_batch_size,
-                                           batching.max_batch_tokens):
+        for batch in length_sorted_batches(
+            [len(item.ids) for item in items], batching.max_batch_size, batching.max_batch_tokens
+        ):
             generation = Generation(self, [items[i] for i in batch], plan, events=False, entropy=entropy)
             for index, result in zip(batch, generation.run(stop), strict=True):
                 results[index] = result
         return results  # type: ignore[return-value]
 
-    def generate_stream(self, source: InputText, *, target_prefix: InputText | None = None,
-                        options: GenerationOptions | None = None, **kwargs: Any) -> Iterator[StreamedToken]:
+    def generate_stream(
+        self,
+        source: InputText,
+        *,
+        target_prefix: InputText | None = None,
+        options: GenerationOptions | None = None,
+        **kwargs: Any,
+    ) -> Iterator[StreamedToken]:
         """Yield the output tokens of one input as they are produced (greedy or sampling).
 
-        Example:
+        Examples:
             >>> " ".join(map(str, s2s_runtime.load("g2p-en").generate_stream("hello")))
             'HH EH L OW'
         """
@@ -261,11 +304,10 @@ class Seq2SeqModel:
         check_streamable(plan)
         return self.stream(self.prepare(source, plan, target_prefix=target_prefix), plan)
 
-    def stream(self, item: PreparedInput, plan: DecodingPlan, *, stop: Stop | None = None
-               ) -> Iterator[StreamedToken]:
+    def stream(self, item: PreparedInput, plan: DecodingPlan, *, stop: Stop | None = None) -> Iterator[StreamedToken]:
         """The tokens of one prepared input as they are produced (greedy or sampling); `stop` as in `decode`.
 
-        Example:
+        Examples:
             >>> model = s2s_runtime.load("g2p-en")
             >>> plan = model.plan(GenerationOptions())
             >>> [t.token for t in model.stream(model.prepare("hi", plan), plan)]
@@ -277,17 +319,19 @@ class Seq2SeqModel:
             while not generation.is_done():
                 if stop is not None and stop():
                     from .generation import DecodingStopped
+
                     raise DecodingStopped()
                 event = generation.step()
                 if event is not None and not event.ended[0]:
                     token_id = int(event.tokens[0])
                     yield StreamedToken(tokens[token_id], token_id, float(event.log_probs[0]))
 
-    def score(self, sources: Sequence[InputText], targets: Sequence[InputText], *, max_batch_size: int = 64
-              ) -> list[TokenScore]:
+    def score(
+        self, sources: Sequence[InputText], targets: Sequence[InputText], *, max_batch_size: int = 64
+    ) -> list[TokenScore]:
         """Forced decoding: the log-prob of every target token (then of eos) given its source, batched.
 
-        Example:
+        Examples:
             >>> model.score(["hello"], ["olleh"])[0].score  # doctest: +SKIP
             -0.016
         """
@@ -317,14 +361,14 @@ class Seq2SeqModel:
         steps = max(len(t) for t in targets) + 1
         forced = np.full((len(targets), steps), eos, dtype=np.int64)  # (batch, steps): target then eos (and filler)
         for row, target in enumerate(targets):
-            forced[row, :len(target)] = target
+            forced[row, : len(target)] = target
         previous = np.full(len(targets), self.bundle.start_id, dtype=np.int64)
         chosen = np.zeros((len(targets), steps))
         for t in range(steps):
             log_probs, _ = runner.step(previous)  # (batch, vocab)
             chosen[:, t] = log_probs[np.arange(len(targets)), forced[:, t]]
             previous = forced[:, t]
-        return [chosen[row, :len(target) + 1].tolist() for row, target in enumerate(targets)]
+        return [chosen[row, : len(target) + 1].tolist() for row, target in enumerate(targets)]
 
 
 def _cuda_only(device: str) -> str:
@@ -339,23 +383,37 @@ def _cuda_only(device: str) -> str:
 def check_streamable(plan: DecodingPlan) -> None:
     """Streaming yields one hypothesis token by token: a streamable strategy, one hypothesis."""
     if not plan.strategy.streamable:
-        raise ValueError(f"strategy: {plan.options.strategy} search is not streamable (the best hypothesis is known "
-                         "only at the end); use strategy='greedy' or 'sample', or generate()")
+        raise ValueError(
+            f"strategy: {plan.options.strategy} search is not streamable (the best hypothesis is known "
+            "only at the end); use strategy='greedy' or 'sample', or generate()"
+        )
     if plan.options.num_hypotheses != 1:
         raise ValueError("num_hypotheses: streaming produces one hypothesis")
 
 
-def load(bundle_dir: str | Path, device: str = "auto", *, intra_op_threads: int = 1, inter_op_threads: int = 1,
-         allow_spinning: bool = False, optimization_level: str = "all", io_binding: bool = True,
-         cuda_graph: bool = False, limits: RequestLimits = RequestLimits()) -> Seq2SeqModel:
+def load(
+    bundle_dir: str | Path,
+    device: str = "auto",
+    *,
+    intra_op_threads: int = 1,
+    inter_op_threads: int = 1,
+    allow_spinning: bool = False,
+    optimization_level: str = "all",
+    io_binding: bool = True,
+    cuda_graph: bool = False,
+    limits: RequestLimits = RequestLimits(),
+) -> Seq2SeqModel:
     """Load a bundle directory and create its onnxruntime sessions.
 
     Arguments:
         bundle_dir: a directory written by `s2s export`.
         device: "auto" (CUDA if it really loads, else CPU; one log line says which and why), "cpu", "cuda" or
             "cuda:N" (a DeviceError if CUDA cannot be used).
-        intra_op_threads, inter_op_threads, allow_spinning, optimization_level, io_binding: session settings
-            (see SessionSettings for the defaults and why).
+        intra_op_threads: onnxruntime intra-op threads (see SessionSettings for the defaults and why).
+        inter_op_threads: onnxruntime inter-op threads.
+        allow_spinning: let idle onnxruntime threads spin (SessionSettings says why it is off).
+        optimization_level: onnxruntime graph optimization: "disable", "basic", "extended" or "all".
+        io_binding: preallocated, double-buffered decoder state buffers (device-resident on CUDA).
         cuda_graph: on CUDA, replay the decoder step as captured CUDA graphs, one per batch-size and
             source-length bucket (see s2s_runtime.capture); no effect on the CPU.
         limits: the most work one request may ask for (a RequestLimits: beams, hypotheses, output length,
@@ -368,11 +426,12 @@ def load(bundle_dir: str | Path, device: str = "auto", *, intra_op_threads: int 
         BundleError: the bundle is missing, corrupt (checksums), or its graphs do not match its manifest.
         DeviceError: device="cuda" and CUDA cannot be used.
 
-    Example:
+    Examples:
         >>> import s2s_runtime
         >>> model = s2s_runtime.load("bundle/", device="cpu")  # doctest: +SKIP
         >>> model.generate("hello")[0].text  # doctest: +SKIP
     """
-    settings = SessionSettings(intra_op_threads, inter_op_threads, allow_spinning, optimization_level, io_binding,
-                               cuda_graph)
+    settings = SessionSettings(
+        intra_op_threads, inter_op_threads, allow_spinning, optimization_level, io_binding, cuda_graph
+    )
     return Seq2SeqModel(Bundle.open(bundle_dir), device=device, settings=settings, limits=limits)

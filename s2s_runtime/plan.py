@@ -3,6 +3,7 @@ RequestLimits — with what follows from them (the strategy object, the suppress
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ _NOTHING_SUPPRESSED.flags.writeable = False  # shared by every plan without supp
 class DecodingPlan:
     """Generation options checked against one model (`Seq2SeqModel.plan`).
 
-    Example:
+    Examples:
         >>> model.plan(GenerationOptions(strategy="beam", beam_size=4)).rows_per_input  # doctest: +SKIP
         4
     """
@@ -35,7 +36,7 @@ class DecodingPlan:
     suppressed: np.ndarray  # suppressed target ids, sorted
     strategy: Strategy
     eos_id: int
-    with_attention: bool    # whether the decoder's attention weights are read at every step
+    with_attention: bool  # whether the decoder's attention weights are read at every step
 
     @property
     def rows_per_input(self) -> int:
@@ -49,13 +50,14 @@ class DecodingPlan:
         """Seed material for a decode call: the seed, or fresh entropy when none is given (0 when nothing samples)."""
         if "seed" not in self.strategy.own_options:
             return 0
-        return np.random.SeedSequence().entropy if self.options.seed is None else self.options.seed
+        return secrets.randbits(128) if self.options.seed is None else self.options.seed  # as SeedSequence() draws
 
 
 def attention_reading_options(options: GenerationOptions) -> list[str]:
     """The options set in `options` that need the decoder's attention at every step."""
-    return [name for name in ("return_attention", "replace_unknowns") if getattr(options, name)] + \
-        attention_options(options)
+    return [name for name in ("return_attention", "replace_unknowns") if getattr(options, name)] + attention_options(
+        options
+    )
 
 
 class Planner:
@@ -76,8 +78,13 @@ class Planner:
                 self._plans.move_to_end(options)
                 return plan
         strategy = strategy_class(options.strategy)(options)
-        plan = DecodingPlan(options, self._checked(options, strategy), strategy, self.bundle.eos_id,
-                            bool(attention_reading_options(options)))
+        plan = DecodingPlan(
+            options,
+            self._checked(options, strategy),
+            strategy,
+            self.bundle.eos_id,
+            bool(attention_reading_options(options)),
+        )
         with self._lock:
             self._plans[options] = plan
             if len(self._plans) > PLANS_CACHED:
@@ -92,15 +99,16 @@ class Planner:
         if options.replace_unknowns and "unk" not in self.bundle.target.special_ids:
             raise ValueError("replace_unknowns: the target vocabulary has no unk token")
         beams = options.beam if "beam_size" in strategy.own_options else 1
-        caps = (("beam_size", beams, self.limits.max_beam_size, "max_beam_size"),
-                ("num_hypotheses", options.num_hypotheses, self.limits.max_num_hypotheses, "max_num_hypotheses"),
-                ("max_length", options.max_length or 0, self.max_output_length, "max_output_length"),
-                ("min_length", options.min_length, self.max_output_length, "max_output_length"),
-                ("no_repeat_ngram_size", options.no_repeat_ngram_size, self.max_output_length, "max_output_length"))
+        caps = (
+            ("beam_size", beams, self.limits.max_beam_size, "max_beam_size"),
+            ("num_hypotheses", options.num_hypotheses, self.limits.max_num_hypotheses, "max_num_hypotheses"),
+            ("max_length", options.max_length or 0, self.max_output_length, "max_output_length"),
+            ("min_length", options.min_length, self.max_output_length, "max_output_length"),
+            ("no_repeat_ngram_size", options.no_repeat_ngram_size, self.max_output_length, "max_output_length"),
+        )
         for name, value, cap, limit in caps:
             if value > cap:
-                raise ValueError(f"{name}: {value} is more than this model allows ({limit} = {cap}; see "
-                                 "RequestLimits)")
+                raise ValueError(f"{name}: {value} is more than this model allows ({limit} = {cap}; see RequestLimits)")
         return self._suppressed_ids(options)
 
     def _suppressed_ids(self, options: GenerationOptions) -> np.ndarray:

@@ -50,8 +50,8 @@ class StepGraph:
     @classmethod
     def of(cls, session: Any, spec: GraphSpec, padding_bias: float | None = None) -> StepGraph:
         state_roles = tuple(role for role in spec.outputs if roles.is_state(role))
-        return cls(session, spec, state_roles, {role: io.batch_axis for role, io in spec.inputs.items()},
-                   padding_bias)
+        batch_axes = {role: axis for role, io in spec.inputs.items() if (axis := io.batch_axis) is not None}
+        return cls(session, spec, state_roles, batch_axes, padding_bias)
 
     @property
     def ranks(self) -> bool:
@@ -137,16 +137,23 @@ class StepRunner:
 class ArrayBuffers:
     """`session.run` with numpy arrays: states and statics are the arrays the last step returned."""
 
-    def __init__(self, graph: StepGraph, states: dict[str, np.ndarray], statics: dict[str, np.ndarray],
-                 with_attention: bool, top_k: int = 1):
+    def __init__(
+        self,
+        graph: StepGraph,
+        states: dict[str, np.ndarray],
+        statics: dict[str, np.ndarray],
+        with_attention: bool,
+        top_k: int = 1,
+    ):
         self.graph, self.states, self.statics = graph, states, statics
         self._feed_names = {role: io.name for role, io in graph.spec.inputs.items()}
         self._controls = {roles.TOP_K: np.array([max(top_k, 1)], dtype=np.int64)} if graph.ranks else {}
         ranked = (roles.TOP_IDS, roles.TOP_LOG_PROBS)
-        self._names = {LOG_PROBS: graph.output_names((roles.LOG_PROBS,), with_attention),
-                       CHOICE: graph.output_names(ranked, False) if graph.ranks else [],
-                       TOP: graph.output_names((roles.TOP_LOG_PROBS, roles.TOP_IDS), with_attention)
-                       if graph.ranks else []}
+        self._names = {
+            LOG_PROBS: graph.output_names((roles.LOG_PROBS,), with_attention),
+            CHOICE: graph.output_names(ranked, False) if graph.ranks else [],
+            TOP: graph.output_names((roles.TOP_LOG_PROBS, roles.TOP_IDS), with_attention) if graph.ranks else [],
+        }
         self._with_attention = with_attention
         self._previous = np.zeros(0, dtype=np.int64)
         self._first: list[np.ndarray] = []
@@ -162,7 +169,9 @@ class ArrayBuffers:
         outputs = self.graph.session.run(self._names[reads], feeds)
         count = 1 if reads == LOG_PROBS else 2
         self._first = outputs[:count]
-        self.states = dict(zip(self.graph.state_roles, outputs[count:count + len(self.graph.state_roles)], strict=True))
+        self.states = dict(
+            zip(self.graph.state_roles, outputs[count : count + len(self.graph.state_roles)], strict=True)
+        )
         self._attention = outputs[-1] if self._with_attention and reads != CHOICE else None
         if reads == CHOICE:
             self._previous = self._first[0].reshape(-1)  # (rows,): the top-1 ids are (rows, 1)
@@ -190,8 +199,15 @@ class BoundBuffers:
     """IO binding with double-buffered state buffers on a Device (see the module docstring). A finished batch's
     buffers can be `reset` for the next batch of the same shapes."""
 
-    def __init__(self, graph: StepGraph, states: dict[str, np.ndarray], statics: dict[str, np.ndarray],
-                 with_attention: bool, device: Device, top_k: int = 1):
+    def __init__(
+        self,
+        graph: StepGraph,
+        states: dict[str, np.ndarray],
+        statics: dict[str, np.ndarray],
+        with_attention: bool,
+        device: Device,
+        top_k: int = 1,
+    ):
         self.graph, self.device, self.with_attention = graph, device, with_attention
         # The previous ids and every output the search reads are host arrays, whatever device keeps the states.
         self._host = device if isinstance(device, HostDevice) else HostDevice()
@@ -213,7 +229,7 @@ class BoundBuffers:
         """Allocate the spare state buffers (by the contract's rule: the shape of the state they replace), the
         previous ids and the host outputs for the current row count. The next step binds them, once: one IOBinding
         per buffer parity, so later steps only write the ids and run."""
-        self._key = None  # the shapes change with the row count
+        self._key: tuple | None = None  # the shapes change with the row count
         spare = {role: self.device.empty(self.device.shape(value)) for role, value in self._states.items()}
         self._buffers = (self._states, spare)  # a step with parity p reads buffers[p] and writes buffers[1 - p]
         self._parity = 0
@@ -258,18 +274,24 @@ class BoundBuffers:
         return binding
 
     @staticmethod
-    def key_of(device: Device, states: dict[str, Any], statics: dict[str, Any], with_attention: bool,
-               top_k: int) -> tuple:
+    def key_of(
+        device: Device, states: dict[str, Any], statics: dict[str, Any], with_attention: bool, top_k: int
+    ) -> tuple:
         """The shapes buffers must hold for `reset` to take these states and statics (the roles are the same for
         every runner of one model, so the shapes in role order say it)."""
-        return (with_attention, top_k, *[device.shape(value) for value in states.values()],
-                *[device.shape(value) for value in statics.values()])
+        return (
+            with_attention,
+            top_k,
+            *[device.shape(value) for value in states.values()],
+            *[device.shape(value) for value in statics.values()],
+        )
 
     def key(self) -> tuple:
         """key_of the shapes these buffers hold now (compaction may have changed them)."""
         if self._key is None:
-            self._key = self.key_of(self.device, self._buffers[0], self._statics, self.with_attention,
-                                    int(self._top_k_input[0]))
+            self._key = self.key_of(
+                self.device, self._buffers[0], self._statics, self.with_attention, int(self._top_k_input[0])
+            )
         return self._key
 
     def reset(self, states: dict[str, np.ndarray], statics: dict[str, np.ndarray]) -> bool:
@@ -278,8 +300,9 @@ class BoundBuffers:
         if not self.device.writes_in_place:
             return False
         current = self._buffers[0]
-        if any(current[r].shape != v.shape for r, v in states.items()) or \
-                any(self._statics[r].shape != v.shape for r, v in statics.items()):
+        if any(current[r].shape != v.shape for r, v in states.items()) or any(
+            self._statics[r].shape != v.shape for r, v in statics.items()
+        ):
             return False
         for role, value in states.items():
             np.copyto(current[role], value)
@@ -344,8 +367,9 @@ class Runners:
         self._idle = threading.local()
 
     @contextmanager
-    def runner(self, states: dict[str, np.ndarray], statics: dict[str, np.ndarray], with_attention: bool,
-               top_k: int = 1) -> Iterator[StepRunner]:
+    def runner(
+        self, states: dict[str, np.ndarray], statics: dict[str, np.ndarray], with_attention: bool, top_k: int = 1
+    ) -> Iterator[StepRunner]:
         if not self.io_binding:
             yield StepRunner(self.graph, ArrayBuffers(self.graph, states, statics, with_attention, top_k), top_k)
             return

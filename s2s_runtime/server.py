@@ -59,7 +59,7 @@ class ServerConfig:
         max_json_depth: bodies nested deeper get 400.
         shutdown_grace_s: on SIGTERM, how long in-flight requests have to finish before they are stopped.
 
-    Example:
+    Examples:
         >>> ServerConfig(max_inputs=8).max_body_bytes
         1048576
     """
@@ -81,8 +81,7 @@ class ServerConfig:
                 raise ValueError(f"{name}: must be an int ≥ 1, got {value!r}")
         for name in ("request_timeout_s", "read_timeout_s", "keep_alive_s", "shutdown_grace_s"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or \
-                    value <= 0:
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name}: must be a finite number > 0, got {value!r}")
 
 
@@ -93,18 +92,31 @@ class Metrics:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry()
-        self.requests = Counter("s2s_requests", "Requests to /v1/generate by outcome, each counted once", ["outcome"],
-                                registry=self.registry)
-        self.latency = Histogram("s2s_request_latency_seconds", "Latency of /v1/generate requests by outcome",
-                                 ["outcome"], registry=self.registry,
-                                 buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
-        self.batch_size = Histogram("s2s_batch_size", "Inputs per decoded batch", registry=self.registry,
-                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+        self.requests = Counter(
+            "s2s_requests",
+            "Requests to /v1/generate by outcome, each counted once",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "s2s_request_latency_seconds",
+            "Latency of /v1/generate requests by outcome",
+            ["outcome"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.batch_size = Histogram(
+            "s2s_batch_size",
+            "Inputs per decoded batch",
+            registry=self.registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+        )
         self.queue = Gauge("s2s_queue_depth", "Requests waiting in the batcher", registry=self.registry)
         self.streams = Gauge("s2s_open_streams", "Streaming responses in progress", registry=self.registry)
         self.tokens = Counter("s2s_tokens_generated", "Tokens generated (eos included)", registry=self.registry)
-        self.rejected = Counter("s2s_connections_rejected", "Connections closed before reaching the app",
-                                ["reason"], registry=self.registry)
+        self.rejected = Counter(
+            "s2s_connections_rejected", "Connections closed before reaching the app", ["reason"], registry=self.registry
+        )
         for outcome in OUTCOMES:  # every label present from the start, so rates are defined
             self.requests.labels(outcome=outcome)
 
@@ -160,8 +172,9 @@ class Service:
         self._active = 0  # /v1/generate requests in progress, body reading included
         self._lock = threading.Lock()
 
-    def start(self) -> None:
+    def start(self) -> Batcher:
         self.batcher = Batcher(self.model, self.batcher_config, observer=self.metrics)
+        return self.batcher
 
     def ready(self) -> bool:
         return self.batcher is not None and not self.draining and self.batcher.is_ready()
@@ -191,11 +204,16 @@ class Service:
             time.sleep(0.01)
 
 
-def create_app(model: Seq2SeqModel, batcher_config: BatcherConfig = BatcherConfig(),
-               config: ServerConfig = ServerConfig(), *, service: Service | None = None) -> Any:
+def create_app(
+    model: Seq2SeqModel,
+    batcher_config: BatcherConfig = BatcherConfig(),
+    config: ServerConfig = ServerConfig(),
+    *,
+    service: Service | None = None,
+) -> Any:
     """The Starlette application; the batcher starts with the app and drains on shutdown.
 
-    Example:
+    Examples:
         >>> app = create_app(s2s_runtime.load("g2p-en"))  # doctest: +SKIP
         >>> uvicorn.run(app, host="127.0.0.1", port=8000)  # doctest: +SKIP
     """
@@ -211,14 +229,14 @@ def create_app(model: Seq2SeqModel, batcher_config: BatcherConfig = BatcherConfi
 
     def error_response(problem: HTTPError) -> JSONResponse:
         headers = {"connection": "close"} if problem.status in (408, 413, 431) or service.draining else None
-        return JSONResponse({"error": {"type": problem.kind, "message": str(problem)}}, status_code=problem.status,
-                            headers=headers)
+        return JSONResponse(
+            {"error": {"type": problem.kind, "message": str(problem)}}, status_code=problem.status, headers=headers
+        )
 
     async def read_json(request: Request) -> dict:
         declared = request.headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > config.max_body_bytes):
-            raise HTTPError(413, "too_large", f"body of {declared} bytes exceeds the limit of "
-                                              f"{config.max_body_bytes}")
+            raise HTTPError(413, "too_large", f"body of {declared} bytes exceeds the limit of {config.max_body_bytes}")
         body = bytearray()
 
         async def read() -> None:
@@ -226,11 +244,15 @@ def create_app(model: Seq2SeqModel, batcher_config: BatcherConfig = BatcherConfi
                 body.extend(chunk)
                 if len(body) > config.max_body_bytes:
                     raise HTTPError(413, "too_large", f"body exceeds the limit of {config.max_body_bytes} bytes")
+
         try:
             await asyncio.wait_for(read(), config.read_timeout_s)
         except asyncio.TimeoutError:
-            raise HTTPError(408, "timeout", f"the request body did not arrive within {config.read_timeout_s:g} s "
-                                            f"({len(body)} bytes received)") from None
+            raise HTTPError(
+                408,
+                "timeout",
+                f"the request body did not arrive within {config.read_timeout_s:g} s ({len(body)} bytes received)",
+            ) from None
         try:
             payload = parse_json(bytes(body), ValueError, "body", max_depth=config.max_json_depth)
         except ValueError as problem:
@@ -253,8 +275,9 @@ def create_app(model: Seq2SeqModel, batcher_config: BatcherConfig = BatcherConfi
         if not isinstance(options, dict):
             raise HTTPError(400, "bad_request", f"'options' must be an object, got {_json_type(options)}")
         if "max_batch_size" in options or "max_batch_tokens" in options:
-            raise HTTPError(400, "bad_request", "'max_batch_size' and 'max_batch_tokens' are server settings, not "
-                                                "request options")
+            raise HTTPError(
+                400, "bad_request", "'max_batch_size' and 'max_batch_tokens' are server settings, not request options"
+            )
         try:
             parsed = GenerationOptions.from_kwargs(options)
         except (TypeError, ValueError) as problem:
@@ -298,8 +321,9 @@ def create_app(model: Seq2SeqModel, batcher_config: BatcherConfig = BatcherConfi
             if len(inputs) != 1:
                 raise HTTPError(400, "bad_request", "streaming takes exactly one input")
             try:
-                tokens = batcher.stream(inputs[0], target_prefix=prefixes[0] if prefixes else None,
-                                        options=options, timeout=timeout)
+                tokens = batcher.stream(
+                    inputs[0], target_prefix=prefixes[0] if prefixes else None, options=options, timeout=timeout
+                )
             except Exception as problem:  # noqa: BLE001 (every error is answered: http_error maps it)
                 raise http_error(problem) from None
             return StreamingResponse(events(tokens, started), media_type="text/event-stream"), None
@@ -310,8 +334,9 @@ def create_app(model: Seq2SeqModel, batcher_config: BatcherConfig = BatcherConfi
         waiting = asyncio.ensure_future(asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
         disconnected = asyncio.ensure_future(_disconnect(request))
         try:
-            done, _ = await asyncio.wait({waiting, disconnected}, timeout=max(timeout, 0) + 1,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {waiting, disconnected}, timeout=max(timeout, 0) + 1, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             disconnected.cancel()
         if waiting not in done:
@@ -348,8 +373,10 @@ def create_app(model: Seq2SeqModel, batcher_config: BatcherConfig = BatcherConfi
         except Exception as problem:  # noqa: BLE001 (every error is answered and counted)
             error = http_error(problem)
             outcome = error.outcome if not isinstance(problem, CancelledError) else "cancelled"
-            body = {"type": error.kind if not isinstance(problem, CancelledError) else "cancelled",
-                    "message": str(problem)}
+            body = {
+                "type": error.kind if not isinstance(problem, CancelledError) else "cancelled",
+                "message": str(problem),
+            }
             yield f"event: error\ndata: {json.dumps(body)}\n\n"
         finally:
             tokens.close()  # a client gone mid-stream stops the decoding
@@ -362,10 +389,11 @@ def create_app(model: Seq2SeqModel, batcher_config: BatcherConfig = BatcherConfi
     async def readyz(request: Request) -> Response:
         if service.draining:
             return JSONResponse({"status": "draining"}, status_code=503, headers={"connection": "close"})
-        if not service.ready():
-            return JSONResponse({"status": "starting" if service.batcher is None or not service.batcher.ready.is_set()
-                                 else "unavailable"}, status_code=503)
-        return JSONResponse({"status": "ready", "queue_depth": service.batcher.queue_depth()})
+        batcher = service.batcher
+        if batcher is None or not service.ready():
+            status = "starting" if batcher is None or not batcher.ready.is_set() else "unavailable"
+            return JSONResponse({"status": status}, status_code=503)
+        return JSONResponse({"status": "ready", "queue_depth": batcher.queue_depth()})
 
     async def prometheus(request: Request) -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -374,19 +402,27 @@ def create_app(model: Seq2SeqModel, batcher_config: BatcherConfig = BatcherConfi
 
     @asynccontextmanager
     async def lifespan(app: Any):
-        service.start()
+        batcher = service.start()
         yield
-        await asyncio.to_thread(service.batcher.close, drain=True, timeout=config.shutdown_grace_s)
+        await asyncio.to_thread(batcher.close, drain=True, timeout=config.shutdown_grace_s)
 
-    app = Starlette(routes=[Route("/v1/generate", generate, methods=["POST"]), Route("/healthz", healthz),
-                            Route("/readyz", readyz), Route("/metrics", prometheus)], lifespan=lifespan)
+    app = Starlette(
+        routes=[
+            Route("/v1/generate", generate, methods=["POST"]),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", prometheus),
+        ],
+        lifespan=lifespan,
+    )
     app.state.service = service
     return app
 
 
 def _json_type(value: object) -> str:
     return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(value), "a number")
+        type(value), "a number"
+    )
 
 
 async def _disconnect(request: Any) -> None:
@@ -406,7 +442,8 @@ def guarded_protocol(config: ServerConfig, metrics: Metrics) -> type:
     class GuardedProtocol(HttpToolsProtocol):
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
-            self._awaiting_headers, self._header_bytes, self._read_timer = True, 0, None
+            self._awaiting_headers, self._header_bytes = True, 0
+            self._read_timer: asyncio.TimerHandle | None = None
             if len(self.connections) > config.max_connections:
                 self._reject(503, "overloaded", f"more than {config.max_connections} connections", "connections")
                 return
@@ -424,14 +461,15 @@ def guarded_protocol(config: ServerConfig, metrics: Metrics) -> type:
         def _read_timed_out(self) -> None:
             self._read_timer = None
             if self._awaiting_headers and (self.cycle is None or self.cycle.response_complete):
-                self._reject(408, "timeout", f"no complete request within {config.read_timeout_s:g} s",
-                             "read_timeout")
+                self._reject(408, "timeout", f"no complete request within {config.read_timeout_s:g} s", "read_timeout")
 
         def _reject(self, status: int, kind: str, message: str, reason: str) -> None:
             metrics.rejected.labels(reason=reason).inc()
             body = json.dumps({"error": {"type": kind, "message": message}}).encode()
-            head = (f"HTTP/1.1 {status} {'Request Timeout' if status == 408 else 'Error'}\r\ncontent-type: "
-                    f"application/json\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n").encode()
+            head = (
+                f"HTTP/1.1 {status} {'Request Timeout' if status == 408 else 'Error'}\r\ncontent-type: "
+                f"application/json\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
+            ).encode()
             if not self.transport.is_closing():
                 self.transport.write(head + body)
                 self.transport.close()
@@ -444,10 +482,14 @@ def guarded_protocol(config: ServerConfig, metrics: Metrics) -> type:
                         self._header_bytes += room
                         super().data_received(data[:room])
                     if self._awaiting_headers:
-                        self._reject(431, "too_large", f"request line and headers exceed {config.max_header_bytes} "
-                                                       "bytes", "headers_too_large")
+                        self._reject(
+                            431,
+                            "too_large",
+                            f"request line and headers exceed {config.max_header_bytes} bytes",
+                            "headers_too_large",
+                        )
                         return
-                    data = data[max(room, 0):]
+                    data = data[max(room, 0) :]
                 else:
                     self._header_bytes += len(data)
             super().data_received(data)
@@ -479,20 +521,29 @@ def uvicorn_config(app: Any, config: ServerConfig, *, host: str, port: int, log_
     try:
         import httptools  # noqa: F401
     except ImportError:
-        raise ImportError("s2s serve needs httptools (pip install 's2s-runtime[serve]', which installs "
-                          "uvicorn[standard])") from None
+        raise ImportError(
+            "s2s serve needs httptools (pip install 's2s-runtime[serve]', which installs uvicorn[standard])"
+        ) from None
     service: Service = app.state.service
-    return uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                          http=guarded_protocol(config, service.metrics), timeout_keep_alive=config.keep_alive_s,
-                          timeout_graceful_shutdown=1, limit_concurrency=config.max_connections + 16)
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        http=guarded_protocol(config, service.metrics),
+        timeout_keep_alive=config.keep_alive_s,  # type: ignore[arg-type]  # typed int, used as call_later's float
+        timeout_graceful_shutdown=1,
+        limit_concurrency=config.max_connections + 16,
+    )
 
 
 class DrainingServer:
     """uvicorn.Server that drains on the first SIGTERM/SIGINT (see Service.drain) and only then stops; a second
     signal stops at once. `drain()` does the same without a signal (tests, embedding)."""
 
-    def __init__(self, app: Any, config: ServerConfig, *, host: str = "127.0.0.1", port: int = 0,
-                 log_level: str = "warning"):
+    def __init__(
+        self, app: Any, config: ServerConfig, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"
+    ):
         import uvicorn
 
         service: Service = app.state.service
@@ -526,22 +577,27 @@ class DrainingServer:
         self.server.start_drain()
 
 
-def serve(model: Seq2SeqModel, *, host: str = "127.0.0.1", port: int = 8000,
-          batcher_config: BatcherConfig = BatcherConfig(), config: ServerConfig = ServerConfig(),
-          log_level: str = "info") -> None:
+def serve(
+    model: Seq2SeqModel,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    batcher_config: BatcherConfig = BatcherConfig(),
+    config: ServerConfig = ServerConfig(),
+    log_level: str = "info",
+) -> None:
     """Run the service with uvicorn until SIGTERM or SIGINT, then drain (loopback by default).
 
-    Example:
+    Examples:
         >>> serve(s2s_runtime.load("g2p-en"), port=8000)  # doctest: +SKIP
     """
-    DrainingServer(create_app(model, batcher_config, config), config, host=host, port=port,
-                   log_level=log_level).run()
+    DrainingServer(create_app(model, batcher_config, config), config, host=host, port=port, log_level=log_level).run()
 
 
 class BackgroundServer:
     """The service on a background thread (an ephemeral port by default), for tests and the load test.
 
-    Example:
+    Examples:
         >>> with BackgroundServer(create_app(model)) as server:  # doctest: +SKIP
         ...     httpx.get(f"{server.url}/healthz")
     """

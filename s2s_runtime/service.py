@@ -93,7 +93,7 @@ class BatcherConfig:
         max_streams: streams admitted at the same time (queued or decoding); past it, Overloaded.
         restart_delay_s: how long a worker that died waits before its replacement starts (not ready meanwhile).
 
-    Example:
+    Examples:
         >>> BatcherConfig(max_batch_size=32, max_wait_ms=1.0).max_queue
         1024
     """
@@ -116,8 +116,13 @@ class BatcherConfig:
             value = getattr(self, name)
             if value is None and name == "timeout_s":
                 continue
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or \
-                    value < 0 or (positive and value == 0):
+            if (
+                not isinstance(value, (int, float))
+                or isinstance(value, bool)
+                or not math.isfinite(value)
+                or value < 0
+                or (positive and value == 0)
+            ):
                 raise ValueError(f"{name}: must be a finite number {'> 0' if positive else '≥ 0'}, got {value!r}")
 
 
@@ -234,14 +239,15 @@ class _Request:
 class Batcher:
     """Thread-safe dynamic batcher over one model; sync (`submit` → Future) and asyncio (`await generate`) APIs.
 
-    Example:
+    Examples:
         >>> with Batcher(model, BatcherConfig(max_batch_size=64, max_wait_ms=2)) as batcher:  # doctest: +SKIP
         ...     future = batcher.submit("hello")
         ...     future.result().text
     """
 
-    def __init__(self, model: Seq2SeqModel, config: BatcherConfig = BatcherConfig(), *,
-                 observer: BatcherObserver | None = None):
+    def __init__(
+        self, model: Seq2SeqModel, config: BatcherConfig = BatcherConfig(), *, observer: BatcherObserver | None = None
+    ):
         self.model, self.config = model, config
         self.observer = observer or _NoObserver()
         self._queue: collections.deque[_Request] = collections.deque()
@@ -259,26 +265,42 @@ class Batcher:
 
     # ---- public API ----------------------------------------------------------------------------------------------
 
-    def submit(self, source: Any, *, target_prefix: Any = None, options: GenerationOptions | None = None,
-               timeout: float | None = None, **kwargs: Any) -> RequestFuture:
+    def submit(
+        self,
+        source: Any,
+        *,
+        target_prefix: Any = None,
+        options: GenerationOptions | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> RequestFuture:
         """Queue one input; the future resolves to its Result, or raises RequestTimeout, BatcherClosed,
         InternalError or CancelledError. A bad input or option raises here, at once (ValueError, TypeError), as
         does a full queue (Overloaded) or a closed batcher (BatcherClosed)."""
         prefixes = None if target_prefix is None else [target_prefix]
         return self.submit_many([source], target_prefixes=prefixes, options=options, timeout=timeout, **kwargs)[0]
 
-    def submit_many(self, sources: Sequence[Any], *, target_prefixes: Sequence[Any] | None = None,
-                    options: GenerationOptions | None = None, timeout: float | None = None, **kwargs: Any
-                    ) -> list[RequestFuture]:
+    def submit_many(
+        self,
+        sources: Sequence[Any],
+        *,
+        target_prefixes: Sequence[Any] | None = None,
+        options: GenerationOptions | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> list[RequestFuture]:
         """Queue the inputs of one request, all or none: every input is checked first (a ValueError or TypeError
         names the bad one), then the request's total work is checked against RequestLimits.max_request_tokens, and
         the queue must have room for all of them (else Overloaded). One future per input, in order."""
         plan = self.model.plan(GenerationOptions.from_kwargs(kwargs, options))
         if target_prefixes is not None and len(target_prefixes) != len(sources):
             raise ValueError(f"target_prefix: expected one prefix (or None) per input ({len(sources)})")
-        items = [self.model.prepare(source, plan, target_prefix=None if target_prefixes is None else
-                                    target_prefixes[index], index=index)
-                 for index, source in enumerate(sources)]
+        items = [
+            self.model.prepare(
+                source, plan, target_prefix=None if target_prefixes is None else target_prefixes[index], index=index
+            )
+            for index, source in enumerate(sources)
+        ]
         self._check_work(items)
         deadline = self._deadline(timeout)
         requests = [_Request(item, plan, deadline) for item in items]
@@ -290,8 +312,15 @@ class Batcher:
             self._condition.notify()
         return [request.future for request in requests]
 
-    async def generate(self, source: Any, *, target_prefix: Any = None, options: GenerationOptions | None = None,
-                       timeout: float | None = None, **kwargs: Any) -> Result:
+    async def generate(
+        self,
+        source: Any,
+        *,
+        target_prefix: Any = None,
+        options: GenerationOptions | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Result:
         """asyncio form of submit: `result = await batcher.generate("hello")`."""
         future = self.submit(source, target_prefix=target_prefix, options=options, timeout=timeout, **kwargs)
         try:
@@ -300,8 +329,15 @@ class Batcher:
             future.cancel()
             raise
 
-    def stream(self, source: Any, *, target_prefix: Any = None, options: GenerationOptions | None = None,
-               timeout: float | None = None, **kwargs: Any) -> TokenStream:
+    def stream(
+        self,
+        source: Any,
+        *,
+        target_prefix: Any = None,
+        options: GenerationOptions | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> TokenStream:
         """Queue one input for streaming (greedy or sampling): a TokenStream of its tokens as they are produced.
         Checked like `submit` (errors raised here, before any token), and admitted only while fewer than
         max_streams streams are open (else Overloaded)."""
@@ -335,8 +371,11 @@ class Batcher:
     def is_ready(self) -> bool:
         """Warmed up, taking requests, and every worker alive."""
         with self._condition:
-            return self.ready.is_set() and not self._closing and all(
-                worker is not None and worker.is_alive() for worker in self._workers)
+            return (
+                self.ready.is_set()
+                and not self._closing
+                and all(worker is not None and worker.is_alive() for worker in self._workers)
+            )
 
     def close(self, *, drain: bool = True, timeout: float | None = None) -> None:
         """Stop taking requests. drain=True decodes everything already queued; drain=False fails it with
@@ -381,16 +420,19 @@ class Batcher:
     def _check_work(self, items: list[PreparedInput]) -> None:
         work, cap = sum(item.tokens_bound for item in items), self.model.limits.max_request_tokens
         if work > cap:
-            raise ValueError(f"request: {len(items)} input(s) may need {work} decoder tokens (rows × max output "
-                             f"length), more than max_request_tokens {cap} (see RequestLimits)")
+            raise ValueError(
+                f"request: {len(items)} input(s) may need {work} decoder tokens (rows × max output "
+                f"length), more than max_request_tokens {cap} (see RequestLimits)"
+            )
 
     def _admit(self, count: int) -> None:
         """Under the lock: raise unless `count` more inputs may queue now."""
         if self._closing:
             raise BatcherClosed("the batcher is closed")
         if len(self._queue) + count > self.config.max_queue:
-            raise Overloaded(f"queue full ({len(self._queue)} of {self.config.max_queue} requests waiting, "
-                             f"{count} more asked)")
+            raise Overloaded(
+                f"queue full ({len(self._queue)} of {self.config.max_queue} requests waiting, {count} more asked)"
+            )
 
     def _stream_done(self, future: Future) -> None:
         with self._condition:
@@ -402,8 +444,7 @@ class Batcher:
         with self._condition:
             if self._closing and self._workers[slot] is not None:
                 return
-            worker = threading.Thread(target=self._run, args=(slot, warm_up), name=f"s2s-batcher-{slot}",
-                                      daemon=True)
+            worker = threading.Thread(target=self._run, args=(slot, warm_up), name=f"s2s-batcher-{slot}", daemon=True)
             self._workers[slot] = worker
         worker.start()
 
@@ -441,8 +482,9 @@ class Batcher:
         with self._condition:
             if self._closing:
                 return
-            timer = threading.Timer(self.config.restart_delay_s, self._start_worker, args=(slot,),
-                                    kwargs={"warm_up": False})
+            timer = threading.Timer(
+                self.config.restart_delay_s, self._start_worker, args=(slot,), kwargs={"warm_up": False}
+            )
             timer.daemon = True
             self._restarts = [t for t in self._restarts if t.is_alive()] + [timer]
         timer.start()
@@ -471,8 +513,11 @@ class Batcher:
             if first.stream is None:
                 wait_until = time.monotonic() + self.config.max_wait_ms / 1000
                 while len(batch) < self.config.max_batch_size:
-                    batch += [r for r in self._take_matching(first.plan, self.config.max_batch_size - len(batch))
-                              if self._claim(r)]
+                    batch += [
+                        r
+                        for r in self._take_matching(first.plan, self.config.max_batch_size - len(batch))
+                        if self._claim(r)
+                    ]
                     remaining = wait_until - time.monotonic()
                     if len(batch) >= self.config.max_batch_size or remaining <= 0 or self._closing:
                         break
@@ -481,11 +526,15 @@ class Batcher:
         return batch
 
     def _take_matching(self, plan: DecodingPlan, limit: int) -> list[_Request]:
-        taken, kept = [], collections.deque()
+        taken: list[_Request] = []
+        kept: collections.deque[_Request] = collections.deque()
         while self._queue:
             request = self._queue.popleft()
-            fits = request.stream is None and len(taken) < limit and \
-                (request.plan is plan or request.plan.options == plan.options)
+            fits = (
+                request.stream is None
+                and len(taken) < limit
+                and (request.plan is plan or request.plan.options == plan.options)
+            )
             (taken if fits else kept).append(request)
         self._queue = kept
         return taken
@@ -505,11 +554,13 @@ class Batcher:
     def _stop_check(self, batch: list[_Request]):
         """What the search asks between steps: stop once the batcher aborts or every caller of the batch has gone
         (all() stops at the first caller still waiting, so this costs one check in the common case)."""
+
         def stop() -> bool:
             if self._aborting:
                 return True
             now = time.monotonic()
             return all(request.gone(now) for request in batch)
+
         return stop
 
     def _decode(self, batch: list[_Request]) -> None:
@@ -524,8 +575,12 @@ class Batcher:
             return
         except Exception as error:  # noqa: BLE001 (a batch's failure, whatever it is, fails only its requests)
             if len(batch) > 1:  # find whose input it is: each alone, so the error reaches only its own caller
-                log.warning("a batch of %d failed (%s: %s); decoding its inputs one by one", len(batch),
-                            type(error).__name__, error)
+                log.warning(
+                    "a batch of %d failed (%s: %s); decoding its inputs one by one",
+                    len(batch),
+                    type(error).__name__,
+                    error,
+                )
                 for request in batch:
                     self._decode([request])
                 return
@@ -541,6 +596,7 @@ class Batcher:
 
     def _stream(self, request: _Request) -> None:
         stream = request.stream
+        assert stream is not None  # only streaming requests are decoded here
         started = time.perf_counter()
         tokens = 0
         try:

@@ -29,7 +29,7 @@ class VocabError(ValueError):
 class Vocab:
     """An ordered token list with special-token roles and a tokenizer.
 
-    Example:
+    Examples:
         >>> v = Vocab(["<pad>", "<unk>", "</s>", "a", "b"], {"pad": "<pad>", "unk": "<unk>", "eos": "</s>"}, "char")
         >>> v.encode("ab?")
         [3, 4, 1]
@@ -93,11 +93,12 @@ class Vocab:
         """Token ids of raw text or of a pre-tokenized list; unknown tokens map to the unk id (or raise if none)."""
         tokens = self.split(text_or_tokens) if isinstance(text_or_tokens, str) else text_or_tokens
         lookup, unk = self._ids.get, self.special_ids.get("unk")
-        ids = [lookup(token, unk) for token in tokens]
-        if unk is None and None in ids:
-            token = tokens[ids.index(None)]
-            raise VocabError(f"{self.origin}: token {token!r} is unknown and the vocabulary has no 'unk' role")
-        return ids
+        if unk is None:
+            unknown = next((token for token in tokens if token not in self._ids), None)
+            if unknown is not None:
+                raise VocabError(f"{self.origin}: token {unknown!r} is unknown and the vocabulary has no 'unk' role")
+            return [self._ids[token] for token in tokens]
+        return [lookup(token, unk) for token in tokens]
 
     def decode_tokens(self, ids: Iterable[int]) -> list[str]:
         return [self.tokens[i] for i in ids]
@@ -141,7 +142,7 @@ class Vocab:
         """Build from training texts: the requested special roles first, then tokens seen ≥ min_frequency times,
         most frequent first (ties alphabetical, so the result is deterministic).
 
-        Example:
+        Examples:
             >>> Vocab.build(["abba", "cab"], "char", ["pad", "unk", "eos"]).tokens
             ['<pad>', '<unk>', '</s>', 'a', 'b', 'c']
         """
@@ -152,6 +153,8 @@ class Vocab:
         split = (lambda t: list(t)) if tokenizer == "char" else (lambda t: t.split())
         counts = Counter(token for text in texts for token in split(text))
         specials = {role: DEFAULT_SPECIALS[role] for role in roles}
-        kept = sorted((t for t, n in counts.items() if n >= min_frequency and t not in specials.values()),
-                      key=lambda t: (-counts[t], t))
+        kept = sorted(
+            (t for t, n in counts.items() if n >= min_frequency and t not in specials.values()),
+            key=lambda t: (-counts[t], t),
+        )
         return cls(list(specials.values()) + kept, specials, tokenizer, origin=origin)

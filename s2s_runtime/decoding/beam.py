@@ -31,15 +31,31 @@ class BeamSearch(Strategy):
         return wanted if ranks and wanted <= vocab_size and not processors else 1
 
     def search(self, runner: DecoderRunner, task: SearchTask) -> Search:
-        return (yield from beam_search(runner, start_id=task.start_id, eos_id=task.eos_id, limits=task.limits,
-                                       options=self.options, processors=task.processors,
-                                       collect_attention=task.collect_attention,
-                                       source_lengths=[len(source) for source in task.sources]))
+        return (
+            yield from beam_search(
+                runner,
+                start_id=task.start_id,
+                eos_id=task.eos_id,
+                limits=task.limits,
+                options=self.options,
+                processors=task.processors,
+                collect_attention=task.collect_attention,
+                source_lengths=[len(source) for source in task.sources],
+            )
+        )
 
 
-def beam_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: list[RowLimits],
-                options: GenerationOptions, processors: Processors, collect_attention: bool = False,
-                source_lengths: list[int] | None = None) -> Search:
+def beam_search(
+    runner: DecoderRunner,
+    *,
+    start_id: int,
+    eos_id: int,
+    limits: list[RowLimits],
+    options: GenerationOptions,
+    processors: Processors,
+    collect_attention: bool = False,
+    source_lengths: list[int] | None = None,
+) -> Search:
     """Beam search; returns each input's n-best (num_hypotheses candidates, best first by normalized score). The
     runner holds each input `options.beam` times, input-major (rows 0..beam-1 are input 0, and so on).
 
@@ -76,7 +92,7 @@ def beam_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: li
         grid = np.full((inputs, beam, width), -np.inf)
         grid[row_input, slot] = totals
         flat = grid.reshape(inputs, beam * width)
-        order = np.argsort(-flat, axis=1, kind="stable")[:, :2 * beam]  # (inputs, 2·beam)
+        order = np.argsort(-flat, axis=1, kind="stable")[:, : 2 * beam]  # (inputs, 2·beam)
         best = np.take_along_axis(flat, order, axis=1)
         source_row = np.full((inputs, beam), -1)
         source_row[row_input, slot] = np.arange(len(row_input))
@@ -101,14 +117,15 @@ def beam_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: li
             if not active_inputs[index]:
                 continue
             row = parent[index, position]
-            ids = rows.ids[row, :rows.lengths[row]].tolist()
+            ids = rows.ids[row, : rows.lengths[row]].tolist()
             trace = attention[row] + [np.array(weights[row])] if collect_attention and weights is not None else []
             if ends[index, position]:
                 finished[index].append(Candidate(ids, float(best[index, position]), True, trace))
                 done_count[index] += 1
             else:
-                finished[index].append(Candidate(ids + [int(token[index, position])], float(best[index, position]),
-                                                 False, trace))
+                finished[index].append(
+                    Candidate(ids + [int(token[index, position])], float(best[index, position]), False, trace)
+                )
         grows &= (done_count < beam)[:, None] & active_inputs[:, None]
         child_input, child_position = np.nonzero(grows)
         if child_input.size == 0:
@@ -126,5 +143,5 @@ def beam_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: li
             attention = [[] for _ in parents]
         row_input, previous = child_input, new_tokens.astype(np.int64)
         yield StepEvent(row_input, new_tokens, rows.scores, np.zeros(len(new_tokens), dtype=bool))
-    lengths = source_lengths or [None] * inputs
-    return [ranked(f, options, length)[:options.num_hypotheses] for f, length in zip(finished, lengths, strict=True)]
+    lengths: list[int | None] = list(source_lengths) if source_lengths else [None] * inputs
+    return [ranked(f, options, length)[: options.num_hypotheses] for f, length in zip(finished, lengths, strict=True)]

@@ -15,7 +15,7 @@ import numpy as np
 from ..config import GenerationOptions
 from .hypotheses import Candidate, RowLimits
 from .stepwise import argmax, stepwise_search
-from .strategy import DecoderRunner, Search, SearchTask, Strategy, register
+from .strategy import DecoderRunner, Search, SearchOf, SearchTask, Strategy, register
 
 
 @register
@@ -31,18 +31,31 @@ class Greedy(Strategy):
     def search(self, runner: DecoderRunner, task: SearchTask) -> Search:
         in_graph = runner.selects and not task.processors and not task.collect_attention
         if not in_graph or task.events:
-            return (yield from stepwise_search(runner, start_id=task.start_id, eos_id=task.eos_id,
-                                               limits=task.limits, processors=task.processors,
-                                               choose=None if in_graph else argmax,
-                                               collect_attention=task.collect_attention))
+            return (
+                yield from stepwise_search(
+                    runner,
+                    start_id=task.start_id,
+                    eos_id=task.eos_id,
+                    limits=task.limits,
+                    processors=task.processors,
+                    choose=None if in_graph else argmax,
+                    collect_attention=task.collect_attention,
+                )
+            )
         if len(task.limits) == 1:
             candidate = yield from greedy_one_row(runner, task.start_id, task.eos_id, task.limits[0].max_length)
             return [[candidate]]
-        return [[c] for c in (yield from greedy_in_graph(runner, start_id=task.start_id, eos_id=task.eos_id,
-                                                         limits=task.limits))]
+        return [
+            [c]
+            for c in (
+                yield from greedy_in_graph(runner, start_id=task.start_id, eos_id=task.eos_id, limits=task.limits)
+            )
+        ]
 
 
-def greedy_in_graph(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: list[RowLimits]) -> Search:
+def greedy_in_graph(
+    runner: DecoderRunner, *, start_id: int, eos_id: int, limits: list[RowLimits]
+) -> SearchOf[list[Candidate]]:
     """Greedy decoding where the graph chooses, without per-step bookkeeping (one None per step): the result of
     the stepwise search, for less Python per step."""
     max_lengths = np.array([lim.max_length for lim in limits])  # (rows,)
@@ -76,16 +89,20 @@ def greedy_in_graph(runner: DecoderRunner, *, start_id: int, eos_id: int, limits
             expires, ended, chose_eos = expires[kept], ended[kept], chose_eos[kept]
             first_expiry = int(expires.min())
     steps = np.arange(step + 1)[:, None]  # (steps, 1)
-    is_eos = (ids[:step + 1] == eos_id) & (steps < max_lengths)  # (steps, rows): eos within each row's limit
+    is_eos = (ids[: step + 1] == eos_id) & (steps < max_lengths)  # (steps, rows): eos within each row's limit
     finished = is_eos.any(axis=0)
     lengths = np.where(finished, is_eos.argmax(axis=0), max_lengths)  # tokens before eos, or up to the limit
-    totals = np.cumsum(log_probs[:step + 1], axis=0)[np.where(finished, lengths, lengths - 1), np.arange(count)]
-    per_row = ids[:step + 1].T.tolist()  # plain lists, sliced below: cheaper than a numpy slice per row
-    return [Candidate(row_ids[:length], total, done)
-            for row_ids, length, total, done in zip(per_row, lengths.tolist(), totals.tolist(), finished.tolist(), strict=True)]
+    totals = np.cumsum(log_probs[: step + 1], axis=0)[np.where(finished, lengths, lengths - 1), np.arange(count)]
+    per_row = ids[: step + 1].T.tolist()  # plain lists, sliced below: cheaper than a numpy slice per row
+    return [
+        Candidate(row_ids[:length], total, done)
+        for row_ids, length, total, done in zip(
+            per_row, lengths.tolist(), totals.tolist(), finished.tolist(), strict=True
+        )
+    ]
 
 
-def greedy_one_row(runner: DecoderRunner, start_id: int, eos_id: int, max_length: int) -> Search:
+def greedy_one_row(runner: DecoderRunner, start_id: int, eos_id: int, max_length: int) -> SearchOf[Candidate]:
     """greedy_in_graph for a single input, in plain Python scalars."""
     ids: list[int] = []
     score = 0.0

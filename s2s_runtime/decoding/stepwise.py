@@ -27,8 +27,16 @@ def argmax(processed: np.ndarray, rows: np.ndarray, lengths: np.ndarray) -> np.n
     return processed.argmax(axis=1)
 
 
-def stepwise_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits: list[RowLimits],
-                    processors: Processors, choose: Chooser | None, collect_attention: bool = False) -> Search:
+def stepwise_search(
+    runner: DecoderRunner,
+    *,
+    start_id: int,
+    eos_id: int,
+    limits: list[RowLimits],
+    processors: Processors,
+    choose: Chooser | None,
+    collect_attention: bool = False,
+) -> Search:
     """Decode every row of the runner (one per entry of `limits`), one StepEvent per step; returns one single
     Candidate list per row. `choose` None: the graph chooses (runner.greedy_step; no processors, no attention),
     and the chosen ids chain from step to step inside the runner."""
@@ -40,7 +48,8 @@ def stepwise_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits
     previous = np.full(len(limits), start_id, dtype=np.int64)
     has_prefix = bool(state.prefix_lengths.any())
     constrained = bool(processors)
-    chain, some_done = previous, False
+    chain: np.ndarray | None = previous  # the graph's own ids, chained between greedy steps
+    some_done = False
     while active.size:
         live = np.flatnonzero(~done) if some_done else None
         if choose is None:
@@ -56,10 +65,10 @@ def stepwise_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits
                 raw, live_rows = raw[live], active[live]
                 weights = None if weights is None else weights[live]
             rows = state.take(live_rows) if constrained or has_prefix else None
-            processed = processors(raw, rows) if constrained else raw
+            processed = processors(raw, rows) if constrained and rows is not None else raw
             chosen = choose(processed, live_rows, state.lengths)
             index = np.arange(len(chosen))
-            if has_prefix:  # inside its prefix a row takes the prefix token, scored by the model
+            if has_prefix and rows is not None:  # inside its prefix a row takes the prefix token, scored by the model
                 forced, prefix_token = rows.forced()
                 chosen = np.where(forced, prefix_token, chosen)
                 scores = np.where(forced, raw[index, chosen], processed[index, chosen])
@@ -70,7 +79,7 @@ def stepwise_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits
             for position, row in enumerate(live_rows):
                 attention[row].append(np.array(weights[position]))  # the runner may reuse its buffer
         ended = chosen == eos_id
-        if has_prefix:
+        if has_prefix and rows is not None:
             ended &= rows.lengths >= rows.prefix_lengths
         finished[live_rows[ended]] = True
         growing = live_rows[~ended]
@@ -78,7 +87,7 @@ def stepwise_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits
         state.lengths[growing] += 1
         yield StepEvent(live_rows, chosen, scores, ended)
         stopped = ended | (state.lengths[live_rows] >= state.max_lengths[live_rows])
-        if some_done:
+        if live is not None:  # some rows were done before this step
             done[live[stopped]] = True
             previous = np.full(active.size, eos_id, dtype=np.int64)  # done rows are fed anything; outputs ignored
             previous[live] = chosen
@@ -93,5 +102,14 @@ def stepwise_search(runner: DecoderRunner, *, start_id: int, eos_id: int, limits
             kept = np.flatnonzero(~done)
             runner.select(kept)
             active, previous, done, some_done = active[kept], previous[kept], done[kept], False
-    return [[Candidate(state.ids[row, :state.lengths[row]].tolist(), float(state.scores[row]), bool(finished[row]),
-                       attention[row])] for row in range(len(limits))]
+    return [
+        [
+            Candidate(
+                state.ids[row, : state.lengths[row]].tolist(),
+                float(state.scores[row]),
+                bool(finished[row]),
+                attention[row],
+            )
+        ]
+        for row in range(len(limits))
+    ]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, TypeVar
 
 import numpy as np
 
@@ -22,14 +22,18 @@ from ..config import GenerationOptions, register_strategy
 from .hypotheses import Candidate, RowLimits, StepEvent
 from .processors import Processors
 
-Search = Generator["StepEvent | None", None, "list[list[Candidate]]"]
+# A search yields a StepEvent (or None, when it keeps no per-step record) per decoder step and returns its result:
+# the ranked candidates of each input (Search); helpers that build part of one return other things (SearchOf[...]).
+Returned = TypeVar("Returned")
+SearchOf = Generator[StepEvent | None, None, Returned]
+Search = SearchOf[list[list[Candidate]]]
 
 
 class DecoderRunner(Protocol):
     """The decoder as a search drives it (implementation: s2s_runtime.runner.StepRunner)."""
 
     selects: bool  # whether greedy_step is available (the graph chooses the next token itself)
-    top_k: int     # how many candidates per row top_k_step returns (0: not available)
+    top_k: int  # how many candidates per row top_k_step returns (0: not available)
 
     def step(self, previous_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """previous_ids (rows,) → log-probs (rows, vocab) and attention (rows, source_length) or None."""
@@ -56,8 +60,8 @@ class SearchTask:
     processors: Processors
     collect_attention: bool
     sources: list[list[int]]  # each input's source ids (sampling seeds derive from them)
-    entropy: int = 0          # sampling seed material
-    events: bool = False      # the caller reads every step's tokens (streaming): no path that hides them
+    entropy: int = 0  # sampling seed material
+    events: bool = False  # the caller reads every step's tokens (streaming): no path that hides them
 
 
 class Strategy:

@@ -37,21 +37,32 @@ class Predictor:
         column: the column holding the sources.
         options: generation options fixed for the whole job (a GenerationOptions or a dict of its fields).
         threads: onnxruntime threads; None (default) takes the actor's CPU share.
-        device, limits: as for s2s_runtime.load.
+        device: as for s2s_runtime.load.
+        limits: as for s2s_runtime.load.
 
-    Example:
+    Examples:
         >>> predictor = Predictor("g2p-en", column="word")  # doctest: +SKIP
         >>> predictor({"word": np.array(["hello"])})["text"]  # doctest: +SKIP
         array(['HH AH L OW'], dtype=object)
     """
 
-    def __init__(self, bundle: str, *, column: str = "source", options: GenerationOptions | dict | None = None,
-                 threads: int | None = None, device: str = "cpu", limits: RequestLimits = RequestLimits()):
+    def __init__(
+        self,
+        bundle: str,
+        *,
+        column: str = "source",
+        options: GenerationOptions | dict | None = None,
+        threads: int | None = None,
+        device: str = "cpu",
+        limits: RequestLimits = RequestLimits(),
+    ):
         self.column = column
-        self.options = options if isinstance(options, GenerationOptions) else \
-            GenerationOptions.from_kwargs(dict(options or {}))
-        self.model = load(bundle, device=device, intra_op_threads=threads or threads_for(assigned_cpus()),
-                          limits=limits)
+        self.options = (
+            options if isinstance(options, GenerationOptions) else GenerationOptions.from_kwargs(dict(options or {}))
+        )
+        self.model = load(
+            bundle, device=device, intra_op_threads=threads or threads_for(assigned_cpus()), limits=limits
+        )
         self.plan = self.model.plan(self.options)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -64,8 +75,13 @@ class Predictor:
         columns = {name: [record.get(name) for record in records] for name in names}
         columns["score"] = [np.nan if score is None else score for score in columns["score"]]
         typed = {"score": np.float64, "finished": np.bool_}
-        return {**batch, **{name: np.array(values, dtype=typed[name]) if name in typed else _column(values)
-                            for name, values in columns.items()}}
+        return {
+            **batch,
+            **{
+                name: np.array(values, dtype=typed[name]) if name in typed else _column(values)
+                for name, values in columns.items()
+            },
+        }
 
 
 def _plain(value: Any) -> Any:

@@ -43,7 +43,7 @@ class ReplicaConfig:
         device: "cpu", "cuda", "cuda:N" or "auto".
         threads: onnxruntime intra-op threads; None (default) takes the replica's CPUs.
 
-    Example:
+    Examples:
         >>> ReplicaConfig(threads=2).device
         'cpu'
     """
@@ -77,21 +77,27 @@ class S2SReplica:
             raise RuntimeError("a batcher worker is down")
 
 
-def app(bundle: str, *, replicas: int = 1, num_cpus: float = 1.0, config: ReplicaConfig = ReplicaConfig(),
-        name: str = "s2s") -> Any:
+def app(
+    bundle: str, *, replicas: int = 1, num_cpus: float = 1.0, config: ReplicaConfig = ReplicaConfig(), name: str = "s2s"
+) -> Any:
     """A Serve application (for `serve.run`) serving `bundle` with `replicas` replicas of `num_cpus` CPUs each.
 
-    Example:
+    Examples:
         >>> from ray import serve
         >>> serve.run(app("g2p-en", replicas=2), route_prefix="/")  # doctest: +SKIP
     """
     import_ray()
     from ray import serve
 
-    deployment = serve.deployment(
-        serve.ingress()(S2SReplica), name=name, num_replicas=replicas, ray_actor_options={"num_cpus": num_cpus},
+    deployment: Any = serve.deployment(  # a Deployment (Ray's stubs type this call as a decorator)
+        serve.ingress()(S2SReplica),
+        name=name,
+        num_replicas=replicas,
+        ray_actor_options={"num_cpus": num_cpus},
         max_ongoing_requests=config.batcher.max_queue + config.batcher.max_streams,
-        graceful_shutdown_timeout_s=config.server.shutdown_grace_s + 1, health_check_period_s=5)
+        graceful_shutdown_timeout_s=config.server.shutdown_grace_s + 1,
+        health_check_period_s=5,
+    )
     return deployment.bind(bundle, config)
 
 
@@ -100,21 +106,37 @@ def build_app(args: dict[str, str]) -> Any:
     (values as strings, as `serve run` passes them; `threads` and the BatcherConfig fields max_batch_size,
     max_wait_ms, max_queue, timeout_s and workers are accepted too).
 
-    Example:
+    Examples:
         >>> build_app({"bundle": "g2p-en", "replicas": "2"})  # doctest: +SKIP
     """
-    known = {"bundle", "replicas", "num_cpus", "threads", "max_batch_size", "max_wait_ms", "max_queue", "timeout_s",
-             "workers"}
+    known = {
+        "bundle",
+        "replicas",
+        "num_cpus",
+        "threads",
+        "max_batch_size",
+        "max_wait_ms",
+        "max_queue",
+        "timeout_s",
+        "workers",
+    }
     unknown = sorted(set(args) - known)
     if unknown or "bundle" not in args:
-        raise ValueError(f"build_app: takes bundle=... and optionally {', '.join(sorted(known - {'bundle'}))}"
-                         + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
-    batcher = {key: (float if key in ("max_wait_ms", "timeout_s") else int)(args[key])
-               for key in ("max_batch_size", "max_wait_ms", "max_queue", "timeout_s", "workers") if key in args}
-    config = ReplicaConfig(batcher=BatcherConfig(**batcher),
-                           threads=int(args["threads"]) if "threads" in args else None)
-    return app(args["bundle"], replicas=int(args.get("replicas", 1)), num_cpus=float(args.get("num_cpus", 1)),
-               config=config)
+        raise ValueError(
+            f"build_app: takes bundle=... and optionally {', '.join(sorted(known - {'bundle'}))}"
+            + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+        )
+    batcher: dict[str, Any] = {
+        key: (float if key in ("max_wait_ms", "timeout_s") else int)(args[key])
+        for key in ("max_batch_size", "max_wait_ms", "max_queue", "timeout_s", "workers")
+        if key in args
+    }
+    config = ReplicaConfig(
+        batcher=BatcherConfig(**batcher), threads=int(args["threads"]) if "threads" in args else None
+    )
+    return app(
+        args["bundle"], replicas=int(args.get("replicas", 1)), num_cpus=float(args.get("num_cpus", 1)), config=config
+    )
 
 
 def start_ray(address: str | None, *, haproxy: bool) -> Any:
@@ -124,13 +146,27 @@ def start_ray(address: str | None, *, haproxy: bool) -> Any:
     if haproxy:  # read by Serve's processes when they start: set before Ray starts them
         os.environ.update(HAPROXY_INGRESS)
     local = {"_node_ip_address": "127.0.0.1"} if address is None else {}
-    ray.init(address=address or "local", include_dashboard=False, logging_level="WARNING",
-             runtime_env={"env_vars": dict(HAPROXY_INGRESS)} if haproxy else None, **local)
+    ray.init(
+        address=address or "local",
+        include_dashboard=False,
+        logging_level="WARNING",
+        runtime_env={"env_vars": dict(HAPROXY_INGRESS)} if haproxy else None,
+        **local,
+    )
     return ray
 
 
-def run(bundle: str, *, address: str | None, replicas: int, num_cpus: float, host: str, port: int,
-        config: ReplicaConfig, haproxy: bool = True) -> None:
+def run(
+    bundle: str,
+    *,
+    address: str | None,
+    replicas: int,
+    num_cpus: float,
+    host: str,
+    port: int,
+    config: ReplicaConfig,
+    haproxy: bool = True,
+) -> None:
     """`s2s serve --ray`: start (address None) or join a Ray cluster, run the application until SIGTERM or SIGINT,
     then shut Serve down (each replica drains its batcher within the shutdown grace period)."""
     ray = start_ray(address, haproxy=haproxy)

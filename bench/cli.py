@@ -14,10 +14,13 @@ from . import report
 
 
 def add_bench_parser(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("bench", help="latency/throughput against PyTorch eager and a hand-written loop",
-                                 description="Benchmark a bundle on the CPU. With --checkpoint (needs the export "
-                                             "extra) it also exports the plain and int8 variants and runs PyTorch "
-                                             "eager and a hand-written onnxruntime loop on the same weights.")
+    parser = commands.add_parser(
+        "bench",
+        help="latency/throughput against PyTorch eager and a hand-written loop",
+        description="Benchmark a bundle on the CPU. With --checkpoint (needs the export "
+        "extra) it also exports the plain and int8 variants and runs PyTorch "
+        "eager and a hand-written onnxruntime loop on the same weights.",
+    )
     parser.add_argument("bundle", help="bundle directory")
     parser.add_argument("--checkpoint", type=Path, help="the checkpoint the bundle was exported from")
     parser.add_argument("--inputs", type=Path, help="one source per line (default: cmudict dev words)")
@@ -36,6 +39,7 @@ def load_inputs(path: Path | None, bundle: Bundle) -> tuple[list[str], str]:
         return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()], str(path)
     try:
         from s2s_export.data import cmudict_pairs
+
         words = sorted({p.source for p in cmudict_pairs("dev")})
         random.Random(0).shuffle(words)
         return words, "cmudict dev words"
@@ -60,10 +64,12 @@ def run_bench(args: argparse.Namespace) -> int:
             from s2s_export.checkpoint import load_checkpoint
 
             checkpoint = load_checkpoint(args.checkpoint)
-            plain = export_bundle(checkpoint, Path(tmp) / "plain", validation_sources=sources[:64],
-                                  options=ExportOptions(plain=True))
-            int8 = export_bundle(checkpoint, Path(tmp) / "int8", validation_sources=sources[:64],
-                                 options=ExportOptions(precision="int8"))
+            plain = export_bundle(
+                checkpoint, Path(tmp) / "plain", validation_sources=sources[:64], options=ExportOptions(plain=True)
+            )
+            int8 = export_bundle(
+                checkpoint, Path(tmp) / "int8", validation_sources=sources[:64], options=ExportOptions(precision="int8")
+            )
             contenders += [TorchEager(checkpoint, args.threads), HandWrittenLoop(plain, args.threads, args.beam_size)]
         contenders.append(RuntimeContender(report.RUNTIME, Path(args.bundle), args.threads, args.beam_size))
         if args.checkpoint is not None:
@@ -73,11 +79,20 @@ def run_bench(args: argparse.Namespace) -> int:
         measurements = []
         runtime = next(c for c in contenders if c.name == report.RUNTIME)
         alone = graphs_alone(runtime.model, sources, max(args.batch_sizes), matmul)
-        with tqdm(total=len(plan) * args.repeats, desc="bench", file=sys.stderr) as progress:
+        with tqdm(total=len(plan) * args.repeats, desc="bench", file=sys.stderr, disable=None) as progress:  # TTY only
             for contender, strategy, batch in plan:
                 progress.set_postfix_str(f"{contender.name} {strategy} b={batch}")
-                measurements.append(measure(contender, sources, strategy, batch, repeats=args.repeats,
-                                            min_sequences=args.min_sequences, progress=progress).to_dict())
+                measurements.append(
+                    measure(
+                        contender,
+                        sources,
+                        strategy,
+                        batch,
+                        repeats=args.repeats,
+                        min_sequences=args.min_sequences,
+                        progress=progress,
+                    ).to_dict()
+                )
     source_length = sum(len(bundle.source.vocab.split(s)) for s in sources[:1000]) / min(len(sources), 1000)
     step_flops = decoder_flops_per_token(bundle.manifest.config, source_length)
     encoder_flops = encoder_flops_per_source_token(bundle.manifest.config) * source_length
@@ -85,10 +100,19 @@ def run_bench(args: argparse.Namespace) -> int:
         beams = args.beam_size if m["strategy"] == "beam" else 1
         m["graph_gflops"] = (m["sequences_per_s"] * encoder_flops + m["tokens_per_s"] * beams * step_flops) / 1e9
         m["matmul_fraction"] = m["graph_gflops"] / matmul
-    result = {"bundle": str(args.bundle), "threads": args.threads, "repeats": args.repeats, "inputs": described,
-              "machine": {"matmul_gflops": matmul}, "decoder_flops_per_token": step_flops,
-              "encoder_flops_per_sequence": encoder_flops, "source_tokens_per_sequence": source_length,
-              "measurements": measurements, "ratios": report.ratios(measurements), "graphs_alone": alone}
+    result = {
+        "bundle": str(args.bundle),
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "inputs": described,
+        "machine": {"matmul_gflops": matmul},
+        "decoder_flops_per_token": step_flops,
+        "encoder_flops_per_sequence": encoder_flops,
+        "source_tokens_per_sequence": source_length,
+        "measurements": measurements,
+        "ratios": report.ratios(measurements),
+        "graphs_alone": alone,
+    }
     for path in report.write(result, args.out):
         print(f"wrote {path}", file=sys.stderr)
     print(report.markdown(result))

@@ -40,17 +40,18 @@ DECODER_FILE = "decoder_step.onnx"
 class ExportOptions:
     """Settings of an export.
 
-    Example:
+    Examples:
         >>> ExportOptions(max_source_length=256).validation_size
         64
     """
 
     max_source_length: int = 1024  # longer inputs are refused by the runtime (no limit is baked into the weights)
-    validation_size: int = 64      # sources used by the parity check
-    plain: bool = False            # ONNX GRU/LSTM ops (+ Gemm in the step) instead of the optimized graphs
-    precision: str = "float32"     # "int8" (dynamic quantization) or "float16" (for CUDA)
+    validation_size: int = 64  # sources used by the parity check
+    plain: bool = False  # ONNX GRU/LSTM ops (+ Gemm in the step) instead of the optimized graphs
+    precision: str = "float32"  # "int8" (dynamic quantization) or "float16" (for CUDA)
     overwrite: bool = False
     seed: int = 0
+    progress: bool = False  # a parity progress bar on a terminal
 
     def __post_init__(self) -> None:
         if self.max_source_length < 1 or self.validation_size < 1:
@@ -59,15 +60,21 @@ class ExportOptions:
             raise ValueError(f"precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
 
 
-def export_bundle(checkpoint: str | Path | Checkpoint, out_dir: str | Path, *,
-                  validation_sources: Sequence[str] | None = None, options: ExportOptions = ExportOptions()) -> Path:
+def export_bundle(
+    checkpoint: str | Path | Checkpoint,
+    out_dir: str | Path,
+    *,
+    validation_sources: Sequence[str] | None = None,
+    options: ExportOptions = ExportOptions(),
+) -> Path:
     """Write a bundle (encoder.onnx, decoder_step.onnx, vocabularies, manifest.json) after proving parity with PyTorch.
 
     `validation_sources` (raw source texts, e.g. the dev set) feed the parity check; without them, random sequences of
     source symbols are used. On a parity failure ParityError is raised and nothing is left at `out_dir`.
 
-    Example:
-        >>> export_bundle("runs/reverse/checkpoint", "bundles/reverse", validation_sources=["abc", "hello"])  # doctest: +SKIP
+    Examples:
+        >>> export_bundle("runs/reverse/checkpoint", "bundles/reverse",
+        ...               validation_sources=["abc", "hello"])  # doctest: +SKIP
         PosixPath('bundles/reverse')
     """
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
@@ -79,7 +86,7 @@ def export_bundle(checkpoint: str | Path | Checkpoint, out_dir: str | Path, *,
     encoder = build_encoder(ckpt.model, plain=options.plain, lstm_scan=options.precision == "int8")
     decoder = build_decoder_step(ckpt.model, plain=options.plain)
     validation = _validation_ids(ckpt, validation_sources, options)
-    report = check_parity(ckpt, encoder, decoder, validation)
+    report = check_parity(ckpt, encoder, decoder, validation, progress=options.progress)
     require_parity(report)
     manifest = build_manifest(ckpt, encoder, decoder, report.to_dict(), options)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -90,9 +97,14 @@ def export_bundle(checkpoint: str | Path | Checkpoint, out_dir: str | Path, *,
             # The parity above proved the fp32 graphs; the reduced-precision graphs are measured against them.
             reduced = dataclasses.replace(manifest, precision=options.precision)
             if options.precision == "int8":
-                graphs = quantize_int8(encoder, decoder, validation, pad_id=ckpt.source_vocab.id_of("pad"),
-                                       start_id=start_id(ckpt.config, ckpt.target_vocab),
-                                       eos_id=ckpt.target_vocab.id_of("eos"))
+                graphs = quantize_int8(
+                    encoder,
+                    decoder,
+                    validation,
+                    pad_id=ckpt.source_vocab.id_of("pad"),
+                    start_id=start_id(ckpt.config, ckpt.target_vocab),
+                    eos_id=ckpt.target_vocab.id_of("eos"),
+                )
             else:
                 graphs = convert_fp16(encoder.model), convert_fp16(decoder.model)
             staging.append(_write(out_dir, ckpt, *graphs, reduced))
@@ -108,8 +120,9 @@ def export_bundle(checkpoint: str | Path | Checkpoint, out_dir: str | Path, *,
     return out_dir
 
 
-def _write(out_dir: Path, ckpt: Checkpoint, encoder: onnx.ModelProto, decoder: onnx.ModelProto,
-           manifest: Manifest) -> Path:
+def _write(
+    out_dir: Path, ckpt: Checkpoint, encoder: onnx.ModelProto, decoder: onnx.ModelProto, manifest: Manifest
+) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
     onnx.save(encoder, str(staging / ENCODER_FILE))
@@ -140,9 +153,11 @@ def _validation_ids(ckpt: Checkpoint, sources: Sequence[str] | None, options: Ex
     return [[rng.choice(symbols) for _ in range(rng.randint(1, 12))] + eos for _ in range(options.validation_size)]
 
 
-def build_manifest(ckpt: Checkpoint, encoder: ExportedGraph, decoder: ExportedGraph, parity: dict,
-                   options: ExportOptions) -> Manifest:
+def build_manifest(
+    ckpt: Checkpoint, encoder: ExportedGraph, decoder: ExportedGraph, parity: dict, options: ExportOptions
+) -> Manifest:
     """The manifest of an export (its `files` are filled in when it is written)."""
+
     def graph(file: str, exported: ExportedGraph) -> GraphSchema:
         return GraphSchema(file, {io.role: io for io in exported.inputs}, {io.role: io for io in exported.outputs})
 
@@ -150,13 +165,23 @@ def build_manifest(ckpt: Checkpoint, encoder: ExportedGraph, decoder: ExportedGr
         config=ckpt.config.to_dict(),
         source=SideSchema(SOURCE_VOCAB_FILE, ckpt.source_vocab.special_ids),
         target=SideSchema(TARGET_VOCAB_FILE, ckpt.target_vocab.special_ids),
-        start_id=start_id(ckpt.config, ckpt.target_vocab), eos_id=ckpt.target_vocab.id_of("eos"),
+        start_id=start_id(ckpt.config, ckpt.target_vocab),
+        eos_id=ckpt.target_vocab.id_of("eos"),
         memory_bias_padding=MASK_VALUE if ckpt.config.attention != "none" else None,
-        max_source_length=options.max_source_length, limits_ratio=DEFAULT_TARGET_LENGTH_RATIO,
+        max_source_length=options.max_source_length,
+        limits_ratio=DEFAULT_TARGET_LENGTH_RATIO,
         limits_offset=DEFAULT_TARGET_LENGTH_OFFSET,
         graphs={"encoder": graph(ENCODER_FILE, encoder), "decoder_step": graph(DECODER_FILE, decoder)},
-        opset=OPSET, graph_variant="plain" if options.plain else "optimized", precision="float32", files={},
+        opset=OPSET,
+        graph_variant="plain" if options.plain else "optimized",
+        precision="float32",
+        files={},
         parameters=sum(p.numel() for p in ckpt.model.parameters()),  # shared (tied) weights counted once
-        producer={"name": "s2s_export", "torch": torch.__version__, "onnx": onnx.__version__,
-                  "onnxruntime": onnxruntime.__version__},
-        parity=parity)
+        producer={
+            "name": "s2s_export",
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__,
+        },
+        parity=parity,
+    )

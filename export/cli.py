@@ -11,10 +11,13 @@ from pathlib import Path
 
 from .config import Seq2SeqConfig, TrainConfig
 
-EXPORT_EXTRA_HINT = ("this command needs the export extra: pip install 's2s-runtime[export]' "
-                     "(on CPU-only machines first: pip install torch==2.13.0, the CPU wheel)")
-MODEL_FLAG_FIELDS = [f for f in dataclasses.fields(Seq2SeqConfig) if f.name not in ("source_vocab_size",
-                                                                                      "target_vocab_size")]
+EXPORT_EXTRA_HINT = (
+    "this command needs the export extra: pip install 's2s-runtime[export]' "
+    "(on CPU-only machines first: pip install torch==2.13.0, the CPU wheel)"
+)
+MODEL_FLAG_FIELDS = [
+    f for f in dataclasses.fields(Seq2SeqConfig) if f.name not in ("source_vocab_size", "target_vocab_size")
+]
 
 
 def require_torch() -> None:
@@ -26,12 +29,14 @@ def require_torch() -> None:
 
 
 def add_train_parser(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("train", help="train a model on a built-in task or TSV/JSONL files",
-                                 description="Train a recurrent encoder-decoder; writes OUT/checkpoint (best by dev "
-                                             "exact match), OUT/train_state.pt (for --resume) and OUT/metrics.json.")
+    parser = commands.add_parser(
+        "train",
+        help="train a model on a built-in task or TSV/JSONL files",
+        description="Train a recurrent encoder-decoder; writes OUT/checkpoint (best by dev "
+        "exact match), OUT/train_state.pt (for --resume) and OUT/metrics.json.",
+    )
     data = parser.add_argument_group("data")
-    data.add_argument("--preset", help="a named recipe (task, model and training settings; flags override): "
-                                       "reverse")
+    data.add_argument("--preset", help="a named recipe (task, model and training settings; flags override): reverse")
     data.add_argument("--task", help="built-in task: reverse, sort, add, dates, cmudict")
     data.add_argument("--train", type=Path, help="training pairs (.tsv: source<TAB>target, or .jsonl)")
     data.add_argument("--dev", type=Path, help="dev pairs for early stopping (required with --train)")
@@ -44,45 +49,64 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
         if field.type == "bool":
             model.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
         else:
-            model.add_argument(flag, type={"int": int, "float": float, "str": str}[field.type], default=None,
-                               help=f"default {field.default}")
+            model.add_argument(
+                flag,
+                type={"int": int, "float": float, "str": str}[field.type],
+                default=None,
+                help=f"default {field.default}",
+            )
     optimisation = parser.add_argument_group("training (TrainConfig fields)")
     for field in dataclasses.fields(TrainConfig):
         if field.name == "progress":
             continue
-        optimisation.add_argument("--" + field.name.replace("_", "-"), dest="train_" + field.name,
-                                  type={"int": int, "float": float, "str": str}[field.type], default=None,
-                                  help=f"default {field.default}")
+        optimisation.add_argument(
+            "--" + field.name.replace("_", "-"),
+            dest="train_" + field.name,
+            type={"int": int, "float": float, "str": str}[field.type],
+            default=None,
+            help=f"default {field.default}",
+        )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run_train)
 
 
 def add_export_parser(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("export", help="export a checkpoint to a bundle (parity-checked)",
-                                 description="Write encoder.onnx, decoder_step.onnx, vocabularies and manifest.json, "
-                                             "after checking them against PyTorch.")
+    parser = commands.add_parser(
+        "export",
+        help="export a checkpoint to a bundle (parity-checked)",
+        description="Write encoder.onnx, decoder_step.onnx, vocabularies and manifest.json, "
+        "after checking them against PyTorch.",
+    )
     parser.add_argument("checkpoint", type=Path, help="checkpoint directory (e.g. OUT/checkpoint of s2s train)")
     parser.add_argument("--out", type=Path, required=True, help="bundle directory to write")
     parser.add_argument("--validation", type=Path, help="TSV/JSONL whose sources feed the parity check")
     parser.add_argument("--task", help="built-in task whose dev sources feed the parity check")
     parser.add_argument("--max-source-length", type=int, default=1024)
-    parser.add_argument("--plain", action="store_true",
-                        help="straightforward graphs (ONNX GRU/LSTM ops, Gemm) instead of the optimized ones")
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="straightforward graphs (ONNX GRU/LSTM ops, Gemm) instead of the optimized ones",
+    )
     precision = parser.add_mutually_exclusive_group()
-    precision.add_argument("--quantize", choices=["int8"],
-                           help="int8 weights and calibrated static activation scales (CPU)")
+    precision.add_argument(
+        "--quantize", choices=["int8"], help="int8 weights and calibrated static activation scales (CPU)"
+    )
     precision.add_argument("--fp16", action="store_true", help="fp16 weights and arithmetic (CUDA)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run_export)
 
 
 def add_eval_parser(commands: argparse._SubParsersAction) -> None:
     from s2s_runtime.cli import add_batching_flags, add_generation_flags
 
-    parser = commands.add_parser("eval", help="accuracy of a bundle through the runtime (WER, PER/CER)",
-                                 description="Decode a task split or a TSV/JSONL file with the runtime and report "
-                                             "exact match (WER = 1 - exact match), token accuracy and token error "
-                                             "rate (PER for phonemes, CER for characters).")
+    parser = commands.add_parser(
+        "eval",
+        help="accuracy of a bundle through the runtime (WER, PER/CER)",
+        description="Decode a task split or a TSV/JSONL file with the runtime and report "
+        "exact match (WER = 1 - exact match), token accuracy and token error "
+        "rate (PER for phonemes, CER for characters).",
+    )
     parser.add_argument("bundle", help="bundle directory or built-in name")
     parser.add_argument("--task", help="built-in task (e.g. cmudict)")
     parser.add_argument("--split", default="test", choices=["train", "dev", "test"])
@@ -114,17 +138,29 @@ def run_eval(args: argparse.Namespace) -> int:
     except DataError as error:
         raise SystemExit(f"s2s eval: {error}") from None
     if args.limit:
-        keep = set(list(dict.fromkeys(p.source for p in pairs))[:args.limit])
+        keep = set(list(dict.fromkeys(p.source for p in pairs))[: args.limit])
         pairs = [p for p in pairs if p.source in keep]
     model = s2s_runtime.load(args.bundle, device=args.device, intra_op_threads=args.threads)
-    evaluation = evaluate_bundle(model, pairs, options=generation_options(args), batching=batching_options(args),
-                                 progress=not args.quiet)
+    evaluation = evaluate_bundle(
+        model, pairs, options=generation_options(args), batching=batching_options(args), progress=not args.quiet
+    )
     if args.errors:
         write_errors(evaluation.errors, args.errors)
     metrics = evaluation.metrics
-    print(json.dumps({"bundle": str(args.bundle), "data": str(args.data or f"{args.task}/{args.split}"),
-                      "sources": metrics.count, "wer": metrics.wer, "exact_match": metrics.exact_match,
-                      "token_accuracy": metrics.token_accuracy, "error_rate": metrics.error_rate}, indent=1))
+    print(
+        json.dumps(
+            {
+                "bundle": str(args.bundle),
+                "data": str(args.data or f"{args.task}/{args.split}"),
+                "sources": metrics.count,
+                "wer": metrics.wer,
+                "exact_match": metrics.exact_match,
+                "token_accuracy": metrics.token_accuracy,
+                "error_rate": metrics.error_rate,
+            },
+            indent=1,
+        )
+    )
     return 0
 
 
@@ -136,8 +172,11 @@ def run_train(args: argparse.Namespace) -> int:
     from .train import train
 
     model_options = {f.name: getattr(args, f.name) for f in MODEL_FLAG_FIELDS if getattr(args, f.name) is not None}
-    train_options = {f.name: getattr(args, "train_" + f.name) for f in dataclasses.fields(TrainConfig)
-                     if f.name != "progress" and getattr(args, "train_" + f.name) is not None}
+    train_options = {
+        f.name: getattr(args, "train_" + f.name)
+        for f in dataclasses.fields(TrainConfig)
+        if f.name != "progress" and getattr(args, "train_" + f.name) is not None
+    }
     try:
         task, size = args.task, args.size
         if args.preset:
@@ -156,12 +195,22 @@ def run_train(args: argparse.Namespace) -> int:
         else:
             raise SystemExit("s2s train: give --preset, --task, or both --train and --dev")
         config = TrainConfig(progress=not args.quiet, **train_options)
-        result = train(train_pairs, dev_pairs, args.out, model_options=model_options, train_config=config,
-                       resume=args.resume)
+        result = train(
+            train_pairs, dev_pairs, args.out, model_options=model_options, train_config=config, resume=args.resume
+        )
     except (ConfigError, DataError, ValueError) as error:
         raise SystemExit(f"s2s train: {error}") from None
-    print(json.dumps({"checkpoint": str(result.checkpoint_dir), "epochs": result.epochs_run,
-                      "seconds": round(result.seconds, 1), "dev": result.dev.to_dict()}, indent=1))
+    print(
+        json.dumps(
+            {
+                "checkpoint": str(result.checkpoint_dir),
+                "epochs": result.epochs_run,
+                "seconds": round(result.seconds, 1),
+                "dev": result.dev.to_dict(),
+            },
+            indent=1,
+        )
+    )
     return 0
 
 
@@ -179,16 +228,26 @@ def run_export(args: argparse.Namespace) -> int:
             sources = [p.source for p in read_pairs(args.validation)]
         elif args.task:
             sources = [p.source for p in task_pairs(args.task, "dev")]
-        out = export_bundle(args.checkpoint, args.out, validation_sources=sources,
-                            options=ExportOptions(max_source_length=args.max_source_length, overwrite=args.overwrite,
-                                                  plain=args.plain,
-                                                  precision="int8" if args.quantize else
-                                                  "float16" if args.fp16 else "float32"))
+        out = export_bundle(
+            args.checkpoint,
+            args.out,
+            validation_sources=sources,
+            options=ExportOptions(
+                max_source_length=args.max_source_length,
+                overwrite=args.overwrite,
+                plain=args.plain,
+                precision="int8" if args.quantize else "float16" if args.fp16 else "float32",
+                progress=not args.quiet,
+            ),
+        )
     except (CheckpointError, ConfigError, DataError, ParityError, FileExistsError, ValueError) as error:
         raise SystemExit(f"s2s export: {error}") from None
     manifest = json.loads((out / "manifest.json").read_text())
-    print(f"wrote {out} (parity max |Δ| {manifest['parity']['max_abs_diff']:.2e} over "
-          f"{manifest['parity']['checks']} checks)", file=sys.stderr)
+    print(
+        f"wrote {out} (parity max |Δ| {manifest['parity']['max_abs_diff']:.2e} over "
+        f"{manifest['parity']['checks']} checks)",
+        file=sys.stderr,
+    )
     if "quality" in manifest:
         print(f"{manifest['precision']} against float32: {json.dumps(manifest['quality'])}", file=sys.stderr)
     return 0

@@ -18,13 +18,19 @@ class Evaluation:
     errors: list[tuple[str, str, list[str]]]  # (source, prediction, references) for every wrong prediction
 
 
-def evaluate_bundle(model: Seq2SeqModel, pairs: Sequence[Pair], *, options: GenerationOptions | None = None,
-                    batching: BatchingOptions | None = None, chunk_size: int = 256, progress: bool = True
-                    ) -> Evaluation:
+def evaluate_bundle(
+    model: Seq2SeqModel,
+    pairs: Sequence[Pair],
+    *,
+    options: GenerationOptions | None = None,
+    batching: BatchingOptions | None = None,
+    chunk_size: int = 256,
+    progress: bool = True,
+) -> Evaluation:
     """Decode every distinct source with the runtime and score it against all its references (a prediction is
     correct if it matches any of them; edit distance is taken to the closest).
 
-    Example:
+    Examples:
         >>> evaluate_bundle(s2s_runtime.load("g2p-en"), cmudict_pairs("test")).metrics.wer  # doctest: +SKIP
     """
     from tqdm import tqdm
@@ -33,14 +39,18 @@ def evaluate_bundle(model: Seq2SeqModel, pairs: Sequence[Pair], *, options: Gene
     references = group_references(pairs, vocab.split)
     sources = list(references)
     predictions: dict[str, list[str]] = {}
-    with tqdm(total=len(sources), desc="eval", unit="input", disable=not progress) as bar:
+    bar_off = None if progress else True  # tqdm: None shows the bar only on a terminal
+    with tqdm(total=len(sources), desc="eval", unit="input", disable=bar_off) as bar:
         for start in range(0, len(sources), chunk_size):
-            chunk = sources[start:start + chunk_size]
+            chunk = sources[start : start + chunk_size]
             for source, result in zip(chunk, model.generate(chunk, options=options, batching=batching), strict=True):
                 predictions[source] = result.tokens
             bar.update(len(chunk))
-    errors = [(s, vocab.join(predictions[s]), [vocab.join(r) for r in references[s]]) for s in sources
-              if not any(predictions[s] == r for r in references[s])]
+    errors = [
+        (s, vocab.join(predictions[s]), [vocab.join(r) for r in references[s]])
+        for s in sources
+        if not any(predictions[s] == r for r in references[s])
+    ]
     return Evaluation(score_predictions(predictions, references), errors)
 
 

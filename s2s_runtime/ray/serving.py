@@ -10,7 +10,7 @@ Serve calls `check_health` periodically, and replaces a replica whose batcher lo
 Throughput: Serve's default HTTP proxy is a Python hop that tops out at about 80–100 requests/s on a 2-core machine
 even with a model that does nothing (ray#42565). `run(..., haproxy=True)` (the default of `s2s serve --ray`) sets
 RAY_SERVE_THROUGHPUT_OPTIMIZED and RAY_SERVE_ENABLE_HA_PROXY: each replica serves HTTP itself and HAProxy balances
-the serving port among them (measured figures of both in the README).
+the serving port among them (measured figures of both in docs/guides/scale-out.md).
 """
 
 from __future__ import annotations

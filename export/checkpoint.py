@@ -68,7 +68,8 @@ def save_checkpoint(checkpoint: Checkpoint, directory: str | Path) -> Path:
 
 
 def expected_tensors(cfg: Seq2SeqConfig) -> dict[str, tuple[int, ...]]:
-    """Parameter names and shapes a checkpoint for this config holds (docs/reference/checkpoint-format.md lists them per option)."""
+    """Parameter names and shapes a checkpoint for this config holds (listed per option in
+    docs/reference/checkpoint-format.md)."""
     names = {k: tuple(v.shape) for k, v in Seq2Seq(cfg).state_dict().items()}
     if cfg.tie_target_embedding:
         del names[TIED_KEY]

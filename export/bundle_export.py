@@ -19,6 +19,8 @@ from s2s_runtime.bundle import MANIFEST_FILE, sha256_of
 from s2s_runtime.schema import (
     DEFAULT_TARGET_LENGTH_OFFSET,
     DEFAULT_TARGET_LENGTH_RATIO,
+    MAX_TARGET_LENGTH_OFFSET,
+    MAX_TARGET_LENGTH_RATIO,
     GraphSchema,
     Manifest,
     SideSchema,
@@ -46,16 +48,33 @@ class ExportOptions:
     """
 
     max_source_length: int = 1024  # longer inputs are refused by the runtime (no limit is baked into the weights)
+    # The bundle's default output-length rule, ceil(ratio × source length + offset) tokens (ratio 0: a fixed length),
+    # so a model converted from another tool can carry that tool's own rule.
+    target_length_ratio: float = DEFAULT_TARGET_LENGTH_RATIO
+    target_length_offset: int = DEFAULT_TARGET_LENGTH_OFFSET
     validation_size: int = 64  # sources used by the parity check
     plain: bool = False  # ONNX GRU/LSTM ops (+ Gemm in the step) instead of the optimized graphs
     precision: str = "float32"  # "int8" (dynamic quantization) or "float16" (for CUDA)
     overwrite: bool = False
     seed: int = 0
     progress: bool = False  # a parity progress bar on a terminal
+    # |Δ|/max(1, |value|) the parity check always allows against float64 PyTorch (None: parity.TOLERANCE); a value
+    # set here is recorded in the manifest as set by the user.
+    parity_tolerance: float | None = None
 
     def __post_init__(self) -> None:
         if self.max_source_length < 1 or self.validation_size < 1:
             raise ValueError("max_source_length and validation_size must be ≥ 1")
+        if not 0 <= self.target_length_ratio <= MAX_TARGET_LENGTH_RATIO:
+            raise ValueError(
+                f"target_length_ratio: must be in [0, {MAX_TARGET_LENGTH_RATIO:g}], got {self.target_length_ratio}"
+            )
+        if not 1 <= self.target_length_offset <= MAX_TARGET_LENGTH_OFFSET:
+            raise ValueError(
+                f"target_length_offset: must be in [1, {MAX_TARGET_LENGTH_OFFSET}], got {self.target_length_offset}"
+            )
+        if self.parity_tolerance is not None and not 0 < self.parity_tolerance < 1:
+            raise ValueError(f"parity_tolerance: must be in (0, 1), got {self.parity_tolerance}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
 
@@ -86,7 +105,9 @@ def export_bundle(
     encoder = build_encoder(ckpt.model, plain=options.plain, lstm_scan=options.precision == "int8")
     decoder = build_decoder_step(ckpt.model, plain=options.plain)
     validation = _validation_ids(ckpt, validation_sources, options)
-    report = check_parity(ckpt, encoder, decoder, validation, progress=options.progress)
+    report = check_parity(
+        ckpt, encoder, decoder, validation, tolerance=options.parity_tolerance, progress=options.progress
+    )
     require_parity(report)
     manifest = build_manifest(ckpt, encoder, decoder, report.to_dict(), options)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -169,8 +190,8 @@ def build_manifest(
         eos_id=ckpt.target_vocab.id_of("eos"),
         memory_bias_padding=MASK_VALUE if ckpt.config.attention != "none" else None,
         max_source_length=options.max_source_length,
-        limits_ratio=DEFAULT_TARGET_LENGTH_RATIO,
-        limits_offset=DEFAULT_TARGET_LENGTH_OFFSET,
+        limits_ratio=options.target_length_ratio,
+        limits_offset=options.target_length_offset,
         graphs={"encoder": graph(ENCODER_FILE, encoder), "decoder_step": graph(DECODER_FILE, decoder)},
         opset=OPSET,
         graph_variant="plain" if options.plain else "optimized",

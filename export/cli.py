@@ -70,6 +70,24 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run_train)
 
 
+def target_length_rule(text: str) -> tuple[float, int]:
+    """`--max-target-length`: "N" (a fixed N tokens: ratio 0, offset N) or "RATIO,OFFSET".
+
+    Examples:
+        >>> target_length_rule("20"), target_length_rule("1.5,4")
+        ((0.0, 20), (1.5, 4))
+    """
+    try:
+        ratio, offset = text.split(",") if "," in text else ("0", text)
+        return float(ratio), int(offset)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither N nor RATIO,OFFSET (e.g. 20, or 2,10)") from None
+
+
+def target_length_options(rule: tuple[float, int] | None) -> dict:
+    return {} if rule is None else {"target_length_ratio": rule[0], "target_length_offset": rule[1]}
+
+
 def add_export_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "export",
@@ -83,6 +101,13 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--task", help="built-in task whose dev sources feed the parity check")
     parser.add_argument("--max-source-length", type=int, default=1024)
     parser.add_argument(
+        "--max-target-length",
+        type=target_length_rule,
+        metavar="N | RATIO,OFFSET",
+        help="the bundle's default output-length rule: at most N tokens, or ceil(RATIO × source length + OFFSET) "
+        "(default 2,10)",
+    )
+    parser.add_argument(
         "--plain",
         action="store_true",
         help="straightforward graphs (ONNX GRU/LSTM ops, Gemm) instead of the optimized ones",
@@ -92,6 +117,11 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:
         "--quantize", choices=["int8"], help="int8 weights and calibrated static activation scales (CPU)"
     )
     precision.add_argument("--fp16", action="store_true", help="fp16 weights and arithmetic (CUDA)")
+    parser.add_argument(
+        "--parity-tolerance",
+        type=float,
+        help="|Δ|/max(1, |value|) always allowed against float64 PyTorch (default 1e-4; recorded in the manifest)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run_export)
@@ -234,10 +264,12 @@ def run_export(args: argparse.Namespace) -> int:
             validation_sources=sources,
             options=ExportOptions(
                 max_source_length=args.max_source_length,
+                **target_length_options(args.max_target_length),
                 overwrite=args.overwrite,
                 plain=args.plain,
                 precision="int8" if args.quantize else "float16" if args.fp16 else "float32",
                 progress=not args.quiet,
+                parity_tolerance=args.parity_tolerance,
             ),
         )
     except (CheckpointError, ConfigError, DataError, ParityError, FileExistsError, ValueError) as error:

@@ -8,8 +8,9 @@ from conftest import EXTRA_OPTIONS, GRID, SOURCE_VOCAB, grid_id, random_checkpoi
 from onnx import numpy_helper
 
 import s2s_export.bundle_export as bundle_export
+from s2s_export.checkpoint import save_checkpoint
 from s2s_export.onnx_graphs import build_decoder_step, build_encoder
-from s2s_export.parity import ParityError, check_parity, session
+from s2s_export.parity import TOLERANCE, ParityError, ParityReport, check_parity, compare, session
 from s2s_runtime import roles
 from s2s_runtime.bundle import sha256_of
 
@@ -140,6 +141,46 @@ def test_a_wrong_graph_fails_the_report(monkeypatch):
     assert any("log_probs" in failure for failure in report.failures)
 
 
+def test_the_gate_allows_float32_rounding_and_nothing_more():
+    """Judged against float64: graphs as far from it as float32 PyTorch's own rounding (here 3e-4, three times the
+    base tolerance, which comparing one float32 result with the other would fail) pass; an error beyond a small
+    multiple of that rounding fails."""
+    rng = np.random.default_rng(0)
+    exact = rng.normal(size=(4, 16))  # (B, vocab), float64
+    float32 = exact + rng.choice([-3e-4, 3e-4], size=exact.shape)
+    rounded_otherwise = exact - (float32 - exact)  # as far from float64 as float32 PyTorch, the other way
+    report = ParityReport(TOLERANCE)
+    compare(report, "decoder_step", "log_probs", exact, float32, rounded_otherwise, shape="s", batch=4, source_length=3)
+    assert report.failures == [] and report.torch_float32_max_scaled_diff > TOLERANCE
+    wrong = exact + 0.05 * (np.arange(16) == 3)  # one logit off: a wrong bias
+    compare(report, "decoder_step", "log_probs", exact, float32, wrong, shape="s", batch=4, source_length=3)
+    assert len(report.failures) == 1 and "differs from float64 PyTorch" in report.failures[0]
+
+
+def test_a_wrong_gate_order_fails(cell="gru"):
+    """Graphs built from weights whose first two gates are swapped (r and z of a GRU) fail against the real model."""
+    checkpoint = random_checkpoint(6, hidden_size=16, cell=cell)
+    swapped = random_checkpoint(6, hidden_size=16, cell=cell)
+    with torch.no_grad():
+        weight = swapped.model.decoder.rnn.weight_hh_l0  # (3H, H): r, z, n
+        weight.copy_(torch.cat([weight[16:32], weight[:16], weight[32:]]))
+    report = check_parity(checkpoint, build_encoder(swapped.model), build_decoder_step(swapped.model), SOURCE_IDS)
+    assert not report.to_dict()["passed"]
+    assert any("differs from float64 PyTorch" in failure for failure in report.failures)
+
+
+def test_a_tolerance_given_by_the_user_is_recorded(tmp_path):
+    bundle = bundle_export.export_bundle(
+        save_checkpoint(random_checkpoint(2, hidden_size=16), tmp_path / "checkpoint"),
+        tmp_path / "bundle",
+        options=bundle_export.ExportOptions(parity_tolerance=1e-3, target_length_ratio=0, target_length_offset=20),
+    )
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["parity"]["tolerance"] == 1e-3 and manifest["parity"]["tolerance_set_by_user"]
+    assert manifest["parity"]["reference"] == "float64 PyTorch"
+    assert manifest["limits"]["max_target_length"] == {"ratio": 0, "offset": 20}
+
+
 def test_failed_parity_names_the_graph_and_leaves_no_bundle(tmp_path, monkeypatch):
     checkpoint = random_checkpoint(4, hidden_size=16)
     real_build = bundle_export.build_decoder_step
@@ -156,7 +197,9 @@ def test_failed_parity_names_the_graph_and_leaves_no_bundle(tmp_path, monkeypatc
 
     monkeypatch.setattr(bundle_export, "build_decoder_step", tampered)
     with pytest.raises(
-        ParityError, match=r"decoder_step: output 'log_probs' differs .* > 0.0001\) \(inputs: source_ids \[1, "
+        ParityError,
+        match=r"decoder_step: output 'log_probs' differs from float64 PyTorch .* > 0.0001: "
+        r".*\(inputs: source_ids \[1, ",
     ):
         write_bundle(checkpoint, tmp_path)
     assert not (tmp_path / "bundle").exists()

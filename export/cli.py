@@ -127,6 +127,27 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run_export)
 
 
+def add_convert_parser(commands: argparse._SubParsersAction) -> None:
+    from .convert import FORMATS
+
+    parser = commands.add_parser(
+        "convert",
+        help="convert a model trained with another tool into a checkpoint (then export it)",
+        description="Map another tool's trained model onto this project's checkpoint format, exactly or not at all: "
+        "what the model family cannot express is refused, naming the option. Writes the checkpoint and "
+        "conversion.json (where it came from, how the tool decoded it, what differs).",
+    )
+    parser.add_argument("format", choices=sorted(FORMATS), help="the tool the model comes from")
+    parser.add_argument("source", type=Path, help="the tool's model file (g2p-en: g2p_en/checkpoint20.npz)")
+    parser.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
+    parser.add_argument(
+        "--export", type=Path, metavar="BUNDLE", help="then export it (parity-gated) to this bundle directory"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle (with --export)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=run_convert)
+
+
 def add_eval_parser(commands: argparse._SubParsersAction) -> None:
     from s2s_runtime.cli import add_batching_flags, add_generation_flags
 
@@ -241,6 +262,41 @@ def run_train(args: argparse.Namespace) -> int:
             indent=1,
         )
     )
+    return 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    require_torch()
+    import time
+
+    from .bundle_export import ExportOptions, export_bundle
+    from .convert import REPORT_FILE, ConversionError, convert
+    from .parity import ParityError
+
+    started = time.perf_counter()
+    try:
+        conversion = convert(args.format, args.source, args.out)
+        print(
+            f"wrote {args.out} ({time.perf_counter() - started:.1f} s; report: {args.out / REPORT_FILE})",
+            file=sys.stderr,
+        )
+        for key, value in conversion.report.get("decoding", {}).items():
+            print(f"  {args.format} decodes with {key}: {value}", file=sys.stderr)
+        for difference in conversion.report.get("differences", []):
+            print(f"  differs: {difference}", file=sys.stderr)
+        if args.export:
+            options = ExportOptions(overwrite=args.overwrite, progress=not args.quiet, **conversion.export_options)
+            out = export_bundle(
+                args.out, args.export, validation_sources=conversion.validation_sources, options=options
+            )
+            parity = json.loads((out / "manifest.json").read_text())["parity"]
+            print(
+                f"wrote {out} (parity against float64 PyTorch: max |Δ|/max(1, |value|) {parity['max_scaled_diff']:.2e}"
+                f" over {parity['checks']} checks; {time.perf_counter() - started:.1f} s in all)",
+                file=sys.stderr,
+            )
+    except (ConversionError, ParityError, FileExistsError, ValueError) as error:
+        raise SystemExit(f"s2s convert: {error}") from None
     return 0
 
 

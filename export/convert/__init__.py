@@ -1,0 +1,44 @@
+"""`s2s convert`: models trained with other tools → checkpoints in this project's format (then `s2s export`).
+
+Each converter reads the other tool's files without importing the tool (nothing is unpickled), maps its tensors
+onto the model family's names one to one, refuses what the family cannot express with an error naming the option,
+and writes a checkpoint plus `conversion.json`: where the model came from, and how the tool decodes it (its length
+limit, its start and end tokens, what it does to inputs before the model sees them), so old outputs can be
+reproduced on purpose. Formats: `g2p-en` (the g2p_en package's `checkpoint20.npz`).
+
+Examples:
+    >>> conversion = convert("g2p-en", "checkpoint20.npz", "runs/g2p-en-converted")  # doctest: +SKIP
+    >>> conversion.export_options  # doctest: +SKIP
+    {'target_length_ratio': 0.0, 'target_length_offset': 20}
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+from .base import Conversion, ConversionError
+
+__all__ = ["FORMATS", "Conversion", "ConversionError", "convert"]
+
+REPORT_FILE = "conversion.json"
+# format → (module of this package, its converter function); imported when used, so `s2s --help` needs no torch
+FORMATS: dict[str, tuple[str, str]] = {"g2p-en": ("g2p_en", "convert_g2p_en")}
+
+
+def convert(format: str, source: str | Path, out: str | Path) -> Conversion:
+    """Convert `source` (a file of the tool named by `format`) into a checkpoint directory `out`, with the report
+    as `out`/conversion.json."""
+    from ..checkpoint import save_checkpoint
+
+    if format not in FORMATS:
+        raise ConversionError(f"format {format!r} is not one of {', '.join(sorted(FORMATS))}")
+    source = Path(source)
+    if not source.is_file():
+        raise ConversionError(f"{source}: no such file")
+    module, function = FORMATS[format]
+    conversion: Conversion = getattr(importlib.import_module(f".{module}", __name__), function)(source)
+    directory = save_checkpoint(conversion.checkpoint, out)
+    (directory / REPORT_FILE).write_text(json.dumps(conversion.report, indent=2) + "\n")
+    return conversion

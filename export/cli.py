@@ -138,8 +138,13 @@ def add_convert_parser(commands: argparse._SubParsersAction) -> None:
         "conversion.json (where it came from, how the tool decoded it, what differs).",
     )
     parser.add_argument("format", choices=sorted(FORMATS), help="the tool the model comes from")
-    parser.add_argument("source", type=Path, help="the tool's model file (g2p-en: g2p_en/checkpoint20.npz)")
+    parser.add_argument(
+        "source", type=Path, help="the tool's model file (g2p-en: g2p_en/checkpoint20.npz; keras: a .keras file)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
+    parser.add_argument(
+        "--tokens", type=Path, help="keras: JSON with the source and target tokens in index order (see the docs)"
+    )
     parser.add_argument(
         "--export", type=Path, metavar="BUNDLE", help="then export it (parity-gated) to this bundle directory"
     )
@@ -275,7 +280,7 @@ def run_convert(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     try:
-        conversion = convert(args.format, args.source, args.out)
+        conversion = convert(args.format, args.source, args.out, tokens=args.tokens)
         print(
             f"wrote {args.out} ({time.perf_counter() - started:.1f} s; report: {args.out / REPORT_FILE})",
             file=sys.stderr,

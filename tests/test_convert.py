@@ -12,6 +12,7 @@ import pytest
 pytest.importorskip("torch")
 
 import s2s_runtime
+from s2s_export.bundle_export import ExportOptions, export_bundle
 from s2s_export.convert import REPORT_FILE, ConversionError, convert
 from s2s_runtime.cli import main
 
@@ -79,6 +80,156 @@ def test_g2p_en_refuses_what_it_cannot_convert_exactly(tmp_path):
     np.savez(tmp_path / "pickled.npz", **{**arrays, "fc_b": np.array([object()], dtype=object)})
     with pytest.raises(ConversionError, match=r"not a readable \.npz file of arrays .*allow_pickle=False"):
         convert("g2p-en", tmp_path / "pickled.npz", tmp_path / "out")
-    with pytest.raises(ConversionError, match=r"format 'keras2' is not one of g2p-en$"):
+    with pytest.raises(ConversionError, match=r"format 'keras2' is not one of g2p-en, keras$"):
         convert("keras2", tmp_path / "shape.npz", tmp_path / "out")
     assert not (tmp_path / "out").exists()  # nothing written for a refused model
+
+
+KERAS = Path(__file__).parent / "fixtures" / "keras"  # made by Keras itself: tests/fixtures/keras/regenerate.py
+
+
+def convert_and_load(tmp_path: Path, model_file: Path, tokens: Path, sources: list[str]) -> s2s_runtime.Seq2SeqModel:
+    conversion = convert("keras", model_file, tmp_path / "checkpoint", tokens=tokens)
+    bundle = export_bundle(
+        tmp_path / "checkpoint",
+        tmp_path / "bundle",
+        validation_sources=sources,
+        options=ExportOptions(**conversion.export_options),
+    )
+    return s2s_runtime.load(bundle, device="cpu")
+
+
+@pytest.mark.parametrize("name", ["teacher_forced", "repeat_vector"])
+def test_keras_models_reproduce_their_own_outputs(tmp_path, name):
+    """Keras's lstm_seq2seq shape (one-hot, LSTM states into the decoder) and the seed's RepeatVector shape
+    (Embedding mask_zero, GRU), trained by Keras: 120 inputs each, outputs identical, log-probs within 1e-4."""
+    golden = json.loads((KERAS / f"{name}.golden.json").read_text())["outputs"]
+    sources = [entry["source"] for entry in golden]
+    model = convert_and_load(tmp_path, KERAS / f"{name}.keras", KERAS / f"{name}.tokens.json", sources)
+    assert [r.text for r in model.generate(sources)] == [entry["output"] for entry in golden]
+    scores = model.score(sources, [entry["output"] for entry in golden])
+    for entry, scored in zip(golden, scores, strict=True):
+        expected = entry["step_log_probs"]
+        assert np.allclose(scored.log_probs[: len(expected)], expected, rtol=0, atol=1e-4), entry["source"]
+
+
+def keras_module():
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    return pytest.importorskip("keras")
+
+
+def test_a_model_trained_by_keras_here_agrees_end_to_end(tmp_path):
+    """Built and trained by Keras in this test (GRU, Embedding inputs on both sides, teacher-forced), converted,
+    exported and compared with Keras's own step-by-step greedy decoding."""
+    keras = keras_module()
+    keras.utils.set_random_seed(3)
+    letters = "abcd"
+    tokens = ["<pad>", "\t", "\n", *letters]
+    rng = np.random.default_rng(0)
+    words = ["".join(rng.choice(list(letters), size=rng.integers(1, 5))) for _ in range(400)]
+    length = 6
+    x = np.zeros((len(words), length), np.int64)
+    y_in = np.zeros((len(words), length), np.int64)
+    y_out = np.zeros((len(words), length), np.int64)
+    for i, word in enumerate(words):
+        x[i, : len(word)] = [tokens.index(c) for c in word]
+        target = [tokens.index(c) for c in ["\t", *word[::-1], "\n"]]
+        y_in[i, : len(target) - 1], y_out[i, : len(target) - 1] = target[:-1], target[1:]
+    source_in, target_in = keras.Input(shape=(None,), dtype="int64"), keras.Input(shape=(None,), dtype="int64")
+    _, state = keras.layers.GRU(16, return_state=True)(
+        keras.layers.Embedding(len(tokens), 8, mask_zero=True)(source_in)
+    )
+    target_embedding = keras.layers.Embedding(len(tokens), 8)
+    decoder = keras.layers.GRU(16, return_sequences=True, return_state=True)
+    dense = keras.layers.Dense(len(tokens), activation="softmax")
+    outputs, _ = decoder(target_embedding(target_in), initial_state=[state])
+    model = keras.Model([source_in, target_in], dense(outputs))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit([x, y_in], y_out, epochs=3, batch_size=32, verbose=0)
+    model.save(tmp_path / "model.keras")
+    (tmp_path / "tokens.json").write_text(
+        json.dumps(
+            {
+                "source": tokens,
+                "target": tokens,
+                "specials": {"source": {"pad": "<pad>"}, "target": {"pad": "<pad>"}},
+                "max_target_length": length,
+            }
+        )
+    )
+
+    encoder = keras.Model(source_in, state)
+    h_in = keras.Input(shape=(16,))
+    step, h_out = decoder(target_embedding(target_in), initial_state=[h_in])
+    step_model = keras.Model([target_in, h_in], [dense(step), h_out])
+    tests = sorted(set(words))[:30]
+    expected = []
+    for word in tests:
+        h = encoder.predict(np.array([[tokens.index(c) for c in word]]), verbose=0)
+        previous, out = tokens.index("\t"), ""
+        for _ in range(length):
+            probs, h = step_model.predict([np.array([[previous]]), h], verbose=0)
+            previous = int(probs[0, -1].argmax())
+            if tokens[previous] == "\n":
+                break
+            out += tokens[previous]
+        expected.append(out)
+    converted = convert_and_load(tmp_path, tmp_path / "model.keras", tmp_path / "tokens.json", tests)
+    assert [r.text for r in converted.generate(tests)] == expected
+
+
+def repeat_model(keras, *, recurrent=None, embedding=None, wrap=None, layers_before=()):
+    encoder = (recurrent or (lambda: keras.layers.GRU(8, name="encoder")))()
+    return keras.Sequential(
+        [
+            keras.Input(shape=(None,), dtype="int64"),
+            embedding or keras.layers.Embedding(5, 4, mask_zero=True, name="embedding"),
+            *layers_before,
+            wrap(encoder, name="bidirectional") if wrap else encoder,
+            keras.layers.RepeatVector(3),
+            keras.layers.GRU(8, return_sequences=True),
+            keras.layers.Dense(5, activation="softmax"),
+        ]
+    )
+
+
+REFUSED = {
+    "bidirectional": (
+        lambda k: repeat_model(k, wrap=k.layers.Bidirectional),
+        r"layer 'bidirectional' is a Bidirectional, which this converter does not map \(it takes Dense, "
+        r"Embedding, GRU, InputLayer, LSTM, RepeatVector, TimeDistributed\)$",
+    ),
+    "relu": (
+        lambda k: repeat_model(k, recurrent=lambda: k.layers.GRU(8, activation="relu", name="encoder")),
+        r"layer 'encoder' has activation='relu'; this family computes activation='tanh'$",
+    ),
+    "reset_before": (
+        lambda k: repeat_model(k, recurrent=lambda: k.layers.GRU(8, reset_after=False, name="encoder")),
+        r"layer 'encoder' has reset_after=False; this family computes reset_after=True$",
+    ),
+    "stacked": (
+        lambda k: repeat_model(k, layers_before=[k.layers.GRU(8, return_sequences=True)]),
+        r"3 recurrent and 1 Dense layers: this converts one recurrent layer per side and one output Dense "
+        r"\(stacked layers are not supported yet\)$",
+    ),
+    "unmasked": (
+        lambda k: repeat_model(k, embedding=k.layers.Embedding(5, 4, name="embedding")),
+        r"layer 'embedding' has mask_zero=False: its encoder reads the padding, which this family masks; "
+        r"set mask_zero=True$",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_keras_refuses_what_it_cannot_convert_exactly(tmp_path, case):
+    keras = keras_module()
+    build, message = REFUSED[case]
+    build(keras).save(tmp_path / "model.keras")
+    (tmp_path / "tokens.json").write_text(json.dumps({"source": list("_abcd"), "target": list("_abcd")}))
+    with pytest.raises(ConversionError, match=message):
+        convert("keras", tmp_path / "model.keras", tmp_path / "out", tokens=tmp_path / "tokens.json")
+    with pytest.raises(ConversionError, match=r"keras needs --tokens FILE"):
+        convert("keras", tmp_path / "model.keras", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -4,7 +4,8 @@ Each converter reads the other tool's files without importing the tool (nothing 
 onto the model family's names one to one, refuses what the family cannot express with an error naming the option,
 and writes a checkpoint plus `conversion.json`: where the model came from, and how the tool decodes it (its length
 limit, its start and end tokens, what it does to inputs before the model sees them), so old outputs can be
-reproduced on purpose. Formats: `g2p-en` (the g2p_en package's `checkpoint20.npz`).
+reproduced on purpose. Formats: `g2p-en` (the g2p_en package's `checkpoint20.npz`), `keras` (a Keras 3 `.keras`
+file of the two classic character seq2seq shapes, with a tokens file).
 
 Examples:
     >>> conversion = convert("g2p-en", "checkpoint20.npz", "runs/g2p-en-converted")  # doctest: +SKIP
@@ -24,12 +25,12 @@ __all__ = ["FORMATS", "Conversion", "ConversionError", "convert"]
 
 REPORT_FILE = "conversion.json"
 # format → (module of this package, its converter function); imported when used, so `s2s --help` needs no torch
-FORMATS: dict[str, tuple[str, str]] = {"g2p-en": ("g2p_en", "convert_g2p_en")}
+FORMATS: dict[str, tuple[str, str]] = {"g2p-en": ("g2p_en", "convert_g2p_en"), "keras": ("keras", "convert_keras")}
 
 
-def convert(format: str, source: str | Path, out: str | Path) -> Conversion:
+def convert(format: str, source: str | Path, out: str | Path, *, tokens: str | Path | None = None) -> Conversion:
     """Convert `source` (a file of the tool named by `format`) into a checkpoint directory `out`, with the report
-    as `out`/conversion.json."""
+    as `out`/conversion.json. `tokens`: the token lists, for formats whose files do not hold them (keras)."""
     from ..checkpoint import save_checkpoint
 
     if format not in FORMATS:
@@ -38,7 +39,8 @@ def convert(format: str, source: str | Path, out: str | Path) -> Conversion:
     if not source.is_file():
         raise ConversionError(f"{source}: no such file")
     module, function = FORMATS[format]
-    conversion: Conversion = getattr(importlib.import_module(f".{module}", __name__), function)(source)
+    converter = getattr(importlib.import_module(f".{module}", __name__), function)
+    conversion: Conversion = converter(source, None if tokens is None else Path(tokens))
     directory = save_checkpoint(conversion.checkpoint, out)
     (directory / REPORT_FILE).write_text(json.dumps(conversion.report, indent=2) + "\n")
     return conversion

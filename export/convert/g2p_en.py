@@ -72,13 +72,15 @@ def read_arrays(source: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def convert_g2p_en(source: Path) -> Conversion:
+def convert_g2p_en(source: Path, tokens: Path | None = None) -> Conversion:
     """g2p_en's checkpoint20.npz → a checkpoint of this family (GRU, source_eos, bridge copy).
 
     Examples:
         >>> convert_g2p_en(Path("g2p_en/checkpoint20.npz")).export_options  # doctest: +SKIP
         {'target_length_ratio': 0.0, 'target_length_offset': 20}
     """
+    if tokens is not None:
+        raise ConversionError(f"{tokens}: g2p-en takes no tokens file (its vocabularies are g2p_en's own)")
     arrays = read_arrays(source)
     embedding, hidden = arrays["enc_emb"].shape[1], arrays["enc_w_hh"].shape[1]
     cfg = Seq2SeqConfig(

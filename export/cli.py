@@ -139,7 +139,9 @@ def add_convert_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("format", choices=sorted(FORMATS), help="the tool the model comes from")
     parser.add_argument(
-        "source", type=Path, help="the tool's model file (g2p-en: g2p_en/checkpoint20.npz; keras: a .keras file)"
+        "source",
+        type=Path,
+        help="the tool's model file (g2p-en: g2p_en/checkpoint20.npz; keras: a .keras file; opennmt: a .pt file)",
     )
     parser.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
     parser.add_argument(

@@ -80,7 +80,7 @@ def test_g2p_en_refuses_what_it_cannot_convert_exactly(tmp_path):
     np.savez(tmp_path / "pickled.npz", **{**arrays, "fc_b": np.array([object()], dtype=object)})
     with pytest.raises(ConversionError, match=r"not a readable \.npz file of arrays .*allow_pickle=False"):
         convert("g2p-en", tmp_path / "pickled.npz", tmp_path / "out")
-    with pytest.raises(ConversionError, match=r"format 'keras2' is not one of g2p-en, keras$"):
+    with pytest.raises(ConversionError, match=r"format 'keras2' is not one of g2p-en, keras, opennmt$"):
         convert("keras2", tmp_path / "shape.npz", tmp_path / "out")
     assert not (tmp_path / "out").exists()  # nothing written for a refused model
 
@@ -233,3 +233,79 @@ def test_keras_refuses_what_it_cannot_convert_exactly(tmp_path, case):
     with pytest.raises(ConversionError, match=r"keras needs --tokens FILE"):
         convert("keras", tmp_path / "model.keras", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+OPENNMT = Path(__file__).parent / "fixtures" / "opennmt"  # trained by OpenNMT-py itself: its regenerate.py
+
+
+@pytest.mark.parametrize("name", ["lstm_general_feed", "gru_dot"])
+def test_opennmt_models_reproduce_their_own_translations(tmp_path, name):
+    """OpenNMT-py 3.5.1 RNN models (2-layer LSTM, general attention, input feeding; GRU, dot attention, no input
+    feeding): 120 sources each, outputs identical to onmt's greedy translation, scores within 1e-4."""
+    golden = json.loads((OPENNMT / f"{name}.golden.json").read_text())["outputs"]
+    sources = [entry["source"] for entry in golden]
+    conversion = convert("opennmt", OPENNMT / f"{name}.pt", tmp_path / "checkpoint")
+    bundle = export_bundle(
+        tmp_path / "checkpoint",
+        tmp_path / "bundle",
+        validation_sources=sources,
+        options=ExportOptions(**conversion.export_options),
+    )
+    results = s2s_runtime.load(bundle, device="cpu").generate(sources)
+    assert [r.text for r in results] == [entry["output"] for entry in golden]
+    assert max(abs(r.score - entry["score"]) for r, entry in zip(results, golden, strict=True)) < 1e-4
+    assert "beam_size 5" in conversion.report["decoding"]["opennmt_defaults"]
+
+
+OPENNMT_REFUSED = {
+    "brnn": (
+        {"encoder_type": "brnn", "brnn": True},
+        r"encoder_type 'brnn' cannot be converted exactly: it gives each "
+        r"encoder direction H/2 units and the decoder H \(needs an encoder hidden size of its own\)$",
+    ),
+    "mlp": (
+        {"global_attention": "mlp"},
+        r"global_attention 'mlp' cannot be converted exactly: 'mlp' combines with a "
+        r"bias and without tanh, which this family does not compute yet$",
+    ),
+    "bridge": (
+        {"bridge": True},
+        r"bridge cannot be converted exactly: OpenNMT's bridge is ReLU\(Linear\) over all "
+        r"layers' states$",
+    ),
+    "layers": (
+        {"dec_layers": 1},
+        r"enc_layers 2 != dec_layers 1 cannot be converted exactly: the decoder starts from "
+        r"every encoder layer's final state$",
+    ),
+    "copy": ({"copy_attn": True}, r"copy_attn cannot be converted exactly: no copy mechanism$"),
+    "transformer": (
+        {"encoder_type": "transformer"},
+        r"encoder_type 'transformer' cannot be converted exactly: only "
+        r"RNN encoders$",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OPENNMT_REFUSED))
+def test_opennmt_refuses_what_it_cannot_convert_exactly(tmp_path, case):
+    import argparse
+
+    import torch
+
+    changes, message = OPENNMT_REFUSED[case]
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        checkpoint = torch.load(OPENNMT / "lstm_general_feed.pt", weights_only=True)
+    vars(checkpoint["opt"]).update(changes)
+    torch.save(checkpoint, tmp_path / "model.pt")
+    with pytest.raises(ConversionError, match=message):
+        convert("opennmt", tmp_path / "model.pt", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_opennmt_refuses_a_file_that_needs_unpickling_code(tmp_path):
+    import torch
+
+    torch.save({"model": {}, "opt": object()}, tmp_path / "evil.pt")  # an arbitrary class: weights_only refuses it
+    with pytest.raises(ConversionError, match=r"evil\.pt: not an OpenNMT-py checkpoint torch can load safely"):
+        convert("opennmt", tmp_path / "evil.pt", tmp_path / "out")

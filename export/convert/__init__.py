@@ -5,7 +5,7 @@ onto the model family's names one to one, refuses what the family cannot express
 and writes a checkpoint plus `conversion.json`: where the model came from, and how the tool decodes it (its length
 limit, its start and end tokens, what it does to inputs before the model sees them), so old outputs can be
 reproduced on purpose. Formats: `g2p-en` (the g2p_en package's `checkpoint20.npz`), `keras` (a Keras 3 `.keras`
-file of the two classic character seq2seq shapes, with a tokens file).
+file of the two classic character seq2seq shapes, with a tokens file), `opennmt` (an OpenNMT-py RNN `.pt`).
 
 Examples:
     >>> conversion = convert("g2p-en", "checkpoint20.npz", "runs/g2p-en-converted")  # doctest: +SKIP
@@ -25,7 +25,11 @@ __all__ = ["FORMATS", "Conversion", "ConversionError", "convert"]
 
 REPORT_FILE = "conversion.json"
 # format → (module of this package, its converter function); imported when used, so `s2s --help` needs no torch
-FORMATS: dict[str, tuple[str, str]] = {"g2p-en": ("g2p_en", "convert_g2p_en"), "keras": ("keras", "convert_keras")}
+FORMATS: dict[str, tuple[str, str]] = {
+    "g2p-en": ("g2p_en", "convert_g2p_en"),
+    "keras": ("keras", "convert_keras"),
+    "opennmt": ("opennmt", "convert_opennmt"),
+}
 
 
 def convert(format: str, source: str | Path, out: str | Path, *, tokens: str | Path | None = None) -> Conversion:

@@ -58,6 +58,7 @@ class Seq2SeqConfig:
     input_feeding: bool = False
     tie_target_embedding: bool = False
     source_eos: bool = False
+    encoder_hidden_size: int = 0  # units per encoder direction; 0: hidden_size (OpenNMT's brnn: hidden_size / 2)
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -78,6 +79,8 @@ class Seq2SeqConfig:
         ):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}: must be ≥ 1, got {getattr(self, key)}")
+        if self.encoder_hidden_size < 0:
+            raise ConfigError(f"encoder_hidden_size: must be ≥ 0 (0: hidden_size), got {self.encoder_hidden_size}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout: must be in [0, 1), got {self.dropout}")
         uses_bridge = self.conditioning in ("init", "both")
@@ -119,9 +122,14 @@ class Seq2SeqConfig:
         return 2 if self.bidirectional else 1
 
     @property
+    def encoder_units(self) -> int:
+        """Units per encoder direction and layer."""
+        return self.encoder_hidden_size or self.hidden_size
+
+    @property
     def encoder_output_size(self) -> int:
         """Size of each encoder output (memory) vector and of the context vector c."""
-        return self.hidden_size * self.num_directions
+        return self.encoder_units * self.num_directions
 
     @property
     def concat_context(self) -> bool:

@@ -37,7 +37,7 @@ class Encoder(nn.Module):
         self.embedding = nn.Embedding(cfg.source_vocab_size, cfg.source_embedding_size)
         self.rnn = rnn_class(cfg.cell)(
             cfg.source_embedding_size,
-            cfg.hidden_size,
+            cfg.encoder_units,
             cfg.num_layers,
             batch_first=True,
             bidirectional=cfg.bidirectional,
@@ -57,7 +57,7 @@ class Encoder(nn.Module):
         return memory, self._per_layer(final_h), None if final_c is None else self._per_layer(final_c)
 
     def _per_layer(self, state: Tensor) -> Tensor:
-        layers, dirs, hidden = self.cfg.num_layers, self.cfg.num_directions, self.cfg.hidden_size
+        layers, dirs, hidden = self.cfg.num_layers, self.cfg.num_directions, self.cfg.encoder_units
         batch = state.shape[1]
         state = state.view(layers, dirs, batch, hidden).permute(0, 2, 1, 3)  # (layers, batch, dirs, hidden)
         return state.reshape(layers, batch, dirs * hidden)  # (layers, batch, enc_out)

@@ -84,23 +84,24 @@ class CellWeights:
     recurrent_bias: np.ndarray | None  # (H,) a GRU's b_hn; None for an LSTM
 
     @classmethod
-    def of(cls, w: dict[str, np.ndarray], cfg: Seq2SeqConfig, rnn: str, suffix: str) -> CellWeights:
+    def of(cls, w: dict[str, np.ndarray], cfg: Seq2SeqConfig, rnn: str, suffix: str, hidden: int) -> CellWeights:
         """`rnn` and `suffix` name the PyTorch parameters:
-        "encoder.rnn", "_l0_reverse" → encoder.rnn.weight_ih_l0_reverse."""
+        "encoder.rnn", "_l0_reverse" → encoder.rnn.weight_ih_l0_reverse; `hidden`: the cell's units."""
         w_ih, w_hh = w[f"{rnn}.weight_ih{suffix}"], w[f"{rnn}.weight_hh{suffix}"]
         b_ih, b_hh = w[f"{rnn}.bias_ih{suffix}"], w[f"{rnn}.bias_hh{suffix}"]
         if cfg.cell == "lstm":
-            order = np.concatenate([np.arange(i * cfg.hidden_size, (i + 1) * cfg.hidden_size) for i in (0, 1, 3, 2)])
+            order = np.concatenate([np.arange(i * hidden, (i + 1) * hidden) for i in (0, 1, 3, 2)])
             return cls(w_ih[order], (b_ih + b_hh)[order], w_hh[order], None)
         kept = np.zeros_like(b_hh)
-        kept[2 * cfg.hidden_size :] = b_hh[2 * cfg.hidden_size :]
-        return cls(w_ih, b_ih + b_hh - kept, w_hh, kept[2 * cfg.hidden_size :])
+        kept[2 * hidden :] = b_hh[2 * hidden :]
+        return cls(w_ih, b_ih + b_hh - kept, w_hh, kept[2 * hidden :])
 
 
-def gate_groups(cfg: Seq2SeqConfig) -> list[slice]:
+def gate_groups(cfg: Seq2SeqConfig, hidden: int) -> list[slice]:
     """The gate rows whose input projections _primitive_cell takes as separate tensors, one per activation: a GRU's
-    (r, z) and n, an LSTM's (i, f, o) and g. Two table lookups (or matmuls) instead of one and a Split."""
-    hidden, sigmoid_gates = cfg.hidden_size, 2 if cfg.cell == "gru" else 3
+    (r, z) and n, an LSTM's (i, f, o) and g, for a cell of `hidden` units. Two table lookups (or matmuls) instead of
+    one and a Split."""
+    sigmoid_gates = 2 if cfg.cell == "gru" else 3
     return [slice(0, sigmoid_gates * hidden), slice(sigmoid_gates * hidden, (sigmoid_gates + 1) * hidden)]
 
 
@@ -223,7 +224,7 @@ def _rnn_op_layers(
                     parts.append(_reorder_gates(w[f"encoder.rnn.weight_{kind}_l{layer}{suffix}"], cfg.cell))  # noqa: B023
             return np.stack(parts)
 
-        attrs = {"hidden_size": cfg.hidden_size, "direction": "bidirectional" if cfg.bidirectional else "forward"}
+        attrs = {"hidden_size": cfg.encoder_units, "direction": "bidirectional" if cfg.bidirectional else "forward"}
         if cfg.cell == "gru":
             attrs["linear_before_reset"] = 1  # PyTorch applies the reset gate after the recurrent matmul
         rnn_inputs = [
@@ -251,7 +252,7 @@ def _scan_layers(
     Padding: the forward Scan runs on past each row's length, which only changes positions after it; the final
     states are read at position length - 1. The reverse direction runs on each row reversed within its length
     (ReverseSequence), so its padding also comes last."""
-    hidden = cfg.hidden_size
+    hidden = cfg.encoder_units
     ids = g.op("Transpose", source_ids, perm=[1, 0])  # (S, B)
     initial = _zeros(g, batch, hidden)  # (B, H)
     last_position = g.op(
@@ -265,10 +266,10 @@ def _scan_layers(
     for layer in range(cfg.num_layers):
         outputs, layer_finals, directions = [], {kind: [] for kind in kinds}, []
         for suffix in _directions(cfg):
-            cell = CellWeights.of(w, cfg, "encoder.rnn", f"_l{layer}{suffix}")
+            cell = CellWeights.of(w, cfg, "encoder.rnn", f"_l{layer}{suffix}", hidden)
             reverse = suffix == "_reverse"
             projected = []  # per gate group (S, B, rows): the input projections of every position
-            for rows in gate_groups(cfg):
+            for rows in gate_groups(cfg, hidden):
                 weight, bias = cell.input_weight[rows], cell.input_bias[rows]
                 if layer == 0:
                     table = w["encoder.embedding.weight"] @ weight.T + bias  # (V, rows)
@@ -302,7 +303,7 @@ def _scan_cells(
 ) -> list[dict[str, str]]:
     """Run one primitive GRU/LSTM cell per direction over time, in one Scan: each direction's input projections
     (S, B, rows) per gate group → its states at every position, {"h": (S, B, H)} and for an LSTM "c" too."""
-    hidden = cfg.hidden_size
+    hidden = cfg.encoder_units
     kinds = "hc" if cfg.cell == "lstm" else "h"
     body = g.subgraph("cell")
     states = [
@@ -313,9 +314,9 @@ def _scan_cells(
     for d, (_, cell) in enumerate(directions):
         gi = [
             body.input(f"{body.prefix}gi{d}_{i}", "float32", ["batch", rows.stop - rows.start])
-            for i, rows in enumerate(gate_groups(cfg))
+            for i, rows in enumerate(gate_groups(cfg, hidden))
         ]
-        new_h, new_c = _primitive_cell(body, cfg, gi, states[d]["h"], states[d].get("c"), cell)  # (B, H) each
+        new_h, new_c = _primitive_cell(body, cfg, gi, states[d]["h"], states[d].get("c"), cell, hidden)  # (B, H) each
         carried += [new_h] + ([new_c] if new_c is not None else [])
     for state in carried:  # the carried states: the nodes' own outputs, no copy
         body.expose(state, "float32", ["batch", hidden])
@@ -391,9 +392,9 @@ def build_decoder_step(model: Seq2Seq, *, plain: bool = False) -> ExportedGraph:
         if plain:
             x, h, c = _rnn_op_step(g, cfg, w, layer, x, h, c)
         else:
-            cell = CellWeights.of(w, cfg, "decoder.rnn", f"_l{layer}")
+            cell = CellWeights.of(w, cfg, "decoder.rnn", f"_l{layer}", hidden)
             if layer == 0 and cfg.feed_previous:
-                gi = [folded_input_projection(cell, rows) for rows in gate_groups(cfg)]  # (B, rows) each
+                gi = [folded_input_projection(cell, rows) for rows in gate_groups(cfg, hidden)]  # (B, rows) each
             else:
                 gi = [
                     g.op(
@@ -401,9 +402,9 @@ def build_decoder_step(model: Seq2Seq, *, plain: bool = False) -> ExportedGraph:
                         g.op("MatMul", x, g.const(cell.input_weight[rows].T, "W_ih")),
                         g.const(cell.input_bias[rows], "b_ih"),
                     )
-                    for rows in gate_groups(cfg)
+                    for rows in gate_groups(cfg, hidden)
                 ]
-            x, c = _primitive_cell(g, cfg, gi, h, c, cell)
+            x, c = _primitive_cell(g, cfg, gi, h, c, cell, hidden)
         if c is not None:
             new_c.append(g.op("Unsqueeze", c, g.ints([0])))
         new_h.append(g.op("Unsqueeze", x, g.ints([0])))  # (1, B, H)
@@ -462,16 +463,16 @@ def build_decoder_step(model: Seq2Seq, *, plain: bool = False) -> ExportedGraph:
 
 
 def _primitive_cell(
-    g: GraphBuilder, cfg: Seq2SeqConfig, gi: list[str], h: str, c: str | None, cell: CellWeights
+    g: GraphBuilder, cfg: Seq2SeqConfig, gi: list[str], h: str, c: str | None, cell: CellWeights, hidden: int
 ) -> tuple[str, str | None]:
-    """One GRU/LSTM cell from its input projections, one (B, rows) tensor per gate group (see gate_groups) — input
-    bias and the joinable recurrent bias included, see CellWeights — and the previous h (and c); returns (h', c')."""
-    hidden = cfg.hidden_size
+    """One GRU/LSTM cell of `hidden` units from its input projections, one (B, rows) tensor per gate group (see
+    gate_groups) — input bias and the joinable recurrent bias included, see CellWeights — and the previous h (and c);
+    returns (h', c')."""
     weight = cell.recurrent_weight  # (G·H, H)
     # One recurrent matmul per gate group, each added to its input part and activated (onnxruntime fuses MatMul + Add
     # + Sigmoid/Tanh into one FusedGemm), rather than one matmul and a Split per operand: fewer nodes and no copies
     # (GRU: 6–13 % per step and per encoder position, fp32 and int8, batch 1 to 256).
-    sigmoid_rows, other_rows = gate_groups(cfg)
+    sigmoid_rows, other_rows = gate_groups(cfg, hidden)
     sigmoid_gates = g.op("Sigmoid", g.op("Add", g.op("MatMul", h, g.const(weight[sigmoid_rows].T, "W_h")), gi[0]))
     if cfg.cell == "lstm":  # gates (i, f, o) under one Sigmoid, g under a Tanh
         i, f, o = g.op_multi("Split", 3, sigmoid_gates, g.ints([hidden] * 3, "split"), axis=1)

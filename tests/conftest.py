@@ -70,6 +70,17 @@ EXTRA_OPTIONS = [
     dict(SMALL, tie_target_embedding=True, target_embedding_size=16, source_eos=True),
     dict(SMALL, bridge="linear", conditioning="both", attention="dot", num_layers=2),
     dict(SMALL, attention="general", input_feeding=True, feed_previous=False),
+    # OpenNMT's brnn: half the decoder's units per encoder direction, the directions' final states copied
+    dict(
+        SMALL,
+        cell="lstm",
+        bidirectional=True,
+        encoder_hidden_size=8,
+        attention="general",
+        input_feeding=True,
+        num_layers=2,
+    ),
+    dict(SMALL, bidirectional=True, encoder_hidden_size=8, attention="dot"),
 ]
 
 
@@ -84,6 +95,7 @@ def grid_id(options: dict) -> str:
         "feed_previous",
         "tie_target_embedding",
         "source_eos",
+        "encoder_hidden_size",
     )
     return "-".join(f"{k}={options[k]}" for k in keys if k in options)
 

@@ -238,10 +238,11 @@ def test_keras_refuses_what_it_cannot_convert_exactly(tmp_path, case):
 OPENNMT = Path(__file__).parent / "fixtures" / "opennmt"  # trained by OpenNMT-py itself: its regenerate.py
 
 
-@pytest.mark.parametrize("name", ["lstm_general_feed", "gru_dot"])
+@pytest.mark.parametrize("name", ["lstm_general_feed", "gru_dot", "brnn_lstm_general"])
 def test_opennmt_models_reproduce_their_own_translations(tmp_path, name):
     """OpenNMT-py 3.5.1 RNN models (2-layer LSTM, general attention, input feeding; GRU, dot attention, no input
-    feeding): 120 sources each, outputs identical to onmt's greedy translation, scores within 1e-4."""
+    feeding; a brnn LSTM encoder, H/2 units per direction): 120 sources each, outputs identical to onmt's greedy
+    translation, scores within 1e-4."""
     golden = json.loads((OPENNMT / f"{name}.golden.json").read_text())["outputs"]
     sources = [entry["source"] for entry in golden]
     conversion = convert("opennmt", OPENNMT / f"{name}.pt", tmp_path / "checkpoint")
@@ -258,11 +259,6 @@ def test_opennmt_models_reproduce_their_own_translations(tmp_path, name):
 
 
 OPENNMT_REFUSED = {
-    "brnn": (
-        {"encoder_type": "brnn", "brnn": True},
-        r"encoder_type 'brnn' cannot be converted exactly: it gives each "
-        r"encoder direction H/2 units and the decoder H \(needs an encoder hidden size of its own\)$",
-    ),
     "mlp": (
         {"global_attention": "mlp"},
         r"global_attention 'mlp' cannot be converted exactly: 'mlp' combines with a "

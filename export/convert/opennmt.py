@@ -3,16 +3,18 @@
 A checkpoint holds `model` and `generator` state dicts, `vocab` (token lists) and `opt` (the training options, an
 argparse.Namespace: the only class `torch.load(weights_only=True)` is allowed to rebuild here). What maps:
 
-- encoder `rnn` (unidirectional) LSTM/GRU, any number of layers → `encoder.rnn` unchanged (OpenNMT uses nn.LSTM/GRU);
+- encoder `rnn` LSTM/GRU, any number of layers → `encoder.rnn` unchanged (OpenNMT uses nn.LSTM/GRU);
 - decoder with input feeding (StackedLSTM/StackedGRU cells, `decoder.rnn.layers.{k}`) or without (nn.LSTM/GRU),
   started from the encoder's final states (`bridge="copy"`, enc_layers = dec_layers), input [embedding; feed];
 - `global_attention` `dot`, `general` or `none`: OpenNMT projects the query (linear_in · h), this family the memory
   (W_key · m), so `key = linear_inᵀ`; `linear_out` ([c; h], tanh, no bias) is the combine layer;
+- encoder `brnn`: H/2 units per direction (`bidirectional`, `encoder_hidden_size` H/2), the directions' final
+  states concatenated per layer [forward; backward] as the decoder's start, as OpenNMT does;
 - the generator (Linear + LogSoftmax) → `decoder.output`.
 
-Refused, naming the option: `brnn` (H/2 units per encoder direction needs an encoder hidden size of its own),
-`mlp` attention (a combine with bias and no tanh), `-bridge`, copy and coverage attention, context gates, sparsemax,
-source features, Transformer and other encoders/decoders, enc_layers ≠ dec_layers, shared decoder embeddings.
+Refused, naming the option: `mlp` attention (a combine with bias and no tanh), `-bridge`, copy and coverage
+attention, context gates, sparsemax, source features, Transformer and other encoders/decoders, enc_layers ≠
+dec_layers, shared decoder embeddings.
 """
 
 from __future__ import annotations
@@ -60,11 +62,6 @@ def check_options(source: Path, opt: Any) -> None:
         return getattr(opt, name, default)
 
     refusals = [
-        (
-            get("encoder_type") == "brnn" or get("brnn", False),
-            "encoder_type 'brnn'",
-            "it gives each encoder direction H/2 units and the decoder H (needs an encoder hidden size of its own)",
-        ),
         (get("encoder_type") not in ("rnn", "brnn"), f"encoder_type {get('encoder_type')!r}", "only RNN encoders"),
         (get("decoder_type") != "rnn", f"decoder_type {get('decoder_type')!r}", "only RNN decoders"),
         (get("rnn_type") not in CELLS, f"rnn_type {get('rnn_type')!r}", "only LSTM and GRU"),
@@ -140,6 +137,9 @@ def convert_opennmt(source: Path, tokens: Path | None = None) -> Conversion:
     except (VocabError, KeyError, TypeError) as error:
         raise ConversionError(f"{source}: vocab: {error}") from None
     layers, hidden = opt.enc_layers, getattr(opt, "enc_hid_size", opt.hidden_size)
+    bidirectional = opt.encoder_type == "brnn" or bool(getattr(opt, "brnn", False))
+    if bidirectional and hidden % 2:
+        raise ConversionError(f"{source}: brnn with an odd hidden_size {hidden}: OpenNMT gives each direction H/2")
     cfg = Seq2SeqConfig(
         source_vocab_size=len(source_vocab.tokens),
         target_vocab_size=len(target_vocab.tokens),
@@ -148,6 +148,8 @@ def convert_opennmt(source: Path, tokens: Path | None = None) -> Conversion:
         source_embedding_size=opt.src_word_vec_size,
         target_embedding_size=opt.tgt_word_vec_size,
         hidden_size=hidden,
+        bidirectional=bidirectional,
+        encoder_hidden_size=hidden // 2 if bidirectional else 0,
         bridge="copy",
         conditioning="init",
         attention=ATTENTION[opt.global_attention],
@@ -173,7 +175,8 @@ def convert_opennmt(source: Path, tokens: Path | None = None) -> Conversion:
     )  # StackedLSTM or nn.LSTM
     for k in range(layers):
         for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-            state[f"encoder.rnn.{kind}_l{k}"] = take(f"encoder.rnn.{kind}_l{k}")
+            for suffix in ("", "_reverse") if bidirectional else ("",):
+                state[f"encoder.rnn.{kind}_l{k}{suffix}"] = take(f"encoder.rnn.{kind}_l{k}{suffix}")
             state[f"decoder.rnn.{kind}_l{k}"] = take(cells.format(k=k, kind=kind))
     if opt.global_attention != "none":
         state["decoder.attention.combine.weight"] = take("decoder.attn.linear_out.weight")  # (H, 2H): [c; h]
@@ -195,8 +198,8 @@ def convert_opennmt(source: Path, tokens: Path | None = None) -> Conversion:
         "format": "opennmt",
         "source": str(source),
         "tool": "OpenNMT-py (RNN)",
-        "architecture": f"{opt.rnn_type} {hidden} × {layers}, attention {opt.global_attention}, "
-        f"input feeding {'on' if cfg.input_feeding else 'off'}",
+        "architecture": f"{'bidirectional ' if bidirectional else ''}{opt.rnn_type} {hidden} × {layers}, "
+        f"attention {opt.global_attention}, input feeding {'on' if cfg.input_feeding else 'off'}",
         "decoding": {
             "opennmt_defaults": TRANSLATE_DEFAULTS,
             "this_bundle": "greedy unless asked; at most 250 tokens (OpenNMT's max_length); pass strategy='beam', "

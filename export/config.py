@@ -20,6 +20,7 @@ CHOICES = {
     "bridge": ("copy", "linear", "zeros"),
     "conditioning": ("init", "concat", "both"),
     "attention": ("none", "dot", "general", "additive"),
+    "attention_placement": ("after", "before"),
 }
 
 
@@ -59,6 +60,9 @@ class Seq2SeqConfig:
     tie_target_embedding: bool = False
     source_eos: bool = False
     encoder_hidden_size: int = 0  # units per encoder direction; 0: hidden_size (OpenNMT's brnn: hidden_size / 2)
+    # "after" (Luong): score with the step's output, combine [context; output]. "before" (Bahdanau, the PyTorch
+    # tutorial): score with the previous top state, append the context to the step's input, project the output.
+    attention_placement: str = "after"
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -104,6 +108,11 @@ class Seq2SeqConfig:
                 f"attention: 'dot' needs encoder outputs of size hidden_size ({self.hidden_size}), "
                 f"got {self.encoder_output_size}; use 'general' or 'additive'"
             )
+        if self.attention_placement == "before" and (self.attention == "none" or self.input_feeding):
+            raise ConfigError(
+                "attention_placement: 'before' needs attention and no input_feeding (the context already enters the "
+                "next step's input)"
+            )
         if self.input_feeding and self.attention == "none":
             raise ConfigError("input_feeding: needs attention (it feeds the attentional vector to the next step)")
         if self.decoder_input_size == 0:
@@ -136,10 +145,21 @@ class Seq2SeqConfig:
         return self.conditioning in ("concat", "both")
 
     @property
+    def attends_before_step(self) -> bool:
+        return self.attention != "none" and self.attention_placement == "before"
+
+    @property
+    def decodes_step_by_step(self) -> bool:
+        """Whether each step needs the previous step's result beyond its states (no all-steps teacher forcing)."""
+        return self.input_feeding or self.attends_before_step
+
+    @property
     def decoder_input_size(self) -> int:
+        """The first decoder layer's input: [embedding][; context][; attention context][; input feed]."""
         return (
             (self.target_embedding_size if self.feed_previous else 0)
             + (self.encoder_output_size if self.concat_context else 0)
+            + (self.encoder_output_size if self.attends_before_step else 0)
             + (self.hidden_size if self.input_feeding else 0)
         )
 

@@ -95,7 +95,8 @@ class Attention(nn.Module):
         if self.kind == "additive":
             self.query = nn.Linear(hidden, hidden)
             self.score = nn.Linear(hidden, 1, bias=False)
-        self.combine = nn.Linear(enc_out + hidden, hidden, bias=False)
+        if cfg.attention_placement == "after":  # before the step the context goes into the cell instead
+            self.combine = nn.Linear(enc_out + hidden, hidden, bias=False)
 
     def keys(self, memory: Tensor) -> Tensor:
         """Per-sequence keys, computed once by the encoder rather than at every step."""
@@ -104,15 +105,19 @@ class Attention(nn.Module):
     def forward(self, query: Tensor, memory: Tensor, keys: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
         """query (batch, steps, hidden) → attentional vectors (batch, steps, hidden),
         weights (batch, steps, src_len)."""
+        context, weights = self.attend(query, memory, keys, bias)  # (batch, steps, enc_out), (batch, steps, src_len)
+        attentional = torch.tanh(self.combine(torch.cat([context, query], dim=2)))  # (batch, steps, hidden)
+        return attentional, weights
+
+    def attend(self, query: Tensor, memory: Tensor, keys: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
+        """query (batch, steps, hidden) → context (batch, steps, enc_out), weights (batch, steps, src_len)."""
         if self.kind == "additive":
             energy = torch.tanh(keys.unsqueeze(1) + self.query(query).unsqueeze(2))  # (batch, steps, src_len, hidden)
             scores = self.score(energy).squeeze(3)  # (batch, steps, src_len)
         else:
             scores = torch.bmm(query, keys.transpose(1, 2))  # (batch, steps, src_len)
         weights = torch.softmax(scores + bias.unsqueeze(1), dim=2)  # (batch, steps, src_len)
-        context = torch.bmm(weights, memory)  # (batch, steps, enc_out)
-        attentional = torch.tanh(self.combine(torch.cat([context, query], dim=2)))  # (batch, steps, hidden)
-        return attentional, weights
+        return torch.bmm(weights, memory), weights  # (batch, steps, enc_out)
 
 
 class DecoderStep(nn.Module):
@@ -159,6 +164,14 @@ class DecoderStep(nn.Module):
         if cfg.concat_context:
             context = statics[CONTEXT]  # (batch, enc_out)
             parts.append(context.unsqueeze(1).expand(-1, steps, -1))  # (batch, steps, enc_out)
+        weights = None
+        if cfg.attends_before_step:  # scored with the previous top state; its context enters this step's input
+            assert steps == 1, "attention before the step decodes one step at a time"
+            query = states[STATE_H][-1].unsqueeze(1)  # (batch, 1, hidden)
+            context, weights = self.attention.attend(
+                query, statics[MEMORY], statics[ATTENTION_KEYS], statics[MEMORY_BIAS]
+            )
+            parts.append(context)  # (batch, 1, enc_out)
         if cfg.input_feeding:
             assert steps == 1, "input feeding decodes one step at a time"
             parts.append(states[STATE_FEED].unsqueeze(1))  # (batch, 1, hidden)
@@ -170,8 +183,7 @@ class DecoderStep(nn.Module):
             output, h = self.rnn(step_input, states[STATE_H])
             new_states = {STATE_H: h}
         # output: (batch, steps, hidden)
-        weights = None
-        if self.attention is not None:
+        if self.attention is not None and not cfg.attends_before_step:
             output, weights = self.attention(output, statics[MEMORY], statics[ATTENTION_KEYS], statics[MEMORY_BIAS])
             if cfg.input_feeding:
                 new_states[STATE_FEED] = output.squeeze(1)
@@ -224,7 +236,7 @@ class Seq2Seq(nn.Module):
     def forward(self, source_ids: Tensor, lengths: Tensor, target_in: Tensor) -> Tensor:
         """Teacher forcing: log-probs (batch, tgt_len, vocab) for decoder inputs target_in (batch, tgt_len)."""
         states, statics = self.split(self.encode(source_ids, lengths))
-        if not self.cfg.input_feeding:  # all steps in one RNN call: several times faster to train
+        if not self.cfg.decodes_step_by_step:  # all steps in one RNN call: several times faster to train
             return self.decoder.run(target_in, states, statics)[0]
         steps = []
         for t in range(target_in.shape[1]):

@@ -40,6 +40,10 @@ def graph_name(role: str) -> str:
     return role.replace(".", "_")
 
 
+# the context of attention before the step: computed inside the step graph, an input of its first layer
+ATTENTION_CONTEXT = "attention_context"
+
+
 def encoded_io(cfg: Seq2SeqConfig) -> list[TensorSpec]:
     """The encoder's outputs = the decoder step's inputs besides previous_ids, in a fixed order."""
     layers, hidden, enc_out = cfg.num_layers, cfg.hidden_size, cfg.encoder_output_size
@@ -347,11 +351,18 @@ def build_decoder_step(model: Seq2Seq, *, plain: bool = False) -> ExportedGraph:
     encoded = encoded_io(cfg)
     value = {io.role: g.input(io.name, io.dtype, list(io.shape)) for io in encoded}
 
+    attention_weights = None
+    if cfg.attends_before_step:  # scored with the previous top-layer state, before the cells run
+        top = g.op("Gather", value[roles.STATE_H], g.const(np.array(cfg.num_layers - 1, np.int64), "top"), axis=0)
+        value[ATTENTION_CONTEXT], attention_weights = _attend(g, cfg, w, top, value)  # (B, enc_out), (B, S)
+
     parts = []  # the first layer's input, in the order of decoder.rnn.weight_ih_l0's columns
     if cfg.feed_previous:
         parts.append(("embedding", cfg.target_embedding_size))
     if cfg.concat_context:
         parts.append((roles.CONTEXT, cfg.encoder_output_size))
+    if cfg.attends_before_step:
+        parts.append((ATTENTION_CONTEXT, cfg.encoder_output_size))
     if cfg.input_feeding:
         parts.append((roles.STATE_FEED, hidden))
 
@@ -410,8 +421,7 @@ def build_decoder_step(model: Seq2Seq, *, plain: bool = False) -> ExportedGraph:
         new_h.append(g.op("Unsqueeze", x, g.ints([0])))  # (1, B, H)
 
     outputs: list[TensorSpec] = []
-    attention_weights = None
-    if cfg.attention != "none":
+    if cfg.attention != "none" and not cfg.attends_before_step:
         x, attention_weights = _attention(g, cfg, w, x, value)
     if plain:
         logits = g.op(
@@ -518,6 +528,16 @@ def _attention(
     g: GraphBuilder, cfg: Seq2SeqConfig, w: dict[str, np.ndarray], query: str, value: dict[str, str]
 ) -> tuple[str, str]:
     """Luong attention over precomputed keys; returns the attentional vector (B, H) and the weights (B, S)."""
+    context, weights = _attend(g, cfg, w, query, value)  # (B, enc_out), (B, S)
+    combined = g.op("Concat", context, query, axis=1)  # (B, enc_out + H)
+    attentional = g.op("Tanh", g.op("MatMul", combined, g.const(w["decoder.attention.combine.weight"].T, "combine_w")))
+    return attentional, weights
+
+
+def _attend(
+    g: GraphBuilder, cfg: Seq2SeqConfig, w: dict[str, np.ndarray], query: str, value: dict[str, str]
+) -> tuple[str, str]:
+    """Scores of `query` (B, H) against the precomputed keys; returns the context (B, enc_out), weights (B, S)."""
     keys = value[roles.ATTENTION_KEYS]  # (B, S, K)
     if cfg.attention == "additive":
         projected = g.op(
@@ -534,6 +554,4 @@ def _attention(
     context = g.op(
         "Squeeze", g.op("MatMul", g.op("Unsqueeze", weights, g.ints([1])), value[roles.MEMORY]), g.ints([1])
     )  # (B, enc_out)
-    combined = g.op("Concat", context, query, axis=1)  # (B, enc_out + H)
-    attentional = g.op("Tanh", g.op("MatMul", combined, g.const(w["decoder.attention.combine.weight"].T, "combine_w")))
-    return attentional, weights
+    return context, weights

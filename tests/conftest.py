@@ -81,6 +81,9 @@ EXTRA_OPTIONS = [
         num_layers=2,
     ),
     dict(SMALL, bidirectional=True, encoder_hidden_size=8, attention="dot"),
+    # attention before the step (Bahdanau; the PyTorch tutorial's AttnDecoderRNN is the first)
+    dict(SMALL, attention="additive", attention_placement="before", source_eos=True, target_embedding_size=16),
+    dict(SMALL, cell="lstm", num_layers=2, attention="general", attention_placement="before"),
 ]
 
 
@@ -96,6 +99,7 @@ def grid_id(options: dict) -> str:
         "tie_target_embedding",
         "source_eos",
         "encoder_hidden_size",
+        "attention_placement",
     )
     return "-".join(f"{k}={options[k]}" for k in keys if k in options)
 

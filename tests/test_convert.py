@@ -80,7 +80,7 @@ def test_g2p_en_refuses_what_it_cannot_convert_exactly(tmp_path):
     np.savez(tmp_path / "pickled.npz", **{**arrays, "fc_b": np.array([object()], dtype=object)})
     with pytest.raises(ConversionError, match=r"not a readable \.npz file of arrays .*allow_pickle=False"):
         convert("g2p-en", tmp_path / "pickled.npz", tmp_path / "out")
-    with pytest.raises(ConversionError, match=r"format 'keras2' is not one of g2p-en, keras, opennmt$"):
+    with pytest.raises(ConversionError, match=r"format 'keras2' is not one of g2p-en, keras, opennmt, torch-tutorial$"):
         convert("keras2", tmp_path / "shape.npz", tmp_path / "out")
     assert not (tmp_path / "out").exists()  # nothing written for a refused model
 
@@ -305,3 +305,50 @@ def test_opennmt_refuses_a_file_that_needs_unpickling_code(tmp_path):
     torch.save({"model": {}, "opt": object()}, tmp_path / "evil.pt")  # an arbitrary class: weights_only refuses it
     with pytest.raises(ConversionError, match=r"evil\.pt: not an OpenNMT-py checkpoint torch can load safely"):
         convert("opennmt", tmp_path / "evil.pt", tmp_path / "out")
+
+
+TUTORIAL = Path(__file__).parent / "fixtures" / "torch_tutorial"  # the tutorial's own classes: its regenerate.py
+
+
+@pytest.mark.parametrize("name", ["attention", "plain"])
+def test_torch_tutorial_models_reproduce_its_evaluate(tmp_path, name):
+    """The PyTorch seq2seq tutorial's EncoderRNN with AttnDecoderRNN (Bahdanau attention before the step) or
+    DecoderRNN (relu(embedding)): 120 sentences each, outputs identical to its evaluate(), log-probs within 1e-4."""
+    golden = json.loads((TUTORIAL / name / "golden.json").read_text())["outputs"]
+    sources = [entry["source"] for entry in golden]
+    conversion = convert("torch-tutorial", TUTORIAL / name, tmp_path / "checkpoint")
+    bundle = export_bundle(
+        tmp_path / "checkpoint",
+        tmp_path / "bundle",
+        validation_sources=sources,
+        options=ExportOptions(**conversion.export_options),
+    )
+    model = s2s_runtime.load(bundle, device="cpu")
+    assert [r.text for r in model.generate(sources)] == [entry["output"] for entry in golden]
+    for entry, scored in zip(golden, model.score(sources, [e["output"] for e in golden]), strict=True):
+        expected = entry["step_log_probs"]
+        assert np.allclose(scored.log_probs[: len(expected)], expected, rtol=0, atol=1e-4), entry["source"]
+    assert conversion.report["decoder"] == {"attention": "AttnDecoderRNN", "plain": "DecoderRNN"}[name]
+
+
+def test_torch_tutorial_refuses_other_modules(tmp_path):
+    import shutil
+
+    import torch
+
+    shutil.copytree(TUTORIAL / "attention", tmp_path / "model")
+    decoder = torch.load(tmp_path / "model" / "decoder.pt", weights_only=True)
+    torch.save({**decoder, "attention.extra.weight": torch.zeros(2)}, tmp_path / "model" / "decoder.pt")
+    with pytest.raises(
+        ConversionError,
+        match=r"decoder\.pt: unexpected 'attention\.extra\.weight': not AttnDecoderRNN "
+        r"or DecoderRNN$",
+    ):
+        convert("torch-tutorial", tmp_path / "model", tmp_path / "out")
+    (tmp_path / "model" / "encoder.pt").unlink()
+    with pytest.raises(
+        ConversionError,
+        match=r"encoder\.pt: no such file \(the directory needs encoder\.pt and "
+        r"decoder\.pt\)$",
+    ):
+        convert("torch-tutorial", tmp_path / "model", tmp_path / "out")

@@ -4,8 +4,9 @@ Each converter reads the other tool's files without importing the tool (nothing 
 onto the model family's names one to one, refuses what the family cannot express with an error naming the option,
 and writes a checkpoint plus `conversion.json`: where the model came from, and how the tool decodes it (its length
 limit, its start and end tokens, what it does to inputs before the model sees them), so old outputs can be
-reproduced on purpose. Formats: `g2p-en` (the g2p_en package's `checkpoint20.npz`), `keras` (a Keras 3 `.keras`
-file of the two classic character seq2seq shapes, with a tokens file), `opennmt` (an OpenNMT-py RNN `.pt`).
+reproduced on purpose. Formats: `g2p-en` (the g2p_en package's `checkpoint20.npz`), `keras` (a Keras 3
+`.keras` file of the two classic character seq2seq shapes, with a tokens file), `opennmt` (an OpenNMT-py RNN
+`.pt`), `torch-tutorial` (the PyTorch seq2seq tutorial's encoder.pt and decoder.pt).
 
 Examples:
     >>> conversion = convert("g2p-en", "checkpoint20.npz", "runs/g2p-en-converted")  # doctest: +SKIP
@@ -29,6 +30,7 @@ FORMATS: dict[str, tuple[str, str]] = {
     "g2p-en": ("g2p_en", "convert_g2p_en"),
     "keras": ("keras", "convert_keras"),
     "opennmt": ("opennmt", "convert_opennmt"),
+    "torch-tutorial": ("torch_tutorial", "convert_torch_tutorial"),
 }
 
 
@@ -40,8 +42,8 @@ def convert(format: str, source: str | Path, out: str | Path, *, tokens: str | P
     if format not in FORMATS:
         raise ConversionError(f"format {format!r} is not one of {', '.join(sorted(FORMATS))}")
     source = Path(source)
-    if not source.is_file():
-        raise ConversionError(f"{source}: no such file")
+    if not source.exists():
+        raise ConversionError(f"{source}: no such file or directory")
     module, function = FORMATS[format]
     converter = getattr(importlib.import_module(f".{module}", __name__), function)
     conversion: Conversion = converter(source, None if tokens is None else Path(tokens))

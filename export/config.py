@@ -17,10 +17,11 @@ class ConfigError(ValueError):
 
 CHOICES = {
     "cell": ("gru", "lstm"),
-    "bridge": ("copy", "linear", "zeros"),
+    "bridge": ("copy", "linear", "linear_relu", "zeros"),
     "conditioning": ("init", "concat", "both"),
     "attention": ("none", "dot", "general", "additive"),
     "attention_placement": ("after", "before"),
+    "attention_combine": ("tanh", "affine"),
 }
 
 
@@ -63,6 +64,9 @@ class Seq2SeqConfig:
     # "after" (Luong): score with the step's output, combine [context; output]. "before" (Bahdanau, the PyTorch
     # tutorial): score with the previous top state, append the context to the step's input, project the output.
     attention_placement: str = "after"
+    # the combine layer of attention after the step: tanh(W [context; output]) or W [context; output] + b (OpenNMT's
+    # mlp attention)
+    attention_combine: str = "tanh"
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -113,6 +117,8 @@ class Seq2SeqConfig:
                 "attention_placement: 'before' needs attention and no input_feeding (the context already enters the "
                 "next step's input)"
             )
+        if self.attention_combine != "tanh" and (self.attention == "none" or self.attends_before_step):
+            raise ConfigError("attention_combine: only attention after the step has a combine layer")
         if self.input_feeding and self.attention == "none":
             raise ConfigError("input_feeding: needs attention (it feeds the attentional vector to the next step)")
         if self.decoder_input_size == 0:

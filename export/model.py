@@ -70,7 +70,7 @@ class Bridge(nn.Module):
         super().__init__()
         self.kind = cfg.bridge
         self.hidden_size = cfg.hidden_size
-        if self.kind == "linear":
+        if self.kind in ("linear", "linear_relu"):
             self.hidden = nn.Linear(cfg.encoder_output_size, cfg.hidden_size)
             if cfg.cell == "lstm":
                 self.cell = nn.Linear(cfg.encoder_output_size, cfg.hidden_size)
@@ -80,7 +80,8 @@ class Bridge(nn.Module):
             return state
         if self.kind == "zeros":
             return state.new_zeros(state.shape[0], state.shape[1], self.hidden_size)
-        return (self.hidden if which == "h" else self.cell)(state)  # (layers, batch, hidden)
+        projected = (self.hidden if which == "h" else self.cell)(state)  # (layers, batch, hidden)
+        return torch.relu(projected) if self.kind == "linear_relu" else projected
 
 
 class Attention(nn.Module):
@@ -95,8 +96,9 @@ class Attention(nn.Module):
         if self.kind == "additive":
             self.query = nn.Linear(hidden, hidden)
             self.score = nn.Linear(hidden, 1, bias=False)
+        self.affine = cfg.attention_combine == "affine"
         if cfg.attention_placement == "after":  # before the step the context goes into the cell instead
-            self.combine = nn.Linear(enc_out + hidden, hidden, bias=False)
+            self.combine = nn.Linear(enc_out + hidden, hidden, bias=self.affine)
 
     def keys(self, memory: Tensor) -> Tensor:
         """Per-sequence keys, computed once by the encoder rather than at every step."""
@@ -106,8 +108,8 @@ class Attention(nn.Module):
         """query (batch, steps, hidden) → attentional vectors (batch, steps, hidden),
         weights (batch, steps, src_len)."""
         context, weights = self.attend(query, memory, keys, bias)  # (batch, steps, enc_out), (batch, steps, src_len)
-        attentional = torch.tanh(self.combine(torch.cat([context, query], dim=2)))  # (batch, steps, hidden)
-        return attentional, weights
+        combined = self.combine(torch.cat([context, query], dim=2))  # (batch, steps, hidden)
+        return (combined if self.affine else torch.tanh(combined)), weights
 
     def attend(self, query: Tensor, memory: Tensor, keys: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
         """query (batch, steps, hidden) → context (batch, steps, enc_out), weights (batch, steps, src_len)."""

@@ -147,7 +147,8 @@ def build_encoder(model: Seq2Seq, *, plain: bool = False, lstm_scan: bool = Fals
             return _zeros(g, cfg.num_layers, batch, cfg.hidden_size)
         name = "hidden" if which == "h" else "cell"
         projected = g.op("MatMul", final, g.const(w[f"bridge.{name}.weight"].T, "bridge_w"))  # (L, B, H)
-        return g.op("Add", projected, g.const(w[f"bridge.{name}.bias"], "bridge_b"))
+        projected = g.op("Add", projected, g.const(w[f"bridge.{name}.bias"], "bridge_b"))
+        return g.op("Relu", projected) if cfg.bridge == "linear_relu" else projected
 
     values = {
         roles.STATE_H: lambda: bridge("h"),
@@ -530,8 +531,10 @@ def _attention(
     """Luong attention over precomputed keys; returns the attentional vector (B, H) and the weights (B, S)."""
     context, weights = _attend(g, cfg, w, query, value)  # (B, enc_out), (B, S)
     combined = g.op("Concat", context, query, axis=1)  # (B, enc_out + H)
-    attentional = g.op("Tanh", g.op("MatMul", combined, g.const(w["decoder.attention.combine.weight"].T, "combine_w")))
-    return attentional, weights
+    projected = g.op("MatMul", combined, g.const(w["decoder.attention.combine.weight"].T, "combine_w"))  # (B, H)
+    if cfg.attention_combine == "affine":
+        return g.op("Add", projected, g.const(w["decoder.attention.combine.bias"], "combine_b")), weights
+    return g.op("Tanh", projected), weights
 
 
 def _attend(

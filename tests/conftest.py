@@ -84,6 +84,9 @@ EXTRA_OPTIONS = [
     # attention before the step (Bahdanau; the PyTorch tutorial's AttnDecoderRNN is the first)
     dict(SMALL, attention="additive", attention_placement="before", source_eos=True, target_embedding_size=16),
     dict(SMALL, cell="lstm", num_layers=2, attention="general", attention_placement="before"),
+    # OpenNMT's mlp attention (combine with bias, no tanh) and its bridge (ReLU(Linear))
+    dict(SMALL, attention="additive", attention_combine="affine", input_feeding=True, bridge="linear_relu"),
+    dict(SMALL, cell="lstm", bidirectional=True, encoder_hidden_size=8, bridge="linear_relu", attention="dot"),
 ]
 
 
@@ -100,6 +103,8 @@ def grid_id(options: dict) -> str:
         "source_eos",
         "encoder_hidden_size",
         "attention_placement",
+        "attention_combine",
+        "bridge",
     )
     return "-".join(f"{k}={options[k]}" for k in keys if k in options)
 

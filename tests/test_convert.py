@@ -238,11 +238,11 @@ def test_keras_refuses_what_it_cannot_convert_exactly(tmp_path, case):
 OPENNMT = Path(__file__).parent / "fixtures" / "opennmt"  # trained by OpenNMT-py itself: its regenerate.py
 
 
-@pytest.mark.parametrize("name", ["lstm_general_feed", "gru_dot", "brnn_lstm_general"])
+@pytest.mark.parametrize("name", ["lstm_general_feed", "gru_dot", "brnn_lstm_general", "lstm_mlp", "brnn_gru_bridge"])
 def test_opennmt_models_reproduce_their_own_translations(tmp_path, name):
     """OpenNMT-py 3.5.1 RNN models (2-layer LSTM, general attention, input feeding; GRU, dot attention, no input
-    feeding; a brnn LSTM encoder, H/2 units per direction): 120 sources each, outputs identical to onmt's greedy
-    translation, scores within 1e-4."""
+    feeding; a brnn LSTM encoder, H/2 units per direction; mlp attention; a brnn GRU with -bridge): 120 sources
+    each, outputs identical to onmt's greedy translation, scores within 1e-4."""
     golden = json.loads((OPENNMT / f"{name}.golden.json").read_text())["outputs"]
     sources = [entry["source"] for entry in golden]
     conversion = convert("opennmt", OPENNMT / f"{name}.pt", tmp_path / "checkpoint")
@@ -259,15 +259,14 @@ def test_opennmt_models_reproduce_their_own_translations(tmp_path, name):
 
 
 OPENNMT_REFUSED = {
-    "mlp": (
-        {"global_attention": "mlp"},
-        r"global_attention 'mlp' cannot be converted exactly: 'mlp' combines with a "
-        r"bias and without tanh, which this family does not compute yet$",
-    ),
     "bridge": (
         {"bridge": True},
-        r"bridge cannot be converted exactly: OpenNMT's bridge is ReLU\(Linear\) over all "
-        r"layers' states$",
+        r"bridge with more than one layer cannot be converted exactly: OpenNMT views the \(layers, batch, H\) states "
+        r"as rows of layers × H, so each row mixes batch entries$",
+    ),
+    "sparsemax": (
+        {"global_attention_function": "sparsemax"},
+        r"global_attention_function 'sparsemax' cannot be converted exactly: attention weights are a softmax$",
     ),
     "layers": (
         {"dec_layers": 1},

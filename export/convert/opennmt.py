@@ -8,13 +8,18 @@ argparse.Namespace: the only class `torch.load(weights_only=True)` is allowed to
   started from the encoder's final states (`bridge="copy"`, enc_layers = dec_layers), input [embedding; feed];
 - `global_attention` `dot`, `general` or `none`: OpenNMT projects the query (linear_in · h), this family the memory
   (W_key · m), so `key = linear_inᵀ`; `linear_out` ([c; h], tanh, no bias) is the combine layer;
+- `mlp` attention: Bahdanau's score (`attention="additive"`: key = linear_context, query = linear_query, score =
+  v) with a combine of bias and no tanh (`attention_combine="affine"`);
 - encoder `brnn`: H/2 units per direction (`bidirectional`, `encoder_hidden_size` H/2), the directions' final
   states concatenated per layer [forward; backward] as the decoder's start, as OpenNMT does;
+- `-bridge` with one layer: ReLU(Linear) of each direction's final state (`bridge="linear_relu"`, for brnn a
+  block-diagonal weight: one Linear shared by both directions);
 - the generator (Linear + LogSoftmax) → `decoder.output`.
 
-Refused, naming the option: `mlp` attention (a combine with bias and no tanh), `-bridge`, copy and coverage
-attention, context gates, sparsemax, source features, Transformer and other encoders/decoders, enc_layers ≠
-dec_layers, shared decoder embeddings.
+Refused, naming the option: `-bridge` with more than one layer (OpenNMT views (layers, batch, H) states as rows of
+layers × H, so each row mixes batch entries: its output depends on the batch), copy and coverage attention, context
+gates, sparsemax, source features, Transformer and other encoders/decoders, enc_layers ≠ dec_layers, shared
+decoder embeddings.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from ..model import Seq2Seq
 from .base import Conversion, ConversionError
 
 CELLS = {"LSTM": "lstm", "GRU": "gru"}
-ATTENTION = {"dot": "dot", "general": "general", "none": "none"}
+ATTENTION = {"dot": "dot", "general": "general", "mlp": "additive", "none": "none"}
 TRANSLATE_DEFAULTS = "beam_size 5, length_penalty avg, max_length 250 tokens, no ratio limit"
 
 
@@ -78,14 +83,18 @@ def check_options(source: Path, opt: Any) -> None:
         (
             get("global_attention") not in ATTENTION,
             f"global_attention {get('global_attention')!r}",
-            "'mlp' combines with a bias and without tanh, which this family does not compute yet",
+            "only dot, general and mlp",
         ),
         (
             get("global_attention_function", "softmax") != "softmax",
             f"global_attention_function {get('global_attention_function')!r}",
             "attention weights are a softmax",
         ),
-        (bool(get("bridge", False)), "bridge", "OpenNMT's bridge is ReLU(Linear) over all layers' states"),
+        (
+            bool(get("bridge", False)) and get("enc_layers", 1) > 1,
+            "bridge with more than one layer",
+            "OpenNMT views the (layers, batch, H) states as rows of layers × H, so each row mixes batch entries",
+        ),
         (bool(get("copy_attn", False)), "copy_attn", "no copy mechanism"),
         (bool(get("coverage_attn", False)), "coverage_attn", "no coverage attention"),
         (get("context_gate") is not None, f"context_gate {get('context_gate')!r}", "no context gates"),
@@ -150,9 +159,10 @@ def convert_opennmt(source: Path, tokens: Path | None = None) -> Conversion:
         hidden_size=hidden,
         bidirectional=bidirectional,
         encoder_hidden_size=hidden // 2 if bidirectional else 0,
-        bridge="copy",
+        bridge="linear_relu" if getattr(opt, "bridge", False) else "copy",
         conditioning="init",
         attention=ATTENTION[opt.global_attention],
+        attention_combine="affine" if opt.global_attention == "mlp" else "tanh",
         input_feeding=bool(opt.input_feed) and opt.global_attention != "none",
     )
     check_vocabularies(cfg, source_vocab, target_vocab)
@@ -182,6 +192,18 @@ def convert_opennmt(source: Path, tokens: Path | None = None) -> Conversion:
         state["decoder.attention.combine.weight"] = take("decoder.attn.linear_out.weight")  # (H, 2H): [c; h]
     if opt.global_attention == "general":
         state["decoder.attention.key.weight"] = take("decoder.attn.linear_in.weight").T  # query side → memory side
+    if opt.global_attention == "mlp":
+        state["decoder.attention.key.weight"] = take("decoder.attn.linear_context.weight")
+        state["decoder.attention.query.weight"] = take("decoder.attn.linear_query.weight")
+        state["decoder.attention.query.bias"] = take("decoder.attn.linear_query.bias")
+        state["decoder.attention.score.weight"] = take("decoder.attn.v.weight")
+        state["decoder.attention.combine.bias"] = take("decoder.attn.linear_out.bias")
+    if cfg.bridge == "linear_relu":  # one Linear per state kind, shared by both directions of a brnn
+        for index, kind in enumerate(("hidden", "cell") if cfg.cell == "lstm" else ("hidden",)):
+            weight, bias = take(f"encoder.bridge.{index}.weight"), take(f"encoder.bridge.{index}.bias")
+            directions = 2 if bidirectional else 1
+            state[f"bridge.{kind}.weight"] = torch.block_diag(*[weight] * directions)  # (H, D·Hₑ)
+            state[f"bridge.{kind}.bias"] = bias.repeat(directions)  # (H,)
     unused = sorted(set(model_state) - read)
     if unused:
         raise ConversionError(f"{source}: tensor {unused[0]!r} has no counterpart in this family")

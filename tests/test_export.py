@@ -77,14 +77,23 @@ def row_view(values, row, length):
     return out
 
 
+# the options the converters brought: each is checked for padding invariance too
+CONVERSION_OPTIONS = [
+    o
+    for o in EXTRA_OPTIONS
+    if {"encoder_hidden_size", "attention_placement", "attention_combine"} & set(o) or o.get("bridge") == "linear_relu"
+]
+
+
 @pytest.mark.parametrize(
     "options",
     [
         dict(cell="lstm", bidirectional=True, bridge="linear", attention="additive", num_layers=2, hidden_size=16),
         dict(cell="gru", bidirectional=True, bridge="linear", conditioning="both", hidden_size=16),
         dict(cell="gru", attention="dot", input_feeding=True, hidden_size=16),
+        *CONVERSION_OPTIONS,
     ],
-    ids=["bilstm-additive", "bigru-both", "gru-dot-feed"],
+    ids=["bilstm-additive", "bigru-both", "gru-dot-feed", *map(grid_id, CONVERSION_OPTIONS)],
 )
 def test_padding_never_leaks_into_states(options):
     checkpoint = random_checkpoint(11, **options)

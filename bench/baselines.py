@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 import s2s_runtime
 from s2s_runtime import roles
@@ -17,11 +19,17 @@ from s2s_runtime.bundle import Bundle
 
 @dataclass
 class Contender:
+    """Decodes a batch of sources to token ids (eos excluded) and says whether each output ended with eos; `run`, what
+    the benchmark times, is that and the token count (eos included), so every contender builds its outputs."""
+
     name: str
     strategies: tuple[str, ...]
 
-    def run(self, sources: Sequence[str], strategy: str) -> int:
+    def decode(self, sources: Sequence[str], strategy: str) -> list[tuple[list[int], bool]]:
         raise NotImplementedError
+
+    def run(self, sources: Sequence[str], strategy: str) -> int:
+        return sum(len(ids) + finished for ids, finished in self.decode(sources, strategy))
 
 
 class RuntimeContender(Contender):
@@ -32,16 +40,42 @@ class RuntimeContender(Contender):
         self.model = s2s_runtime.load(bundle, device="cpu", intra_op_threads=threads)
         self.beam_size = beam_size
 
-    def run(self, sources: Sequence[str], strategy: str) -> int:
+    def decode(self, sources: Sequence[str], strategy: str) -> list[tuple[list[int], bool]]:
         options = dict(strategy="beam", beam_size=self.beam_size) if strategy == "beam" else {}
         results = self.model.generate(list(sources), max_batch_size=len(sources), **options)
-        return sum(len(r.ids) + r.finished for r in results)
+        return [(r.ids, r.finished) for r in results]
+
+
+def cut_at_eos(chosen: list[list[int]], eos_id: int) -> list[tuple[list[int], bool]]:
+    """Each row's tokens up to its first eos (excluded), and whether it had one."""
+    outputs = []
+    for row in chosen:
+        end = row.index(eos_id) if eos_id in row else len(row)
+        outputs.append((row[:end], end < len(row)))
+    return outputs
+
+
+def without_log_softmax(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
+    """The step graph with its final LogSoftmax removed: it outputs the logits, all greedy decoding needs."""
+    model = copy.deepcopy(model)
+    producer = {output: node for node in model.graph.node for output in node.output}
+    chain = [producer["log_probs"]]
+    while chain[-1].op_type == "Identity":  # the graph builder names its outputs through Identity nodes
+        chain.append(producer[chain[-1].input[0]])
+    if chain[-1].op_type != "LogSoftmax":
+        raise ValueError(f"the step's log_probs come from a {chain[-1].op_type}, not a LogSoftmax")
+    for node in chain:
+        model.graph.node.remove(node)
+    logits = chain[-1].input[0]
+    output = next(o for o in model.graph.output if o.name == "log_probs")
+    output.name = logits  # same type and shape: (batch, vocab) float32
+    return model, logits
 
 
 class HandWrittenLoop(Contender):
-    """What one writes by hand: session.run over the plain export (ONNX GRU/LSTM op), states passed as numpy
-    arrays, numpy argmax (greedy) or a numpy top-k over beams × vocab (beam) on the full log-probs, every row
-    computed until all rows have ended."""
+    """What one writes by hand around the plain export (ONNX GRU/LSTM op, Gemm): session.run per step, states passed
+    as numpy arrays, every row computed until all rows have ended. Greedy takes numpy argmax over the step's logits
+    (its LogSoftmax removed: greedy does not need it); beam search a numpy top-k over beams × vocab log-probs."""
 
     def __init__(self, bundle: Path, threads: int, beam_size: int):
         super().__init__("hand-written onnxruntime loop", ("greedy", "beam"))
@@ -52,14 +86,19 @@ class HandWrittenLoop(Contender):
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        step_path = str(self.bundle.graphs["decoder_step"].path)
         self.encoder = ort.InferenceSession(
             str(self.bundle.graphs["encoder"].path), options, providers=["CPUExecutionProvider"]
         )
-        self.decoder = ort.InferenceSession(
-            str(self.bundle.graphs["decoder_step"].path), options, providers=["CPUExecutionProvider"]
+        self.decoder = ort.InferenceSession(step_path, options, providers=["CPUExecutionProvider"])
+        logits_graph, self.logits_name = without_log_softmax(onnx.load(step_path))
+        self.logits_decoder = ort.InferenceSession(
+            logits_graph.SerializeToString(), options, providers=["CPUExecutionProvider"]
         )
+        step = self.bundle.graphs["decoder_step"]
+        self.state_outputs = [(role, io.name) for role, io in step.outputs.items() if roles.is_state(role)]
 
-    def run(self, sources: Sequence[str], strategy: str) -> int:
+    def decode(self, sources: Sequence[str], strategy: str) -> list[tuple[list[int], bool]]:
         bundle, vocab = self.bundle, self.bundle.source.vocab
         eos = [bundle.source.special_ids["eos"]] if bundle.source_eos else []
         encoded = [vocab.encode(s) + eos for s in sources]
@@ -74,17 +113,23 @@ class HandWrittenLoop(Contender):
         steps = bundle.default_max_length(int(lengths.max()))
         if strategy == "beam":
             return self._beam(values, len(encoded), steps)
+        step = bundle.graphs["decoder_step"]
+        names = [self.logits_name] + [name for _, name in self.state_outputs]
         previous = np.full(len(encoded), bundle.start_id, dtype=np.int64)
         done = np.zeros(len(encoded), dtype=bool)
-        tokens = 0
+        chosen = []
         for _ in range(steps):
-            log_probs, values = self._step(previous, values)
-            previous = log_probs.argmax(axis=1)
-            tokens += int((~done).sum())
+            feeds = {
+                io.name: previous if role == roles.PREVIOUS_IDS else values[role] for role, io in step.inputs.items()
+            }
+            logits, *states = self.logits_decoder.run(names, feeds)
+            values.update((role, value) for (role, _), value in zip(self.state_outputs, states, strict=True))
+            previous = logits.argmax(axis=1)
+            chosen.append(previous)
             done |= previous == bundle.eos_id
             if done.all():
                 break
-        return tokens
+        return cut_at_eos(np.stack(chosen, axis=1).tolist(), bundle.eos_id)
 
     def _step(self, previous: np.ndarray, values: dict) -> tuple[np.ndarray, dict]:
         step = self.bundle.graphs["decoder_step"]
@@ -94,9 +139,9 @@ class HandWrittenLoop(Contender):
         )
         return outputs[roles.LOG_PROBS], {**values, **{r: v for r, v in outputs.items() if roles.is_state(r)}}
 
-    def _beam(self, values: dict, inputs: int, steps: int) -> int:
+    def _beam(self, values: dict, inputs: int, steps: int) -> list[tuple[list[int], bool]]:
         """K beams per input from the start (all but one at -inf), reordered by gathering every tensor each step,
-        until every beam has ended."""
+        until every beam has ended; each input's best hypothesis, ended or still live."""
         k, axes = (
             self.beam_size,
             {role: io.batch_axis for role, io in self.bundle.graphs["decoder_step"].inputs.items()},
@@ -105,9 +150,8 @@ class HandWrittenLoop(Contender):
         values = {role: np.take(v, rows, axis=axes[role]) for role, v in values.items()}
         scores = np.tile(np.r_[0.0, np.full(k - 1, -np.inf)], inputs)  # (inputs·k,)
         previous = np.full(inputs * k, self.bundle.start_id, dtype=np.int64)
-        ended = np.zeros(inputs * k, dtype=bool)
-        lengths = np.zeros(inputs * k, dtype=np.int64)  # tokens of each beam, eos included
-        done_score, done_length = np.full(inputs, -np.inf), np.zeros(inputs, dtype=np.int64)  # best ended beam
+        history = np.zeros((inputs * k, 0), dtype=np.int64)  # (inputs·k, steps): each beam's tokens so far
+        best_ended: list[tuple[float, list[int]]] = [(-np.inf, [])] * inputs
         for _ in range(steps):
             log_probs, values = self._step(previous, values)  # (inputs·k, vocab)
             vocab = log_probs.shape[1]
@@ -116,26 +160,28 @@ class HandWrittenLoop(Contender):
             parents = (np.arange(inputs)[:, None] * k + best // vocab).ravel()
             previous = (best % vocab).ravel()
             scores = np.take_along_axis(totals, best, axis=1).ravel()
-            lengths = lengths[parents] + 1
+            history = np.concatenate([history[parents], previous[:, None]], axis=1)
             values = {role: np.take(v, parents, axis=axes[role]) for role, v in values.items()}
             ended = previous == self.bundle.eos_id
-            final = np.where(ended, scores, -np.inf).reshape(inputs, k)
-            better = final.max(axis=1) > done_score
-            done_length = np.where(
-                better, lengths.reshape(inputs, k)[np.arange(inputs), final.argmax(axis=1)], done_length
-            )
-            done_score = np.maximum(done_score, final.max(axis=1))
+            for row in np.flatnonzero(ended & (scores > -np.inf)):
+                if scores[row] > best_ended[row // k][0]:
+                    best_ended[row // k] = (float(scores[row]), history[row, :-1].tolist())
             scores = np.where(ended, -np.inf, scores)  # an ended beam is not extended
             if not np.isfinite(scores).any():
                 break
-        # the best hypothesis of each input, ended or still live; tokens counted like the other contenders
         live = scores.reshape(inputs, k)
-        live_length = lengths.reshape(inputs, k)[np.arange(inputs), live.argmax(axis=1)]
-        return int(np.where(done_score >= live.max(axis=1), done_length, live_length).sum())
+        outputs = []
+        for i in range(inputs):
+            if best_ended[i][0] >= live[i].max():
+                outputs.append((best_ended[i][1], True))
+            else:
+                outputs.append((history[i * k + int(live[i].argmax())].tolist(), False))
+        return outputs
 
 
 class TorchEager(Contender):
-    """The PyTorch model itself, greedy decoding in eager mode (s2s_export's reference decoder)."""
+    """The PyTorch model in eager mode at its best: inference_mode, threads set, argmax, the chosen ids kept on the
+    device until the end (no per-step host copies but the one `all done?` check)."""
 
     def __init__(self, checkpoint: Any, threads: int):
         super().__init__("PyTorch eager", ("greedy",))
@@ -147,9 +193,10 @@ class TorchEager(Contender):
         torch.set_num_threads(threads)
         self.torch, self.checkpoint = torch, checkpoint
         self.start, self.max_length = start_id(checkpoint.config, checkpoint.target_vocab), max_target_length
+        self.eos = checkpoint.target_vocab.id_of("eos")
 
-    def run(self, sources: Sequence[str], strategy: str) -> int:
-        torch, vocab = self.torch, self.checkpoint.source_vocab
+    def decode(self, sources: Sequence[str], strategy: str) -> list[tuple[list[int], bool]]:
+        torch, vocab, model = self.torch, self.checkpoint.source_vocab, self.checkpoint.model
         eos = [vocab.id_of("eos")] if self.checkpoint.config.source_eos else []
         encoded = [vocab.encode(s) + eos for s in sources]
         lengths = torch.tensor([len(s) for s in encoded])
@@ -157,7 +204,17 @@ class TorchEager(Contender):
         for row, source in enumerate(encoded):
             ids[row, : len(source)] = torch.tensor(source)
         limit = self.max_length(int(lengths.max()))
-        outputs = self.checkpoint.model.greedy(
-            ids, lengths, start_id=self.start, eos_id=self.checkpoint.target_vocab.id_of("eos"), max_length=limit
-        )
-        return sum(len(o) + (len(o) < limit) for o in outputs)  # + the eos step, unless the limit stopped it
+        with torch.inference_mode():
+            states, statics = model.split(model.encode(ids, lengths))
+            previous = torch.full((len(encoded),), self.start, dtype=torch.long)
+            done = torch.zeros(len(encoded), dtype=torch.bool)
+            chosen = []
+            for _ in range(limit):
+                log_probs, states, _ = model.decoder(previous, states, statics)
+                previous = log_probs.argmax(dim=1)  # (batch,)
+                chosen.append(previous)
+                done |= previous == self.eos
+                if bool(done.all()):
+                    break
+            rows = torch.stack(chosen, dim=1).tolist()
+        return cut_at_eos(rows, self.eos)

@@ -30,8 +30,26 @@ def add_bench_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, default=1, help="threads for every contender (default 1)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--min-sequences", type=int, default=256, help="sequences per repeat and batch size")
+    parser.add_argument(
+        "--mixes",
+        nargs="+",
+        default=["mixed", "equal"],
+        choices=["mixed", "equal"],
+        help="input mixes: the inputs as they come, and only inputs of their most common length (default both)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="directory for JSON, MD, PNG")
+    parser.add_argument("--no-plot", action="store_true", help="write no PNG (otherwise matplotlib is required)")
     parser.set_defaults(handler=run_bench)
+
+
+def input_mixes(sources: list[str], bundle: Bundle, mixes: list[str]) -> dict[str, list[str]]:
+    """The inputs as they come ("mixed"), and those of the most common source length ("equal"), so that neither
+    padding nor its absence hides in the figures."""
+    by_length: dict[int, list[str]] = {}
+    for source in sources:
+        by_length.setdefault(len(bundle.source.vocab.split(source)), []).append(source)
+    common = max(by_length.values(), key=len)
+    return {mix: sources if mix == "mixed" else common for mix in mixes}
 
 
 def load_inputs(path: Path | None, bundle: Bundle) -> tuple[list[str], str]:
@@ -50,10 +68,24 @@ def load_inputs(path: Path | None, bundle: Bundle) -> tuple[list[str], str]:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    if not args.no_plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise SystemExit(
+                "s2s bench: the PNG needs matplotlib (pip install 's2s-runtime[bench]'); --no-plot writes none"
+            ) from None
     from tqdm import tqdm
 
     from .baselines import HandWrittenLoop, RuntimeContender, TorchEager
-    from .latency import decoder_flops_per_token, encoder_flops_per_source_token, graphs_alone, matmul_gflops, measure
+    from .latency import (
+        decoder_flops_per_token,
+        encoder_flops_per_source_token,
+        floor,
+        graphs_alone,
+        matmul_gflops,
+        measure,
+    )
 
     bundle = Bundle.open(args.bundle)
     sources, described = load_inputs(args.inputs, bundle)
@@ -75,24 +107,37 @@ def run_bench(args: argparse.Namespace) -> int:
         if args.checkpoint is not None:
             contenders.append(RuntimeContender("s2s-runtime int8", int8, args.threads, args.beam_size))
         matmul = matmul_gflops(args.threads)
-        plan = [(c, s, b) for s in args.strategies for b in args.batch_sizes for c in contenders if s in c.strategies]
+        mixes = input_mixes(sources, bundle, args.mixes)
+        plan = [
+            (c, s, b, mix)
+            for mix in mixes
+            for s in args.strategies
+            for b in args.batch_sizes
+            for c in contenders
+            if s in c.strategies
+        ]
         measurements = []
         runtime = next(c for c in contenders if c.name == report.RUNTIME)
         alone = graphs_alone(runtime.model, sources, max(args.batch_sizes), matmul)
+        greedy = runtime.decode(sources[:256], "greedy")
+        source_tokens = sum(len(bundle.source.vocab.split(s)) + bundle.source_eos for s in sources[:256]) / 256
+        target_tokens = sum(len(ids) + finished for ids, finished in greedy) / len(greedy)
+        machine_floor = floor(runtime.model, source_tokens, target_tokens, args.threads)
         with tqdm(total=len(plan) * args.repeats, desc="bench", file=sys.stderr, disable=None) as progress:  # TTY only
-            for contender, strategy, batch in plan:
-                progress.set_postfix_str(f"{contender.name} {strategy} b={batch}")
-                measurements.append(
-                    measure(
-                        contender,
-                        sources,
-                        strategy,
-                        batch,
-                        repeats=args.repeats,
-                        min_sequences=args.min_sequences,
-                        progress=progress,
-                    ).to_dict()
-                )
+            for contender, strategy, batch, mix in plan:
+                progress.set_postfix_str(f"{contender.name} {strategy} b={batch} {mix}")
+                measured = measure(
+                    contender,
+                    mixes[mix],
+                    strategy,
+                    batch,
+                    repeats=args.repeats,
+                    min_sequences=args.min_sequences,
+                    progress=progress,
+                ).to_dict()
+                measured["mix"] = mix
+                measured["vs_floor"] = measured["us_per_token"] / machine_floor["us_per_token"]
+                measurements.append(measured)
     source_length = sum(len(bundle.source.vocab.split(s)) for s in sources[:1000]) / min(len(sources), 1000)
     step_flops = decoder_flops_per_token(bundle.manifest.config, source_length)
     encoder_flops = encoder_flops_per_source_token(bundle.manifest.config) * source_length
@@ -105,7 +150,8 @@ def run_bench(args: argparse.Namespace) -> int:
         "threads": args.threads,
         "repeats": args.repeats,
         "inputs": described,
-        "machine": {"matmul_gflops": matmul},
+        "machine": {"matmul_gflops": matmul, "floor": machine_floor},
+        "mixes": {mix: {"inputs": len(chosen)} for mix, chosen in mixes.items()},
         "decoder_flops_per_token": step_flops,
         "encoder_flops_per_sequence": encoder_flops,
         "source_tokens_per_sequence": source_length,
@@ -113,7 +159,7 @@ def run_bench(args: argparse.Namespace) -> int:
         "ratios": report.ratios(measurements),
         "graphs_alone": alone,
     }
-    for path in report.write(result, args.out):
+    for path in report.write(result, args.out, plot_png=not args.no_plot):
         print(f"wrote {path}", file=sys.stderr)
     print(report.markdown(result))
     return 0

@@ -108,10 +108,11 @@ def encoder_flops_per_source_token(config: dict) -> float:
     The plain encoder also multiplies the embeddings by W_ih, which is not counted: the count is the work the
     optimized graphs need, the same for every contender."""
     hidden, layers = config["hidden_size"], config["num_layers"]
+    units = config.get("encoder_hidden_size") or hidden  # per encoder direction
     gates = 3 if config["cell"] == "gru" else 4
     directions = 2 if config["bidirectional"] else 1
-    enc_out = hidden * directions
-    flops = directions * (layers * 2 * gates * hidden * hidden + (layers - 1) * 2 * gates * hidden * enc_out)
+    enc_out = units * directions
+    flops = directions * (layers * 2 * gates * units * units + (layers - 1) * 2 * gates * units * enc_out)
     if config["attention"] in ("general", "additive"):
         flops += 2 * enc_out * hidden  # keys, projected once per source position
     return flops
@@ -122,16 +123,19 @@ def decoder_flops_per_token(config: dict, source_length: float) -> float:
     the first layer's input projection is a table lookup, so it costs nothing)."""
     hidden, layers = config["hidden_size"], config["num_layers"]
     gates = 3 if config["cell"] == "gru" else 4
-    enc_out = hidden * (2 if config["bidirectional"] else 1)
-    first_input = (enc_out if config["conditioning"] in ("concat", "both") else 0) + (
-        hidden if config["input_feeding"] else 0
+    enc_out = (config.get("encoder_hidden_size") or hidden) * (2 if config["bidirectional"] else 1)
+    before = config["attention"] != "none" and config.get("attention_placement", "after") == "before"
+    first_input = (
+        (enc_out if config["conditioning"] in ("concat", "both") else 0)
+        + (hidden if config["input_feeding"] else 0)
+        + (enc_out if before else 0)  # the attention context enters the step's input
     )
     flops = 2 * gates * hidden * (first_input + hidden)  # layer 0: non-embedding input + recurrent
     flops += (layers - 1) * 2 * gates * hidden * (hidden + hidden)
     if config["attention"] != "none":
         key = enc_out if config["attention"] == "dot" else hidden
         flops += 2 * source_length * (key + enc_out)  # scores and context
-        flops += 2 * (enc_out + hidden) * hidden  # combine
+        flops += 0 if before else 2 * (enc_out + hidden) * hidden  # combine
         if config["attention"] == "additive":
             flops += 2 * hidden * hidden + 2 * source_length * hidden
     return flops + 2 * hidden * config["target_vocab_size"]  # output projection
@@ -177,4 +181,94 @@ def graphs_alone(model: Any, sources: Sequence[str], batch_size: int, matmul: fl
         "step_matmul_fraction": step_flops / step_s / 1e9 / matmul,
         "encoder_flops": encoder_flops,
         "step_flops": step_flops,
+    }
+
+
+DENSE = ("MatMul", "Gemm", "GRU", "LSTM", "MatMulInteger", "DynamicQuantizeLSTM", "DynamicQuantizeMatMul")
+
+
+def _dense_weight_bytes(graph: Any, consumers: tuple[str, ...] = DENSE) -> int:
+    """Bytes of the initializers that `consumers` nodes read in `graph` and its subgraphs (Scan bodies): the dense
+    weights a row streams through once per call. Tables read by Gather (one row per token) are not counted."""
+    from onnx import helper
+
+    initializers = {i.name: i for i in graph.initializer}
+    total = 0
+    for node in graph.node:
+        if node.op_type in consumers:
+            for name in node.input:
+                if name in initializers:
+                    tensor = initializers[name]
+                    itemsize = helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+                    total += itemsize * int(np.prod(tensor.dims))
+        for attribute in node.attribute:
+            if attribute.g.node:  # a subgraph: the Scan's cell
+                total += _dense_weight_bytes(attribute.g, consumers)
+    return total
+
+
+def _session(model: Any, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def floor(model: Any, source_tokens: float, target_tokens: float, threads: int = 1, repeats: int = 2000) -> dict:
+    """The per-token latency no runtime on this machine can beat at batch 1, measured in the same run: one
+    session.run of an empty graph (the cost of calling onnxruntime at all), plus the bytes of dense weights a token
+    touches — the decoder step's once, the encoder's once per source position (source_tokens / target_tokens of
+    them per target token) — divided by the bandwidth measured for a working set of the step's size (a MatMul of a
+    (1, K) row by a (K, N) matrix of those bytes). `model`: a loaded s2s_runtime model (fp32)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    step_bytes = _dense_weight_bytes(onnx.load(str(model.bundle.graphs["decoder_step"].path)).graph)
+    encoder_bytes = _dense_weight_bytes(onnx.load(str(model.bundle.graphs["encoder"].path)).graph)
+
+    def graph(nodes: list, inputs: list, initializers: list) -> Any:
+        made = helper.make_graph(
+            nodes,
+            "floor",
+            inputs,
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+            initializer=initializers,
+        )
+        return helper.make_model(made, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+
+    x = np.zeros((1, 256), np.float32)
+    empty = _session(
+        graph(
+            [helper.make_node("Identity", ["x"], ["y"])],
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256])],
+            [],
+        ),
+        threads,
+    )
+    empty_s = median_seconds(lambda: empty.run(None, {"x": x}), repeats)
+    k = 256
+    n = max(step_bytes // (4 * k), 1)
+    weight = np.random.default_rng(0).standard_normal((k, n), dtype=np.float32)
+    streaming = _session(
+        graph(
+            [helper.make_node("MatMul", ["x", "w"], ["y"])],
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])],
+            [onnx.numpy_helper.from_array(weight, "w")],
+        ),
+        threads,
+    )
+    matvec_s = median_seconds(lambda: streaming.run(None, {"x": x}), repeats)
+    bandwidth = weight.nbytes / max(matvec_s - empty_s, 1e-9)  # bytes/s, the call's own cost taken out
+    per_token_bytes = step_bytes + encoder_bytes * source_tokens / max(target_tokens, 1e-9)
+    per_token_s = empty_s * (1 + 1 / max(target_tokens, 1e-9)) + per_token_bytes / bandwidth
+    return {
+        "empty_run_us": empty_s * 1e6,
+        "bandwidth_gb_per_s": bandwidth / 1e9,
+        "step_weight_bytes": step_bytes,
+        "encoder_weight_bytes_per_position": encoder_bytes,
+        "source_tokens_per_sequence": source_tokens,
+        "target_tokens_per_sequence": target_tokens,
+        "us_per_token": per_token_s * 1e6,
     }

@@ -10,10 +10,10 @@ RUNTIME_PREFIX = "s2s-runtime"  # the runtime's variants: fp32, int8
 
 
 def ratios(measurements: list[dict]) -> list[dict]:
-    """For each (strategy, batch size) and each variant of this runtime: its speed-up per token and in sequences/s
-    over each baseline and over the variants measured before it (int8 over fp32)."""
+    """For each (input mix, strategy, batch size) and each variant of this runtime: its speed-up per token and in
+    sequences/s over each baseline and over the variants measured before it (int8 over fp32)."""
     rows = []
-    keyed = {(m["contender"], m["strategy"], m["batch_size"]): m for m in measurements}
+    keyed = {(m["contender"], m["strategy"], m["batch_size"], m.get("mix", "mixed")): m for m in measurements}
     names = list(dict.fromkeys(m["contender"] for m in measurements))  # in measurement order
     for position, runtime in enumerate(names):
         if not runtime.startswith(RUNTIME_PREFIX):
@@ -21,13 +21,14 @@ def ratios(measurements: list[dict]) -> list[dict]:
         others = [n for n in names if not n.startswith(RUNTIME_PREFIX)] + [
             n for n in names[:position] if n.startswith(RUNTIME_PREFIX)
         ]
-        for (name, strategy, batch), m in keyed.items():
-            ours = keyed.get((runtime, strategy, batch))
+        for (name, strategy, batch, mix), m in keyed.items():
+            ours = keyed.get((runtime, strategy, batch, mix))
             if ours is None or name not in others:
                 continue
             rows.append(
                 {
                     "runtime": runtime,
+                    "mix": mix,
                     "strategy": strategy,
                     "batch_size": batch,
                     "versus": name,
@@ -43,17 +44,34 @@ def markdown(result: dict) -> str:
         f"# s2s bench — {result['bundle']}",
         "",
         f"{result['threads']} thread(s); {result['machine']['matmul_gflops']:.1f} GFLOP/s single-thread fp32 "
-        f"matmul measured in the same run; {result['repeats']} repeats (medians); inputs: {result['inputs']}.",
+        f"matmul measured in the same run; {result['repeats']} repeats (medians); inputs: {result['inputs']} "
+        "(mixed: as they come; equal: only those of their most common length).",
+    ]
+    machine_floor = result["machine"].get("floor")
+    if machine_floor:
+        lines += [
+            "",
+            f"Floor at batch 1, measured in the same run: {machine_floor['us_per_token']:.1f} µs/token = one "
+            f"session.run of an empty graph ({machine_floor['empty_run_us']:.1f} µs) plus "
+            f"{machine_floor['step_weight_bytes'] / 1e3:.0f} kB of step weights and "
+            f"{machine_floor['encoder_weight_bytes_per_position'] / 1e3:.0f} kB of encoder weights per source "
+            f"position ({machine_floor['source_tokens_per_sequence']:.1f} per "
+            f"{machine_floor['target_tokens_per_sequence']:.1f} output tokens) at "
+            f"{machine_floor['bandwidth_gb_per_s']:.0f} GB/s (a matrix-vector product of the step's size). "
+            "× floor: µs/token over it (batch 1 rows).",
+        ]
+    lines += [
         "",
-        "| contender | strategy | batch | p50 ms | p90 ms | p99 ms | µs/token | sequences/s | tokens/s | "
-        "graph GFLOP/s | % of matmul |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| contender | mix | strategy | batch | p50 ms | p90 ms | p99 ms | µs/token | × floor | sequences/s | "
+        "tokens/s | graph GFLOP/s | % of matmul |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m in result["measurements"]:
+        floor_multiple = f"{m['vs_floor']:.1f}×" if "vs_floor" in m and m["batch_size"] == 1 else ""
         lines.append(
-            f"| {m['contender']} | {m['strategy']} | {m['batch_size']} | {m['p50_ms']:.2f} | "
-            f"{m['p90_ms']:.2f} | {m['p99_ms']:.2f} | {m['us_per_token']:.1f} | {m['sequences_per_s']:.0f} | "
-            f"{m['tokens_per_s']:.0f} | {m.get('graph_gflops', 0):.2f} | "
+            f"| {m['contender']} | {m.get('mix', 'mixed')} | {m['strategy']} | {m['batch_size']} | {m['p50_ms']:.2f} | "
+            f"{m['p90_ms']:.2f} | {m['p99_ms']:.2f} | {m['us_per_token']:.1f} | {floor_multiple} | "
+            f"{m['sequences_per_s']:.0f} | {m['tokens_per_s']:.0f} | {m.get('graph_gflops', 0):.2f} | "
             f"{100 * m.get('matmul_fraction', 0):.0f}% |"
         )
     alone = result.get("graphs_alone")
@@ -68,30 +86,28 @@ def markdown(result: dict) -> str:
         ]
     lines += [
         "",
-        "| runtime | strategy | batch | versus | per-token speed-up | throughput ratio |",
-        "|---|---|---:|---|---:|---:|",
+        "| runtime | mix | strategy | batch | versus | per-token speed-up | throughput ratio |",
+        "|---|---|---|---:|---|---:|---:|",
     ]
     for r in result["ratios"]:
         lines.append(
-            f"| {r['runtime']} | {r['strategy']} | {r['batch_size']} | {r['versus']} | "
+            f"| {r['runtime']} | {r.get('mix', 'mixed')} | {r['strategy']} | {r['batch_size']} | {r['versus']} | "
             f"{r['per_token_speedup']:.2f}× | {r['throughput_ratio']:.2f}× |"
         )
     return "\n".join(lines) + "\n"
 
 
-def plot(result: dict, path: Path) -> bool:
-    """Latency and throughput against batch size, one line per contender and strategy; False without matplotlib."""
-    try:
-        import matplotlib
+def plot(result: dict, path: Path) -> None:
+    """Latency and throughput against batch size, one line per contender, strategy and input mix (matplotlib)."""
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     figure, (latency, throughput) = plt.subplots(1, 2, figsize=(11, 4.2))
     series: dict[str, list[dict]] = {}
     for m in result["measurements"]:
-        series.setdefault(f"{m['contender']} ({m['strategy']})", []).append(m)
+        series.setdefault(f"{m['contender']} ({m['strategy']}, {m.get('mix', 'mixed')})", []).append(m)
     for label, points in series.items():
         points.sort(key=lambda m: m["batch_size"])
         batches = [m["batch_size"] for m in points]
@@ -107,14 +123,15 @@ def plot(result: dict, path: Path) -> bool:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
-    return True
 
 
-def write(result: dict, out_dir: Path) -> list[Path]:
+def write(result: dict, out_dir: Path, *, plot_png: bool = True) -> list[Path]:
+    """bench.json, bench.md and (unless plot_png is False) bench.png; a missing matplotlib is an ImportError."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [out_dir / "bench.json", out_dir / "bench.md"]
     written[0].write_text(json.dumps(result, indent=1) + "\n")
     written[1].write_text(markdown(result))
-    if plot(result, out_dir / "bench.png"):
+    if plot_png:
+        plot(result, out_dir / "bench.png")
         written.append(out_dir / "bench.png")
     return written

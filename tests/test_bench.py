@@ -1,6 +1,7 @@
 """s2s bench end to end on a tiny model (numbers are not asserted, only that every part is measured and written)."""
 
 import json
+import sys
 
 import pytest
 
@@ -58,6 +59,63 @@ def test_bench_measures_every_contender_and_writes_reports(small_bundle, tmp_pat
     assert alone["batch_size"] == 4 and alone["encoder_gflops"] > 0 and alone["step_gflops"] > 0
     assert (out / "bench.png").stat().st_size > 0 and "| s2s-runtime fp32 |" in (out / "bench.md").read_text()
     assert "per-token speed-up" in capsys.readouterr().out
+    assert {m["mix"] for m in result["measurements"]} == {"mixed", "equal"} == {r["mix"] for r in result["ratios"]}
+    assert result["mixes"]["equal"]["inputs"] == 3  # abc, xyz, bad: the most common length
+    floor = result["machine"]["floor"]
+    assert floor["us_per_token"] > floor["empty_run_us"] > 0 and floor["step_weight_bytes"] > 0
+    assert all(m["vs_floor"] > 0 for m in result["measurements"])
+
+
+def test_every_baseline_decodes_what_the_runtime_decodes(reverse_model):
+    """A baseline that decodes differently is not a baseline: PyTorch eager and the hand-written loop give the
+    runtime's greedy outputs, input by input and in batches."""
+    from s2s_bench.baselines import HandWrittenLoop, RuntimeContender, TorchEager
+    from s2s_export.bundle_export import ExportOptions, export_bundle
+    from s2s_export.checkpoint import load_checkpoint
+    from s2s_export.data import task_pairs
+
+    sources = [p.source for p in task_pairs("reverse", "dev")][:32]
+    checkpoint = load_checkpoint(reverse_model["checkpoint"])
+    plain = export_bundle(
+        checkpoint,
+        reverse_model["root"] / "plain-for-bench",
+        validation_sources=sources,
+        options=ExportOptions(plain=True, overwrite=True),
+    )
+    runtime = RuntimeContender("s2s-runtime fp32", reverse_model["bundle"], 1, 2)
+    expected = runtime.decode(sources, "greedy")
+    assert all(finished for _, finished in expected)
+    for contender in (TorchEager(checkpoint, 1), HandWrittenLoop(plain, 1, 2)):
+        assert [contender.decode([s], "greedy")[0] for s in sources] == expected, contender.name
+        assert [o for i in range(0, 32, 8) for o in contender.decode(sources[i : i + 8], "greedy")] == expected
+    hand_beam = HandWrittenLoop(plain, 1, 2).decode(sources, "beam")
+    assert [ids for ids, _ in hand_beam] == [ids for ids, _ in runtime.decode(sources, "beam")]
+
+
+def test_bench_refuses_to_start_when_it_cannot_write_the_plot(small_bundle, tmp_path, monkeypatch):
+    (tmp_path / "inputs.txt").write_text("abc\nhello\n")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    arguments = [
+        "bench",
+        str(small_bundle),
+        "--inputs",
+        str(tmp_path / "inputs.txt"),
+        "--batch-sizes",
+        "1",
+        "--repeats",
+        "1",
+        "--min-sequences",
+        "2",
+        "--strategies",
+        "greedy",
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    with pytest.raises(SystemExit, match=r"the PNG needs matplotlib .*--no-plot writes none"):
+        main(arguments)
+    assert not (tmp_path / "out").exists()  # refused before measuring anything
+    assert main([*arguments, "--no-plot"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["bench.json", "bench.md"]
 
 
 def test_decoder_flops_count():

@@ -72,29 +72,66 @@ def without_log_softmax(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
     return model, logits
 
 
-class HandWrittenLoop(Contender):
-    """What one writes by hand around the plain export (ONNX GRU/LSTM op, Gemm): session.run per step, states passed
-    as numpy arrays, every row computed until all rows have ended. Greedy takes numpy argmax over the step's logits
-    (its LogSoftmax removed: greedy does not need it); beam search a numpy top-k over beams × vocab log-probs."""
+class OnnxruntimeSession:
+    """One graph on onnxruntime's CPU provider: run(output names, feeds by input name) → arrays."""
 
-    def __init__(self, bundle: Path, threads: int, beam_size: int):
-        super().__init__("hand-written onnxruntime loop", ("greedy", "beam"))
-        self.beam_size = beam_size
+    def __init__(self, model: str | bytes, threads: int):
         import onnxruntime as ort
 
-        self.bundle = Bundle.open(bundle)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+    def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.session.run(names, feeds)
+
+
+class OpenVINOSession:
+    """The same graph compiled by OpenVINO for the CPU (latency hint, one stream, `threads` threads)."""
+
+    def __init__(self, model: str | bytes, threads: int):
+        import openvino as ov
+
+        core = ov.Core()
+        read = core.read_model(model) if isinstance(model, str) else core.read_model(model, b"")
+        config = {  # f32: on CPUs with bf16 units OpenVINO would otherwise compute in bf16
+            "INFERENCE_NUM_THREADS": str(threads),
+            "NUM_STREAMS": "1",
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": "f32",
+        }
+        self.compiled = core.compile_model(read, "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        self.ports = {name: port for port in self.compiled.outputs for name in port.get_names()}
+
+    def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        results = self.request.infer(feeds)
+        return [np.array(results[self.ports[name]]) for name in names]  # copies: the request reuses its buffers
+
+
+ENGINES = {"onnxruntime": OnnxruntimeSession, "OpenVINO": OpenVINOSession}
+
+
+class HandWrittenLoop(Contender):
+    """What one writes by hand around the plain export (ONNX GRU/LSTM op, Gemm): one inference call per step, states
+    passed as numpy arrays, every row computed until all rows have ended. Greedy takes numpy argmax over the step's
+    logits (its LogSoftmax removed: greedy does not need it); beam search a numpy top-k over beams × vocab
+    log-probs. `engine`: onnxruntime, or OpenVINO running the same graphs in the same loop."""
+
+    def __init__(self, bundle: Path, threads: int, beam_size: int, engine: str = "onnxruntime"):
+        super().__init__(f"hand-written {engine} loop", ("greedy", "beam"))
+        self.beam_size = beam_size
+        session = ENGINES[engine]
+        self.bundle = Bundle.open(bundle)
         step_path = str(self.bundle.graphs["decoder_step"].path)
-        self.encoder = ort.InferenceSession(
-            str(self.bundle.graphs["encoder"].path), options, providers=["CPUExecutionProvider"]
-        )
-        self.decoder = ort.InferenceSession(step_path, options, providers=["CPUExecutionProvider"])
+        self.encoder = session(str(self.bundle.graphs["encoder"].path), threads)
+        self.decoder = session(step_path, threads)
         logits_graph, self.logits_name = without_log_softmax(onnx.load(step_path))
-        self.logits_decoder = ort.InferenceSession(
-            logits_graph.SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
+        self.logits_decoder = session(logits_graph.SerializeToString(), threads)
+        # OpenVINO's GRU/LSTM ignore the ONNX op's sequence_lens (padded rows come out wrong), so its loop decodes
+        # each source length as its own batch, as a user who checked the outputs would
+        self.by_length = engine == "OpenVINO"
         step = self.bundle.graphs["decoder_step"]
         self.state_outputs = [(role, io.name) for role, io in step.outputs.items() if roles.is_state(role)]
 
@@ -102,6 +139,19 @@ class HandWrittenLoop(Contender):
         bundle, vocab = self.bundle, self.bundle.source.vocab
         eos = [bundle.source.special_ids["eos"]] if bundle.source_eos else []
         encoded = [vocab.encode(s) + eos for s in sources]
+        if not self.by_length:
+            return self._decode(encoded, strategy)
+        groups: dict[int, list[int]] = {}
+        for index, source in enumerate(encoded):
+            groups.setdefault(len(source), []).append(index)
+        outputs: list[tuple[list[int], bool]] = [([], False)] * len(encoded)
+        for indices in groups.values():
+            for index, output in zip(indices, self._decode([encoded[i] for i in indices], strategy), strict=True):
+                outputs[index] = output
+        return outputs
+
+    def _decode(self, encoded: list[list[int]], strategy: str) -> list[tuple[list[int], bool]]:
+        bundle = self.bundle
         lengths = np.array([len(s) for s in encoded], dtype=np.int64)
         ids = np.zeros((len(encoded), lengths.max()), dtype=np.int64)
         for row, source in enumerate(encoded):

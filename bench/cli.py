@@ -42,6 +42,14 @@ def add_bench_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run_bench)
 
 
+def openvino_available() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def input_mixes(sources: list[str], bundle: Bundle, mixes: list[str]) -> dict[str, list[str]]:
     """The inputs as they come ("mixed"), and those of the most common source length ("equal"), so that neither
     padding nor its absence hides in the figures."""
@@ -103,6 +111,8 @@ def run_bench(args: argparse.Namespace) -> int:
                 checkpoint, Path(tmp) / "int8", validation_sources=sources[:64], options=ExportOptions(precision="int8")
             )
             contenders += [TorchEager(checkpoint, args.threads), HandWrittenLoop(plain, args.threads, args.beam_size)]
+            if openvino_available():  # what a CPU user picks instead of onnxruntime, on the same plain graphs
+                contenders.append(HandWrittenLoop(plain, args.threads, args.beam_size, engine="OpenVINO"))
         contenders.append(RuntimeContender(report.RUNTIME, Path(args.bundle), args.threads, args.beam_size))
         if args.checkpoint is not None:
             contenders.append(RuntimeContender("s2s-runtime int8", int8, args.threads, args.beam_size))

@@ -8,6 +8,7 @@ import pytest
 pytest.importorskip("matplotlib")  # the bench extra: every bench command writes its plots
 pytest.importorskip("tqdm")
 
+from s2s_bench.cli import openvino_available
 from s2s_bench.latency import decoder_flops_per_token, encoder_flops_per_source_token
 from s2s_runtime.cli import main
 
@@ -41,7 +42,10 @@ def test_bench_measures_every_contender_and_writes_reports(small_bundle, tmp_pat
     )
     result = json.loads((out / "bench.json").read_text())
     seen = {(m["contender"], m["strategy"], m["batch_size"]) for m in result["measurements"]}
-    for contender in ("PyTorch eager", "hand-written onnxruntime loop", "s2s-runtime fp32", "s2s-runtime int8"):
+    baselines = ("PyTorch eager", "hand-written onnxruntime loop") + (
+        ("hand-written OpenVINO loop",) if openvino_available() else ()
+    )
+    for contender in (*baselines, "s2s-runtime fp32", "s2s-runtime int8"):
         assert (contender, "greedy", 1) in seen and (contender, "greedy", 4) in seen
     assert ("s2s-runtime int8", "beam", 4) in seen and ("hand-written onnxruntime loop", "beam", 4) in seen
     assert ("PyTorch eager", "beam", 4) not in seen
@@ -51,9 +55,7 @@ def test_bench_measures_every_contender_and_writes_reports(small_bundle, tmp_pat
         (r["runtime"], r["versus"]) for r in result["ratios"] if (r["strategy"], r["batch_size"]) == ("greedy", 1)
     }
     assert compared == {
-        (runtime, baseline)
-        for runtime in ("s2s-runtime fp32", "s2s-runtime int8")
-        for baseline in ("PyTorch eager", "hand-written onnxruntime loop")
+        (runtime, baseline) for runtime in ("s2s-runtime fp32", "s2s-runtime int8") for baseline in baselines
     } | {("s2s-runtime int8", "s2s-runtime fp32")}
     alone = result["graphs_alone"]
     assert alone["batch_size"] == 4 and alone["encoder_gflops"] > 0 and alone["step_gflops"] > 0
@@ -85,11 +87,15 @@ def test_every_baseline_decodes_what_the_runtime_decodes(reverse_model):
     runtime = RuntimeContender("s2s-runtime fp32", reverse_model["bundle"], 1, 2)
     expected = runtime.decode(sources, "greedy")
     assert all(finished for _, finished in expected)
-    for contender in (TorchEager(checkpoint, 1), HandWrittenLoop(plain, 1, 2)):
+    contenders = [TorchEager(checkpoint, 1), HandWrittenLoop(plain, 1, 2)]
+    if openvino_available():
+        contenders.append(HandWrittenLoop(plain, 1, 2, engine="OpenVINO"))
+    for contender in contenders:
         assert [contender.decode([s], "greedy")[0] for s in sources] == expected, contender.name
         assert [o for i in range(0, 32, 8) for o in contender.decode(sources[i : i + 8], "greedy")] == expected
-    hand_beam = HandWrittenLoop(plain, 1, 2).decode(sources, "beam")
-    assert [ids for ids, _ in hand_beam] == [ids for ids, _ in runtime.decode(sources, "beam")]
+    beam = [ids for ids, _ in runtime.decode(sources, "beam")]
+    for contender in contenders[1:]:
+        assert [ids for ids, _ in contender.decode(sources, "beam")] == beam, contender.name
 
 
 def test_bench_refuses_to_start_when_it_cannot_write_the_plot(small_bundle, tmp_path, monkeypatch):

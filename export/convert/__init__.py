@@ -1,12 +1,12 @@
 """`s2s convert`: models trained with other tools → checkpoints in this project's format (then `s2s export`).
 
-Each converter reads the other tool's files without importing the tool (nothing is unpickled), maps its tensors
-onto the model family's names one to one, refuses what the family cannot express with an error naming the option,
-and writes a checkpoint plus `conversion.json`: where the model came from, and how the tool decodes it (its length
-limit, its start and end tokens, what it does to inputs before the model sees them), so old outputs can be
-reproduced on purpose. Formats: `g2p-en` (the g2p_en package's `checkpoint20.npz`), `keras` (a Keras 3
-`.keras` file of the two classic character seq2seq shapes, with a tokens file), `opennmt` (an OpenNMT-py RNN
-`.pt`), `torch-tutorial` (the PyTorch seq2seq tutorial's encoder.pt and decoder.pt).
+Each converter reads the other tool's files without importing the tool (no pickled code runs: `.pt` files load
+weights-only), maps its tensors onto the model family's names one to one, refuses what the family cannot express
+with an error naming the option, and writes a checkpoint plus `conversion.json`: where the model came from, and how
+the tool decodes it (its length limit, its start and end tokens, what it does to inputs before the model sees
+them), so old outputs can be reproduced on purpose. Formats: `g2p-en` (the g2p_en package's `checkpoint20.npz`),
+`keras` (a Keras 3 `.keras` file of the two classic character seq2seq shapes, with a tokens file), `opennmt` (an
+OpenNMT-py RNN `.pt`), `torch-tutorial` (the PyTorch seq2seq tutorial's encoder.pt and decoder.pt).
 
 Examples:
     >>> conversion = convert("g2p-en", "checkpoint20.npz", "runs/g2p-en-converted")  # doctest: +SKIP

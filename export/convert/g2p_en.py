@@ -17,15 +17,13 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from s2s_runtime.vocab import Vocab
 
-from ..checkpoint import Checkpoint, check_vocabularies, expected_tensors
+from ..checkpoint import expected_tensors
 from ..config import Seq2SeqConfig
 from ..data import cmudict_pairs
-from ..model import Seq2Seq
-from .base import Conversion, ConversionError
+from .base import Conversion, ConversionError, build_checkpoint
 
 GRAPHEMES = ["<pad>", "<unk>", "</s>", *"abcdefghijklmnopqrstuvwxyz"]
 # fmt: off
@@ -101,7 +99,6 @@ def convert_g2p_en(source: Path, tokens: Path | None = None) -> Conversion:
     target_vocab = Vocab(
         PHONEMES, {"pad": "<pad>", "unk": "<unk>", "bos": "<s>", "eos": "</s>"}, "space", origin="g2p_en phonemes"
     )
-    check_vocabularies(cfg, source_vocab, target_vocab)
     expected = expected_tensors(cfg)
     state = {}
     for name, tensor in TENSORS.items():
@@ -112,9 +109,8 @@ def convert_g2p_en(source: Path, tokens: Path | None = None) -> Conversion:
                 f"hidden {hidden} with {len(GRAPHEMES)} graphemes and {len(PHONEMES)} phonemes has float32 "
                 f"{expected[tensor]}"
             )
-        state[tensor] = torch.from_numpy(value.copy())
-    model = Seq2Seq(cfg)
-    model.load_state_dict(state, strict=True)
+        state[tensor] = value
+    converted = build_checkpoint(source, cfg, state, source_vocab, target_vocab)
     report = {
         "format": "g2p-en",
         "source": str(source),
@@ -134,7 +130,7 @@ def convert_g2p_en(source: Path, tokens: Path | None = None) -> Conversion:
         ],
     }
     return Conversion(
-        Checkpoint(model.eval(), source_vocab, target_vocab),
+        converted,
         report,
         export_options={"target_length_ratio": 0.0, "target_length_offset": MAX_PHONEMES},
         validation_sources=[pair.source for pair in cmudict_pairs("dev")],  # the words g2p_en was made for

@@ -28,14 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from s2s_runtime.vocab import Vocab, VocabError
 
-from ..checkpoint import Checkpoint, check_vocabularies, expected_tensors
 from ..config import Seq2SeqConfig
-from ..model import Seq2Seq
-from .base import Conversion, ConversionError
+from .base import Conversion, ConversionError, build_checkpoint
 
 RECURRENT = {"LSTM": "lstm", "GRU": "gru"}
 UNK = "<unk>"  # added to the source tokens with a zero embedding: Keras has no unknown-symbol id
@@ -106,8 +103,6 @@ def convert_keras(source: Path, tokens_file: Path | None = None) -> Conversion:
         options.update(target_embedding_size=target_table.shape[1], bridge="copy", conditioning="init")
         max_target_length = tokens.get("max_target_length")
     cfg = Seq2SeqConfig(**options)
-    check_vocabularies(cfg, source_vocab, target_vocab)
-
     state = {"encoder.embedding.weight": source_table}
     if not repeat:
         state["decoder.embedding.weight"] = target_table
@@ -115,15 +110,14 @@ def convert_keras(source: Path, tokens_file: Path | None = None) -> Conversion:
     state.update(_recurrent(weights, decoder_rnn, cell, hidden, "decoder.rnn", "_l0"))
     kernel, bias = weights[dense["name"]]  # (H, vocab), (vocab,)
     state["decoder.output.weight"], state["decoder.output.bias"] = kernel.T, bias
-    expected = expected_tensors(cfg)
-    for name, value in state.items():
-        if tuple(value.shape) != expected[name]:
-            raise ConversionError(
-                f"{source}: {name} would be {tuple(value.shape)}, the model needs {expected[name]} "
-                "(do the tokens file's lists match the model's input and output sizes?)"
-            )
-    model = Seq2Seq(cfg)
-    model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in state.items()})
+    checkpoint = build_checkpoint(
+        source,
+        cfg,
+        state,
+        source_vocab,
+        target_vocab,
+        " (do the tokens file's lists match the model's input and output sizes?)",
+    )
     report = {
         "format": "keras",
         "source": str(source),
@@ -147,7 +141,7 @@ def convert_keras(source: Path, tokens_file: Path | None = None) -> Conversion:
     export = (
         {} if max_target_length is None else {"target_length_ratio": 0.0, "target_length_offset": max_target_length}
     )
-    return Conversion(Checkpoint(model.eval(), source_vocab, target_vocab), report, export_options=export)
+    return Conversion(checkpoint, report, export_options=export)
 
 
 def _read(source: Path) -> tuple[dict, Any]:

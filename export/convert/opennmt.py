@@ -25,7 +25,6 @@ decoder embeddings.
 from __future__ import annotations
 
 import argparse
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +32,8 @@ import torch
 
 from s2s_runtime.vocab import Vocab, VocabError
 
-from ..checkpoint import Checkpoint, check_vocabularies, expected_tensors
 from ..config import Seq2SeqConfig
-from ..model import Seq2Seq
-from .base import Conversion, ConversionError
+from .base import Conversion, ConversionError, build_checkpoint, load_weights_only
 
 CELLS = {"LSTM": "lstm", "GRU": "gru"}
 ATTENTION = {"dot": "dot", "general": "general", "mlp": "additive", "none": "none"}
@@ -45,12 +42,7 @@ TRANSLATE_DEFAULTS = "beam_size 5, length_penalty avg, max_length 250 tokens, no
 
 def load(source: Path) -> dict:
     """The checkpoint's dict, rebuilt by torch's weights-only unpickler (tensors, lists, dicts, and Namespace)."""
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            checkpoint = torch.load(source, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError) as error:
-        reason = str(error).splitlines()[0]
-        raise ConversionError(f"{source}: not an OpenNMT-py checkpoint torch can load safely ({reason})") from None
+    checkpoint = load_weights_only(source, "an OpenNMT-py checkpoint", (argparse.Namespace,))
     missing = [key for key in ("model", "generator", "vocab", "opt") if key not in checkpoint]
     if not isinstance(checkpoint, dict) or missing:
         raise ConversionError(
@@ -165,7 +157,6 @@ def convert_opennmt(source: Path, tokens: Path | None = None) -> Conversion:
         attention_combine="affine" if opt.global_attention == "mlp" else "tanh",
         input_feeding=bool(opt.input_feed) and opt.global_attention != "none",
     )
-    check_vocabularies(cfg, source_vocab, target_vocab)
     read: set[str] = set()
 
     def take(name: str) -> torch.Tensor:
@@ -207,15 +198,7 @@ def convert_opennmt(source: Path, tokens: Path | None = None) -> Conversion:
     unused = sorted(set(model_state) - read)
     if unused:
         raise ConversionError(f"{source}: tensor {unused[0]!r} has no counterpart in this family")
-    expected = expected_tensors(cfg)
-    for name, shape in expected.items():
-        value = state.get(name)
-        if value is None or tuple(value.shape) != shape:
-            raise ConversionError(
-                f"{source}: {name} is {None if value is None else tuple(value.shape)}, the model needs {shape}"
-            )
-    model = Seq2Seq(cfg)
-    model.load_state_dict({k: v.float().contiguous() for k, v in state.items()})
+    converted = build_checkpoint(source, cfg, state, source_vocab, target_vocab)
     report = {
         "format": "opennmt",
         "source": str(source),
@@ -234,7 +217,7 @@ def convert_opennmt(source: Path, tokens: Path | None = None) -> Conversion:
         ],
     }
     return Conversion(
-        Checkpoint(model.eval(), source_vocab, target_vocab),
+        converted,
         report,
         export_options={"target_length_ratio": 0.0, "target_length_offset": 250},
     )

@@ -19,17 +19,14 @@ embedding. Its batches are padded with SOS (id 0), which is the pad role here.
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 
 import torch
 
 from s2s_runtime.vocab import Vocab, VocabError
 
-from ..checkpoint import Checkpoint, check_vocabularies, expected_tensors
 from ..config import Seq2SeqConfig
-from ..model import Seq2Seq
-from .base import Conversion, ConversionError
+from .base import Conversion, ConversionError, build_checkpoint, load_weights_only
 
 UNK = "<unk>"
 ENCODER_KEYS = {"embedding.weight", "gru.weight_ih_l0", "gru.weight_hh_l0", "gru.bias_ih_l0", "gru.bias_hh_l0"}
@@ -38,14 +35,9 @@ DECODER_KEYS = ENCODER_KEYS | {"out.weight", "out.bias"}
 
 
 def _state(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ConversionError(f"{path}: no such file (the directory needs encoder.pt and decoder.pt)") from None
-    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError) as error:
-        raise ConversionError(
-            f"{path}: not a state dict torch can load safely ({str(error).splitlines()[0]})"
-        ) from None
+    if not path.is_file():
+        raise ConversionError(f"{path}: no such file (the directory needs encoder.pt and decoder.pt)")
+    state = load_weights_only(path, "a state dict")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConversionError(f"{path}: not a state dict (a mapping of names to tensors)")
     return state
@@ -103,7 +95,6 @@ def convert_torch_tutorial(source: Path, tokens: Path | None = None) -> Conversi
         attention_placement="before" if attention else "after",
         source_eos=True,
     )
-    check_vocabularies(cfg, source_vocab, target_vocab)
     embedding = encoder["embedding.weight"]
     state = {
         "encoder.embedding.weight": torch.cat([embedding, embedding.new_zeros(1, embedding.shape[1])]),  # + <unk>
@@ -119,14 +110,9 @@ def convert_torch_tutorial(source: Path, tokens: Path | None = None) -> Conversi
         state["decoder.attention.query.weight"] = decoder["attention.Wa.weight"]
         state["decoder.attention.query.bias"] = decoder["attention.Wa.bias"] + decoder["attention.Ua.bias"]
         state["decoder.attention.score.weight"] = decoder["attention.Va.weight"]
-    for name, shape in expected_tensors(cfg).items():
-        if tuple(state[name].shape) != shape:
-            raise ConversionError(
-                f"{directory}: {name} would be {tuple(state[name].shape)}, the model needs {shape} "
-                "(do the token lists match the embeddings?)"
-            )
-    model = Seq2Seq(cfg)
-    model.load_state_dict({k: v.float().contiguous() for k, v in state.items()})
+    converted = build_checkpoint(
+        directory, cfg, state, source_vocab, target_vocab, " (do the token lists match the embeddings?)"
+    )
     report = {
         "format": "torch-tutorial",
         "source": str(directory),
@@ -140,7 +126,7 @@ def convert_torch_tutorial(source: Path, tokens: Path | None = None) -> Conversi
         ],
     }
     return Conversion(
-        Checkpoint(model.eval(), source_vocab, target_vocab),
+        converted,
         report,
         export_options={"target_length_ratio": 0.0, "target_length_offset": max_length},
     )

@@ -129,8 +129,9 @@ def run_bench(args: argparse.Namespace) -> int:
         measurements = []
         runtime = next(c for c in contenders if c.name == report.RUNTIME)
         alone = graphs_alone(runtime.model, sources, max(args.batch_sizes), matmul)
-        greedy = runtime.decode(sources[:256], "greedy")
-        source_tokens = sum(len(bundle.source.vocab.split(s)) + bundle.source_eos for s in sources[:256]) / 256
+        sample = sources[:256]
+        greedy = runtime.decode(sample, "greedy")
+        source_tokens = sum(len(bundle.source.vocab.split(s)) + bundle.source_eos for s in sample) / len(sample)
         target_tokens = sum(len(ids) + finished for ids, finished in greedy) / len(greedy)
         machine_floor = floor(runtime.model, source_tokens, target_tokens, args.threads)
         with tqdm(total=len(plan) * args.repeats, desc="bench", file=sys.stderr, disable=None) as progress:  # TTY only

@@ -90,6 +90,7 @@ def run_bench(args: argparse.Namespace) -> int:
         decoder_flops_per_token,
         encoder_flops_per_source_token,
         floor,
+        floor_per_token,
         graphs_alone,
         matmul_gflops,
         measure,
@@ -129,11 +130,14 @@ def run_bench(args: argparse.Namespace) -> int:
         measurements = []
         runtime = next(c for c in contenders if c.name == report.RUNTIME)
         alone = graphs_alone(runtime.model, sources, max(args.batch_sizes), matmul)
-        sample = sources[:256]
-        greedy = runtime.decode(sample, "greedy")
-        source_tokens = sum(len(bundle.source.vocab.split(s)) + bundle.source_eos for s in sample) / len(sample)
-        target_tokens = sum(len(ids) + finished for ids, finished in greedy) / len(greedy)
-        machine_floor = floor(runtime.model, source_tokens, target_tokens, args.threads)
+        machine_floor = floor(runtime.model, args.threads)
+        machine_floor["by_mix"] = {}
+        for mix, chosen in mixes.items():  # each mix its own source and output lengths: its own floor per token
+            sample = chosen[:256]
+            greedy = runtime.decode(sample, "greedy")
+            source_tokens = sum(len(bundle.source.vocab.split(s)) + bundle.source_eos for s in sample) / len(sample)
+            target_tokens = sum(len(ids) + finished for ids, finished in greedy) / len(greedy)
+            machine_floor["by_mix"][mix] = floor_per_token(machine_floor, source_tokens, target_tokens)
         with tqdm(total=len(plan) * args.repeats, desc="bench", file=sys.stderr, disable=None) as progress:  # TTY only
             for contender, strategy, batch, mix in plan:
                 progress.set_postfix_str(f"{contender.name} {strategy} b={batch} {mix}")
@@ -147,7 +151,7 @@ def run_bench(args: argparse.Namespace) -> int:
                     progress=progress,
                 ).to_dict()
                 measured["mix"] = mix
-                measured["vs_floor"] = measured["us_per_token"] / machine_floor["us_per_token"]
+                measured["vs_floor"] = measured["us_per_token"] / machine_floor["by_mix"][mix]["us_per_token"]
                 measurements.append(measured)
     source_length = sum(len(bundle.source.vocab.split(s)) for s in sources[:1000]) / min(len(sources), 1000)
     step_flops = decoder_flops_per_token(bundle.manifest.config, source_length)

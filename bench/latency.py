@@ -216,12 +216,12 @@ def _session(model: Any, threads: int) -> Any:
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def floor(model: Any, source_tokens: float, target_tokens: float, threads: int = 1, repeats: int = 2000) -> dict:
-    """The per-token latency no runtime on this machine can beat at batch 1, measured in the same run: one
-    session.run of an empty graph (the cost of calling onnxruntime at all), plus the bytes of dense weights a token
-    touches — the decoder step's once, the encoder's once per source position (source_tokens / target_tokens of
-    them per target token) — divided by the bandwidth measured for a working set of the step's size (a MatMul of a
-    (1, K) row by a (K, N) matrix of those bytes). `model`: a loaded s2s_runtime model (fp32)."""
+def floor(model: Any, threads: int = 1, repeats: int = 2000) -> dict:
+    """What no runtime on this machine can beat at batch 1, measured in the same run: one session.run of an empty
+    graph (the cost of calling onnxruntime at all), the bytes of dense weights of the decoder step (read once per
+    token) and of the encoder (read once per source position), and the bandwidth measured for a working set of the
+    step's size (a MatMul of a (1, K) row by a (K, N) matrix of those bytes). `floor_per_token` turns it into
+    µs/token for an input mix. `model`: a loaded s2s_runtime model (fp32)."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -261,14 +261,26 @@ def floor(model: Any, source_tokens: float, target_tokens: float, threads: int =
     )
     matvec_s = median_seconds(lambda: streaming.run(None, {"x": x}), repeats)
     bandwidth = weight.nbytes / max(matvec_s - empty_s, 1e-9)  # bytes/s, the call's own cost taken out
-    per_token_bytes = step_bytes + encoder_bytes * source_tokens / max(target_tokens, 1e-9)
-    per_token_s = empty_s * (1 + 1 / max(target_tokens, 1e-9)) + per_token_bytes / bandwidth
     return {
         "empty_run_us": empty_s * 1e6,
         "bandwidth_gb_per_s": bandwidth / 1e9,
         "step_weight_bytes": step_bytes,
         "encoder_weight_bytes_per_position": encoder_bytes,
+    }
+
+
+def floor_per_token(machine_floor: dict, source_tokens: float, target_tokens: float) -> dict:
+    """The floor in µs per output token for sequences of `source_tokens` source positions (eos included) and
+    `target_tokens` output tokens (eos included): an empty call per token and one more per sequence (the encoder's),
+    plus the step's weight bytes per token and the encoder's per source position, at the measured bandwidth."""
+    target_tokens = max(target_tokens, 1e-9)
+    per_token_bytes = (
+        machine_floor["step_weight_bytes"]
+        + machine_floor["encoder_weight_bytes_per_position"] * source_tokens / target_tokens
+    )
+    bandwidth = machine_floor["bandwidth_gb_per_s"] * 1e3  # bytes per µs
+    return {
         "source_tokens_per_sequence": source_tokens,
         "target_tokens_per_sequence": target_tokens,
-        "us_per_token": per_token_s * 1e6,
+        "us_per_token": machine_floor["empty_run_us"] * (1 + 1 / target_tokens) + per_token_bytes / bandwidth,
     }

@@ -49,16 +49,19 @@ def markdown(result: dict) -> str:
     ]
     machine_floor = result["machine"].get("floor")
     if machine_floor:
+        per_mix = "; ".join(
+            f"{mix} {f['us_per_token']:.1f} µs/token ({f['source_tokens_per_sequence']:.1f} source positions per "
+            f"{f['target_tokens_per_sequence']:.1f} output tokens)"
+            for mix, f in machine_floor["by_mix"].items()
+        )
         lines += [
             "",
-            f"Floor at batch 1, measured in the same run: {machine_floor['us_per_token']:.1f} µs/token = one "
-            f"session.run of an empty graph ({machine_floor['empty_run_us']:.1f} µs) plus "
-            f"{machine_floor['step_weight_bytes'] / 1e3:.0f} kB of step weights and "
+            f"Floor at batch 1, measured in the same run: {per_mix} = one session.run of an empty graph "
+            f"({machine_floor['empty_run_us']:.1f} µs) per token and per sequence, plus "
+            f"{machine_floor['step_weight_bytes'] / 1e3:.0f} kB of step weights per token and "
             f"{machine_floor['encoder_weight_bytes_per_position'] / 1e3:.0f} kB of encoder weights per source "
-            f"position ({machine_floor['source_tokens_per_sequence']:.1f} per "
-            f"{machine_floor['target_tokens_per_sequence']:.1f} output tokens) at "
-            f"{machine_floor['bandwidth_gb_per_s']:.0f} GB/s (a matrix-vector product of the step's size). "
-            "× floor: µs/token over it (batch 1 rows).",
+            f"position at {machine_floor['bandwidth_gb_per_s']:.0f} GB/s (a matrix-vector product of the step's "
+            "size). × floor: µs/token over its mix's floor (batch 1 rows).",
         ]
     lines += [
         "",

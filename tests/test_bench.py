@@ -9,7 +9,7 @@ pytest.importorskip("matplotlib")  # the bench extra: every bench command writes
 pytest.importorskip("tqdm")
 
 from s2s_bench.cli import openvino_available
-from s2s_bench.latency import decoder_flops_per_token, encoder_flops_per_source_token
+from s2s_bench.latency import decoder_flops_per_token, encoder_flops_per_source_token, floor_per_token
 from s2s_runtime.cli import main
 
 
@@ -64,8 +64,12 @@ def test_bench_measures_every_contender_and_writes_reports(small_bundle, tmp_pat
     assert {m["mix"] for m in result["measurements"]} == {"mixed", "equal"} == {r["mix"] for r in result["ratios"]}
     assert result["mixes"]["equal"]["inputs"] == 3  # abc, xyz, bad: the most common length
     floor = result["machine"]["floor"]
-    assert floor["us_per_token"] > floor["empty_run_us"] > 0 and floor["step_weight_bytes"] > 0
-    assert all(m["vs_floor"] > 0 for m in result["measurements"])
+    assert floor["empty_run_us"] > 0 and floor["step_weight_bytes"] > 0 and floor["bandwidth_gb_per_s"] > 0
+    assert set(floor["by_mix"]) == {"mixed", "equal"}
+    for m in result["measurements"]:  # each row against its own mix's floor
+        mix_floor = floor["by_mix"][m["mix"]]
+        assert mix_floor["us_per_token"] > floor["empty_run_us"]
+        assert m["vs_floor"] == pytest.approx(m["us_per_token"] / mix_floor["us_per_token"])
 
 
 def test_every_baseline_decodes_what_the_runtime_decodes(reverse_model):
@@ -213,3 +217,15 @@ def test_training_bench_times_each_thread_count(tmp_path, capsys):
     assert [row["threads"] for row in result["rows"]] == [1, 2]
     assert result["rows"][0]["speedup_vs_1_thread"] == 1.0 and all(row["ms_per_step"] > 0 for row in result["rows"])
     assert "| reverse |" in (tmp_path / "bench-train.md").read_text()
+
+
+def test_floor_per_token_counts_the_encoder_per_source_position_and_a_call_per_sequence():
+    machine = {
+        "empty_run_us": 2.0,
+        "bandwidth_gb_per_s": 100.0,  # 1e5 bytes per µs
+        "step_weight_bytes": 800_000,
+        "encoder_weight_bytes_per_position": 600_000,
+    }
+    # per token: 2 µs call + 8 µs step weights; per sequence of 4 tokens: one more call and 8 × 6 µs of encoder
+    assert floor_per_token(machine, 8, 4)["us_per_token"] == pytest.approx(2 + 8 + (2 + 8 * 6) / 4)
+    assert floor_per_token(machine, 16, 4)["us_per_token"] > floor_per_token(machine, 8, 4)["us_per_token"]

@@ -87,13 +87,15 @@ def run_bench(args: argparse.Namespace) -> int:
 
     from .baselines import HandWrittenLoop, RuntimeContender, TorchEager
     from .latency import (
+        FloorProbe,
+        batch1_breakdown,
         decoder_flops_per_token,
         encoder_flops_per_source_token,
-        floor,
         floor_per_token,
         graphs_alone,
         matmul_gflops,
         measure,
+        median_floor,
     )
 
     bundle = Bundle.open(args.bundle)
@@ -130,17 +132,24 @@ def run_bench(args: argparse.Namespace) -> int:
         measurements = []
         runtime = next(c for c in contenders if c.name == report.RUNTIME)
         alone = graphs_alone(runtime.model, sources, max(args.batch_sizes), matmul)
-        machine_floor = floor(runtime.model, args.threads)
-        machine_floor["by_mix"] = {}
-        for mix, chosen in mixes.items():  # each mix its own source and output lengths: its own floor per token
+        floor_probe, floor_timings = FloorProbe(runtime.model, args.threads), []
+        lengths = {}  # per mix: source positions and output tokens per sequence (eos included), for its floor
+        for mix, chosen in mixes.items():
             sample = chosen[:256]
             greedy = runtime.decode(sample, "greedy")
-            source_tokens = sum(len(bundle.source.vocab.split(s)) + bundle.source_eos for s in sample) / len(sample)
-            target_tokens = sum(len(ids) + finished for ids, finished in greedy) / len(greedy)
-            machine_floor["by_mix"][mix] = floor_per_token(machine_floor, source_tokens, target_tokens)
+            lengths[mix] = (
+                sum(len(bundle.source.vocab.split(s)) + bundle.source_eos for s in sample) / len(sample),
+                sum(len(ids) + finished for ids, finished in greedy) / len(greedy),
+            )
+        breakdown = {
+            mix: batch1_breakdown(Path(args.bundle), chosen[:256], args.threads, args.repeats)
+            for mix, chosen in mixes.items()
+        }
         with tqdm(total=len(plan) * args.repeats, desc="bench", file=sys.stderr, disable=None) as progress:  # TTY only
             for contender, strategy, batch, mix in plan:
                 progress.set_postfix_str(f"{contender.name} {strategy} b={batch} {mix}")
+                if batch == 1:  # the floor again, next to the row it is compared with
+                    floor_timings.append(floor_probe.measure())
                 measured = measure(
                     contender,
                     mixes[mix],
@@ -151,8 +160,13 @@ def run_bench(args: argparse.Namespace) -> int:
                     progress=progress,
                 ).to_dict()
                 measured["mix"] = mix
-                measured["vs_floor"] = measured["us_per_token"] / machine_floor["by_mix"][mix]["us_per_token"]
+                if batch == 1:
+                    floor_here = floor_per_token(floor_timings[-1], *lengths[mix])["us_per_token"]
+                    measured["floor_us_per_token"] = floor_here
+                    measured["vs_floor"] = measured["us_per_token"] / floor_here
                 measurements.append(measured)
+        machine_floor = median_floor(floor_timings or [floor_probe.measure()])
+        machine_floor["by_mix"] = {mix: floor_per_token(machine_floor, *lengths[mix]) for mix in mixes}
     source_length = sum(len(bundle.source.vocab.split(s)) for s in sources[:1000]) / min(len(sources), 1000)
     step_flops = decoder_flops_per_token(bundle.manifest.config, source_length)
     encoder_flops = encoder_flops_per_source_token(bundle.manifest.config) * source_length
@@ -173,6 +187,7 @@ def run_bench(args: argparse.Namespace) -> int:
         "measurements": measurements,
         "ratios": report.ratios(measurements),
         "graphs_alone": alone,
+        "batch1_breakdown": breakdown,
     }
     for path in report.write(result, args.out, plot_png=not args.no_plot):
         print(f"wrote {path}", file=sys.stderr)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -184,6 +184,59 @@ def graphs_alone(model: Any, sources: Sequence[str], batch_size: int, matmul: fl
     }
 
 
+class TimedSession:
+    """An onnxruntime session that adds up the wall time of its inference calls; everything else passes through."""
+
+    def __init__(self, session: Any):
+        self.session, self.seconds = session, 0.0
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return self.session.run(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def run_with_iobinding(self, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return self.session.run_with_iobinding(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.session, name)
+
+
+def batch1_breakdown(bundle: Any, sources: Sequence[str], threads: int, repeats: int) -> dict:
+    """Where the runtime's time goes at batch 1: `generate` called once per input over `sources` (a model of its
+    own, loaded from `bundle`, whose encoder and decoder-step sessions are timed), medians over `repeats` passes;
+    what the sessions do not account for is the runtime's own Python (tokenizing, limits, the search, results).
+    µs per output token (eos included) and per sequence."""
+    import s2s_runtime
+
+    model = s2s_runtime.load(bundle, device="cpu", intra_op_threads=threads)
+    encoder, step = TimedSession(model.encoder.session), TimedSession(model.runners.graph.session)
+    model.encoder.session = encoder
+    model.runners.graph = replace(model.runners.graph, session=step)  # the runners bind and run through it
+    tokens = sum(len(r.ids) + r.finished for source in sources for r in model.generate([source]))  # and warm up
+    passes = []
+    for _ in range(repeats):
+        encoder.seconds = step.seconds = 0.0
+        started = time.perf_counter()
+        for source in sources:
+            model.generate([source])
+        passes.append((time.perf_counter() - started, encoder.seconds, step.seconds))
+    total, encoder_s, step_s = sorted(passes)[len(passes) // 2]  # the median pass, its parts as measured in it
+    parts = {"total": total, "encoder": encoder_s, "step": step_s, "python": total - encoder_s - step_s}
+    return {
+        "sequences": len(sources),
+        "tokens": tokens,
+        "us_per_token": {name: seconds * 1e6 / tokens for name, seconds in parts.items()},
+        "us_per_sequence": {name: seconds * 1e6 / len(sources) for name, seconds in parts.items()},
+    }
+
+
 DENSE = ("MatMul", "Gemm", "GRU", "LSTM", "MatMulInteger", "DynamicQuantizeLSTM", "DynamicQuantizeMatMul")
 
 
@@ -216,57 +269,67 @@ def _session(model: Any, threads: int) -> Any:
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def floor(model: Any, threads: int = 1, repeats: int = 2000) -> dict:
-    """What no runtime on this machine can beat at batch 1, measured in the same run: one session.run of an empty
-    graph (the cost of calling onnxruntime at all), the bytes of dense weights of the decoder step (read once per
-    token) and of the encoder (read once per source position), and the bandwidth measured for a working set of the
-    step's size (a MatMul of a (1, K) row by a (K, N) matrix of those bytes). `floor_per_token` turns it into
-    µs/token for an input mix. `model`: a loaded s2s_runtime model (fp32)."""
-    import onnx
-    from onnx import TensorProto, helper
+class FloorProbe:
+    """What no runtime on this machine can beat at batch 1: one session.run of an empty graph (the cost of calling
+    onnxruntime at all), the bytes of dense weights of the decoder step (read once per token) and of the encoder
+    (read once per source position), and the bandwidth measured for a working set of the step's size (a MatMul of a
+    (1, K) row by a (K, N) matrix of those bytes). The machine is shared, so `measure` is called next to every
+    batch-1 row, in the same conditions; `floor_per_token` turns a measurement into µs/token for an input mix.
+    `model`: a loaded s2s_runtime model (fp32)."""
 
-    step_bytes = _dense_weight_bytes(onnx.load(str(model.bundle.graphs["decoder_step"].path)).graph)
-    encoder_bytes = _dense_weight_bytes(onnx.load(str(model.bundle.graphs["encoder"].path)).graph)
+    def __init__(self, model: Any, threads: int = 1, repeats: int = 2000):
+        import onnx
+        from onnx import TensorProto, helper
 
-    def graph(nodes: list, inputs: list, initializers: list) -> Any:
-        made = helper.make_graph(
-            nodes,
-            "floor",
-            inputs,
-            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-            initializer=initializers,
+        self.repeats = repeats
+        self.step_bytes = _dense_weight_bytes(onnx.load(str(model.bundle.graphs["decoder_step"].path)).graph)
+        self.encoder_bytes = _dense_weight_bytes(onnx.load(str(model.bundle.graphs["encoder"].path)).graph)
+
+        def graph(nodes: list, inputs: list, initializers: list) -> Any:
+            made = helper.make_graph(
+                nodes,
+                "floor",
+                inputs,
+                [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                initializer=initializers,
+            )
+            return helper.make_model(made, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+
+        k = 256
+        self.x = np.zeros((1, k), np.float32)
+        self.empty = _session(
+            graph(
+                [helper.make_node("Identity", ["x"], ["y"])],
+                [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])],
+                [],
+            ),
+            threads,
         )
-        return helper.make_model(made, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+        self.weight = np.random.default_rng(0).standard_normal((k, max(self.step_bytes // (4 * k), 1)), np.float32)
+        self.streaming = _session(
+            graph(
+                [helper.make_node("MatMul", ["x", "w"], ["y"])],
+                [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])],
+                [onnx.numpy_helper.from_array(self.weight, "w")],
+            ),
+            threads,
+        )
 
-    x = np.zeros((1, 256), np.float32)
-    empty = _session(
-        graph(
-            [helper.make_node("Identity", ["x"], ["y"])],
-            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256])],
-            [],
-        ),
-        threads,
-    )
-    empty_s = median_seconds(lambda: empty.run(None, {"x": x}), repeats)
-    k = 256
-    n = max(step_bytes // (4 * k), 1)
-    weight = np.random.default_rng(0).standard_normal((k, n), dtype=np.float32)
-    streaming = _session(
-        graph(
-            [helper.make_node("MatMul", ["x", "w"], ["y"])],
-            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])],
-            [onnx.numpy_helper.from_array(weight, "w")],
-        ),
-        threads,
-    )
-    matvec_s = median_seconds(lambda: streaming.run(None, {"x": x}), repeats)
-    bandwidth = weight.nbytes / max(matvec_s - empty_s, 1e-9)  # bytes/s, the call's own cost taken out
-    return {
-        "empty_run_us": empty_s * 1e6,
-        "bandwidth_gb_per_s": bandwidth / 1e9,
-        "step_weight_bytes": step_bytes,
-        "encoder_weight_bytes_per_position": encoder_bytes,
-    }
+    def measure(self) -> dict:
+        empty_s = median_seconds(lambda: self.empty.run(None, {"x": self.x}), self.repeats)
+        matvec_s = median_seconds(lambda: self.streaming.run(None, {"x": self.x}), self.repeats)
+        bandwidth = self.weight.nbytes / max(matvec_s - empty_s, 1e-9)  # bytes/s, the call's own cost taken out
+        return {
+            "empty_run_us": empty_s * 1e6,
+            "bandwidth_gb_per_s": bandwidth / 1e9,
+            "step_weight_bytes": self.step_bytes,
+            "encoder_weight_bytes_per_position": self.encoder_bytes,
+        }
+
+
+def median_floor(timings: list[dict]) -> dict:
+    """The median of FloorProbe measurements, field by field (the bytes are the same in each)."""
+    return {key: statistics.median(t[key] for t in timings) for key in timings[0]}
 
 
 def floor_per_token(machine_floor: dict, source_tokens: float, target_tokens: float) -> dict:
@@ -274,13 +337,18 @@ def floor_per_token(machine_floor: dict, source_tokens: float, target_tokens: fl
     `target_tokens` output tokens (eos included): an empty call per token and one more per sequence (the encoder's),
     plus the step's weight bytes per token and the encoder's per source position, at the measured bandwidth."""
     target_tokens = max(target_tokens, 1e-9)
-    per_token_bytes = (
-        machine_floor["step_weight_bytes"]
-        + machine_floor["encoder_weight_bytes_per_position"] * source_tokens / target_tokens
-    )
     bandwidth = machine_floor["bandwidth_gb_per_s"] * 1e3  # bytes per µs
+    parts = {
+        "calls_us": machine_floor["empty_run_us"] * (1 + 1 / target_tokens),
+        "step_weights_us": machine_floor["step_weight_bytes"] / bandwidth,
+        "encoder_weights_us": machine_floor["encoder_weight_bytes_per_position"]
+        * source_tokens
+        / target_tokens
+        / bandwidth,
+    }
     return {
         "source_tokens_per_sequence": source_tokens,
         "target_tokens_per_sequence": target_tokens,
-        "us_per_token": machine_floor["empty_run_us"] * (1 + 1 / target_tokens) + per_token_bytes / bandwidth,
+        **parts,
+        "us_per_token": sum(parts.values()),
     }

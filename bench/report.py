@@ -56,12 +56,13 @@ def markdown(result: dict) -> str:
         )
         lines += [
             "",
-            f"Floor at batch 1, measured in the same run: {per_mix} = one session.run of an empty graph "
+            f"Floor at batch 1, measured next to every batch-1 row (medians here): {per_mix} = one session.run of an "
+            "empty graph "
             f"({machine_floor['empty_run_us']:.1f} µs) per token and per sequence, plus "
             f"{machine_floor['step_weight_bytes'] / 1e3:.0f} kB of step weights per token and "
             f"{machine_floor['encoder_weight_bytes_per_position'] / 1e3:.0f} kB of encoder weights per source "
             f"position at {machine_floor['bandwidth_gb_per_s']:.0f} GB/s (a matrix-vector product of the step's "
-            "size). × floor: µs/token over its mix's floor (batch 1 rows).",
+            "size). × floor: µs/token over the floor measured next to that row, for its mix.",
         ]
     lines += [
         "",
@@ -86,6 +87,21 @@ def markdown(result: dict) -> str:
             f"{100 * alone['encoder_matmul_fraction']:.0f}% of matmul; one decoder step "
             f"{alone['step_us']:.0f} µs, {alone['step_gflops']:.1f} GFLOP/s = "
             f"{100 * alone['step_matmul_fraction']:.0f}% of matmul.",
+        ]
+    floors = (result["machine"].get("floor") or {}).get("by_mix", {})
+    for mix, parts in result.get("batch1_breakdown", {}).items():
+        spent, floor_parts = parts["us_per_token"], floors.get(mix)
+        against = (
+            f"; the floor's: encoder weights {floor_parts['encoder_weights_us']:.1f}, step weights "
+            f"{floor_parts['step_weights_us']:.1f}, calls {floor_parts['calls_us']:.1f}"
+            if floor_parts
+            else ""
+        )
+        lines += [
+            "",
+            f"Where {RUNTIME}'s time goes at batch 1 ({mix} inputs, one generate call per input): "
+            f"{spent['total']:.1f} µs/token = encoder {spent['encoder']:.1f} + decoder step {spent['step']:.1f} + "
+            f"the runtime's own Python {spent['python']:.1f}{against}.",
         ]
     lines += [
         "",

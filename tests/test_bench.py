@@ -66,10 +66,19 @@ def test_bench_measures_every_contender_and_writes_reports(small_bundle, tmp_pat
     floor = result["machine"]["floor"]
     assert floor["empty_run_us"] > 0 and floor["step_weight_bytes"] > 0 and floor["bandwidth_gb_per_s"] > 0
     assert set(floor["by_mix"]) == {"mixed", "equal"}
-    for m in result["measurements"]:  # each row against its own mix's floor
-        mix_floor = floor["by_mix"][m["mix"]]
-        assert mix_floor["us_per_token"] > floor["empty_run_us"]
-        assert m["vs_floor"] == pytest.approx(m["us_per_token"] / mix_floor["us_per_token"])
+    assert all(f["us_per_token"] > floor["empty_run_us"] for f in floor["by_mix"].values())
+    for m in result["measurements"]:  # each batch-1 row against the floor measured next to it, for its mix
+        if m["batch_size"] == 1:
+            assert m["floor_us_per_token"] > 0
+            assert m["vs_floor"] == pytest.approx(m["us_per_token"] / m["floor_us_per_token"])
+        else:
+            assert "vs_floor" not in m
+    for mix, breakdown in result["batch1_breakdown"].items():  # the sessions' time and the rest add up
+        parts = breakdown["us_per_token"]
+        assert parts["encoder"] > 0 and parts["step"] > 0 and parts["python"] > 0
+        assert parts["encoder"] + parts["step"] + parts["python"] == pytest.approx(parts["total"])
+        assert breakdown["sequences"] == result["mixes"][mix]["inputs"]
+    assert "Where s2s-runtime fp32's time goes at batch 1 (mixed inputs" in (out / "bench.md").read_text()
 
 
 def test_every_baseline_decodes_what_the_runtime_decodes(reverse_model):
@@ -227,5 +236,7 @@ def test_floor_per_token_counts_the_encoder_per_source_position_and_a_call_per_s
         "encoder_weight_bytes_per_position": 600_000,
     }
     # per token: 2 µs call + 8 µs step weights; per sequence of 4 tokens: one more call and 8 × 6 µs of encoder
-    assert floor_per_token(machine, 8, 4)["us_per_token"] == pytest.approx(2 + 8 + (2 + 8 * 6) / 4)
+    floor = floor_per_token(machine, 8, 4)
+    assert floor["us_per_token"] == pytest.approx(2 + 8 + (2 + 8 * 6) / 4)
+    assert (floor["calls_us"], floor["step_weights_us"], floor["encoder_weights_us"]) == pytest.approx((2.5, 8, 12))
     assert floor_per_token(machine, 16, 4)["us_per_token"] > floor_per_token(machine, 8, 4)["us_per_token"]

@@ -7,6 +7,7 @@ import random
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from s2s_runtime.bundle import Bundle
 
@@ -83,8 +84,6 @@ def run_bench(args: argparse.Namespace) -> int:
             raise SystemExit(
                 "s2s bench: the PNG needs matplotlib (pip install 's2s-runtime[bench]'); --no-plot writes none"
             ) from None
-    from tqdm import tqdm
-
     from .baselines import HandWrittenLoop, RuntimeContender, TorchEager
     from .latency import (
         FloorProbe,
@@ -92,9 +91,9 @@ def run_bench(args: argparse.Namespace) -> int:
         decoder_flops_per_token,
         encoder_flops_per_source_token,
         floor_per_token,
+        frozen_heap,
         graphs_alone,
         matmul_gflops,
-        measure,
         median_floor,
     )
 
@@ -121,18 +120,15 @@ def run_bench(args: argparse.Namespace) -> int:
             contenders.append(RuntimeContender("s2s-runtime int8", int8, args.threads, args.beam_size))
         matmul = matmul_gflops(args.threads)
         mixes = input_mixes(sources, bundle, args.mixes)
-        plan = [
-            (c, s, b, mix)
+        plan = [  # contenders measured together take turns repeat by repeat
+            (mix, s, b, [c for c in contenders if s in c.strategies])
             for mix in mixes
             for s in args.strategies
             for b in args.batch_sizes
-            for c in contenders
-            if s in c.strategies
         ]
-        measurements = []
         runtime = next(c for c in contenders if c.name == report.RUNTIME)
         alone = graphs_alone(runtime.model, sources, max(args.batch_sizes), matmul)
-        floor_probe, floor_timings = FloorProbe(runtime.model, args.threads), []
+        floor_probe = FloorProbe(runtime.model, args.threads)
         lengths = {}  # per mix: source positions and output tokens per sequence (eos included), for its floor
         for mix, chosen in mixes.items():
             sample = chosen[:256]
@@ -141,30 +137,12 @@ def run_bench(args: argparse.Namespace) -> int:
                 sum(len(bundle.source.vocab.split(s)) + bundle.source_eos for s in sample) / len(sample),
                 sum(len(ids) + finished for ids, finished in greedy) / len(greedy),
             )
-        breakdown = {
-            mix: batch1_breakdown(Path(args.bundle), chosen[:256], args.threads, args.repeats)
-            for mix, chosen in mixes.items()
-        }
-        with tqdm(total=len(plan) * args.repeats, desc="bench", file=sys.stderr, disable=None) as progress:  # TTY only
-            for contender, strategy, batch, mix in plan:
-                progress.set_postfix_str(f"{contender.name} {strategy} b={batch} {mix}")
-                if batch == 1:  # the floor again, next to the row it is compared with
-                    floor_timings.append(floor_probe.measure())
-                measured = measure(
-                    contender,
-                    mixes[mix],
-                    strategy,
-                    batch,
-                    repeats=args.repeats,
-                    min_sequences=args.min_sequences,
-                    progress=progress,
-                ).to_dict()
-                measured["mix"] = mix
-                if batch == 1:
-                    floor_here = floor_per_token(floor_timings[-1], *lengths[mix])["us_per_token"]
-                    measured["floor_us_per_token"] = floor_here
-                    measured["vs_floor"] = measured["us_per_token"] / floor_here
-                measurements.append(measured)
+        with frozen_heap():
+            breakdown = {
+                mix: batch1_breakdown(Path(args.bundle), chosen[:256], args.threads, args.repeats)
+                for mix, chosen in mixes.items()
+            }
+            measurements, floor_timings = measure_plan(plan, mixes, lengths, floor_probe, args)
         machine_floor = median_floor(floor_timings or [floor_probe.measure()])
         machine_floor["by_mix"] = {mix: floor_per_token(machine_floor, *lengths[mix]) for mix in mixes}
     source_length = sum(len(bundle.source.vocab.split(s)) for s in sources[:1000]) / min(len(sources), 1000)
@@ -193,3 +171,38 @@ def run_bench(args: argparse.Namespace) -> int:
         print(f"wrote {path}", file=sys.stderr)
     print(report.markdown(result))
     return 0
+
+
+def measure_plan(plan: list, mixes: dict, lengths: dict, floor_probe: Any, args: argparse.Namespace) -> tuple:
+    """Every (mix, strategy, batch size, contenders) of the plan measured, its contenders taking turns; at batch 1
+    the floor is measured in every round among them and each row compared with the floor of its own rounds.
+    Returns the rows and every floor measurement."""
+    from tqdm import tqdm
+
+    from .latency import floor_per_token, measure, median_floor
+
+    measurements, floor_timings = [], []
+    total = sum(len(group) for *_, group in plan) * args.repeats
+    with tqdm(total=total, desc="bench", file=sys.stderr, disable=None) as progress:  # TTY only
+        for mix, strategy, batch, group in plan:
+            progress.set_postfix_str(f"{strategy} b={batch} {mix}")
+            rounds: list[dict] = []
+            measured = measure(
+                group,
+                mixes[mix],
+                strategy,
+                batch,
+                repeats=args.repeats,
+                min_sequences=args.min_sequences,
+                progress=progress,
+                each_round=(lambda found=rounds: found.append(floor_probe.measure())) if batch == 1 else None,
+            )
+            floor_timings += rounds
+            floor_here = floor_per_token(median_floor(rounds), *lengths[mix])["us_per_token"] if rounds else None
+            for row in (m.to_dict() for m in measured):
+                row["mix"] = mix
+                if floor_here is not None:
+                    row["floor_us_per_token"] = floor_here
+                    row["vs_floor"] = row["us_per_token"] / floor_here
+                measurements.append(row)
+    return measurements, floor_timings

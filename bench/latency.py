@@ -3,9 +3,11 @@ runs with medians, plus the machine's single-thread float32 matmul rate measured
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -33,8 +35,21 @@ class Measurement:
         return asdict(self)
 
 
+@contextmanager
+def frozen_heap() -> Iterator[None]:
+    """Everything alive now (torch, the graphs, the inputs: it lives to the end) moved out of the collector's reach
+    while the contenders run: a full collection scanning it paused whichever contender was running for 30–250 ms
+    and landed in its latency percentiles."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def measure(
-    contender: Contender,
+    contenders: Sequence[Contender],
     sources: Sequence[str],
     strategy: str,
     batch_size: int,
@@ -42,36 +57,52 @@ def measure(
     repeats: int,
     min_sequences: int,
     progress: tqdm | None = None,
-) -> Measurement:
+    each_round: Callable[[], object] | None = None,
+) -> list[Measurement]:
+    """Every contender over the same batches, `repeats` times. The contenders take turns repeat by repeat (after
+    one warm-up call each), so a slow spell of a shared machine falls on all of them rather than on one, and
+    `each_round`, if given, is called once per round among them (the floor probe). One Measurement per contender:
+    the median repeat, and call latency percentiles over every call."""
     batches = [list(sources[i : i + batch_size]) for i in range(0, max(min_sequences, batch_size), batch_size)]
     batches = [b if len(b) == batch_size else (b + list(sources))[:batch_size] for b in batches]
-    contender.run(batches[0], strategy)  # warm-up: session initialization, allocator growth
-    call_ms, repeat_s, tokens = [], [], 0
+    for contender in contenders:
+        contender.run(batches[0], strategy)  # warm-up: session initialization, allocator growth
+    call_ms: list[list[float]] = [[] for _ in contenders]
+    repeat_s: list[list[float]] = [[] for _ in contenders]
+    tokens = [0] * len(contenders)
     for _ in range(repeats):
-        started, tokens = time.perf_counter(), 0
-        for batch in batches:
-            call_start = time.perf_counter()
-            tokens += contender.run(batch, strategy)
-            call_ms.append((time.perf_counter() - call_start) * 1e3)
-        repeat_s.append(time.perf_counter() - started)
-        if progress is not None:
-            progress.update(1)
-    median = statistics.median(repeat_s)
+        if each_round is not None:
+            each_round()
+        for index, contender in enumerate(contenders):
+            started, tokens[index] = time.perf_counter(), 0
+            for batch in batches:
+                call_start = time.perf_counter()
+                tokens[index] += contender.run(batch, strategy)
+                call_ms[index].append((time.perf_counter() - call_start) * 1e3)
+            repeat_s[index].append(time.perf_counter() - started)
+            if progress is not None:
+                progress.update(1)
+    measurements = []
     sequences = len(batches) * batch_size
-    p50, p90, p99 = np.percentile(call_ms, [50, 90, 99])
-    return Measurement(
-        contender.name,
-        strategy,
-        batch_size,
-        sequences,
-        tokens,
-        float(p50),
-        float(p90),
-        float(p99),
-        median * 1e6 / max(tokens, 1),
-        sequences / median,
-        tokens / median,
-    )
+    for index, contender in enumerate(contenders):
+        median = statistics.median(repeat_s[index])
+        p50, p90, p99 = np.percentile(call_ms[index], [50, 90, 99])
+        measurements.append(
+            Measurement(
+                contender.name,
+                strategy,
+                batch_size,
+                sequences,
+                tokens[index],
+                float(p50),
+                float(p90),
+                float(p99),
+                median * 1e6 / max(tokens[index], 1),
+                sequences / median,
+                tokens[index] / median,
+            )
+        )
+    return measurements
 
 
 def matmul_gflops(threads: int = 1, size: int = 512, repeats: int = 20) -> float:

@@ -56,13 +56,13 @@ def markdown(result: dict) -> str:
         )
         lines += [
             "",
-            f"Floor at batch 1, measured next to every batch-1 row (medians here): {per_mix} = one session.run of an "
-            "empty graph "
+            f"Floor at batch 1, measured in every round of the batch-1 rows (medians here): {per_mix} = one "
+            "session.run of an empty graph "
             f"({machine_floor['empty_run_us']:.1f} µs) per token and per sequence, plus "
             f"{machine_floor['step_weight_bytes'] / 1e3:.0f} kB of step weights per token and "
             f"{machine_floor['encoder_weight_bytes_per_position'] / 1e3:.0f} kB of encoder weights per source "
             f"position at {machine_floor['bandwidth_gb_per_s']:.0f} GB/s (a matrix-vector product of the step's "
-            "size). × floor: µs/token over the floor measured next to that row, for its mix.",
+            "size). × floor: µs/token over the floor measured in the same rounds, for its mix.",
         ]
     lines += [
         "",

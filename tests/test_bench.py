@@ -13,7 +13,19 @@ from s2s_bench.latency import decoder_flops_per_token, encoder_flops_per_source_
 from s2s_runtime.cli import main
 
 
-def test_bench_measures_every_contender_and_writes_reports(small_bundle, tmp_path, capsys):
+def test_bench_measures_every_contender_and_writes_reports(small_bundle, tmp_path, capsys, monkeypatch):
+    import gc
+
+    import s2s_bench.latency
+
+    frozen_while_measuring = []
+    real_measure = s2s_bench.latency.measure
+
+    def measure(*args, **kwargs):  # the long-lived heap is out of the collector's reach while contenders run
+        frozen_while_measuring.append(gc.get_freeze_count() > 0)
+        return real_measure(*args, **kwargs)
+
+    monkeypatch.setattr(s2s_bench.latency, "measure", measure)
     (tmp_path / "inputs.txt").write_text("abc\nhello\nxyz\nbad\n")
     out = tmp_path / "results"
     assert (
@@ -40,6 +52,7 @@ def test_bench_measures_every_contender_and_writes_reports(small_bundle, tmp_pat
         )
         == 0
     )
+    assert frozen_while_measuring and all(frozen_while_measuring) and gc.get_freeze_count() == 0
     result = json.loads((out / "bench.json").read_text())
     seen = {(m["contender"], m["strategy"], m["batch_size"]) for m in result["measurements"]}
     baselines = ("PyTorch eager", "hand-written onnxruntime loop") + (
@@ -240,3 +253,32 @@ def test_floor_per_token_counts_the_encoder_per_source_position_and_a_call_per_s
     assert floor["us_per_token"] == pytest.approx(2 + 8 + (2 + 8 * 6) / 4)
     assert (floor["calls_us"], floor["step_weights_us"], floor["encoder_weights_us"]) == pytest.approx((2.5, 8, 12))
     assert floor_per_token(machine, 16, 4)["us_per_token"] > floor_per_token(machine, 8, 4)["us_per_token"]
+
+
+def test_contenders_take_turns_repeat_by_repeat():
+    """A slow spell of a shared machine must fall on every contender, not on one: measure runs one repeat of each
+    in turn (the round's probe first), after one warm-up call each."""
+    from s2s_bench.baselines import Contender
+    from s2s_bench.latency import measure
+
+    calls = []
+
+    class Recorder(Contender):
+        def __init__(self, name: str):
+            super().__init__(name, ("greedy",))
+
+        def decode(self, sources, strategy):
+            calls.append(self.name)
+            return [([7, 8], True)] * len(sources)  # 3 tokens each, eos included
+
+    rows = measure(
+        [Recorder("a"), Recorder("b")],
+        ["x", "y", "z", "w"],
+        "greedy",
+        2,
+        repeats=3,
+        min_sequences=4,
+        each_round=lambda: calls.append("probe"),
+    )
+    assert calls == ["a", "b"] + ["probe", "a", "a", "b", "b"] * 3
+    assert [(r.contender, r.sequences, r.tokens) for r in rows] == [("a", 4, 12), ("b", 4, 12)]

@@ -89,6 +89,7 @@ def run_bench(args: argparse.Namespace) -> int:
         FloorProbe,
         batch1_breakdown,
         decoder_flops_per_token,
+        encoder_costs,
         encoder_flops_per_source_token,
         floor_per_token,
         frozen_heap,
@@ -128,6 +129,11 @@ def run_bench(args: argparse.Namespace) -> int:
         ]
         runtime = next(c for c in contenders if c.name == report.RUNTIME)
         alone = graphs_alone(runtime.model, sources, max(args.batch_sizes), matmul)
+        encoders = {"optimized": Path(args.bundle)} | ({"plain": plain} if args.checkpoint is not None else {})
+        encoder_cost = {
+            name: encoder_costs(path, args.threads, sorted({1, max(args.batch_sizes)}))
+            for name, path in encoders.items()
+        }
         floor_probe = FloorProbe(runtime.model, args.threads)
         lengths = {}  # per mix: source positions and output tokens per sequence (eos included), for its floor
         for mix, chosen in mixes.items():
@@ -166,6 +172,7 @@ def run_bench(args: argparse.Namespace) -> int:
         "ratios": report.ratios(measurements),
         "graphs_alone": alone,
         "batch1_breakdown": breakdown,
+        "encoder_costs": encoder_cost,
     }
     for path in report.write(result, args.out, plot_png=not args.no_plot):
         print(f"wrote {path}", file=sys.stderr)

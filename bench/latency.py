@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from s2s_runtime import roles
+
 from .baselines import Contender
 
 
@@ -215,6 +217,30 @@ def graphs_alone(model: Any, sources: Sequence[str], batch_size: int, matmul: fl
     }
 
 
+def encoder_costs(bundle: Any, threads: int, batch_sizes: Sequence[int], repeats: int = 200) -> dict:
+    """An encoder graph's cost by batch size: a call over one source position, and each position more (from
+    equal-length batches of 1 and 17 positions, median times). Said for the optimized encoder and the plain
+    export's (the ONNX GRU/LSTM op), it shows where each is the faster."""
+    from s2s_runtime.bundle import Bundle
+
+    opened = Bundle.open(bundle)
+    encoder = opened.graphs["encoder"]
+    session = _cpu_session(str(encoder.path), threads)
+    symbol = next(i for i in range(len(opened.source.vocab.tokens)) if i not in opened.source.special_ids.values())
+    costs = {}
+    for batch in batch_sizes:
+        seconds = {}
+        for length in (1, 17):
+            feeds = {
+                encoder.inputs[roles.SOURCE_IDS].name: np.full((batch, length), symbol, dtype=np.int64),
+                encoder.inputs[roles.SOURCE_LENGTHS].name: np.full(batch, length, dtype=np.int64),
+            }
+            seconds[length] = median_seconds(lambda f=feeds: session.run(None, f), max(repeats // batch, 5))
+        per_position = (seconds[17] - seconds[1]) / 16
+        costs[str(batch)] = {"one_position_us": seconds[1] * 1e6, "per_position_us": per_position * 1e6}
+    return costs
+
+
 class TimedSession:
     """An onnxruntime session that adds up the wall time of its inference calls; everything else passes through."""
 
@@ -292,12 +318,16 @@ def _dense_weight_bytes(graph: Any, consumers: tuple[str, ...] = DENSE) -> int:
 
 
 def _session(model: Any, threads: int) -> Any:
+    return _cpu_session(model.SerializeToString(), threads)
+
+
+def _cpu_session(model: str | bytes, threads: int) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 class FloorProbe:

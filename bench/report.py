@@ -88,6 +88,21 @@ def markdown(result: dict) -> str:
             f"{alone['step_us']:.0f} µs, {alone['step_gflops']:.1f} GFLOP/s = "
             f"{100 * alone['step_matmul_fraction']:.0f}% of matmul.",
         ]
+    costs = result.get("encoder_costs", {})
+    if costs:
+        said = "; ".join(
+            f"batch {batch}: "
+            + ", ".join(
+                f"{name} {per_batch[batch]['one_position_us']:.1f} µs for one source position and "
+                f"{per_batch[batch]['per_position_us']:.1f} µs per position more"
+                for name, per_batch in costs.items()
+            )
+            for batch in next(iter(costs.values()))
+        )
+        lines += [
+            "",
+            f"Encoder graphs alone, equal-length inputs (the plain export's is the ONNX GRU/LSTM op): {said}.",
+        ]
     floors = (result["machine"].get("floor") or {}).get("by_mix", {})
     for mix, parts in result.get("batch1_breakdown", {}).items():
         spent, floor_parts = parts["us_per_token"], floors.get(mix)

@@ -27,6 +27,7 @@ from s2s_runtime.schema import (
 )
 
 from .checkpoint import SOURCE_VOCAB_FILE, TARGET_VOCAB_FILE, Checkpoint, load_checkpoint, start_id
+from .config import ENCODER_OPS
 from .graph_builder import OPSET
 from .model import MASK_VALUE
 from .onnx_graphs import ExportedGraph, build_decoder_step, build_encoder
@@ -54,6 +55,9 @@ class ExportOptions:
     target_length_offset: int = DEFAULT_TARGET_LENGTH_OFFSET
     validation_size: int = 64  # sources used by the parity check
     plain: bool = False  # ONNX GRU/LSTM ops (+ Gemm in the step) instead of the optimized graphs
+    # How the optimized encoder runs its recurrence (s2s_export.onnx_graphs.build_encoder): "auto", "scan" (the
+    # faster GRU from batch 8 up; what int8 needs), "rnn" (the ONNX GRU/LSTM op: the faster at batch 1).
+    encoder_op: str = "auto"
     precision: str = "float32"  # "int8" (dynamic quantization) or "float16" (for CUDA)
     overwrite: bool = False
     seed: int = 0
@@ -77,6 +81,10 @@ class ExportOptions:
             raise ValueError(f"parity_tolerance: must be in (0, 1), got {self.parity_tolerance}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.encoder_op not in ENCODER_OPS:
+            raise ValueError(f"encoder_op: {self.encoder_op!r} is not one of {', '.join(ENCODER_OPS)}")
+        if self.encoder_op == "rnn" and self.precision == "int8":
+            raise ValueError("encoder_op: 'rnn' cannot be quantized to int8 batch-independently; use 'auto' or 'scan'")
 
 
 def export_bundle(
@@ -101,8 +109,9 @@ def export_bundle(
     if out_dir.exists() and not options.overwrite:
         raise FileExistsError(f"{out_dir}: already exists (pass overwrite=True / --overwrite to replace it)")
     ckpt.model.eval()
-    # int8 quantizes the encoder's MatMuls: LSTM layers are written as Scans for it (see build_encoder).
-    encoder = build_encoder(ckpt.model, plain=options.plain, lstm_scan=options.precision == "int8")
+    # int8 quantizes the encoder's MatMuls: its layers are written as Scans (see build_encoder).
+    encoder_op = "scan" if options.precision == "int8" else options.encoder_op
+    encoder = build_encoder(ckpt.model, plain=options.plain, encoder_op=encoder_op)
     decoder = build_decoder_step(ckpt.model, plain=options.plain)
     validation = _validation_ids(ckpt, validation_sources, options)
     report = check_parity(

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import Seq2SeqConfig, TrainConfig
+from .config import ENCODER_OPS, Seq2SeqConfig, TrainConfig
 
 EXPORT_EXTRA_HINT = (
     "this command needs the export extra: pip install 's2s-runtime[export]' "
@@ -111,6 +111,14 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:
         "--plain",
         action="store_true",
         help="straightforward graphs (ONNX GRU/LSTM ops, Gemm) instead of the optimized ones",
+    )
+    parser.add_argument(
+        "--encoder-op",
+        choices=ENCODER_OPS,
+        default="auto",
+        help="how the encoder runs its recurrence: scan (a Scan over the decoder's own cell; the faster GRU from "
+        "batch 8 up, and what int8 needs), rnn (the ONNX GRU/LSTM op; the faster at batch 1), auto (scan for GRUs, "
+        "rnn for LSTMs; default)",
     )
     precision = parser.add_mutually_exclusive_group()
     precision.add_argument(
@@ -330,6 +338,7 @@ def run_export(args: argparse.Namespace) -> int:
                 **target_length_options(args.max_target_length),
                 overwrite=args.overwrite,
                 plain=args.plain,
+                encoder_op=args.encoder_op,
                 precision="int8" if args.quantize else "float16" if args.fp16 else "float32",
                 progress=not args.quiet,
                 parity_tolerance=args.parity_tolerance,

@@ -25,6 +25,10 @@ CHOICES = {
 }
 
 
+# How an export's optimized encoder runs its recurrence (s2s_export.onnx_graphs.build_encoder).
+ENCODER_OPS = ("auto", "scan", "rnn")
+
+
 @dataclass(frozen=True)
 class Seq2SeqConfig:
     """Architecture of a recurrent encoder–decoder.

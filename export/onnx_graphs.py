@@ -21,7 +21,7 @@ import torch
 from s2s_runtime import roles
 from s2s_runtime.schema import TensorSpec
 
-from .config import Seq2SeqConfig
+from .config import ENCODER_OPS, Seq2SeqConfig
 from .graph_builder import GraphBuilder
 from .model import MASK_VALUE, Seq2Seq
 
@@ -109,25 +109,33 @@ def gate_groups(cfg: Seq2SeqConfig, hidden: int) -> list[slice]:
     return [slice(0, sigmoid_gates * hidden), slice(sigmoid_gates * hidden, (sigmoid_gates + 1) * hidden)]
 
 
-def build_encoder(model: Seq2Seq, *, plain: bool = False, lstm_scan: bool = False) -> ExportedGraph:
+def build_encoder(model: Seq2Seq, *, plain: bool = False, encoder_op: str = "auto") -> ExportedGraph:
     """Encoder graph: (source_ids, source_lengths) → initial decoder states and per-sequence statics.
 
-    GRU, optimized (default): per layer and direction, the input projections of all positions at once (layer 0: a
-    Gather from the source embedding folded into W_ih, so no input matmul at all), then a Scan over time whose body is
-    the same primitive cell as the decoder step — half the FLOPs of the ONNX GRU op on layer 0, MatMuls that dynamic
-    int8 quantization covers, and faster than onnxruntime's GRU kernel at every batch size measured. LSTM, and
-    `plain`: the ONNX GRU/LSTM op with sequence_lens — onnxruntime's fp32 LSTM kernel beats the Scan for LSTMs.
-    `lstm_scan`: LSTMs as Scans too, for int8 bundles (s2s_export.quantize): onnxruntime's only int8 LSTM scales its
-    activations per batch, while the Scan's MatMuls quantize batch-independently.
+    `encoder_op` (see ENCODER_OPS) picks how the recurrence runs in the optimized graph:
+    - "scan": per layer and direction, the input projections of all positions at once (layer 0: a Gather from the
+      source embedding folded into W_ih, so no input matmul at all), then a Scan over time whose body is the same
+      primitive cell as the decoder step — MatMuls that int8 quantization covers (onnxruntime's only int8 LSTM
+      scales its activations per batch, the Scan's MatMuls quantize batch-independently), and for GRUs the faster
+      form from batch 8 up.
+    - "rnn": the ONNX GRU/LSTM op with sequence_lens, layer 0 over a one-hot input whose weights are the folded
+      embedding table (when the source vocabulary is no larger than the embedding; else over the embedding), so its
+      input matmul stays small: one fused kernel per position, the faster form at batch 1.
+    - "auto" (default): "scan" for GRUs, "rnn" with the embedding input for LSTMs (onnxruntime's fp32 LSTM kernel
+      beats the Scan there at every batch size). int8 exports pass "scan".
+    `plain` ignores it: the ONNX GRU/LSTM op over the embedding, the straightforward graph kept for comparison.
     """
+    if encoder_op not in ENCODER_OPS:
+        raise ValueError(f"encoder_op: {encoder_op!r} is not one of {', '.join(ENCODER_OPS)}")
     cfg = model.cfg
     w = _weights(model)
     g = GraphBuilder("encoder")
     source_ids = g.input(graph_name(roles.SOURCE_IDS), "int64", ["batch", "source_length"])
     lengths = g.input(graph_name(roles.SOURCE_LENGTHS), "int64", ["batch"])
     batch = g.op("Gather", g.op("Shape", source_ids), g.ints([0]), axis=0)  # (1,)
-    scan = not plain and (cfg.cell == "gru" or lstm_scan)
-    layers = _scan_layers if scan else _rnn_op_layers
+    scan = not plain and (encoder_op == "scan" or (encoder_op == "auto" and cfg.cell == "gru"))
+    fold = not plain and encoder_op == "rnn" and cfg.source_vocab_size <= cfg.source_embedding_size
+    layers = _scan_layers if scan else functools.partial(_rnn_op_layers, one_hot=fold)
     x, finals = layers(g, cfg, w, source_ids, lengths, batch)  # (S, B, enc_out), per layer (1, B, enc_out)
 
     @functools.cache
@@ -203,39 +211,54 @@ def _directions(cfg: Seq2SeqConfig) -> list[str]:
 
 
 def _rnn_op_layers(
-    g: GraphBuilder, cfg: Seq2SeqConfig, w: dict[str, np.ndarray], source_ids: str, lengths: str, batch: str
+    g: GraphBuilder,
+    cfg: Seq2SeqConfig,
+    w: dict[str, np.ndarray],
+    source_ids: str,
+    lengths: str,
+    batch: str,
+    *,
+    one_hot: bool = False,
 ) -> tuple[str, dict[str, list[str]]]:
     """The encoder's layers as ONNX GRU/LSTM ops; returns the top layer's outputs (S, B, enc_out), zeros past each
-    row's length, and per state kind the final states of every layer (1, B, enc_out)."""
-    embedded = g.op("Gather", g.const(w["encoder.embedding.weight"], "source_embedding"), source_ids)  # (B, S, E)
-    x = g.op("Transpose", embedded, perm=[1, 0, 2])  # (S, B, E)
+    row's length, and per state kind the final states of every layer (1, B, enc_out). `one_hot`: layer 0 reads
+    one-hot source ids, its input weights the embedding folded into W_ih (plus b_ih): the op's input matmul then
+    selects each position's row of that table, as the Scan's Gather does."""
+    time_major = g.op("Transpose", source_ids, perm=[1, 0])  # (S, B)
+    if one_hot:
+        x = g.op(
+            "OneHot",
+            time_major,
+            g.const(np.array(cfg.source_vocab_size, np.int64), "vocab"),
+            g.const(np.array([0.0, 1.0], np.float32), "off_on"),
+            axis=-1,
+        )  # (S, B, V)
+    else:
+        x = g.op("Gather", g.const(w["encoder.embedding.weight"], "source_embedding"), time_major)  # (S, B, E)
     sequence_lens = g.op("Cast", lengths, to=onnx.TensorProto.INT32)  # (B,)
     finals: dict[str, list[str]] = {"h": [], "c": []}
     for layer in range(cfg.num_layers):
+        weights: dict[str, list[np.ndarray]] = {"W": [], "R": [], "B": []}  # per direction, in ONNX gate order
+        for suffix in _directions(cfg):
+            name = f"l{layer}{suffix}"
+            w_ih, b_ih = w[f"encoder.rnn.weight_ih_{name}"], w[f"encoder.rnn.bias_ih_{name}"]  # (G·H, in), (G·H,)
+            if layer == 0 and one_hot:  # one-hot in: the input "weights" are the folded table, its bias included
+                w_ih, b_ih = (w["encoder.embedding.weight"] @ w_ih.T + b_ih).T, np.zeros_like(b_ih)  # (G·H, V)
+            weights["W"].append(_reorder_gates(w_ih, cfg.cell))
+            weights["R"].append(_reorder_gates(w[f"encoder.rnn.weight_hh_{name}"], cfg.cell))
+            b_hh = w[f"encoder.rnn.bias_hh_{name}"]
+            weights["B"].append(np.concatenate([_reorder_gates(b_ih, cfg.cell), _reorder_gates(b_hh, cfg.cell)]))
 
-        def stacked(kind: str) -> np.ndarray:  # (dirs, gates*H, in) weights or (dirs, 2*gates*H) biases
-            parts = []
-            for suffix in _directions(cfg):
-                if kind == "B":  # the list is built at once, inside this iteration
-                    parts.append(
-                        np.concatenate(
-                            [
-                                _reorder_gates(w[f"encoder.rnn.bias_{m}_l{layer}{suffix}"], cfg.cell)  # noqa: B023
-                                for m in ("ih", "hh")
-                            ]
-                        )
-                    )
-                else:
-                    parts.append(_reorder_gates(w[f"encoder.rnn.weight_{kind}_l{layer}{suffix}"], cfg.cell))  # noqa: B023
-            return np.stack(parts)
+        def stacked(kind: str) -> np.ndarray:  # (dirs, G·H, in) weights or (dirs, 2·G·H) biases
+            return np.stack(weights[kind]).astype(np.float32)  # noqa: B023 (called within this iteration)
 
         attrs = {"hidden_size": cfg.encoder_units, "direction": "bidirectional" if cfg.bidirectional else "forward"}
         if cfg.cell == "gru":
             attrs["linear_before_reset"] = 1  # PyTorch applies the reset gate after the recurrent matmul
         rnn_inputs = [
             x,
-            g.const(stacked("ih"), "W"),
-            g.const(stacked("hh"), "R"),
+            g.const(stacked("W"), "W"),
+            g.const(stacked("R"), "R"),
             g.const(stacked("B"), "B"),
             sequence_lens,
         ]

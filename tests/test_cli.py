@@ -1,6 +1,7 @@
 import io
 import json
 
+import onnx
 import pytest
 
 from s2s_runtime.cli import main
@@ -68,6 +69,13 @@ def test_train_then_export_then_generate(tmp_path, capsys):
     assert main(["generate", str(tmp_path / "bundle"), "cab", "--device", "cpu"]) == 0
     with pytest.raises(SystemExit, match="already exists"):
         main(["export", summary["checkpoint"], "--out", str(tmp_path / "bundle")])
+    rnn = tmp_path / "rnn-bundle"
+    assert main(["export", summary["checkpoint"], "--out", str(rnn), "--task", "sort", "--encoder-op", "rnn"]) == 0
+    assert "GRU" in {node.op_type for node in onnx.load(str(rnn / "encoder.onnx")).graph.node}
+    with pytest.raises(SystemExit, match="encoder_op: 'rnn' cannot be quantized"):
+        main(
+            ["export", summary["checkpoint"], "--out", str(tmp_path / "q"), "--encoder-op", "rnn", "--quantize", "int8"]
+        )
     with pytest.raises(SystemExit, match="give --preset, --task, or both --train and --dev"):
         main(["train", "--out", str(tmp_path / "x")])
     with pytest.raises(SystemExit, match="bridge: 'zeros' discards"):

@@ -4,7 +4,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import EXTRA_OPTIONS, GRID, SOURCE_VOCAB, grid_id, random_checkpoint, random_sources, write_bundle
+from conftest import EXTRA_OPTIONS, GRID, SMALL, SOURCE_VOCAB, grid_id, random_checkpoint, random_sources, write_bundle
 from onnx import numpy_helper
 
 import s2s_export.bundle_export as bundle_export
@@ -34,10 +34,41 @@ LSTM_GRID = [o for o in GRID + EXTRA_OPTIONS if o.get("cell") == "lstm"]
 def test_lstm_encoders_as_scans_match_pytorch(options):
     """The Scan form int8 bundles quantize: the same parity as the LSTM op, padding invariance included."""
     checkpoint = random_checkpoint(7, **options)
-    encoder = build_encoder(checkpoint.model, lstm_scan=True)
+    encoder = build_encoder(checkpoint.model, encoder_op="scan")
     assert "LSTM" not in {node.op_type for node in encoder.model.graph.node}
     summary = check_parity(checkpoint, encoder, build_decoder_step(checkpoint.model), SOURCE_IDS).to_dict()
     assert summary["passed"] and summary["greedy_ids_identical"] and summary["max_abs_diff"] <= 1e-4
+
+
+@pytest.mark.parametrize("options", GRID + EXTRA_OPTIONS, ids=grid_id)
+def test_rnn_op_encoders_match_pytorch(options):
+    """encoder_op="rnn": the ONNX GRU/LSTM op, layer 0 over one-hot ids with the folded embedding table as its
+    input weights where the source vocabulary is no larger than the embedding — the same parity, padded batches of
+    mixed lengths included."""
+    checkpoint = random_checkpoint(7, **{**options, "source_embedding_size": len(SOURCE_VOCAB)})
+    encoder = build_encoder(checkpoint.model, encoder_op="rnn")
+    ops = {node.op_type for node in encoder.model.graph.node}
+    assert "Scan" not in ops and "OneHot" in ops and checkpoint.model.cfg.cell.upper() in ops
+    summary = check_parity(checkpoint, encoder, build_decoder_step(checkpoint.model), SOURCE_IDS).to_dict()
+    assert summary["passed"] and summary["greedy_ids_identical"] and summary["max_abs_diff"] <= 1e-4
+
+
+def test_rnn_op_encoders_read_the_embedding_when_the_vocabulary_is_larger():
+    checkpoint = random_checkpoint(7, cell="gru", num_layers=2, bidirectional=True, bridge="linear", **SMALL)
+    assert checkpoint.model.cfg.source_vocab_size > SMALL["source_embedding_size"]
+    encoder = build_encoder(checkpoint.model, encoder_op="rnn")
+    assert "OneHot" not in {node.op_type for node in encoder.model.graph.node}
+    summary = check_parity(checkpoint, encoder, build_decoder_step(checkpoint.model), SOURCE_IDS).to_dict()
+    assert summary["passed"] and summary["greedy_ids_identical"]
+
+
+def test_an_unknown_or_unquantizable_encoder_op_is_refused():
+    with pytest.raises(ValueError, match="encoder_op: 'gru' is not one of auto, scan, rnn"):
+        bundle_export.ExportOptions(encoder_op="gru")
+    with pytest.raises(ValueError, match="encoder_op: 'rnn' cannot be quantized to int8"):
+        bundle_export.ExportOptions(encoder_op="rnn", precision="int8")
+    with pytest.raises(ValueError, match="encoder_op: 'x'"):
+        build_encoder(random_checkpoint(7, cell="gru", hidden_size=16).model, encoder_op="x")
 
 
 def encode_both(checkpoint, sources):
@@ -261,6 +292,27 @@ def test_plain_and_optimized_graphs_generate_identically(tmp_path, cell):
     sources = random_sources(15, seed=2)
     for options in (dict(strategy="beam", beam_size=3), dict()):  # greedy: chosen in the graph vs in numpy
         results = [s2s_runtime.load(b, device="cpu").generate(sources, **options) for b in (optimized, plain)]
+        assert [r.ids for r in results[0]] == [r.ids for r in results[1]]
+        assert [r.score for r in results[0]] == pytest.approx([r.score for r in results[1]], abs=1e-4)
+
+
+def test_rnn_op_encoder_bundles_generate_what_scan_bundles_do(tmp_path):
+    import s2s_runtime
+    from s2s_export.bundle_export import ExportOptions
+
+    checkpoint = random_checkpoint(
+        8, cell="gru", attention="general", num_layers=2, bidirectional=True, bridge="linear", hidden_size=16
+    )
+    scan = export_bundle_with(checkpoint, tmp_path / "scan", ExportOptions(validation_size=16))
+    rnn = export_bundle_with(checkpoint, tmp_path / "rnn", ExportOptions(encoder_op="rnn", validation_size=16))
+    ops = {
+        name: {n.op_type for n in onnx.load(str(b / "encoder.onnx")).graph.node}
+        for name, b in (("scan", scan), ("rnn", rnn))
+    }
+    assert "Scan" in ops["scan"] and {"GRU", "OneHot"} <= ops["rnn"] and "Scan" not in ops["rnn"]
+    sources = random_sources(15, seed=2)
+    for options in (dict(strategy="beam", beam_size=3), dict()):
+        results = [s2s_runtime.load(b, device="cpu").generate(sources, **options) for b in (scan, rnn)]
         assert [r.ids for r in results[0]] == [r.ids for r in results[1]]
         assert [r.score for r in results[0]] == pytest.approx([r.score for r in results[1]], abs=1e-4)
 

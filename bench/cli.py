@@ -107,17 +107,25 @@ def run_bench(args: argparse.Namespace) -> int:
             from s2s_export.checkpoint import load_checkpoint
 
             checkpoint = load_checkpoint(args.checkpoint)
-            plain = export_bundle(
-                checkpoint, Path(tmp) / "plain", validation_sources=sources[:64], options=ExportOptions(plain=True)
-            )
-            int8 = export_bundle(
-                checkpoint, Path(tmp) / "int8", validation_sources=sources[:64], options=ExportOptions(precision="int8")
-            )
+            manifest = bundle.manifest
+
+            def export(name: str, **options: Any) -> Path:  # the bundle's own limits, so all decode alike
+                limits = dict(target_length_ratio=manifest.limits_ratio, target_length_offset=manifest.limits_offset)
+                return export_bundle(
+                    checkpoint,
+                    Path(tmp) / name,
+                    validation_sources=sources[:64],
+                    options=ExportOptions(**limits, **options),
+                )
+
+            plain, int8 = export("plain", plain=True), export("int8", precision="int8")
+            rnn_encoder = export("rnn-encoder", encoder_op="rnn")
             contenders += [TorchEager(checkpoint, args.threads), HandWrittenLoop(plain, args.threads, args.beam_size)]
             if openvino_available():  # what a CPU user picks instead of onnxruntime, on the same plain graphs
                 contenders.append(HandWrittenLoop(plain, args.threads, args.beam_size, engine="OpenVINO"))
         contenders.append(RuntimeContender(report.RUNTIME, Path(args.bundle), args.threads, args.beam_size))
-        if args.checkpoint is not None:
+        if args.checkpoint is not None:  # the export made for batch 1 (s2s export --encoder-op rnn), and int8
+            contenders.append(RuntimeContender(report.RUNTIME_RNN_ENCODER, rnn_encoder, args.threads, args.beam_size))
             contenders.append(RuntimeContender("s2s-runtime int8", int8, args.threads, args.beam_size))
         matmul = matmul_gflops(args.threads)
         mixes = input_mixes(sources, bundle, args.mixes)

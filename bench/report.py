@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 RUNTIME = "s2s-runtime fp32"
+RUNTIME_RNN_ENCODER = "s2s-runtime fp32, --encoder-op rnn"
 RUNTIME_PREFIX = "s2s-runtime"  # the runtime's variants: fp32, int8
 
 

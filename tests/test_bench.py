@@ -58,7 +58,8 @@ def test_bench_measures_every_contender_and_writes_reports(small_bundle, tmp_pat
     baselines = ("PyTorch eager", "hand-written onnxruntime loop") + (
         ("hand-written OpenVINO loop",) if openvino_available() else ()
     )
-    for contender in (*baselines, "s2s-runtime fp32", "s2s-runtime int8"):
+    variants = ("s2s-runtime fp32", "s2s-runtime fp32, --encoder-op rnn", "s2s-runtime int8")
+    for contender in (*baselines, *variants):
         assert (contender, "greedy", 1) in seen and (contender, "greedy", 4) in seen
     assert ("s2s-runtime int8", "beam", 4) in seen and ("hand-written onnxruntime loop", "beam", 4) in seen
     assert ("PyTorch eager", "beam", 4) not in seen
@@ -67,9 +68,9 @@ def test_bench_measures_every_contender_and_writes_reports(small_bundle, tmp_pat
     compared = {
         (r["runtime"], r["versus"]) for r in result["ratios"] if (r["strategy"], r["batch_size"]) == ("greedy", 1)
     }
-    assert compared == {
-        (runtime, baseline) for runtime in ("s2s-runtime fp32", "s2s-runtime int8") for baseline in baselines
-    } | {("s2s-runtime int8", "s2s-runtime fp32")}
+    assert compared == {(runtime, baseline) for runtime in variants for baseline in baselines} | {
+        (later, earlier) for position, later in enumerate(variants) for earlier in variants[:position]
+    }
     alone = result["graphs_alone"]
     assert alone["batch_size"] == 4 and alone["encoder_gflops"] > 0 and alone["step_gflops"] > 0
     assert (out / "bench.png").stat().st_size > 0 and "| s2s-runtime fp32 |" in (out / "bench.md").read_text()

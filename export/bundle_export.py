@@ -84,7 +84,10 @@ class ExportOptions:
         if self.encoder_op not in ENCODER_OPS:
             raise ValueError(f"encoder_op: {self.encoder_op!r} is not one of {', '.join(ENCODER_OPS)}")
         if self.encoder_op == "rnn" and self.precision == "int8":
-            raise ValueError("encoder_op: 'rnn' cannot be quantized to int8 batch-independently; use 'auto' or 'scan'")
+            raise ValueError(
+                "encoder_op: 'rnn' with int8: onnxruntime's GRU/LSTM ops have no batch-independent int8 form, so the "
+                "encoder would stay float32; int8 exports write it as a Scan ('auto' or 'scan')"
+            )
 
 
 def export_bundle(

@@ -137,7 +137,9 @@ def run_bench(args: argparse.Namespace) -> int:
         ]
         runtime = next(c for c in contenders if c.name == report.RUNTIME)
         alone = graphs_alone(runtime.model, sources, max(args.batch_sizes), matmul)
-        encoders = {"optimized": Path(args.bundle)} | ({"plain": plain} if args.checkpoint is not None else {})
+        encoders = {"optimized": Path(args.bundle)}
+        if args.checkpoint is not None:
+            encoders |= {"--encoder-op rnn": rnn_encoder, "plain": plain}
         encoder_cost = {
             name: encoder_costs(path, args.threads, sorted({1, max(args.batch_sizes)}))
             for name, path in encoders.items()

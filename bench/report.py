@@ -102,7 +102,8 @@ def markdown(result: dict) -> str:
         )
         lines += [
             "",
-            f"Encoder graphs alone, equal-length inputs (the plain export's is the ONNX GRU/LSTM op): {said}.",
+            f"Encoder graphs alone, equal-length inputs (--encoder-op rnn and the plain export run the ONNX GRU/LSTM "
+            f"op): {said}.",
         ]
     floors = (result["machine"].get("floor") or {}).get("by_mix", {})
     for mix, parts in result.get("batch1_breakdown", {}).items():

@@ -94,7 +94,9 @@ def test_bench_measures_every_contender_and_writes_reports(small_bundle, tmp_pat
         assert breakdown["sequences"] == result["mixes"][mix]["inputs"]
     assert "Where s2s-runtime fp32's time goes at batch 1 (mixed inputs" in (out / "bench.md").read_text()
     costs = result["encoder_costs"]
-    assert set(costs) == {"optimized", "plain"} and all(set(c) == {"1", "4"} for c in costs.values())
+    assert set(costs) == {"optimized", "--encoder-op rnn", "plain"} and all(
+        set(c) == {"1", "4"} for c in costs.values()
+    )
     assert all(c["4"]["per_position_us"] > 0 for c in costs.values())
 
 

@@ -249,19 +249,12 @@ def _rnn_op_layers(
             b_hh = w[f"encoder.rnn.bias_hh_{name}"]
             weights["B"].append(np.concatenate([_reorder_gates(b_ih, cfg.cell), _reorder_gates(b_hh, cfg.cell)]))
 
-        def stacked(kind: str) -> np.ndarray:  # (dirs, G·H, in) weights or (dirs, 2·G·H) biases
-            return np.stack(weights[kind]).astype(np.float32)  # noqa: B023 (called within this iteration)
-
         attrs = {"hidden_size": cfg.encoder_units, "direction": "bidirectional" if cfg.bidirectional else "forward"}
         if cfg.cell == "gru":
             attrs["linear_before_reset"] = 1  # PyTorch applies the reset gate after the recurrent matmul
-        rnn_inputs = [
-            x,
-            g.const(stacked("W"), "W"),
-            g.const(stacked("R"), "R"),
-            g.const(stacked("B"), "B"),
-            sequence_lens,
-        ]
+        # W, R (dirs, G·H, in | H) and B (dirs, 2·G·H), the directions stacked
+        stacked = [g.const(np.stack(weights[kind]).astype(np.float32), kind) for kind in "WRB"]
+        rnn_inputs = [x, *stacked, sequence_lens]
         outs = g.op_multi(cfg.cell.upper(), 3 if cfg.cell == "lstm" else 2, *rnn_inputs, **attrs)
         y = g.op("Transpose", outs[0], perm=[0, 2, 1, 3])  # (S, dirs, B, H) → (S, B, dirs, H)
         x = g.op("Reshape", y, g.ints([0, 0, -1]))  # (S, B, enc_out)

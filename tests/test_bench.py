@@ -101,8 +101,8 @@ def test_bench_measures_every_contender_and_writes_reports(small_bundle, tmp_pat
 
 
 def test_every_baseline_decodes_what_the_runtime_decodes(reverse_model):
-    """A baseline that decodes differently is not a baseline: PyTorch eager and the hand-written loop give the
-    runtime's greedy outputs, input by input and in batches."""
+    """A baseline that decodes differently is not a baseline: PyTorch eager, the hand-written loops and the batch-1
+    export give the runtime's greedy outputs, input by input and in batches, and all but eager its beam outputs."""
     from s2s_bench.baselines import HandWrittenLoop, RuntimeContender, TorchEager
     from s2s_export.bundle_export import ExportOptions, export_bundle
     from s2s_export.checkpoint import load_checkpoint
@@ -116,10 +116,17 @@ def test_every_baseline_decodes_what_the_runtime_decodes(reverse_model):
         validation_sources=sources,
         options=ExportOptions(plain=True, overwrite=True),
     )
+    rnn_encoder = export_bundle(
+        checkpoint,
+        reverse_model["root"] / "rnn-encoder-for-bench",
+        validation_sources=sources,
+        options=ExportOptions(encoder_op="rnn", overwrite=True),
+    )
     runtime = RuntimeContender("s2s-runtime fp32", reverse_model["bundle"], 1, 2)
     expected = runtime.decode(sources, "greedy")
     assert all(finished for _, finished in expected)
     contenders = [TorchEager(checkpoint, 1), HandWrittenLoop(plain, 1, 2)]
+    contenders.append(RuntimeContender("s2s-runtime fp32, --encoder-op rnn", rnn_encoder, 1, 2))
     if openvino_available():
         contenders.append(HandWrittenLoop(plain, 1, 2, engine="OpenVINO"))
     for contender in contenders:

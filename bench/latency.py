@@ -219,8 +219,8 @@ def graphs_alone(model: Any, sources: Sequence[str], batch_size: int, matmul: fl
 
 def encoder_costs(bundle: Any, threads: int, batch_sizes: Sequence[int], repeats: int = 200) -> dict:
     """An encoder graph's cost by batch size: a call over one source position, and each position more (from
-    equal-length batches of 1 and 17 positions, median times). Said for the optimized encoder and the plain
-    export's (the ONNX GRU/LSTM op), it shows where each is the faster."""
+    equal-length batches of 1 and 17 positions, median times). Said for the Scan and the ONNX GRU/LSTM op
+    forms of one model, it shows at which batch sizes each is the faster."""
     from s2s_runtime.bundle import Bundle
 
     opened = Bundle.open(bundle)
@@ -334,9 +334,9 @@ class FloorProbe:
     """What no runtime on this machine can beat at batch 1: one session.run of an empty graph (the cost of calling
     onnxruntime at all), the bytes of dense weights of the decoder step (read once per token) and of the encoder
     (read once per source position), and the bandwidth measured for a working set of the step's size (a MatMul of a
-    (1, K) row by a (K, N) matrix of those bytes). The machine is shared, so `measure` is called next to every
-    batch-1 row, in the same conditions; `floor_per_token` turns a measurement into µs/token for an input mix.
-    `model`: a loaded s2s_runtime model (fp32)."""
+    (1, K) row by a (K, N) matrix of those bytes). The machine is shared, so `measure` is called in every round of
+    the batch-1 rows, in the same conditions as they; `floor_per_token` turns a measurement into µs/token for an
+    input mix. `model`: a loaded s2s_runtime model (fp32)."""
 
     def __init__(self, model: Any, threads: int = 1, repeats: int = 2000):
         import onnx

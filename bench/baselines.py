@@ -72,16 +72,21 @@ def without_log_softmax(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
     return model, logits
 
 
+def cpu_session(model: str | bytes, threads: int) -> Any:
+    """An onnxruntime session on the CPU provider with `threads` intra-op threads (a path or the model's bytes)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
 class OnnxruntimeSession:
     """One graph on onnxruntime's CPU provider: run(output names, feeds by input name) → arrays."""
 
     def __init__(self, model: str | bytes, threads: int):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(model, threads)
 
     def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.session.run(names, feeds)

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from s2s_runtime import roles
 
-from .baselines import Contender
+from .baselines import Contender, cpu_session
 
 
 @dataclass
@@ -225,7 +225,7 @@ def encoder_costs(bundle: Any, threads: int, batch_sizes: Sequence[int], repeats
 
     opened = Bundle.open(bundle)
     encoder = opened.graphs["encoder"]
-    session = _cpu_session(str(encoder.path), threads)
+    session = cpu_session(str(encoder.path), threads)
     symbol = next(i for i in range(len(opened.source.vocab.tokens)) if i not in opened.source.special_ids.values())
     costs = {}
     for batch in batch_sizes:
@@ -317,19 +317,6 @@ def _dense_weight_bytes(graph: Any, consumers: tuple[str, ...] = DENSE) -> int:
     return total
 
 
-def _session(model: Any, threads: int) -> Any:
-    return _cpu_session(model.SerializeToString(), threads)
-
-
-def _cpu_session(model: str | bytes, threads: int) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-
-
 class FloorProbe:
     """What no runtime on this machine can beat at batch 1: one session.run of an empty graph (the cost of calling
     onnxruntime at all), the bytes of dense weights of the decoder step (read once per token) and of the encoder
@@ -346,7 +333,7 @@ class FloorProbe:
         self.step_bytes = _dense_weight_bytes(onnx.load(str(model.bundle.graphs["decoder_step"].path)).graph)
         self.encoder_bytes = _dense_weight_bytes(onnx.load(str(model.bundle.graphs["encoder"].path)).graph)
 
-        def graph(nodes: list, inputs: list, initializers: list) -> Any:
+        def graph(nodes: list, inputs: list, initializers: list) -> bytes:
             made = helper.make_graph(
                 nodes,
                 "floor",
@@ -354,11 +341,12 @@ class FloorProbe:
                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
                 initializer=initializers,
             )
-            return helper.make_model(made, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+            model = helper.make_model(made, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+            return model.SerializeToString()
 
         k = 256
         self.x = np.zeros((1, k), np.float32)
-        self.empty = _session(
+        self.empty = cpu_session(
             graph(
                 [helper.make_node("Identity", ["x"], ["y"])],
                 [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])],
@@ -367,7 +355,7 @@ class FloorProbe:
             threads,
         )
         self.weight = np.random.default_rng(0).standard_normal((k, max(self.step_bytes // (4 * k), 1)), np.float32)
-        self.streaming = _session(
+        self.streaming = cpu_session(
             graph(
                 [helper.make_node("MatMul", ["x", "w"], ["y"])],
                 [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])],

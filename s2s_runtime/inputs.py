@@ -46,7 +46,7 @@ class InputPreparer:
         index: int,
     ) -> PreparedInput:
         tokens, ids, unknown = self.source(source, index)
-        prefix = () if target_prefix is None else tuple(self.target_ids(target_prefix, f"target_prefix[{index}]"))
+        prefix = () if target_prefix is None else self.prefix_ids(target_prefix, index)
         if not ids:
             return PreparedInput([], [], 0, RowLimits((), 0, 0), 0)
         limits = self.limits(len(ids) - len(self._source_eos), prefix, options, index)
@@ -83,6 +83,19 @@ class InputPreparer:
         if unknown is not None:
             raise ValueError(f"{where}: token {unknown!r} is not in the target vocabulary")
         return vocab.encode(tokens)
+
+    def prefix_ids(self, prefix: InputText, index: int) -> tuple[int, ...]:
+        """The ids of a forced target prefix. The one rule for every strategy: eos cannot be inside a prefix (an
+        output ends at its eos, so nothing could follow it, and the strategies would each have to invent what such a
+        prefix means)."""
+        ids = tuple(self.target_ids(prefix, f"target_prefix[{index}]"))
+        if self.bundle.eos_id in ids:
+            eos = self.bundle.target.vocab.tokens[self.bundle.eos_id]
+            raise ValueError(
+                f"target_prefix[{index}]: {eos!r} is the end-of-sequence token; a prefix cannot contain it "
+                "(an output ends at eos)"
+            )
+        return ids
 
     def limits(self, source_length: int, prefix: tuple[int, ...], options: GenerationOptions, index: int) -> RowLimits:
         if options.max_length_ratio is not None:

@@ -68,3 +68,24 @@ def test_mixed_concurrent_traffic_never_changes_an_answer(g2p):
             answers = list(pool.map(run, jobs))
     differing = [job for job, answer in zip(jobs, answers, strict=True) if answer != alone[job]]
     assert not differing, f"{len(differing)} of {len(jobs)} answers depend on their batch: {differing[:5]}"
+
+
+STRATEGIES = [
+    dict(strategy="greedy"),
+    dict(strategy="beam", beam_size=4),
+    dict(strategy="sample", seed=3, top_k=1),
+    dict(strategy="alternatives", num_hypotheses=2),
+]
+
+
+@pytest.mark.parametrize("options", STRATEGIES, ids=lambda o: o["strategy"])
+def test_eos_inside_a_prefix_is_refused_the_same_way_by_every_strategy(g2p, options):
+    """One rule for every strategy (beam used to answer "" where greedy continued past the eos)."""
+    with pytest.raises(ValueError, match=r"target_prefix\[0\]: '</s>' is the end-of-sequence token"):
+        g2p.generate(["hello"], target_prefix=[["</s>", "HH"]], **options)
+
+
+@pytest.mark.parametrize("options", STRATEGIES, ids=lambda o: o["strategy"])
+def test_a_prefix_is_forced_by_every_strategy(g2p, options):
+    [result] = g2p.generate(["hello"], target_prefix=[["HH", "AH"]], **options)
+    assert all(h.tokens[:2] == ["HH", "AH"] for h in result.hypotheses)

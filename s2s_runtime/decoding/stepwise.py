@@ -4,7 +4,8 @@
 Rows that finish are dropped with `runner.select`, so finished rows stop costing compute. Compaction re-lays the
 runner's buffers, which costs about as much as a few steps of a small model, so finished rows are dropped once they
 are a quarter of the batch, not one at a time. Bookkeeping is vectorized over rows, so large batches do not pay
-Python per row and step; without constraints or prefixes the per-row bookkeeping is skipped altogether.
+Python per row and step; without logits processors (constraints, a forced prefix) the per-row bookkeeping is
+skipped altogether.
 """
 
 from __future__ import annotations
@@ -46,7 +47,6 @@ def stepwise_search(
     active = np.arange(len(limits))  # original row of each row in the runner (some may be done, see below)
     done = np.zeros(len(limits), dtype=bool)  # per runner row: finished, still computed until the next compaction
     previous = np.full(len(limits), start_id, dtype=np.int64)
-    has_prefix = bool(state.prefix_lengths.any())
     constrained = bool(processors)
     chain: np.ndarray | None = previous  # the graph's own ids, chained between greedy steps
     some_done = False
@@ -64,23 +64,15 @@ def stepwise_search(
             if some_done:
                 raw, live_rows = raw[live], active[live]
                 weights = None if weights is None else weights[live]
-            rows = state.take(live_rows) if constrained or has_prefix else None
-            processed = processors(raw, rows) if constrained and rows is not None else raw
+            # The processors decide every rule, a forced prefix included (its token is the only one left allowed).
+            processed = processors(raw, state.take(live_rows)) if constrained else raw
             chosen = choose(processed, live_rows, state.lengths)
-            index = np.arange(len(chosen))
-            if has_prefix and rows is not None:  # inside its prefix a row takes the prefix token, scored by the model
-                forced, prefix_token = rows.forced()
-                chosen = np.where(forced, prefix_token, chosen)
-                scores = np.where(forced, raw[index, chosen], processed[index, chosen])
-            else:
-                scores = processed[index, chosen]
+            scores = processed[np.arange(len(chosen)), chosen]
         state.scores[live_rows] += scores
         if collect_attention and weights is not None:
             for position, row in enumerate(live_rows):
                 attention[row].append(np.array(weights[position]))  # the runner may reuse its buffer
-        ended = chosen == eos_id
-        if has_prefix and rows is not None:
-            ended &= rows.lengths >= rows.prefix_lengths
+        ended = chosen == eos_id  # never inside a prefix: eos cannot be in one (s2s_runtime.inputs)
         finished[live_rows[ended]] = True
         growing = live_rows[~ended]
         state.ids[growing, state.lengths[growing]] = chosen[~ended]

@@ -10,12 +10,12 @@ from . import decoding  # noqa: F401  (registers the strategies before any Gener
 from .batching import BatchingOptions
 from .bundle import Bundle, BundleError
 from .config import GenerationOptions
+from .engine.sessions import DeviceError, SessionSettings
 from .generation import DecodingStopped, Generation
 from .limits import RequestLimits
 from .model import Seq2SeqModel, load
 from .results import Hypothesis, Result, StreamedToken, TokenScore
 from .service import Batcher, BatcherClosed, BatcherConfig, InternalError, Overloaded, RequestTimeout
-from .sessions import DeviceError, SessionSettings
 from .vocab import Vocab, VocabError
 
 __version__ = "0.2.0"  # the one place the version is written (pyproject reads it)

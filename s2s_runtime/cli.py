@@ -16,8 +16,8 @@ from . import __version__
 from .batching import BatchingOptions
 from .bundle import Bundle, BundleError
 from .config import GenerationOptions
+from .engine.sessions import DeviceError, import_onnxruntime
 from .limits import RequestLimits
-from .sessions import DeviceError, import_onnxruntime
 
 COMMANDS_GROUP = "s2s.commands"
 log = logging.getLogger("s2s_runtime.cli")

@@ -22,10 +22,10 @@ import numpy as np
 
 from .decoding.hypotheses import Candidate, StepEvent
 from .decoding.strategy import Search, SearchTask
+from .engine.runner import take_rows
 from .inputs import PreparedInput
 from .plan import DecodingPlan
 from .results import Hypothesis, Result, hypothesis
-from .runner import take_rows
 
 if TYPE_CHECKING:
     from .model import Seq2SeqModel

@@ -20,17 +20,24 @@ import numpy as np
 from . import roles
 from .batching import BatchingOptions, length_sorted_batches
 from .bundle import Bundle, BundleError
-from .capture import GraphCapture
 from .config import GenerationOptions
-from .device import OrtValueDevice, device_for
-from .encoding import Encoder
+from .engine.capture import GraphCapture
+from .engine.device import OrtValueDevice, device_for
+from .engine.encoding import Encoder
+from .engine.runner import LOG_PROBS, ArrayBuffers, Runners, StepGraph
+from .engine.sessions import (
+    DeviceError,
+    SessionSettings,
+    create_capture_session,
+    create_sessions,
+    cuda_works,
+    parse_device,
+)
 from .generation import Generation, Stop
 from .inputs import InputPreparer, InputText, PreparedInput, as_input_list, prefix_list
 from .limits import RequestLimits
 from .plan import DecodingPlan, Planner
 from .results import Hypothesis, Result, StreamedToken, TokenScore
-from .runner import LOG_PROBS, ArrayBuffers, Runners, StepGraph
-from .sessions import DeviceError, SessionSettings, create_capture_session, create_sessions, cuda_works, parse_device
 
 __all__ = [
     "DecodingPlan",
@@ -55,8 +62,8 @@ class Seq2SeqModel:
 
     Attributes:
         bundle: the validated bundle.
-        encoder: the encoder (s2s_runtime.encoding.Encoder).
-        step_graph, runners: the decoder step and the runners over it (s2s_runtime.runner).
+        encoder: the encoder (s2s_runtime.engine.encoding.Encoder).
+        step_graph, runners: the decoder step and the runners over it (s2s_runtime.engine.runner).
         limits, max_output_length: the RequestLimits and the output length cap they give this bundle.
     """
 
@@ -415,7 +422,7 @@ def load(
         optimization_level: onnxruntime graph optimization: "disable", "basic", "extended" or "all".
         io_binding: preallocated, double-buffered decoder state buffers (device-resident on CUDA).
         cuda_graph: on CUDA, replay the decoder step as captured CUDA graphs, one per batch-size and
-            source-length bucket (see s2s_runtime.capture); no effect on the CPU.
+            source-length bucket (see s2s_runtime.engine.capture); no effect on the CPU.
         limits: the most work one request may ask for (a RequestLimits: beams, hypotheses, output length,
             decoder tokens per service request).
 

@@ -178,22 +178,22 @@ def model(request, tmp_path_factory):
 
 def array_runner(graph, states, statics, with_attention, top_k=1):
     """A StepRunner over `session.run` with numpy arrays."""
-    from s2s_runtime.runner import ArrayBuffers, StepRunner
+    from s2s_runtime.engine.runner import ArrayBuffers, StepRunner
 
     return StepRunner(graph, ArrayBuffers(graph, states, statics, with_attention, top_k), top_k)
 
 
 def bound_runner(graph, states, statics, with_attention, top_k=1, device=None):
     """A StepRunner over IO binding on `device` (default: the host)."""
-    from s2s_runtime.device import HostDevice
-    from s2s_runtime.runner import BoundBuffers, StepRunner
+    from s2s_runtime.engine.device import HostDevice
+    from s2s_runtime.engine.runner import BoundBuffers, StepRunner
 
     return StepRunner(graph, BoundBuffers(graph, states, statics, with_attention, device or HostDevice(), top_k), top_k)
 
 
 def cpu_ortvalue_device():
     """The device code path (OrtValues, rows gathered by graphs), run on the CPU."""
-    from s2s_runtime.device import OrtValueDevice
+    from s2s_runtime.engine.device import OrtValueDevice
 
     return OrtValueDevice("cpu", 0, ["CPUExecutionProvider"])
 

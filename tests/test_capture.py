@@ -1,4 +1,4 @@
-"""CUDA graph capture (s2s_runtime.capture): buckets, fixed buffers and the fallbacks, run on the CPU provider.
+"""CUDA graph capture (s2s_runtime.engine.capture): buckets, fixed buffers and the fallbacks, run on the CPU provider.
 
 What only a GPU can show — that onnxruntime captures and replays the step — is not tested here (see the README's
 Performance section); everything around it is: the captured runner computes what the bound runner computes, through
@@ -13,10 +13,10 @@ import pytest
 from conftest import bound_runner, drive, random_sources
 
 import s2s_runtime
-from s2s_runtime.capture import GraphCapture, row_bucket, source_bucket
-from s2s_runtime.device import DeviceGather
-from s2s_runtime.runner import StepRunner
-from s2s_runtime.sessions import SessionSettings, create_capture_session
+from s2s_runtime.engine.capture import GraphCapture, row_bucket, source_bucket
+from s2s_runtime.engine.device import DeviceGather
+from s2s_runtime.engine.runner import StepRunner
+from s2s_runtime.engine.sessions import SessionSettings, create_capture_session
 
 
 def cpu_capture(model) -> GraphCapture:

@@ -6,7 +6,7 @@ from conftest import array_runner, bound_runner, cpu_ortvalue_device, drive, ran
 
 import s2s_runtime
 from s2s_export.runtime_graphs import GRAPHS_DIR, runtime_graph_files
-from s2s_runtime.runner import StepRunner
+from s2s_runtime.engine.runner import StepRunner
 
 
 @pytest.mark.parametrize("with_attention", [False, True])
@@ -113,7 +113,7 @@ def test_reused_runners_are_never_shared_by_interleaved_calls(model):
 def test_runners_are_reused_per_shape(model, monkeypatch):
     """Single inputs of alternating lengths (a source length is part of an attention model's shapes) re-use one
     runner per shape instead of re-allocating and re-binding each call, and still decode each input afresh."""
-    import s2s_runtime.runner as runner_module
+    import s2s_runtime.engine.runner as runner_module
 
     fresh = s2s_runtime.load(model.bundle.root, device="cpu")
     created = []

@@ -24,7 +24,7 @@ def test_missing_onnxruntime_names_the_extras():
     code = textwrap.dedent("""
         import sys
         sys.modules["onnxruntime"] = None  # as if it were not installed
-        from s2s_runtime.sessions import import_onnxruntime
+        from s2s_runtime.engine.sessions import import_onnxruntime
         try:
             import_onnxruntime()
         except ImportError as error:

@@ -5,7 +5,7 @@ import pytest
 
 import s2s_runtime
 from s2s_runtime import DeviceError
-from s2s_runtime.sessions import parse_device
+from s2s_runtime.engine.sessions import parse_device
 
 
 def test_auto_falls_back_to_cpu_with_one_log_line(small_bundle, caplog):

@@ -69,7 +69,7 @@ def test_large_mixed_batches_are_encoded_in_length_groups_exactly(small_bundle, 
     """Groups of similar length, reassembled with the encoder's padding values: the same arrays, bit for bit, as
     one encoder call over the whole batch (memory bias included: the manifest's memory_bias_padding is the value the
     encoder itself writes)."""
-    import s2s_runtime.encoding as encoding_module
+    import s2s_runtime.engine.encoding as encoding_module
 
     model = s2s_runtime.load(small_bundle, device="cpu")
     plan = model.plan(GenerationOptions())

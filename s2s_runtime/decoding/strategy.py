@@ -30,7 +30,7 @@ Search = SearchOf[list[list[Candidate]]]
 
 
 class DecoderRunner(Protocol):
-    """The decoder as a search drives it (implementation: s2s_runtime.runner.StepRunner)."""
+    """The decoder as a search drives it (implementation: s2s_runtime.engine.runner.StepRunner)."""
 
     selects: bool  # whether greedy_step is available (the graph chooses the next token itself)
     top_k: int  # how many candidates per row top_k_step returns (0: not available)

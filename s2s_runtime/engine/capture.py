@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from . import roles
+from .. import roles
+from ..schema import TensorSpec
 from .device import DeviceGather
 from .runner import StepGraph
-from .schema import TensorSpec
 from .sessions import import_onnxruntime
 
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -187,7 +187,8 @@ class GraphCapture:
 
 
 class CapturedBuffers:
-    """The Buffers (see s2s_runtime.runner) of one batch over one BufferSet; `release` it when the batch is done."""
+    """The Buffers (see s2s_runtime.engine.runner) of one batch over one BufferSet; `release` it when the batch is
+    done."""
 
     def __init__(
         self,

@@ -7,7 +7,7 @@ over a buffer backend, a small part that only allocates, binds, runs and moves r
   reads buffer A and writes buffer B, step t+1 the reverse) bound once per batch, so nothing is allocated or bound
   per step; with in-graph ranking the greedy ids chain from one step's output buffer to the next step's input. On
   the host the buffers are numpy arrays; on a GPU they stay on the device, and rows move there.
-- CapturedBuffers (s2s_runtime.capture): fixed device buffers per batch bucket, replayed as CUDA graphs.
+- CapturedBuffers (s2s_runtime.engine.capture): fixed device buffers per batch bucket, replayed as CUDA graphs.
 Each state buffer is allocated by the bundle contract's rule (s2s_runtime.schema): a state keeps its shape from
 step to step. `Runners` picks the backend for a batch and keeps idle bound runners per thread for reuse.
 """
@@ -23,8 +23,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from . import roles
-from .bundle import GraphSpec
+from .. import roles
+from ..bundle import GraphSpec
 from .device import Device, HostDevice
 
 # Bound runners kept per thread for reuse (one per recent shape: with attention, the source length is part of it).

@@ -3,7 +3,7 @@
 One object per kind of place, in the manner of onnxruntime-genai's DeviceInterface: the runner asks the device to
 allocate, upload, bind and gather, and never checks which device it is on. Capabilities default to "no":
 `writes_in_place` (the runner may update tensors through numpy, so beam reordering and reuse need no new buffers)
-and `captures` (CUDA graph replay of the step, s2s_runtime.capture).
+and `captures` (CUDA graph replay of the step, s2s_runtime.engine.capture).
 
 - HostDevice: numpy arrays in host memory (the CPU execution provider); rows move with numpy.
 - OrtValueDevice: OrtValues in an onnxruntime device's memory (a GPU's, for CUDA); rows move with a small Gather
@@ -20,7 +20,7 @@ import numpy as np
 
 from .sessions import Placement, import_onnxruntime
 
-GRAPHS_DIR = Path(__file__).resolve().parent / "graphs"
+GRAPHS_DIR = Path(__file__).resolve().parent.parent / "graphs"
 
 
 class Device:

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from . import roles
-from .bundle import GraphSpec
+from .. import roles
+from ..bundle import GraphSpec
 
 # Large batches of mixed lengths are encoded in groups of at least this many rows: small enough to cut the padding,
 # large enough for efficient matmuls and few calls.

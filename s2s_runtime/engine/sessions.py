@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .bundle import BundleError, GraphSpec
+from ..bundle import BundleError, GraphSpec
 
 log = logging.getLogger("s2s_runtime")
 
-PROBE_GRAPH = Path(__file__).resolve().parent / "graphs" / "gather_float32_rank2_axis0.onnx"
+PROBE_GRAPH = Path(__file__).resolve().parent.parent / "graphs" / "gather_float32_rank2_axis0.onnx"
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 ORT_DTYPES = {

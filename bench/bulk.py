@@ -36,7 +36,7 @@ def corpus(count: int) -> list[str]:
 
 def run_bench_bulk(args: argparse.Namespace) -> int:
     import s2s_runtime
-    from s2s_runtime.bulk import BulkJob, run
+    from s2s_runtime.serving.bulk import BulkJob, run
 
     words = corpus(args.words)
     rows = []
@@ -98,8 +98,8 @@ def _ray_row(bundle: str, words: list[str], expected: list[str], actors: int) ->
     actor gets an equal share of the CPUs but one (Ray Data's read tasks need one free, or the job hangs)."""
     import ray
 
-    import s2s_runtime.ray as s2s_ray
-    from s2s_runtime.ray.serving import start_ray
+    import s2s_runtime.serving.ray as s2s_ray
+    from s2s_runtime.serving.ray.serving import start_ray
 
     start_ray(None, haproxy=False)
     try:

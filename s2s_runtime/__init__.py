@@ -15,7 +15,7 @@ from .generation import DecodingStopped, Generation
 from .limits import RequestLimits
 from .model import Seq2SeqModel, load
 from .results import Hypothesis, Result, StreamedToken, TokenScore
-from .service import Batcher, BatcherClosed, BatcherConfig, InternalError, Overloaded, RequestTimeout
+from .serving import Batcher, BatcherClosed, BatcherConfig, InternalError, Overloaded, RequestTimeout
 from .vocab import Vocab, VocabError
 
 __version__ = "0.2.0"  # the one place the version is written (pyproject reads it)

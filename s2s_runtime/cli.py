@@ -334,7 +334,7 @@ def run_bulk(args: argparse.Namespace) -> int:
         import tqdm  # noqa: F401
     except ImportError:
         raise ImportError("s2s bulk needs the bulk extra: pip install 's2s-runtime[bulk]'") from None
-    from .bulk import BulkJob, run
+    from .serving.bulk import BulkJob, run
 
     options = {
         f.name: getattr(args, f.name)
@@ -363,13 +363,13 @@ def run_bulk(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from .service import BatcherConfig
+    from .serving import BatcherConfig
 
     try:
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
 
-        from .server import ServerConfig, serve
+        from .serving.http import ServerConfig, serve
     except ImportError:
         raise ImportError("s2s serve needs the serve extra: pip install 's2s-runtime[serve]'") from None
     batcher_config = BatcherConfig(
@@ -391,7 +391,7 @@ def run_serve(args: argparse.Namespace) -> int:
         shutdown_grace_s=args.shutdown_grace_s,
     )
     if args.ray is not None:
-        from .ray.serving import ReplicaConfig, run
+        from .serving.ray.serving import ReplicaConfig, run
 
         replica = ReplicaConfig(
             batcher=batcher_config, server=config, limits=request_limits(args), device=args.device, threads=None

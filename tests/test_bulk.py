@@ -10,8 +10,8 @@ import pytest
 from conftest import random_sources, wait_until
 
 import s2s_runtime
-from s2s_runtime.bulk import BulkError, BulkJob, read_sources, run
 from s2s_runtime.cli import main
+from s2s_runtime.serving.bulk import BulkError, BulkJob, read_sources, run
 
 pytest.importorskip("tqdm")
 pyarrow = pytest.importorskip("pyarrow")
@@ -112,7 +112,7 @@ def test_parquet_and_tsv(small_bundle, sources, tmp_path):
 
 KILLABLE = """
 import sys, time
-import s2s_runtime.bulk as bulk
+import s2s_runtime.serving.bulk as bulk
 original = bulk._write_shard
 def slow(job, shard, records):  # one shard every 0.2 s: the job is still running when it is killed
     time.sleep(0.2)

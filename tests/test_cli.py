@@ -154,10 +154,10 @@ def test_score_command(reverse_model, capsys, monkeypatch, tmp_path):
 
 def test_serve_passes_its_flags_to_the_server(small_bundle, monkeypatch):
     pytest.importorskip("starlette")  # the serve extra
-    import s2s_runtime.server
+    import s2s_runtime.serving.http
 
     seen = {}
-    monkeypatch.setattr(s2s_runtime.server, "serve", lambda model, **kwargs: seen.update(model=model, **kwargs))
+    monkeypatch.setattr(s2s_runtime.serving.http, "serve", lambda model, **kwargs: seen.update(model=model, **kwargs))
     assert (
         main(
             [

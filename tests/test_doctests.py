@@ -12,7 +12,7 @@ from s2s_runtime import GenerationOptions
 
 PACKAGES = ("s2s_runtime", "s2s_export", "s2s_bench")
 # Packages whose examples import an optional extra that the package itself imports only when a function runs.
-EXTRA_OF_PACKAGE = {"s2s_runtime.ray": "ray"}
+EXTRA_OF_PACKAGE = {"s2s_runtime.serving.ray": "ray"}
 
 
 def modules():

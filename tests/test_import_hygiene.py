@@ -66,7 +66,7 @@ def test_the_runtime_imports_neither_the_exporter_nor_the_bench():
             assert not {name for name in imported if name.endswith(("service", "server"))}, path
     code = textwrap.dedent("""
         import sys
-        import s2s_runtime, s2s_runtime.service, s2s_runtime.server, s2s_runtime.bulk
+        import s2s_runtime, s2s_runtime.serving, s2s_runtime.serving.http, s2s_runtime.serving.bulk
         loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("s2s_export", "s2s_bench"))
         assert not loaded, loaded
         print("clean")

@@ -18,10 +18,11 @@ pytest.importorskip("prometheus_client")  # the serve extra
 httpx = pytest.importorskip("httpx")  # the test extra
 
 from conftest import Wrapped, slowed, wait_until
+from support.background_server import BackgroundServer
 
 import s2s_runtime
-from s2s_runtime.server import BackgroundServer, ServerConfig, create_app
-from s2s_runtime.service import BatcherConfig
+from s2s_runtime.serving import BatcherConfig
+from s2s_runtime.serving.http import ServerConfig, create_app
 
 NORMAL = {"inputs": ["abc", "hello", "jihgfedcba"]}
 CONFIG = ServerConfig(
@@ -375,8 +376,8 @@ def test_draining_answers_in_flight_requests_and_refuses_new_ones(slow_server):
 SERVE_SCRIPT = textwrap.dedent("""
     import sys, time
     import s2s_runtime
-    from s2s_runtime.server import ServerConfig, serve
-    from s2s_runtime.service import BatcherConfig
+    from s2s_runtime.serving.http import ServerConfig, serve
+    from s2s_runtime.serving import BatcherConfig
 
     class Slow:  # the real model, every decoder step ≥ 1 ms
         def __init__(self, model):

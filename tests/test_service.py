@@ -11,7 +11,7 @@ from conftest import Wrapped, random_sources, slowed, wait_until
 
 import s2s_runtime
 from s2s_runtime import BatcherClosed, BatcherConfig, Overloaded, RequestTimeout
-from s2s_runtime.service import Batcher
+from s2s_runtime.serving import Batcher
 
 
 @pytest.fixture(scope="module")
@@ -212,10 +212,10 @@ def test_an_exception_in_a_batch_fails_only_its_own_requests(model):
     futures = [batcher.submit(word, max_length=4) for word in ("abc", "jab", "cab", "ibc")]
     assert futures[0].result(timeout=30).ids == model.generate("abc", max_length=4)[0].ids
     assert futures[2].result(timeout=30).ids == model.generate("cab", max_length=4)[0].ids
-    with pytest.raises(s2s_runtime.service.InternalError, match="OverflowError: int too large") as caught:
+    with pytest.raises(s2s_runtime.serving.InternalError, match="OverflowError: int too large") as caught:
         futures[1].result(timeout=30)
     assert isinstance(caught.value.__cause__, OverflowError)
-    with pytest.raises(s2s_runtime.service.InternalError, match="MemoryError"):
+    with pytest.raises(s2s_runtime.serving.InternalError, match="MemoryError"):
         futures[3].result(timeout=30)
     wait_until(batcher.is_ready)
     assert batcher.submit("abc", max_length=4).result(timeout=30).ids == futures[0].result().ids

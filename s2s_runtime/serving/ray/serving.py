@@ -1,7 +1,7 @@
 """A Ray Serve application that speaks exactly the HTTP API of `s2s serve`.
 
 Each replica loads the bundle once, with onnxruntime threads set to the replica's CPUs, and serves the very
-Starlette application of s2s_runtime.server — same routes, JSON, errors, limits, streaming, readiness and metrics
+Starlette application of s2s_runtime.serving.http — same routes, JSON, errors, limits, streaming, readiness and metrics
 — with the project's own Batcher inside: it batches only requests with the same options (Serve's @serve.batch knows
 nothing of per-request options, and blocks the replica's event loop unless decoding moves to a thread). Serve's
 `max_ongoing_requests` (default 5, which would cap every batch at 5 requests) is raised to what the batcher admits.
@@ -21,10 +21,10 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from ..limits import RequestLimits
-from ..model import load
-from ..server import ServerConfig, create_app
-from ..service import BatcherConfig
+from ...limits import RequestLimits
+from ...model import load
+from ..config import BatcherConfig
+from ..http import ServerConfig, create_app
 from ._require import assigned_cpus, import_ray, threads_for
 
 # Serve settings read by its processes at start: each replica serves HTTP itself ("direct ingress"), and HAProxy,
@@ -56,7 +56,7 @@ class ReplicaConfig:
 
 
 class S2SReplica:
-    """One replica: the model loaded once, served by the s2s_runtime.server application (see `app`)."""
+    """One replica: the model loaded once, served by the s2s_runtime.serving.http application (see `app`)."""
 
     def __init__(self, bundle: str, config: ReplicaConfig):
         threads = config.threads or threads_for(assigned_cpus())
@@ -70,10 +70,10 @@ class S2SReplica:
 
     def check_health(self) -> None:
         """Called by Serve: a replica whose batcher lost a worker (and has not restarted it) is unhealthy."""
-        service = None if self.asgi is None else self.asgi.state.service
-        if service is None or service.batcher is None or service.draining or not service.batcher.ready.is_set():
+        state = None if self.asgi is None else self.asgi.state.s2s
+        if state is None or state.batcher is None or state.draining or not state.batcher.ready.is_set():
             return  # starting up or draining: not a failure
-        if not service.batcher.is_ready():
+        if not state.batcher.is_ready():
             raise RuntimeError("a batcher worker is down")
 
 
@@ -102,7 +102,7 @@ def app(
 
 
 def build_app(args: dict[str, str]) -> Any:
-    """The application builder of `serve run s2s_runtime.ray:build_app bundle=g2p-en replicas=2 num_cpus=1`
+    """The application builder of `serve run s2s_runtime.serving.ray:build_app bundle=g2p-en replicas=2 num_cpus=1`
     (values as strings, as `serve run` passes them; `threads` and the BatcherConfig fields max_batch_size,
     max_wait_ms, max_queue, timeout_s and workers are accepted too).
 

@@ -3,9 +3,9 @@ jobs. The runtime's core never imports Ray; this package imports it only when on
 
 Examples:
     >>> from ray import serve
-    >>> import s2s_runtime.ray
-    >>> serve.run(s2s_runtime.ray.app("g2p-en", replicas=2))  # doctest: +SKIP
-    >>> dataset.map_batches(s2s_runtime.ray.Predictor, fn_constructor_kwargs={"bundle": "g2p-en"},
+    >>> import s2s_runtime.serving.ray
+    >>> serve.run(s2s_runtime.serving.ray.app("g2p-en", replicas=2))  # doctest: +SKIP
+    >>> dataset.map_batches(s2s_runtime.serving.ray.Predictor, fn_constructor_kwargs={"bundle": "g2p-en"},
     ...                     concurrency=2, num_cpus=1, batch_size=256)  # doctest: +SKIP
 """
 

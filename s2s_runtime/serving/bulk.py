@@ -12,7 +12,7 @@ The inputs are cut into shards of --shard-size rows. Each finished shard is writ
 and the output file is assembled from the shards in order at the end; `--resume` after a crash or a kill skips the
 shards already written, and since an input's output never depends on its batch, the result is the same file as an
 uninterrupted run's. Shards are decoded by --workers local processes (one onnxruntime thread each), or with --ray by
-Ray Data actors through s2s_runtime.ray.Predictor.
+Ray Data actors through s2s_runtime.serving.ray.Predictor.
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ import multiprocessing
 import os
 import shutil
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .batching import BatchingOptions
-from .config import GenerationOptions
-from .model import Seq2SeqModel, load
-from .plan import DecodingPlan
+from ..batching import BatchingOptions
+from ..config import GenerationOptions
+from ..model import load
+from .records import decode_records, from_row
 
 INPUT_FORMATS = {".txt": "text", ".tsv": "tsv", ".jsonl": "jsonl", ".parquet": "parquet"}
 OUTPUT_FORMATS = {".jsonl": "jsonl", ".parquet": "parquet"}
@@ -101,49 +101,6 @@ def read_sources(path: str | Path, column: str) -> list[Any]:
             raise BulkError(f"{path}:{number}: not valid JSON ({problem})") from None
         sources.append(record.get(column) if isinstance(record, dict) else None)
     return sources
-
-
-def decode_rows(
-    model: Seq2SeqModel,
-    plan: DecodingPlan,
-    sources: Sequence[Any],
-    first_index: int = 0,
-    *,
-    batching: BatchingOptions = BatchingOptions(),
-) -> list[dict]:
-    """One output record per source, in order; a source the model refuses gets its error instead of a result."""
-    prepared, errors = [], {}
-    for offset, source in enumerate(sources):
-        try:
-            prepared.append((offset, model.prepare(source, plan)))
-        except (ValueError, TypeError) as error:
-            errors[offset] = f"{type(error).__name__}: {str(error).replace('inputs[0]: ', '')}"
-    results = dict(
-        zip(
-            (offset for offset, _ in prepared),
-            model.decode([item for _, item in prepared], plan, batching=batching),
-            strict=True,
-        )
-    )
-    records = []
-    for offset, source in enumerate(sources):
-        result = results.get(offset)
-        record = {
-            "index": first_index + offset,
-            "source": source if isinstance(source, (str, list)) else None,
-            "text": None,
-            "tokens": [],
-            "score": None,
-            "finished": False,
-            "error": errors.get(offset),
-        }
-        if result is not None:
-            record.update(text=result.text, tokens=result.tokens, score=result.score, finished=result.finished)
-            if plan.options.num_hypotheses > 1:
-                record["hypotheses"] = [h.text for h in result.hypotheses]
-                record["hypothesis_scores"] = [h.score for h in result.hypotheses]
-        records.append(record)
-    return records
 
 
 # ---- the job ---------------------------------------------------------------------------------------------------
@@ -252,7 +209,7 @@ def _start_worker(bundle: str, options: GenerationOptions) -> None:
 
 
 def _decode_shard(job: BulkJob, shard: int, start: int, sources: list[Any]) -> int:
-    records = decode_rows(_worker["model"], _worker["plan"], sources, first_index=start, batching=job.batching)
+    records = decode_records(_worker["model"], _worker["plan"], sources, first_index=start, batching=job.batching)
     _write_shard(job, shard, records)
     return len(records)
 
@@ -309,33 +266,12 @@ def _run_on_ray(
             shard = int(row["shard"])
             collected[shard].append(row)
             if len(collected[shard]) == expected[shard]:  # a shard is complete: write it in input order
-                records = [_record(r) for r in sorted(collected.pop(shard), key=lambda r: int(r["index"]))]
+                records = [from_row(r) for r in sorted(collected.pop(shard), key=lambda r: int(r["index"]))]
                 _write_shard(job, shard, records)
                 bar.update(len(records))
     finally:
         if started_here:
             ray.shutdown()
-
-
-def _record(row: dict) -> dict:
-    """A Predictor output row in the record form decode_rows writes."""
-
-    def plain(value: Any) -> Any:
-        return value.tolist() if hasattr(value, "tolist") else value
-
-    record = {
-        "index": int(row["index"]),
-        "source": plain(row["source"]),
-        "text": row["text"],
-        "tokens": list(plain(row["tokens"])),
-        "score": None if row["error"] else float(row["score"]),
-        "finished": bool(row["finished"]),
-        "error": row["error"],
-    }
-    if "hypotheses" in row:
-        record["hypotheses"] = list(plain(row["hypotheses"]))
-        record["hypothesis_scores"] = [float(s) for s in plain(row["hypothesis_scores"])]
-    return record
 
 
 def _pyarrow() -> Any:

@@ -9,7 +9,7 @@ def import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise ImportError("s2s_runtime.ray needs Ray: pip install 's2s-runtime[ray]'") from None
+        raise ImportError("s2s_runtime.serving.ray needs Ray: pip install 's2s-runtime[ray]'") from None
     return ray
 
 

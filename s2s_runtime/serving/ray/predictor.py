@@ -16,15 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from ..batching import BatchingOptions
-from ..bulk import decode_rows
-from ..config import GenerationOptions
-from ..limits import RequestLimits
-from ..model import load
+from ...batching import BatchingOptions
+from ...config import GenerationOptions
+from ...limits import RequestLimits
+from ...model import load
+from ..records import COLUMNS, N_BEST_COLUMNS, decode_records
 from ._require import assigned_cpus, threads_for
-
-OUTPUT_COLUMNS = ("text", "tokens", "score", "finished", "error")
-N_BEST_COLUMNS = ("hypotheses", "hypothesis_scores")
 
 
 class Predictor:
@@ -70,8 +67,8 @@ class Predictor:
             raise KeyError(f"Predictor: the batch has no column {self.column!r} (columns: {', '.join(batch)})")
         sources = [_plain(source) for source in batch[self.column]]
         # Ray Data chose the batch: it is decoded whole.
-        records = decode_rows(self.model, self.plan, sources, batching=BatchingOptions(max(len(sources), 1)))
-        names = OUTPUT_COLUMNS + (N_BEST_COLUMNS if self.options.num_hypotheses > 1 else ())
+        records = decode_records(self.model, self.plan, sources, batching=BatchingOptions(max(len(sources), 1)))
+        names = COLUMNS + (N_BEST_COLUMNS if self.options.num_hypotheses > 1 else ())
         columns = {name: [record.get(name) for record in records] for name in names}
         columns["score"] = [np.nan if score is None else score for score in columns["score"]]
         typed = {"score": np.float64, "finished": np.bool_}

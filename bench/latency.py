@@ -8,7 +8,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -196,10 +196,10 @@ def graphs_alone(model: Any, sources: Sequence[str], batch_size: int, matmul: fl
     plan = model.plan(GenerationOptions())
     batch = [model.prepare(source, plan, index=index).ids for index, source in enumerate(sources[:batch_size])]
 
-    encoder_s = median_seconds(lambda: model.encoder.encode(batch), repeats)
-    states, statics = model.encoder.encode(batch)
+    encoder_s = median_seconds(lambda: model.engine.encoder.encode(batch), repeats)
+    states, statics = model.engine.encoder.encode(batch)
     previous = np.full(len(batch), model.bundle.start_id, dtype=np.int64)
-    with model.runners.runner(states, statics, False) as runner:
+    with model.engine.runners.runner(states, statics, False) as runner:
         step_s = median_seconds(lambda: runner.step(previous), repeats)
     positions = sum(len(ids) for ids in batch)
     encoder_flops = positions * encoder_flops_per_source_token(config)
@@ -273,9 +273,9 @@ def batch1_breakdown(bundle: Any, sources: Sequence[str], threads: int, repeats:
     import s2s_runtime
 
     model = s2s_runtime.load(bundle, device="cpu", intra_op_threads=threads)
-    encoder, step = TimedSession(model.encoder.session), TimedSession(model.runners.graph.session)
-    model.encoder.session = encoder
-    model.runners.graph = replace(model.runners.graph, session=step)  # the runners bind and run through it
+    timed: dict[str, TimedSession] = {}
+    model.engine.instrument(lambda kind, session: timed.setdefault(kind, TimedSession(session)))
+    encoder, step = timed["encoder"], timed["decoder_step"]
     tokens = sum(len(r.ids) + r.finished for source in sources for r in model.generate([source]))  # and warm up
     passes = []
     for _ in range(repeats):

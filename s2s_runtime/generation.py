@@ -16,19 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from typing import TYPE_CHECKING
 
-import numpy as np
-
+from .batching import BatchingOptions, length_sorted_batches
 from .decoding.hypotheses import Candidate, StepEvent
 from .decoding.strategy import Search, SearchTask
-from .engine.runner import take_rows
+from .engine.engine import Engine
 from .inputs import PreparedInput
 from .plan import DecodingPlan
-from .results import Hypothesis, Result, hypothesis
-
-if TYPE_CHECKING:
-    from .model import Seq2SeqModel
+from .results import Hypothesis, Result, StreamedToken, hypothesis
 
 Stop = Callable[[], bool]  # asked between steps: True ends the generation with DecodingStopped
 
@@ -43,7 +38,7 @@ class Generation:
 
     def __init__(
         self,
-        model: Seq2SeqModel,
+        engine: Engine,
         items: list[PreparedInput],
         plan: DecodingPlan,
         *,
@@ -51,7 +46,7 @@ class Generation:
         entropy: int | None = None,
     ):
         self.items, self.plan = items, plan
-        self._vocab = model.bundle.target.vocab
+        self._vocab = engine.bundle.target.vocab
         self._results: list[Result | None] = [None] * len(items)
         self._pending = [i for i, item in enumerate(items) if item.ids]
         for index, item in enumerate(items):
@@ -62,29 +57,30 @@ class Generation:
         self._steps = 0
         if self._pending:
             self._search = self._start(
-                model, [items[i] for i in self._pending], events, plan.entropy() if entropy is None else entropy
+                engine, [items[i] for i in self._pending], events, plan.entropy() if entropy is None else entropy
             )
 
-    def _start(self, model: Seq2SeqModel, items: list[PreparedInput], events: bool, entropy: int) -> Search:
-        plan, strategy = self.plan, self.plan.strategy
+    def _start(self, engine: Engine, items: list[PreparedInput], events: bool, entropy: int) -> Search:
+        plan, strategy, bundle = self.plan, self.plan.strategy, engine.bundle
         limits = [item.limits for item in items]
-        states, statics = model.encoder.encode([item.ids for item in items])
-        copies = strategy.rows_per_input()
-        if copies > 1:  # each input `copies` times: its beams or its samples
-            rows = np.repeat(np.arange(len(items)), copies)
-            axes = model.step_graph.batch_axes
-            states, statics = take_rows(states, rows, axes), take_rows(statics, rows, axes)
         processors = plan.processors(limits)
-        top_k = strategy.top_k(model.step_graph.ranks, model.step_graph.vocab_size, processors)
-        runner = self._stack.enter_context(model.runners.runner(states, statics, plan.with_attention, top_k))
+        sources = [item.ids for item in items]
+        runner = self._stack.enter_context(
+            engine.runner(
+                sources,
+                copies=strategy.rows_per_input(),
+                with_attention=plan.with_attention,
+                top_k=lambda ranks, vocab_size: strategy.top_k(ranks, vocab_size, processors),
+            )
+        )
         task = SearchTask(
             plan.options,
-            model.bundle.start_id,
-            model.bundle.eos_id,
+            bundle.start_id,
+            bundle.eos_id,
             limits,
             processors,
             plan.with_attention,
-            [item.ids for item in items],
+            sources,
             entropy,
             events,
         )
@@ -139,6 +135,19 @@ class Generation:
             if self._search is not None or event is not None:
                 yield event
 
+    def tokens(self, stop: Stop | None = None) -> Iterator[StreamedToken]:
+        """The output tokens of the first input as the steps produce them (a generation started with events=True),
+        asking `stop` before every step as `run` does."""
+        vocab = self._vocab.tokens
+        while self._search is not None:
+            if stop is not None and stop():
+                self.close()
+                raise DecodingStopped()
+            event = self.step()
+            if event is not None and not event.ended[0]:
+                token_id = int(event.tokens[0])
+                yield StreamedToken(vocab[token_id], token_id, float(event.log_probs[0]))
+
     def results(self) -> list[Result]:
         """One Result per input, in input order (once done)."""
         if self._search is not None:
@@ -167,3 +176,19 @@ class Generation:
             self._results[index] = Result(
                 [hypothesis(c, item.tokens, len(item.ids), options, self._vocab) for c in candidates], item.unknown
             )
+
+
+def decode_in_batches(
+    engine: Engine, items: list[PreparedInput], plan: DecodingPlan, batching: BatchingOptions, stop: Stop | None
+) -> list[Result]:
+    """`Seq2SeqModel.decode`: a Generation run to the end per length-sorted batch; one Result per input, in order.
+    Every batch shares the call's seed material, so a sampled input's output does not depend on its batch."""
+    entropy = plan.entropy()
+    results: list[Result | None] = [None] * len(items)
+    for batch in length_sorted_batches(
+        [len(item.ids) for item in items], batching.max_batch_size, batching.max_batch_tokens
+    ):
+        generation = Generation(engine, [items[i] for i in batch], plan, events=False, entropy=entropy)
+        for index, result in zip(batch, generation.run(stop), strict=True):
+            results[index] = result
+    return results  # type: ignore[return-value]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from .bundle import Bundle
 from .config import GenerationOptions
 from .decoding.hypotheses import RowLimits
+from .plan import DecodingPlan
 from .vocab import Vocab
 
 InputText = str | Sequence[str]
@@ -52,6 +53,15 @@ class InputPreparer:
         limits = self.limits(len(ids) - len(self._source_eos), prefix, options, index)
         return PreparedInput(tokens, ids, unknown, limits, rows_per_input * limits.max_length)
 
+    def prepare_all(self, inputs: object, target_prefix: object, plan: DecodingPlan) -> list[PreparedInput]:
+        """`prepare` for each input of a call, with its prefix (None, or a list of one per input)."""
+        items = as_input_list(inputs)
+        prefixes = prefix_list(target_prefix, len(items))
+        return [
+            self.prepare(item, plan.options, plan.rows_per_input, prefix, index)
+            for index, (item, prefix) in enumerate(zip(items, prefixes, strict=True))
+        ]
+
     def source(self, item: InputText, index: int) -> tuple[list[str], list[int], int]:
         """(tokens, ids with the source eos, count of symbols that map to unk); a TypeError or ValueError naming
         inputs[index]."""
@@ -71,6 +81,19 @@ class InputPreparer:
         if self._source_unk in ids:  # rare: count the symbols that map to unk without being the unk token itself
             unknown = sum(1 for t, i in zip(tokens, ids, strict=True) if i == self._source_unk and t != vocab.tokens[i])
         return tokens, ids + self._source_eos, unknown
+
+    def scoring_pairs(self, sources: object, targets: object) -> list[tuple[list[int], list[int]]]:
+        """(source ids, target ids) of each pair to score; a ValueError or TypeError naming sources[i] or
+        targets[i]."""
+        sources, targets = as_input_list(sources), as_input_list(targets)
+        if len(sources) != len(targets):
+            raise ValueError(f"targets: {len(targets)} targets for {len(sources)} sources")
+        source_ids = [self.source(source, index)[1] for index, source in enumerate(sources)]
+        empty = next((index for index, ids in enumerate(source_ids) if not ids), None)
+        if empty is not None:
+            raise ValueError(f"sources[{empty}]: an empty source cannot be scored")
+        target_ids = [self.target_ids(target, f"targets[{index}]") for index, target in enumerate(targets)]
+        return list(zip(source_ids, target_ids, strict=True))
 
     def target_ids(self, item: InputText, where: str) -> list[int]:
         """Target token ids of a prefix or a scored target; a token outside the target vocabulary is a ValueError

@@ -10,31 +10,18 @@ decoding (strategies and logits processors), results.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from . import roles
 from .batching import BatchingOptions, length_sorted_batches
-from .bundle import Bundle, BundleError
+from .bundle import Bundle
 from .config import GenerationOptions
-from .engine.capture import GraphCapture
-from .engine.device import OrtValueDevice, device_for
-from .engine.encoding import Encoder
-from .engine.runner import LOG_PROBS, ArrayBuffers, Runners, StepGraph
-from .engine.sessions import (
-    DeviceError,
-    SessionSettings,
-    create_capture_session,
-    create_sessions,
-    cuda_works,
-    parse_device,
-)
-from .generation import Generation, Stop
-from .inputs import InputPreparer, InputText, PreparedInput, as_input_list, prefix_list
+from .decoding.forced import forced_log_probs
+from .engine.engine import Engine
+from .engine.sessions import SessionSettings
+from .generation import Generation, Stop, decode_in_batches
+from .inputs import InputPreparer, InputText, PreparedInput
 from .limits import RequestLimits
 from .plan import DecodingPlan, Planner
 from .results import Hypothesis, Result, StreamedToken, TokenScore
@@ -47,11 +34,8 @@ __all__ = [
     "Seq2SeqModel",
     "StreamedToken",
     "TokenScore",
-    "check_streamable",
     "load",
 ]
-
-log = logging.getLogger("s2s_runtime")
 
 
 class Seq2SeqModel:
@@ -62,8 +46,7 @@ class Seq2SeqModel:
 
     Attributes:
         bundle: the validated bundle.
-        encoder: the encoder (s2s_runtime.engine.encoding.Encoder).
-        step_graph, runners: the decoder step and the runners over it (s2s_runtime.engine.runner).
+        engine: its sessions, encoder and decoder-step runners (s2s_runtime.engine.engine.Engine).
         limits, max_output_length: the RequestLimits and the output length cap they give this bundle.
     """
 
@@ -73,102 +56,24 @@ class Seq2SeqModel:
         *,
         device: str = "auto",
         settings: SessionSettings = SessionSettings(),
-        limits: RequestLimits = RequestLimits(),
+        limits=RequestLimits(),
     ):
         self.bundle = bundle
-        graphs = [bundle.graphs["encoder"], bundle.graphs["decoder_step"]]
-        if bundle.manifest.precision == "float16":
-            device = _cuda_only(device)  # onnxruntime's CPU kernels cannot run these graphs (it may even crash)
-        (encoder, decoder), self.placement = create_sessions(graphs, device, settings)
-        padding = bundle.manifest.memory_bias_padding
-        self.encoder = Encoder(encoder, graphs[0], graphs[1], bundle.source.special_ids["pad"], padding)
-        self.step_graph = StepGraph.of(decoder, graphs[1], padding)
-        self._device = device_for(self.placement)  # compaction and beam reordering where the states live
-        self.runners = Runners(
-            self.step_graph, self._device, io_binding=settings.io_binding, capture=self._graph_capture(settings)
-        )
+        self.engine = Engine(bundle, device, settings)
         self.limits = limits
         self.max_output_length = limits.max_output_length or bundle.default_max_length(bundle.max_source_length)
         self._inputs = InputPreparer(bundle, self.max_output_length)
-        self._planner = Planner(bundle, self.has_attention, limits, self.max_output_length)
-        self._probe()
-
-    def _probe(self) -> None:
-        """Run the encoder on the highest source id and one step on the highest target id, and compare every output
-        shape with the manifest: a vocabulary larger than a graph's embedding table, or a declared size the graph
-        does not have, is a BundleError at load naming the file — not an onnxruntime error at the first request."""
-        highest = {"encoder": len(self.bundle.source.vocab) - 1, "decoder_step": len(self.bundle.target.vocab) - 1}
-        spec = self.encoder.spec
-        try:
-            encoded = self.encoder.run([[highest["encoder"]]])
-        except Exception as error:  # noqa: BLE001 (onnxruntime's own exception types)
-            raise BundleError(
-                f"{spec.path}: the graph fails on source id {highest['encoder']}, the highest of "
-                f"the source vocabulary ({str(error).strip()[:200]})"
-            ) from None
-        outputs = dict(encoded)
-        spec = self.step_graph.spec
-        states = {role: encoded[role] for role in self.encoder.state_roles}
-        statics = {role: encoded[role] for role in self.encoder.static_roles}
-        try:
-            buffers = ArrayBuffers(self.step_graph, states, statics, False)
-            buffers.set_previous(np.array([highest["decoder_step"]], dtype=np.int64))
-            buffers.run(LOG_PROBS)
-            log_probs = buffers.log_probs()
-        except Exception as error:  # noqa: BLE001 (onnxruntime's own exception types)
-            raise BundleError(
-                f"{spec.path}: the graph fails on target id {highest['decoder_step']}, the highest "
-                f"of the target vocabulary ({str(error).strip()[:200]})"
-            ) from None
-        outputs[roles.LOG_PROBS] = log_probs
-        for role, value in outputs.items():
-            graph = self.encoder.spec if role in encoded else self.step_graph.spec
-            declared = graph.outputs[role].shape
-            if len(value.shape) != len(declared):
-                raise BundleError(
-                    f"{graph.path}: output {role!r} has {len(value.shape)} dimensions, manifest.json "
-                    f"declares {len(declared)}"
-                )
-            for axis, (real, claimed) in enumerate(zip(value.shape, declared, strict=True)):
-                if isinstance(claimed, int) and real != claimed:
-                    raise BundleError(
-                        f"{graph.path}: output {role!r} has size {real} on axis {axis}, manifest.json "
-                        f"declares {claimed}"
-                    )
-
-    def _graph_capture(self, settings: SessionSettings) -> GraphCapture | None:
-        if not settings.cuda_graph:
-            return None
-        device = self._device
-        if not isinstance(device, OrtValueDevice) or not device.captures or not settings.io_binding:
-            log.info(
-                "s2s_runtime: cuda_graph=True has no effect: %s",
-                "it needs io_binding" if device.captures else f"the model runs on the CPU ({self.placement.reason})",
-            )
-            return None
-        session = create_capture_session(self.step_graph.spec, device.device_id, settings)
-        if session is None:
-            return None
-        return GraphCapture(
-            StepGraph.of(session, self.step_graph.spec, self.bundle.manifest.memory_bias_padding),
-            device.gather,
-            device.device_type,
-            device.device_id,
-        )
+        self._planner = Planner(bundle, self.engine.has_attention, limits, self.max_output_length)
 
     @property
     def device(self) -> str:
         """ "cpu" or "cuda:N": where the sessions actually run."""
-        return self.placement.device
+        return self.engine.placement.device
 
     @property
     def providers(self) -> tuple[str, ...]:
         """The execution providers the sessions actually use, in priority order."""
-        return self.placement.providers
-
-    @property
-    def has_attention(self) -> bool:
-        return roles.ATTENTION in self.step_graph.spec.outputs
+        return self.engine.placement.providers
 
     def __repr__(self) -> str:
         return f"Seq2SeqModel({str(self.bundle.root)!r}, device={self.device!r})"
@@ -210,13 +115,7 @@ class Seq2SeqModel:
         """
         batching, kwargs = BatchingOptions.split(kwargs, batching)
         plan = self.plan(GenerationOptions.from_kwargs(kwargs, options))
-        items = as_input_list(inputs)
-        prefixes = prefix_list(target_prefix, len(items))
-        prepared = [
-            self.prepare(item, plan, target_prefix=prefix, index=index)
-            for index, (item, prefix) in enumerate(zip(items, prefixes, strict=True))
-        ]
-        return self.decode(prepared, plan, batching=batching)
+        return self.decode(self._inputs.prepare_all(inputs, target_prefix, plan), plan, batching=batching)
 
     def plan(self, options: GenerationOptions) -> DecodingPlan:
         """Check options against this model — its attention, vocabulary and RequestLimits — once per distinct
@@ -263,7 +162,7 @@ class Seq2SeqModel:
             >>> generation.results()[0].text
             'HH EH L OW'
         """
-        return Generation(self, list(items), plan, events=events)
+        return Generation(self.engine, list(items), plan, events=events)
 
     def decode(
         self,
@@ -283,15 +182,7 @@ class Seq2SeqModel:
             >>> [r.text for r in model.decode([model.prepare(w, plan) for w in ("a", "hi")], plan)]
             ['AH', 'HH AY']
         """
-        entropy = plan.entropy()
-        results: list[Result | None] = [None] * len(items)
-        for batch in length_sorted_batches(
-            [len(item.ids) for item in items], batching.max_batch_size, batching.max_batch_tokens
-        ):
-            generation = Generation(self, [items[i] for i in batch], plan, events=False, entropy=entropy)
-            for index, result in zip(batch, generation.run(stop), strict=True):
-                results[index] = result
-        return results  # type: ignore[return-value]
+        return decode_in_batches(self.engine, list(items), plan, batching, stop)
 
     def generate_stream(
         self,
@@ -308,7 +199,7 @@ class Seq2SeqModel:
             'HH EH L OW'
         """
         plan = self.plan(GenerationOptions.from_kwargs(kwargs, options))
-        check_streamable(plan)
+        plan.check_streamable()
         return self.stream(self.prepare(source, plan, target_prefix=target_prefix), plan)
 
     def stream(self, item: PreparedInput, plan: DecodingPlan, *, stop: Stop | None = None) -> Iterator[StreamedToken]:
@@ -320,18 +211,9 @@ class Seq2SeqModel:
             >>> [t.token for t in model.stream(model.prepare("hi", plan), plan)]
             ['HH', 'AY']
         """
-        check_streamable(plan)
-        tokens = self.bundle.target.vocab.tokens
+        plan.check_streamable()
         with self.start([item], plan, events=True) as generation:
-            while not generation.is_done():
-                if stop is not None and stop():
-                    from .generation import DecodingStopped
-
-                    raise DecodingStopped()
-                event = generation.step()
-                if event is not None and not event.ended[0]:
-                    token_id = int(event.tokens[0])
-                    yield StreamedToken(tokens[token_id], token_id, float(event.log_probs[0]))
+            yield from generation.tokens(stop)
 
     def score(
         self, sources: Sequence[InputText], targets: Sequence[InputText], *, max_batch_size: int = 64
@@ -342,60 +224,16 @@ class Seq2SeqModel:
             >>> model.score(["hello"], ["olleh"])[0].score  # doctest: +SKIP
             -0.016
         """
-        sources, targets = as_input_list(sources), as_input_list(targets)
-        if len(sources) != len(targets):
-            raise ValueError(f"targets: {len(targets)} targets for {len(sources)} sources")
-        prepared = [self._inputs.source(item, index) for index, item in enumerate(sources)]
-        for index, item in enumerate(prepared):
-            if not item[1]:
-                raise ValueError(f"sources[{index}]: an empty source cannot be scored")
-        target_ids = [self._inputs.target_ids(t, f"targets[{i}]") for i, t in enumerate(targets)]
-        results: list[TokenScore | None] = [None] * len(prepared)
-        for batch in length_sorted_batches([len(p[1]) for p in prepared], max_batch_size):
-            log_probs = self._forced_log_probs([prepared[i][1] for i in batch], [target_ids[i] for i in batch])
+        pairs = self._inputs.scoring_pairs(sources, targets)
+        results: list[TokenScore | None] = [None] * len(pairs)
+        start_id, eos_id, vocab = self.bundle.start_id, self.bundle.eos_id, self.bundle.target.vocab
+        for batch in length_sorted_batches([len(source) for source, _ in pairs], max_batch_size):
+            with self.engine.runner([pairs[i][0] for i in batch]) as runner:
+                log_probs = forced_log_probs(runner, [pairs[i][1] for i in batch], start_id, eos_id)
             for i, row_log_probs in zip(batch, log_probs, strict=True):
-                tokens = self.bundle.target.vocab.decode_tokens(target_ids[i])
-                results[i] = TokenScore(tokens, target_ids[i], row_log_probs, float(sum(row_log_probs)))
+                target = pairs[i][1]
+                results[i] = TokenScore(vocab.decode_tokens(target), target, row_log_probs, float(sum(row_log_probs)))
         return results  # type: ignore[return-value]
-
-    def _forced_log_probs(self, sources: list[list[int]], targets: list[list[int]]) -> list[list[float]]:
-        states, statics = self.encoder.encode(sources)
-        with self.runners.runner(states, statics, False) as runner:
-            return self._forced_steps(runner, targets)
-
-    def _forced_steps(self, runner: Any, targets: list[list[int]]) -> list[list[float]]:
-        eos = self.bundle.eos_id
-        steps = max(len(t) for t in targets) + 1
-        forced = np.full((len(targets), steps), eos, dtype=np.int64)  # (batch, steps): target then eos (and filler)
-        for row, target in enumerate(targets):
-            forced[row, : len(target)] = target
-        previous = np.full(len(targets), self.bundle.start_id, dtype=np.int64)
-        chosen = np.zeros((len(targets), steps))
-        for t in range(steps):
-            log_probs, _ = runner.step(previous)  # (batch, vocab)
-            chosen[:, t] = log_probs[np.arange(len(targets)), forced[:, t]]
-            previous = forced[:, t]
-        return [chosen[row, : len(target) + 1].tolist() for row, target in enumerate(targets)]
-
-
-def _cuda_only(device: str) -> str:
-    """The device for a float16 bundle: CUDA, or a DeviceError naming the precision."""
-    kind, device_id = parse_device(device)
-    works, why = cuda_works(device_id) if kind != "cpu" else (False, "device='cpu' requested")
-    if not works:
-        raise DeviceError(f"this bundle is float16 (s2s export --fp16) and runs on CUDA only: {why}")
-    return f"cuda:{device_id}"
-
-
-def check_streamable(plan: DecodingPlan) -> None:
-    """Streaming yields one hypothesis token by token: a streamable strategy, one hypothesis."""
-    if not plan.strategy.streamable:
-        raise ValueError(
-            f"strategy: {plan.options.strategy} search is not streamable (the best hypothesis is known "
-            "only at the end); use strategy='greedy' or 'sample', or generate()"
-        )
-    if plan.options.num_hypotheses != 1:
-        raise ValueError("num_hypotheses: streaming produces one hypothesis")
 
 
 def load(

@@ -43,6 +43,16 @@ class DecodingPlan:
         """Decoder rows one input occupies: its beams, its independent samples, or 1."""
         return self.strategy.rows_per_input()
 
+    def check_streamable(self) -> None:
+        """Streaming yields one hypothesis token by token: a streamable strategy, one hypothesis (else ValueError)."""
+        if not self.strategy.streamable:
+            raise ValueError(
+                f"strategy: {self.options.strategy} search is not streamable (the best hypothesis is known "
+                "only at the end); use strategy='greedy' or 'sample', or generate()"
+            )
+        if self.options.num_hypotheses != 1:
+            raise ValueError("num_hypotheses: streaming produces one hypothesis")
+
     def processors(self, limits: list[RowLimits]) -> Processors:
         return processors_for(self.options, self.suppressed, self.eos_id, limits)
 

@@ -14,14 +14,14 @@ from conftest import bound_runner, drive, random_sources
 
 import s2s_runtime
 from s2s_runtime.engine.capture import GraphCapture, row_bucket, source_bucket
-from s2s_runtime.engine.device import DeviceGather
+from s2s_runtime.engine.device import OrtValueDevice
 from s2s_runtime.engine.runner import StepRunner
 from s2s_runtime.engine.sessions import SessionSettings, create_capture_session
 
 
 def cpu_capture(model) -> GraphCapture:
     """The capture machinery on the CPU provider (which ignores the gpu_graph_id run option)."""
-    return GraphCapture(model.step_graph, DeviceGather(["CPUExecutionProvider"], "cpu", 0), "cpu", 0)
+    return GraphCapture(model.engine.step_graph, OrtValueDevice("cpu", 0, ["CPUExecutionProvider"]))
 
 
 def captured_runner(capture, states, statics, with_attention, top_k=1):
@@ -44,8 +44,8 @@ def test_buckets():
 def test_captured_runner_equals_the_bound_runner(model, with_attention):
     """5 rows padded to a bucket of 8, sources of 5 padded to 8: every output of every step, through compaction and
     a reorder with repeats, equals the unpadded runner's (the padding is masked or never read)."""
-    states, statics = model.encoder.encode([[3, 4, 5], [6, 7], [8, 9, 10, 11], [3], [5, 5, 5, 5, 5]])
-    expected = drive(bound_runner(model.step_graph, states, statics, with_attention))
+    states, statics = model.engine.encoder.encode([[3, 4, 5], [6, 7], [8, 9, 10, 11], [3], [5, 5, 5, 5, 5]])
+    expected = drive(bound_runner(model.engine.step_graph, states, statics, with_attention))
     runner = captured_runner(cpu_capture(model), states, statics, with_attention)
     got = drive(runner)
     runner.release()
@@ -55,8 +55,8 @@ def test_captured_runner_equals_the_bound_runner(model, with_attention):
 
 
 def test_captured_greedy_chain_equals_the_bound_runner(model):
-    states, statics = model.encoder.encode([[3, 4, 5], [6, 7], [8, 9, 10, 11]])
-    reference = bound_runner(model.step_graph, states, statics, False)
+    states, statics = model.engine.encoder.encode([[3, 4, 5], [6, 7], [8, 9, 10, 11]])
+    reference = bound_runner(model.engine.step_graph, states, statics, False)
     runner = captured_runner(cpu_capture(model), states, statics, False)
     for runner_ in (reference, runner):
         runner_.trace = [tuple(np.array(v) for v in runner_.greedy_step(np.array([2, 2, 2])))]
@@ -71,8 +71,8 @@ def test_captured_greedy_chain_equals_the_bound_runner(model):
 
 
 def test_captured_ranked_candidates_equal_the_bound_runner(model):
-    states, statics = model.encoder.encode([[3, 4, 5], [6, 7], [8, 9, 10, 11]])
-    reference = bound_runner(model.step_graph, states, statics, True, top_k=4)
+    states, statics = model.engine.encoder.encode([[3, 4, 5], [6, 7], [8, 9, 10, 11]])
+    reference = bound_runner(model.engine.step_graph, states, statics, True, top_k=4)
     runner = captured_runner(cpu_capture(model), states, statics, True, top_k=4)
     previous = np.array([2, 2, 2])
     for step in range(4):
@@ -91,7 +91,7 @@ def test_captured_ranked_candidates_equal_the_bound_runner(model):
 def test_generation_with_capture_reuses_fixed_buffers_and_matches(model):
     plain = s2s_runtime.load(model.bundle.root, device="cpu")
     captured = s2s_runtime.load(model.bundle.root, device="cpu")
-    captured.runners.capture = cpu_capture(captured)
+    captured.engine.runners.capture = cpu_capture(captured)
     sources = random_sources(12, seed=4)
     options_list = (
         dict(),
@@ -104,20 +104,20 @@ def test_generation_with_capture_reuses_fixed_buffers_and_matches(model):
         a, b = captured.generate(sources, **options), plain.generate(sources, **options)
         assert [[h.ids for h in r.hypotheses] for r in a] == [[h.ids for h in r.hypotheses] for r in b]
         assert [r.score for r in a] == pytest.approx([r.score for r in b], abs=1e-4)
-    sets = dict(captured.runners.capture._sets)
+    sets = dict(captured.engine.runners.capture._sets)
     assert sets and all(not s.lock.locked() for s in sets.values())  # every batch gave its buffers back
     addresses = {key: s.states[0][next(iter(s.states[0]))].data_ptr() for key, s in sets.items()}
     for options in options_list:  # the same shapes again: the same buffer sets at the same addresses
         captured.generate(sources, **options)
-    assert captured.runners.capture._sets == sets
+    assert captured.engine.runners.capture._sets == sets
     assert {key: s.states[0][next(iter(s.states[0]))].data_ptr() for key, s in sets.items()} == addresses
 
 
 def test_busy_or_oversized_batches_run_uncaptured(model):
     captured = s2s_runtime.load(model.bundle.root, device="cpu")
-    capture = captured.runners.capture = cpu_capture(captured)
+    capture = captured.engine.runners.capture = cpu_capture(captured)
     expected = [r.ids for r in s2s_runtime.load(model.bundle.root, device="cpu").generate(["abc", "de"])]
-    states, statics = captured.encoder.encode([[3, 4, 5], [6, 7]])
+    states, statics = captured.engine.encoder.encode([[3, 4, 5], [6, 7]])
     holder = captured_runner(capture, states, statics, False)  # holds the (2 rows, 8) buffer set
     assert captured_runner(capture, states, statics, False) is None
     results = []
@@ -127,10 +127,10 @@ def test_busy_or_oversized_batches_run_uncaptured(model):
     assert [r.ids for r in results] == expected
     holder.release()
     big_states = {
-        role: np.repeat(value, 129, axis=captured.step_graph.batch_axes[role]) for role, value in states.items()
+        role: np.repeat(value, 129, axis=captured.engine.step_graph.batch_axes[role]) for role, value in states.items()
     }
     big_statics = {
-        role: np.repeat(value, 129, axis=captured.step_graph.batch_axes[role]) for role, value in statics.items()
+        role: np.repeat(value, 129, axis=captured.engine.step_graph.batch_axes[role]) for role, value in statics.items()
     }
     assert captured_runner(capture, big_states, big_statics, False) is None  # 258 rows: above the largest bucket
 
@@ -138,14 +138,14 @@ def test_busy_or_oversized_batches_run_uncaptured(model):
 def test_cuda_graph_is_a_logged_no_op_without_cuda(small_bundle, caplog):
     with caplog.at_level(logging.INFO, logger="s2s_runtime"):
         model = s2s_runtime.load(small_bundle, device="cpu", cuda_graph=True)
-    assert model.runners.capture is None and "cuda_graph=True has no effect" in caplog.text
+    assert model.engine.runners.capture is None and "cuda_graph=True has no effect" in caplog.text
     assert model.generate("abc")[0].ids is not None
 
 
 def test_capture_session_is_refused_where_cuda_does_not_run(small_bundle, caplog):
     """onnxruntime without a working CUDA (here: the CPU package, or onnxruntime-gpu without its libraries) must
     not hand back a CPU session posing as a captured one."""
-    graph = s2s_runtime.load(small_bundle, device="cpu").step_graph.spec
+    graph = s2s_runtime.load(small_bundle, device="cpu").engine.step_graph.spec
     with caplog.at_level(logging.WARNING, logger="s2s_runtime"):
         assert create_capture_session(graph, 0, SessionSettings(cuda_graph=True)) is None
     assert "CUDA graph capture is off" in caplog.text

@@ -11,8 +11,8 @@ from s2s_runtime.engine.runner import StepRunner
 
 @pytest.mark.parametrize("with_attention", [False, True])
 def test_bound_runners_equal_the_plain_runner(model, with_attention):
-    states, statics = model.encoder.encode([[3, 4, 5], [6, 7], [8, 9, 10, 11], [3], [5, 5, 5, 5, 5]])
-    graph = model.step_graph
+    states, statics = model.engine.encoder.encode([[3, 4, 5], [6, 7], [8, 9, 10, 11], [3], [5, 5, 5, 5, 5]])
+    graph = model.engine.step_graph
     expected = drive(array_runner(graph, states, statics, with_attention))
     host = drive(bound_runner(graph, states, statics, with_attention))
     device = cpu_ortvalue_device()  # the CUDA code path, run on the CPU
@@ -38,8 +38,8 @@ def test_shipped_gather_graphs_are_up_to_date():
 
 
 def test_in_graph_greedy_choice_equals_argmax_of_the_log_probs(model):
-    states, statics = model.encoder.encode([[3, 4, 5], [6, 7], [8, 9, 10, 11]])
-    graph = model.step_graph
+    states, statics = model.engine.encoder.encode([[3, 4, 5], [6, 7], [8, 9, 10, 11]])
+    graph = model.engine.step_graph
     assert graph.ranks  # the top-1 candidate is the greedy choice
     for make in (
         lambda: array_runner(graph, states, statics, False),
@@ -68,8 +68,8 @@ def test_bound_runner_binds_each_output_kind_when_first_read(model, top_k, kinds
     """A bound runner binds the log-probs, the greedy choice and the ranked candidates only once a step reads them:
     whatever kind comes first, and after a compaction re-binds, every step returns what session.run gives. With
     top_k = 1 the ranked candidate is the greedy choice, in the same (chained) buffers."""
-    states, statics = model.encoder.encode([[3, 4, 5], [6, 7], [8, 9, 10, 11]])
-    graph = model.step_graph
+    states, statics = model.engine.encoder.encode([[3, 4, 5], [6, 7], [8, 9, 10, 11]])
+    graph = model.engine.step_graph
     runner = bound_runner(graph, states, statics, False, top_k=top_k)
     assert runner.selects == (top_k == 1)
     reference = array_runner(graph, states, statics, False)
@@ -135,8 +135,8 @@ def test_runners_are_reused_per_shape(model, monkeypatch):
 def test_ranked_candidates_are_the_best_log_probs_in_order(model):
     """top_k_step (beam search's in-graph candidates) returns what sorting the full log-probs gives, and the states
     follow the ids fed, whichever runner."""
-    states, statics = model.encoder.encode([[3, 4, 5], [6, 7], [8, 9, 10, 11]])
-    graph = model.step_graph
+    states, statics = model.engine.encoder.encode([[3, 4, 5], [6, 7], [8, 9, 10, 11]])
+    graph = model.engine.step_graph
     assert graph.ranks
     for runner in (
         array_runner(graph, states, statics, True, top_k=4),

@@ -75,18 +75,18 @@ def test_large_mixed_batches_are_encoded_in_length_groups_exactly(small_bundle, 
     plan = model.plan(GenerationOptions())
     ids = [model.prepare(s, plan, index=i).ids for i, s in enumerate(random_sources(75, seed=5, low=1, high=25))]
     calls = []
-    real_run = model.encoder.run
+    real_run = model.engine.encoder.run
     monkeypatch.setattr(
-        model.encoder, "run", lambda sources: calls.append(sorted(map(len, sources))) or real_run(sources)
+        model.engine.encoder, "run", lambda sources: calls.append(sorted(map(len, sources))) or real_run(sources)
     )
-    grouped = model.encoder.encode(ids)
+    grouped = model.engine.encoder.encode(ids)
     # 75 rows in groups cut in length order where the length changes, once they hold ENCODER_GROUP_ROWS = 32 rows ...
     groups = list(calls)
     assert sorted(itertools.chain.from_iterable(groups)) == sorted(map(len, ids))
     assert all(len(g) >= 32 for g in groups[:-1]) and len(groups) == 3
     assert all(a[-1] < b[0] for a, b in itertools.pairwise(groups))  # no length split between two groups
     monkeypatch.setattr(encoding_module, "GROUP_ROWS", 1000)
-    whole = model.encoder.encode(ids)
+    whole = model.engine.encoder.encode(ids)
     assert calls[len(groups) :] == [sorted(map(len, ids))]  # ... against one call
     for got, expected in zip(grouped, whole, strict=True):
         assert got.keys() == expected.keys()

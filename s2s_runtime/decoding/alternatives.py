@@ -15,7 +15,7 @@ import numpy as np
 
 from .hypotheses import Candidate
 from .stepwise import Chooser, stepwise_search
-from .strategy import DecoderRunner, Search, SearchTask, Strategy, register
+from .strategy import DecoderRunner, Search, SearchTask, Strategy, input_rows, register
 
 
 @register
@@ -27,7 +27,7 @@ class Alternatives(Strategy):
 
     def search(self, runner: DecoderRunner, task: SearchTask) -> Search:
         copies = self.options.num_hypotheses
-        rows = np.repeat(np.arange(len(task.limits)), copies)  # the runner holds each input `copies` times
+        rows = input_rows(len(task.limits), copies)  # the runner holds each input `copies` times
         limits = [task.limits[i] for i in rows]
         branch_at = np.array([len(lim.prefix) for lim in limits])  # (rows,) output length at the branching position
         rank = np.arange(len(rows)) % copies  # (rows,) which alternative each row takes there

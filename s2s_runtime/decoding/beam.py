@@ -8,7 +8,7 @@ from ..config import GenerationOptions
 from .hypotheses import Candidate, RowLimits, Rows, StepEvent
 from .processors import Processors
 from .ranking import ranked
-from .strategy import DecoderRunner, Search, SearchTask, Strategy, register
+from .strategy import DecoderRunner, Search, SearchTask, Strategy, input_rows, register
 
 
 @register
@@ -73,7 +73,7 @@ def beam_search(
     # Live rows: (input, beam) pairs, input-major; row bookkeeping follows `select`. The runner starts with every
     # input `beam` times, of which only the first is live (the copies score -inf and are never extended), so the row
     # count — and with it the runner's bound buffers — stays the same from the first step on.
-    row_input = np.repeat(np.arange(inputs), beam)
+    row_input = input_rows(inputs, beam)
     rows = Rows.start([lim for lim in limits for _ in range(beam)])
     rows.scores[np.arange(row_input.size) % beam != 0] = -np.inf
     attention: list[list[np.ndarray]] = [[] for _ in row_input]

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..config import GenerationOptions
 from .hypotheses import Candidate, RowLimits
-from .stepwise import argmax, stepwise_search
+from .stepwise import argmax, should_compact, stepwise_search
 from .strategy import DecoderRunner, Search, SearchOf, SearchTask, Strategy, register
 
 
@@ -82,7 +82,7 @@ def greedy_in_graph(
         finished_in_runner = int(np.count_nonzero(ended))
         if finished_in_runner == ended.size:
             break
-        if finished_in_runner * 4 >= ended.size:  # compaction, as in the stepwise search
+        if should_compact(finished_in_runner, ended.size):
             kept = np.flatnonzero(~ended)
             runner.select(kept)
             active = kept if active is None else active[kept]

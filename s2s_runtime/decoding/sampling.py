@@ -13,7 +13,7 @@ import numpy as np
 from ..config import GenerationOptions
 from .ranking import ranked
 from .stepwise import Chooser, stepwise_search
-from .strategy import DecoderRunner, Search, SearchTask, Strategy, register
+from .strategy import DecoderRunner, Search, SearchTask, Strategy, input_rows, register
 
 
 @register
@@ -27,7 +27,7 @@ class Sampling(Strategy):
 
     def search(self, runner: DecoderRunner, task: SearchTask) -> Search:
         copies = self.options.num_hypotheses
-        rows = np.repeat(np.arange(len(task.limits)), copies)  # the runner holds each input `copies` times
+        rows = input_rows(len(task.limits), copies)  # the runner holds each input `copies` times
         limits = [task.limits[i] for i in rows]
         rngs = [
             np.random.default_rng(

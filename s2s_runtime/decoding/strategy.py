@@ -96,6 +96,17 @@ def register(cls: type[Strategy]) -> type[Strategy]:
     return cls
 
 
+def input_rows(inputs: int, copies: int) -> np.ndarray:
+    """The input of each decoder row when every input takes `copies` rows (its beams or samples), input-major: the one
+    layout the engine expands states into and the strategies read their rows by.
+
+    Examples:
+        >>> input_rows(2, 3).tolist()
+        [0, 0, 0, 1, 1, 1]
+    """
+    return np.repeat(np.arange(inputs), copies)
+
+
 def run(search: Search) -> list[list[Candidate]]:
     """Run a search generator to the end and return its value."""
     while True:

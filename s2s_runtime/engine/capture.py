@@ -27,9 +27,9 @@ import numpy as np
 
 from .. import roles
 from ..schema import TensorSpec
-from .device import DeviceGather
+from .device import OrtValueDevice
+from .padding import padded
 from .runner import StepGraph
-from .sessions import import_onnxruntime
 
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 MIN_SOURCE_BUCKET = 8
@@ -60,20 +60,6 @@ def _source_axis(spec: TensorSpec) -> int | None:
     return spec.shape.index(roles.SOURCE_DIM) if roles.SOURCE_DIM in spec.shape else None
 
 
-def _pad(array: np.ndarray, spec: TensorSpec, rows: int, source: int | None, mask: float | None) -> np.ndarray:
-    """`array` padded with zeros to `rows` along its batch axis and to `source` along its source axis; the memory
-    bias is padded with the bundle's memory_bias_padding instead, which masks padded positions out of attention."""
-    shape = list(array.shape)
-    shape[spec.shape.index(roles.BATCH_DIM)] = rows  # every state and static has one (checked at load)
-    source_axis = _source_axis(spec)
-    if source_axis is not None:
-        shape[source_axis] = source
-    fill = mask if spec.role == roles.MEMORY_BIAS else 0
-    padded = np.full(shape, fill, dtype=array.dtype)
-    padded[tuple(slice(0, n) for n in array.shape)] = array
-    return padded
-
-
 @dataclass
 class BufferSet:
     """The fixed device tensors and bindings of one (rows bucket, source bucket), see the module docstring."""
@@ -95,16 +81,14 @@ class GraphCapture:
     """The BufferSets of one captured step session; hands out CapturedBuffers per batch (or None: run uncaptured).
 
     Examples:
-        >>> capture = GraphCapture(step_graph, gather, "cuda", 0)  # doctest: +SKIP
+        >>> capture = GraphCapture(step_graph, device)  # doctest: +SKIP
         >>> buffers = capture.buffers(states, statics, with_attention=False)  # doctest: +SKIP
     """
 
-    def __init__(self, graph: StepGraph, gather: DeviceGather, device_type: str, device_id: int):
-        self.graph, self.gather = graph, gather
-        self.device_type, self.device_id = device_type, device_id
+    def __init__(self, graph: StepGraph, device: OrtValueDevice):
+        self.graph, self.device = graph, device
         self._sets: dict[tuple[int, int | None, int], BufferSet] = {}  # (rows, source, top_k) bucket
         self._lock = threading.Lock()
-        self._ort = import_onnxruntime()
 
     def buffers(
         self, states: dict[str, np.ndarray], statics: dict[str, np.ndarray], with_attention: bool, top_k: int = 1
@@ -128,12 +112,11 @@ class GraphCapture:
     def _buffer_set(self, rows: int, source: int | None, top_k: int, first_graph_id: int) -> BufferSet:
         spec = self.graph.spec
         sizes = {roles.BATCH_DIM: rows, roles.SOURCE_DIM: source, roles.TOP_K: top_k}
+        device = self.device
 
         def tensor(io: TensorSpec) -> Any:
-            shape = [sizes.get(d, d) for d in io.shape]
-            return self._ort.OrtValue.ortvalue_from_shape_and_type(
-                shape, NP_DTYPES[io.dtype], self.device_type, self.device_id
-            )
+            shape = tuple(int(sizes.get(d, d)) for d in io.shape)  # every named size is given
+            return device.empty(shape, NP_DTYPES[io.dtype])
 
         def state_tensors() -> dict[str, Any]:
             return {role: tensor(spec.inputs[role]) for role in self.graph.state_roles}
@@ -152,33 +135,22 @@ class GraphCapture:
         bindings, run_options = [], []
         top_k_input = None
         if self.graph.ranks:  # a constant input, but bound like the rest: a captured graph reads fixed addresses
-            top_k_input = self._ort.OrtValue.ortvalue_from_numpy(
-                np.array([top_k], dtype=np.int64), self.device_type, self.device_id
-            )
+            top_k_input = device.upload(np.array([top_k], dtype=np.int64))
         for parity in (0, 1):
             binding = self.graph.session.io_binding()
-            binding.bind_ortvalue_input(spec.inputs[roles.PREVIOUS_IDS].name, ids[parity])
+            device.bind(binding, spec.inputs[roles.PREVIOUS_IDS].name, ids[parity])
             if top_k_input is not None:
-                binding.bind_ortvalue_input(spec.inputs[roles.TOP_K].name, top_k_input)
+                device.bind(binding, spec.inputs[roles.TOP_K].name, top_k_input)
             if chained:  # the chosen ids become the next step's previous ids without leaving the device
-                shape = [rows, 1]  # the top-1 candidates
-                binding.bind_output(
-                    spec.outputs[chained].name,
-                    self.device_type,
-                    self.device_id,
-                    np.int64,
-                    shape,
-                    ids[1 - parity].data_ptr(),
-                )
+                device.bind_view(binding, spec.outputs[chained].name, ids[1 - parity], (rows, 1))  # the top-1 ids
             for role in self.graph.state_roles:
-                binding.bind_ortvalue_input(spec.inputs[role].name, states[parity][role])
-                binding.bind_ortvalue_output(spec.outputs[role].name, states[1 - parity][role])
+                device.bind(binding, spec.inputs[role].name, states[parity][role])
+                device.bind(binding, spec.outputs[role].name, states[1 - parity][role], output=True)
             for role, value in statics.items():
-                binding.bind_ortvalue_input(spec.inputs[role].name, value)
+                device.bind(binding, spec.inputs[role].name, value)
             for role, value in outputs.items():
-                binding.bind_ortvalue_output(spec.outputs[role].name, value)
-            options = self._ort.RunOptions()
-            options.add_run_config_entry("gpu_graph_id", str(first_graph_id + parity))
+                device.bind(binding, spec.outputs[role].name, value, output=True)
+            options = device.run_options(gpu_graph_id=first_graph_id + parity)
             bindings.append(binding)
             run_options.append(options)
         return BufferSet(
@@ -200,26 +172,23 @@ class CapturedBuffers:
         source_length: int | None,
         with_attention: bool,
     ):
-        self.graph, self._gather, self._buffers = capture.graph, capture.gather, buffers
+        self.graph, self._device, self._buffers = capture.graph, capture.device, buffers
+        self._gather = capture.device.gather
         self._rows, self._source_length, self._with_attention = rows, source_length, with_attention
-        inputs = self.graph.spec.inputs
+        inputs, bias = self.graph.spec.inputs, self.graph.padding_bias
         for role, value in states.items():
-            buffers.states[0][role].update_inplace(
-                _pad(value, inputs[role], buffers.rows, buffers.source, self.graph.padding_bias)
-            )
+            self._device.write(buffers.states[0][role], padded(value, inputs[role], buffers.rows, buffers.source, bias))
         for role, value in statics.items():
-            buffers.statics[role].update_inplace(
-                _pad(value, inputs[role], buffers.rows, buffers.source, self.graph.padding_bias)
-            )
+            self._device.write(buffers.statics[role], padded(value, inputs[role], buffers.rows, buffers.source, bias))
         self._parity = 0
 
     def release(self) -> None:
         self._buffers.lock.release()
 
     def set_previous(self, ids: np.ndarray) -> None:
-        padded = np.zeros(self._buffers.rows, dtype=np.int64)
-        padded[: self._rows] = ids
-        self._buffers.ids[self._parity].update_inplace(padded)
+        filled = np.zeros(self._buffers.rows, dtype=np.int64)  # (bucket,)
+        filled[: self._rows] = ids
+        self._device.write(self._buffers.ids[self._parity], filled)
 
     def run(self, reads: str) -> None:
         buffers = self._buffers
@@ -227,23 +196,25 @@ class CapturedBuffers:
         self._parity = 1 - self._parity
 
     def log_probs(self) -> np.ndarray:
-        return self._buffers.outputs[roles.LOG_PROBS].numpy()[: self._rows]  # (rows, vocab)
+        return self._device.read(self._buffers.outputs[roles.LOG_PROBS])[: self._rows]  # (rows, vocab)
 
     def attention(self) -> np.ndarray | None:
         if not self._with_attention:
             return None
-        return self._buffers.outputs[roles.ATTENTION].numpy()[: self._rows, : self._source_length]  # (rows, source)
+        return self._device.read(self._buffers.outputs[roles.ATTENTION])[
+            : self._rows, : self._source_length
+        ]  # (rows, source)
 
     def chosen(self) -> tuple[np.ndarray, np.ndarray]:
-        chosen = self._buffers.ids[self._parity].numpy()[: self._rows]  # written by the step just run
-        return chosen, self._buffers.outputs[roles.TOP_LOG_PROBS].numpy()[: self._rows].reshape(-1)
+        chosen = self._device.read(self._buffers.ids[self._parity])[: self._rows]  # written by the step just run
+        return chosen, self._device.read(self._buffers.outputs[roles.TOP_LOG_PROBS])[: self._rows].reshape(-1)
 
     def top(self) -> tuple[np.ndarray, np.ndarray]:
         outputs = self._buffers.outputs
-        values = outputs[roles.TOP_LOG_PROBS].numpy()[: self._rows]  # (rows, top_k)
+        values = self._device.read(outputs[roles.TOP_LOG_PROBS])[: self._rows]  # (rows, top_k)
         if self._buffers.top_k == 1:  # the ids went to the chained buffer
-            return values, self._buffers.ids[self._parity].numpy()[: self._rows, None]
-        return values, outputs[roles.TOP_IDS].numpy()[: self._rows]
+            return values, self._device.read(self._buffers.ids[self._parity])[: self._rows, None]
+        return values, self._device.read(outputs[roles.TOP_IDS])[: self._rows]
 
     def select(self, rows: np.ndarray) -> None:
         """Keep `rows` at the top of the same bucket: gather the current states into the other parity's buffers
@@ -254,8 +225,8 @@ class CapturedBuffers:
         current, spare = buffers.states[self._parity], buffers.states[1 - self._parity]
         for role, value in current.items():
             self._gather(value, index, axes[role], out=spare[role])
-        chained = buffers.ids[self._parity].numpy()
-        buffers.ids[1 - self._parity].update_inplace(chained[index])
+        chained = self._device.read(buffers.ids[self._parity])
+        self._device.write(buffers.ids[1 - self._parity], chained[index])
         identity = np.arange(buffers.rows, dtype=np.int64)
         for role, value in buffers.statics.items():
             self._gather(self._gather(value, index, axes[role]), identity, axes[role], out=value)

@@ -6,21 +6,20 @@ allocate, upload, bind and gather, and never checks which device it is on. Capab
 and `captures` (CUDA graph replay of the step, s2s_runtime.engine.capture).
 
 - HostDevice: numpy arrays in host memory (the CPU execution provider); rows move with numpy.
-- OrtValueDevice: OrtValues in an onnxruntime device's memory (a GPU's, for CUDA); rows move with a small Gather
-  graph on that device (shipped in s2s_runtime/graphs/), so compaction and beam reordering never round-trip through
-  the host. The tests run it on the CPU device, where it computes the same as on CUDA.
+- OrtValueDevice: OrtValues in an onnxruntime device's memory; rows move with a small Gather graph on that device
+  (s2s_runtime.engine.gather), so compaction and beam reordering never round-trip through the host. The tests run
+  it on the CPU device, where it computes the same as on CUDA.
+- CudaDevice: an OrtValueDevice on a CUDA GPU, which also captures.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .gather import DeviceGather
 from .sessions import Placement, import_onnxruntime
-
-GRAPHS_DIR = Path(__file__).resolve().parent.parent / "graphs"
 
 
 class Device:
@@ -29,6 +28,11 @@ class Device:
     name = "cpu"
     writes_in_place = False
     captures = False
+
+    @property
+    def host(self) -> HostDevice:
+        """The device of the host arrays a runner reads and writes whatever this device keeps (ids, log-probs)."""
+        raise NotImplementedError
 
     def upload(self, array: np.ndarray) -> Any:
         """A device tensor holding a copy-free (host) or copied (device) contiguous version of `array`."""
@@ -48,6 +52,14 @@ class Device:
         """Bind a tensor of this device to an IOBinding by graph name, in place (no copy)."""
         raise NotImplementedError
 
+    def write(self, tensor: Any, array: np.ndarray) -> None:
+        """Copy a host array of the same shape and dtype into a tensor of this device, in place."""
+        raise NotImplementedError
+
+    def read(self, tensor: Any) -> np.ndarray:
+        """A host copy (or view) of a tensor of this device."""
+        raise NotImplementedError
+
 
 class HostDevice(Device):
     """Numpy arrays on the host, bound through OrtValues over their own memory (onnxruntime documents that one made
@@ -57,6 +69,10 @@ class HostDevice(Device):
 
     def __init__(self) -> None:
         self._ort = import_onnxruntime()
+
+    @property
+    def host(self) -> HostDevice:
+        return self
 
     def upload(self, array: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(array)
@@ -77,15 +93,26 @@ class HostDevice(Device):
         else:
             binding.bind_ortvalue_input(name, value)
 
+    def write(self, tensor: np.ndarray, array: np.ndarray) -> None:
+        np.copyto(tensor, array)
+
+    def read(self, tensor: np.ndarray) -> np.ndarray:
+        return tensor
+
 
 class OrtValueDevice(Device):
-    """OrtValues on onnxruntime device `device_type`:`device_id` (CUDA in production); gathers run there."""
+    """OrtValues on onnxruntime device `device_type`:`device_id`; gathers run there. The tests run it on the CPU
+    device; production runs CudaDevice."""
 
     def __init__(self, device_type: str, device_id: int, providers: list):
         self._ort = import_onnxruntime()
         self.device_type, self.device_id, self.name = device_type, device_id, f"{device_type}:{device_id}"
-        self.captures = device_type == "cuda"
         self.gather = DeviceGather(providers, device_type, device_id)
+        self._host = HostDevice()
+
+    @property
+    def host(self) -> HostDevice:
+        return self._host
 
     def upload(self, array: np.ndarray) -> Any:
         return self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device_type, self.device_id)
@@ -105,34 +132,28 @@ class OrtValueDevice(Device):
         else:
             binding.bind_ortvalue_input(name, tensor)
 
+    def write(self, tensor: Any, array: np.ndarray) -> None:
+        tensor.update_inplace(np.ascontiguousarray(array))
 
-class DeviceGather:
-    """Gather along a batch axis on the device where the tensors live, with the shipped Gather graphs."""
+    def bind_view(self, binding: Any, name: str, tensor: Any, shape: tuple[int, ...]) -> None:
+        """Bind the memory of an int64 `tensor` as an output of another shape with as many elements."""
+        binding.bind_output(name, self.device_type, self.device_id, np.int64, list(shape), tensor.data_ptr())
 
-    def __init__(self, providers: list, device_type: str, device_id: int):
-        ort = import_onnxruntime()
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        self.device_type, self.device_id = device_type, device_id
-        self._sessions = {
-            path.stem: ort.InferenceSession(str(path), options, providers=providers)
-            for path in sorted(GRAPHS_DIR.glob("gather_*.onnx"))
-        }
+    def run_options(self, *, gpu_graph_id: int) -> Any:
+        """RunOptions that replay (or capture) CUDA graph `gpu_graph_id`."""
+        options = self._ort.RunOptions()
+        options.add_run_config_entry("gpu_graph_id", str(gpu_graph_id))
+        return options
 
-    def __call__(self, value: Any, rows: np.ndarray, axis: int, *, out: Any = None) -> Any:
-        """`rows` of `value` along `axis`, as a new device tensor or written into `out` (which must not be
-        `value`: the gather does not work in place)."""
-        dtype = {"tensor(float)": "float32", "tensor(float16)": "float16"}[value.data_type()]
-        session = self._sessions[f"gather_{dtype}_rank{len(value.shape())}_axis{axis}"]
-        binding = session.io_binding()
-        binding.bind_ortvalue_input("values", value)
-        binding.bind_cpu_input("indices", rows.astype(np.int64))
-        if out is None:
-            binding.bind_output("gathered", self.device_type, self.device_id)
-        else:
-            binding.bind_ortvalue_output("gathered", out)
-        session.run_with_iobinding(binding)
-        return out if out is not None else binding.get_outputs()[0]
+    def read(self, tensor: Any) -> np.ndarray:
+        return tensor.numpy()
+
+
+class CudaDevice(OrtValueDevice):
+    """A CUDA GPU's memory: states stay there between steps, and the step can be replayed as captured CUDA graphs
+    (s2s_runtime.engine.capture)."""
+
+    captures = True
 
 
 def device_for(placement: Placement) -> Device:
@@ -140,4 +161,5 @@ def device_for(placement: Placement) -> Device:
     if placement.device == "cpu":
         return HostDevice()
     device_type, device_id = placement.device.split(":")
-    return OrtValueDevice(device_type, int(device_id), list(placement.providers))
+    kind = CudaDevice if device_type == "cuda" else OrtValueDevice
+    return kind(device_type, int(device_id), list(placement.providers))

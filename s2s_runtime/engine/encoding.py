@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import roles
 from ..bundle import GraphSpec
+from .padding import padded
 
 # Large batches of mixed lengths are encoded in groups of at least this many rows: small enough to cut the padding,
 # large enough for efficient matmuls and few calls.
@@ -59,9 +60,10 @@ class Encoder:
             encoded = {}
             for group in np.split(order, cuts):
                 for role, value in self.run([sources[i] for i in group]).items():
-                    if role not in encoded:
-                        encoded[role] = self._padded_like(role, value, len(sources), int(lengths.max()))
                     spec = self.spec.outputs[role]
+                    if role not in encoded:  # no row yet: what the encoder puts at padded rows and positions
+                        none = value.take([], axis=spec.shape.index(roles.BATCH_DIM))
+                        encoded[role] = padded(none, spec, len(sources), int(lengths.max()), self._padding_bias)
                     target: list[Any] = [slice(None)] * value.ndim  # this group's rows (and its source positions)
                     target[spec.shape.index(roles.BATCH_DIM)] = group  # every encoder output has one
                     if roles.SOURCE_DIM in spec.shape:
@@ -81,15 +83,3 @@ class Encoder:
             self._output_names, {self._input_names[0]: ids, self._input_names[1]: np.array(lengths, dtype=np.int64)}
         )
         return dict(zip(self._roles, values, strict=True))
-
-    def _padded_like(self, role: str, value: np.ndarray, rows: int, source_length: int) -> np.ndarray:
-        """An array for `rows` rows and `source_length` positions of an encoder output, filled with what the encoder
-        outputs at padded positions."""
-        spec = self.spec.outputs[role]
-        shape = list(value.shape)
-        shape[spec.shape.index(roles.BATCH_DIM)] = rows
-        if roles.SOURCE_DIM in spec.shape:
-            shape[spec.shape.index(roles.SOURCE_DIM)] = source_length
-        if role != roles.MEMORY_BIAS:
-            return np.zeros(shape, dtype=value.dtype)
-        return np.full(shape, self._padding_bias, dtype=value.dtype)

@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import roles
 from ..bundle import GraphSpec
-from .device import Device, HostDevice
+from .device import Device
 
 # Bound runners kept per thread for reuse (one per recent shape: with attention, the source length is part of it).
 IDLE_RUNNERS_PER_THREAD = 16
@@ -210,7 +210,7 @@ class BoundBuffers:
     ):
         self.graph, self.device, self.with_attention = graph, device, with_attention
         # The previous ids and every output the search reads are host arrays, whatever device keeps the states.
-        self._host = device if isinstance(device, HostDevice) else HostDevice()
+        self._host = device.host
         self._top_k_input = np.array([max(top_k, 1)], dtype=np.int64)
         self._in = {role: io.name for role, io in graph.spec.inputs.items()}
         self._out = {role: io.name for role, io in graph.spec.outputs.items()}
@@ -365,6 +365,10 @@ class Runners:
     def __init__(self, graph: StepGraph, device: Device, *, io_binding: bool, capture: Any = None):
         self.graph, self.device, self.io_binding, self.capture = graph, device, io_binding, capture
         self._idle = threading.local()
+
+    def use(self, graph: StepGraph) -> None:
+        """Run the step through `graph` from now on (Engine.instrument); idle runners of the old one are dropped."""
+        self.graph, self._idle = graph, threading.local()
 
     @contextmanager
     def runner(

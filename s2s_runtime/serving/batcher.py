@@ -33,7 +33,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from ..config import GenerationOptions
-from ..model import Seq2SeqModel, check_streamable
+from ..model import Seq2SeqModel
 from ..results import Result
 from .admission import Admission
 from .answers import Answers
@@ -147,7 +147,7 @@ class Batcher:
         Checked like `submit` (errors raised here, before any token), and admitted only while fewer than
         max_streams streams are open (else Overloaded)."""
         plan = self.model.plan(GenerationOptions.from_kwargs(kwargs, options))
-        check_streamable(plan)
+        plan.check_streamable()
         item = self.model.prepare(source, plan, target_prefix=target_prefix)
         self._admission.check_work([item])
         request = Request(item, plan, self._admission.deadline(timeout, time.monotonic()))

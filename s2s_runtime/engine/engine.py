@@ -1,0 +1,161 @@
+"""The engine of one model: its onnxruntime sessions on a device, the encoder, the decoder step and the runners over
+it — made once at load and checked by a probe — and, per generation, the runner a search drives.
+
+`Seq2SeqModel` (the public door) owns one Engine; `Generation` asks it for a runner over encoded inputs
+(`runner`), so neither reaches into the other's parts. `instrument` is the public hook that routes every session
+call through a wrapper (s2s bench times the encoder and the step with it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from .. import roles
+from ..bundle import Bundle, BundleError
+from ..decoding.strategy import input_rows
+from .capture import GraphCapture
+from .device import device_for
+from .encoding import Encoder
+from .runner import LOG_PROBS, ArrayBuffers, Runners, StepGraph, StepRunner, take_rows
+from .sessions import (
+    DeviceError,
+    SessionSettings,
+    create_capture_session,
+    create_sessions,
+    cuda_works,
+    parse_device,
+)
+
+log = logging.getLogger("s2s_runtime")
+
+TopK = Callable[[bool, int], int]  # (the graph ranks, its vocabulary size) → ranked candidates per row
+
+
+class Engine:
+    """A bundle's graphs in onnxruntime sessions (see the module docstring).
+
+    Attributes:
+        placement: where the sessions run (device, providers, and why).
+        device: the Device the decoder states live on.
+        encoder: the Encoder.
+        runners: the Runners over the decoder step (`step_graph` is theirs).
+    """
+
+    def __init__(self, bundle: Bundle, device: str, settings: SessionSettings):
+        self.bundle = bundle
+        graphs = [bundle.graphs["encoder"], bundle.graphs["decoder_step"]]
+        if bundle.manifest.precision == "float16":
+            device = cuda_only(device)  # onnxruntime's CPU kernels cannot run these graphs (it may even crash)
+        (encoder, decoder), self.placement = create_sessions(graphs, device, settings)
+        padding = bundle.manifest.memory_bias_padding
+        self.encoder = Encoder(encoder, graphs[0], graphs[1], bundle.source.special_ids["pad"], padding)
+        self.device = device_for(self.placement)  # compaction and beam reordering where the states live
+        step = StepGraph.of(decoder, graphs[1], padding)
+        capture = self._graph_capture(step, settings)
+        self.runners = Runners(step, self.device, io_binding=settings.io_binding, capture=capture)
+        self.probe()
+
+    @property
+    def step_graph(self) -> StepGraph:
+        return self.runners.graph
+
+    @property
+    def has_attention(self) -> bool:
+        return roles.ATTENTION in self.step_graph.spec.outputs
+
+    @contextmanager
+    def runner(
+        self, sources: list[list[int]], *, copies: int = 1, with_attention: bool = False, top_k: TopK | None = None
+    ) -> Iterator[StepRunner]:
+        """Encode `sources` and hold a runner over them, each input `copies` times (its beams or samples, input-major);
+        `top_k` says how many ranked candidates per row the search wants. A clean exit keeps the runner's buffers for
+        reuse; an exception (an abandoned generation) drops them."""
+        states, statics = self.encoder.encode(sources)
+        if copies > 1:
+            rows = input_rows(len(sources), copies)
+            axes = self.step_graph.batch_axes
+            states, statics = take_rows(states, rows, axes), take_rows(statics, rows, axes)
+        ranked = 1 if top_k is None else top_k(self.step_graph.ranks, self.step_graph.vocab_size)
+        with self.runners.runner(states, statics, with_attention, ranked) as runner:
+            yield runner
+
+    def instrument(self, wrap: Callable[[str, Any], Any]) -> None:
+        """Route the sessions through `wrap(kind, session)` ("encoder", "decoder_step"): a timing or tracing hook.
+        The wrapper must offer what it wraps (run, run_with_iobinding, io_binding); runners made afterwards use it.
+
+        Examples:
+            >>> model.engine.instrument(lambda kind, session: TimedSession(session))  # doctest: +SKIP
+        """
+        self.encoder.session = wrap("encoder", self.encoder.session)
+        self.runners.use(replace(self.step_graph, session=wrap("decoder_step", self.step_graph.session)))
+
+    def probe(self) -> None:
+        """Run the encoder on the highest source id and one step on the highest target id, and compare every output
+        shape with the manifest: a vocabulary larger than a graph's embedding table, or a declared size the graph
+        does not have, is a BundleError at load naming the file — not an onnxruntime error at the first request."""
+        highest = {"encoder": len(self.bundle.source.vocab) - 1, "decoder_step": len(self.bundle.target.vocab) - 1}
+        try:
+            encoded = self.encoder.run([[highest["encoder"]]])
+        except Exception as error:  # noqa: BLE001 (onnxruntime's own exception types)
+            raise BundleError(
+                f"{self.encoder.spec.path}: the graph fails on source id {highest['encoder']}, the highest of "
+                f"the source vocabulary ({str(error).strip()[:200]})"
+            ) from None
+        outputs = dict(encoded)
+        states = {role: encoded[role] for role in self.encoder.state_roles}
+        statics = {role: encoded[role] for role in self.encoder.static_roles}
+        try:
+            buffers = ArrayBuffers(self.step_graph, states, statics, False)
+            buffers.set_previous(np.array([highest["decoder_step"]], dtype=np.int64))
+            buffers.run(LOG_PROBS)
+            outputs[roles.LOG_PROBS] = buffers.log_probs()
+        except Exception as error:  # noqa: BLE001 (onnxruntime's own exception types)
+            raise BundleError(
+                f"{self.step_graph.spec.path}: the graph fails on target id {highest['decoder_step']}, the highest "
+                f"of the target vocabulary ({str(error).strip()[:200]})"
+            ) from None
+        for role, value in outputs.items():
+            graph = self.encoder.spec if role in encoded else self.step_graph.spec
+            declared = graph.outputs[role].shape
+            if len(value.shape) != len(declared):
+                raise BundleError(
+                    f"{graph.path}: output {role!r} has {len(value.shape)} dimensions, manifest.json "
+                    f"declares {len(declared)}"
+                )
+            for axis, (real, claimed) in enumerate(zip(value.shape, declared, strict=True)):
+                if isinstance(claimed, int) and real != claimed:
+                    raise BundleError(
+                        f"{graph.path}: output {role!r} has size {real} on axis {axis}, manifest.json "
+                        f"declares {claimed}"
+                    )
+
+    def _graph_capture(self, step: StepGraph, settings: SessionSettings) -> GraphCapture | None:
+        """The CUDA graph capture of the step, when asked for and the device captures (else None, logged)."""
+        if not settings.cuda_graph:
+            return None
+        device = self.device
+        if not device.captures or not settings.io_binding:
+            log.info(
+                "s2s_runtime: cuda_graph=True has no effect: %s",
+                "it needs io_binding" if device.captures else f"the model runs on the CPU ({self.placement.reason})",
+            )
+            return None
+        session = create_capture_session(step.spec, device.device_id, settings)  # type: ignore[attr-defined]
+        if session is None:
+            return None
+        return GraphCapture(StepGraph.of(session, step.spec, step.padding_bias), device)  # type: ignore[arg-type]
+
+
+def cuda_only(device: str) -> str:
+    """The device for a float16 bundle: CUDA, or a DeviceError naming the precision."""
+    kind, device_id = parse_device(device)
+    works, why = cuda_works(device_id) if kind != "cpu" else (False, "device='cpu' requested")
+    if not works:
+        raise DeviceError(f"this bundle is float16 (s2s export --fp16) and runs on CUDA only: {why}")
+    return f"cuda:{device_id}"

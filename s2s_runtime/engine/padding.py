@@ -1,0 +1,31 @@
+"""Padding a step input along its batch and source axes: the one rule for what padded positions hold — zeros, and the
+bundle's memory_bias_padding for the memory bias, which gives padded source positions exactly zero attention. The
+encoder (reassembling its length groups) and CUDA graph capture (filling fixed buckets) both pad this way."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import roles
+from ..schema import TensorSpec
+
+
+def padded(
+    array: np.ndarray, spec: TensorSpec, rows: int, source_length: int | None, padding_bias: float | None
+) -> np.ndarray:
+    """A new array of `rows` along the batch axis and `source_length` along the source axis (if `spec` has one),
+    filled with the padding value of its role, with `array` copied into its leading corner.
+
+    Examples:
+        >>> spec = TensorSpec("memory_bias", "memory_bias", "float32", ("batch", "source_length"))
+        >>> padded(np.zeros((1, 2), np.float32), spec, 2, 3, -1e9).tolist()
+        [[0.0, 0.0, -1000000000.0], [-1000000000.0, -1000000000.0, -1000000000.0]]
+    """
+    shape = list(array.shape)
+    shape[spec.shape.index(roles.BATCH_DIM)] = rows  # every state, static and encoder output has one
+    if roles.SOURCE_DIM in spec.shape:
+        shape[spec.shape.index(roles.SOURCE_DIM)] = source_length
+    fill = padding_bias if spec.role == roles.MEMORY_BIAS else 0
+    out = np.full(shape, fill, dtype=array.dtype)
+    out[tuple(slice(0, n) for n in array.shape)] = array
+    return out

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import roles
 from .files import parse_json, read_json, regular_file
-from .schema import MANIFEST_FILE, BundleError, Manifest, TensorSpec
+from .schema import MANIFEST_FILE, BundleError, GraphSchema, Manifest, TensorSpec
 from .vocab import Vocab, VocabError
 
 __all__ = [
@@ -54,11 +54,20 @@ def read_verified(path: Path, digest: str) -> bytes:
 
 @dataclass(frozen=True)
 class GraphSpec:
+    """A graph of the manifest (its GraphSchema: file and IO by role) found in the bundle: kind, path, checksum."""
+
     kind: str
     path: Path
-    inputs: dict[str, TensorSpec]
-    outputs: dict[str, TensorSpec]
+    schema: GraphSchema
     sha256: str
+
+    @property
+    def inputs(self) -> dict[str, TensorSpec]:
+        return self.schema.inputs
+
+    @property
+    def outputs(self) -> dict[str, TensorSpec]:
+        return self.schema.outputs
 
     def read(self) -> bytes:
         """The graph's bytes, verified against the manifest (sessions are made from these bytes, never from the
@@ -192,7 +201,7 @@ def _check(root: Path, manifest: Manifest) -> Bundle:
     graphs = {}
     for kind, graph in manifest.graphs.items():
         path = checked(graph.file, f"graphs.{kind}.file")
-        graphs[kind] = GraphSpec(kind, path, graph.inputs, graph.outputs, files[path.name])
+        graphs[kind] = GraphSpec(kind, path, graph, files[path.name])
     _check_contract(graphs, target_size, manifest)
     return Bundle(root, manifest, sides["source"], sides["target"], graphs)
 

@@ -8,6 +8,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from .decoding.registry import STRATEGIES, on_register, owners
+
 LENGTH_NORMALIZATIONS = ("power", "gnmt")
 DEFAULT_BEAM_SIZE = 4
 # Upper bounds of the numeric options that no model changes (the model's own caps — beams, hypotheses, output
@@ -90,8 +92,8 @@ class GenerationOptions:
     replace_unknowns: bool = False
 
     def __post_init__(self) -> None:
-        if self.strategy not in _STRATEGIES:
-            raise ValueError(f"strategy: {self.strategy!r} is not one of {', '.join(_STRATEGIES)}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy: {self.strategy!r} is not one of {', '.join(STRATEGIES)}")
         if self.length_normalization not in LENGTH_NORMALIZATIONS:
             raise ValueError(
                 f"length_normalization: {self.length_normalization!r} is not one of {', '.join(LENGTH_NORMALIZATIONS)}"
@@ -145,22 +147,17 @@ class GenerationOptions:
     def _check_strategy_options(self) -> None:
         """Options some strategy owns are refused with the others; then the chosen strategy's own rules."""
         defaults = {field.name: field.default for field in dataclasses.fields(self)}
-        for _, owned in _STRATEGIES.values():
-            for name in owned:
-                owners = [s for s, (_, names) in _STRATEGIES.items() if name in names]
-                if self.strategy not in owners and getattr(self, name) != defaults[name]:
-                    wanted = " or ".join(f"strategy={owner!r}" for owner in owners)
+        for strategy in STRATEGIES.values():
+            for name in strategy.own_options:
+                named_by = owners(name)
+                if self.strategy not in named_by and getattr(self, name) != defaults[name]:
+                    wanted = " or ".join(f"strategy={owner!r}" for owner in named_by)
                     raise ValueError(f"{name}: only used with {wanted} (strategy is {self.strategy!r})")
-        _STRATEGIES[self.strategy][0].check(self)
+        STRATEGIES[self.strategy].check(self)
 
     @property
     def beam(self) -> int:
         return self.beam_size if self.beam_size is not None else DEFAULT_BEAM_SIZE
-
-    @property
-    def has_constraints(self) -> bool:
-        """Whether log-probs need rewriting beyond suppressed tokens and min_length."""
-        return self.repetition_penalty != 1.0 or self.no_repeat_ngram_size > 0
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any], base: GenerationOptions | None = None) -> GenerationOptions:
@@ -205,19 +202,7 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
         raise ValueError(f"{name}: must be ≥ {minimum}, got {value}")
 
 
-def register_strategy(name: str, strategy: Any, own_options: tuple[str, ...]) -> None:
-    """Make `strategy` (a class with a `check(options)` classmethod; see s2s_runtime.decoding.strategy) the one
-    GenerationOptions(strategy=name) selects; `own_options` are the fields only it (and others naming them) use."""
-    _STRATEGIES[name] = (strategy, own_options)
-    _with_overrides.cache_clear()
-
-
-def strategy_class(name: str) -> Any:
-    """The class registered under a strategy name."""
-    return _STRATEGIES[name][0]
-
-
-_STRATEGIES: dict[str, tuple[Any, tuple[str, ...]]] = {}
+on_register(_with_overrides.cache_clear)  # a new strategy changes what is valid
 OPTION_NAMES = tuple(field.name for field in dataclasses.fields(GenerationOptions))
 
 

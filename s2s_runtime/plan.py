@@ -11,10 +11,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .bundle import Bundle
-from .config import GenerationOptions, strategy_class
+from .config import GenerationOptions
 from .decoding.hypotheses import RowLimits
 from .decoding.processors import Processors, processors_for
 from .decoding.ranking import attention_options
+from .decoding.registry import strategy_class
 from .decoding.strategy import Strategy
 from .limits import RequestLimits
 
@@ -58,7 +59,7 @@ class DecodingPlan:
 
     def entropy(self) -> int:
         """Seed material for a decode call: the seed, or fresh entropy when none is given (0 when nothing samples)."""
-        if "seed" not in self.strategy.own_options:
+        if not self.strategy.random:
             return 0
         return secrets.randbits(128) if self.options.seed is None else self.options.seed  # as SeedSequence() draws
 
@@ -108,7 +109,7 @@ class Planner:
                 raise ValueError(f"{name}: this model has no attention")
         if options.replace_unknowns and "unk" not in self.bundle.target.special_ids:
             raise ValueError("replace_unknowns: the target vocabulary has no unk token")
-        beams = options.beam if "beam_size" in strategy.own_options else 1
+        beams = options.beam if strategy.beams else 1
         caps = (
             ("beam_size", beams, self.limits.max_beam_size, "max_beam_size"),
             ("num_hypotheses", options.num_hypotheses, self.limits.max_num_hypotheses, "max_num_hypotheses"),

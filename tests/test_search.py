@@ -6,11 +6,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from s2s_runtime.batching import length_sorted_batches
-from s2s_runtime.config import GenerationOptions, strategy_class
+from s2s_runtime.config import GenerationOptions
 from s2s_runtime.decoding.coverage import COVERAGE_FLOOR, CoveragePenalty
 from s2s_runtime.decoding.greedy import greedy_in_graph, greedy_one_row
 from s2s_runtime.decoding.hypotheses import Candidate, RowLimits
 from s2s_runtime.decoding.processors import processors_for
+from s2s_runtime.decoding.registry import strategy_class
 from s2s_runtime.decoding.sampling import sampling_distribution
 from s2s_runtime.decoding.strategy import SearchTask, run
 

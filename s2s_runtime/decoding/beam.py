@@ -15,6 +15,7 @@ from .strategy import DecoderRunner, Search, SearchTask, Strategy, input_rows, r
 class BeamSearch(Strategy):
     name = "beam"
     own_options = ("beam_size", "coverage_penalty")
+    beams = True
 
     @classmethod
     def check(cls, options: GenerationOptions) -> None:

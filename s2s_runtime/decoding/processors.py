@@ -119,10 +119,6 @@ class Processors:
         """Whether any rule exists: then the search needs the full log-probs."""
         return bool(self.constraints or self.overrides)
 
-    @property
-    def constrained(self) -> bool:
-        return bool(self.constraints)
-
     def __call__(self, raw: np.ndarray, rows: Rows) -> np.ndarray:
         """The log-probs to choose from: `raw` itself when no rule is active at this step, else a float64 copy
         rewritten by the active rules."""

@@ -21,6 +21,7 @@ class Sampling(Strategy):
     name = "sample"
     own_options = ("temperature", "top_k", "top_p", "seed")
     streamable = True
+    random = True
 
     def rows_per_input(self) -> int:
         return self.options.num_hypotheses

@@ -18,7 +18,8 @@ from typing import ClassVar, Protocol, TypeVar
 
 import numpy as np
 
-from ..config import GenerationOptions, register_strategy
+from ..config import GenerationOptions
+from . import registry
 from .hypotheses import Candidate, RowLimits, StepEvent
 from .processors import Processors
 
@@ -69,7 +70,12 @@ class Strategy:
 
     name: ClassVar[str]
     own_options: ClassVar[tuple[str, ...]] = ()
+    # Capabilities, declared (never inferred from option names): a streamable strategy yields one hypothesis token by
+    # token; a random one draws from seed material (plan.entropy); a beam one keeps beam_size rows per input, which
+    # RequestLimits.max_beam_size bounds.
     streamable: ClassVar[bool] = False
+    random: ClassVar[bool] = False
+    beams: ClassVar[bool] = False
 
     def __init__(self, options: GenerationOptions):
         self.options = options
@@ -92,7 +98,7 @@ class Strategy:
 
 def register(cls: type[Strategy]) -> type[Strategy]:
     """Make a strategy class available as GenerationOptions(strategy=cls.name)."""
-    register_strategy(cls.name, cls, cls.own_options)
+    registry.add(cls)
     return cls
 
 

@@ -165,7 +165,8 @@ class Seq2SeqConfig:
 
     @property
     def decoder_input_size(self) -> int:
-        """The first decoder layer's input: [embedding][; context][; attention context][; input feed]."""
+        """The first decoder layer's input size: the embedding, the context, the attention context and the input
+        feed, each where the architecture has it, concatenated in that order."""
         return (
             (self.target_embedding_size if self.feed_previous else 0)
             + (self.encoder_output_size if self.concat_context else 0)

@@ -41,6 +41,7 @@ class Engine:
     """A bundle's graphs in onnxruntime sessions (see the module docstring).
 
     Attributes:
+        settings: the SessionSettings the sessions were made with.
         placement: where the sessions run (device, providers, and why).
         device: the Device the decoder states live on.
         encoder: the Encoder.
@@ -48,7 +49,7 @@ class Engine:
     """
 
     def __init__(self, bundle: Bundle, device: str, settings: SessionSettings):
-        self.bundle = bundle
+        self.bundle, self.settings = bundle, settings
         graphs = [bundle.graphs["encoder"], bundle.graphs["decoder_step"]]
         if bundle.manifest.precision == "float16":
             device = cuda_only(device)  # onnxruntime's CPU kernels cannot run these graphs (it may even crash)

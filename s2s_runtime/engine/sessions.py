@@ -17,6 +17,7 @@ log = logging.getLogger("s2s_runtime")
 PROBE_GRAPH = Path(__file__).resolve().parent.parent / "graphs" / "gather_float32_rank2_axis0.onnx"
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
+OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 ORT_DTYPES = {
     "tensor(float)": "float32",
     "tensor(float16)": "float16",
@@ -45,6 +46,15 @@ class SessionSettings:
     a few small GEMVs, so more threads mostly add synchronisation), no spinning (idle threads do not burn a core
     between requests), all graph optimizations.
 
+    Arguments:
+        intra_op_threads: onnxruntime intra-op threads (0 lets onnxruntime choose).
+        inter_op_threads: onnxruntime inter-op threads.
+        allow_spinning: let idle onnxruntime threads spin (faster wake-up, a busy core while idle).
+        optimization_level: onnxruntime graph optimization: disable, basic, extended or all.
+        io_binding: preallocated, double-buffered decoder state buffers (device-resident on CUDA).
+        cuda_graph: on CUDA, replay the decoder step as captured CUDA graphs per batch bucket (needs io_binding; no
+            effect on the CPU).
+
     Examples:
         >>> SessionSettings(intra_op_threads=2).intra_op_threads
         2
@@ -53,16 +63,16 @@ class SessionSettings:
     intra_op_threads: int = 1
     inter_op_threads: int = 1
     allow_spinning: bool = False
-    optimization_level: str = "all"  # "disable" | "basic" | "extended" | "all"
-    io_binding: bool = True  # preallocated, double-buffered state buffers (and device-resident states on CUDA)
-    cuda_graph: bool = False  # capture the decoder step as CUDA graphs per batch bucket (CUDA + io_binding only)
+    optimization_level: str = "all"
+    io_binding: bool = True
+    cuda_graph: bool = False
 
     def __post_init__(self) -> None:
         for key in ("intra_op_threads", "inter_op_threads"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{key}: must be an int ≥ 0 (0 lets onnxruntime choose), got {value!r}")
-        if self.optimization_level not in ("disable", "basic", "extended", "all"):
+        if self.optimization_level not in OPTIMIZATION_LEVELS:
             raise ValueError(
                 f"optimization_level: {self.optimization_level!r} is not one of disable, basic, extended, all"
             )

@@ -56,7 +56,7 @@ class BulkJob:
     column: str = "source"
     options: dict | None = None  # GenerationOptions fields
     shard_size: int = 1024
-    batch_size: int = 64
+    max_batch_size: int = 64
 
     @property
     def parts(self) -> Path:
@@ -67,7 +67,7 @@ class BulkJob:
 
     @property
     def batching(self) -> BatchingOptions:
-        return BatchingOptions(max_batch_size=self.batch_size)
+        return BatchingOptions(max_batch_size=self.max_batch_size)
 
 
 def read_sources(path: str | Path, column: str) -> list[Any]:
@@ -260,7 +260,7 @@ def _run_on_ray(
             fn_constructor_kwargs={"bundle": job.bundle, "column": "source", "options": job.generation_options()},
             concurrency=max(actors, 1),
             num_cpus=per_actor,
-            batch_size=job.batch_size,
+            batch_size=job.max_batch_size,
         )
         for row in dataset.iter_rows():
             shard = int(row["shard"])

@@ -6,7 +6,11 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from conftest import (
+from scipy.stats import chisquare
+
+import s2s_runtime
+from s2s_runtime import GenerationOptions
+from tests.conftest import (
     EXTRA_OPTIONS,
     GRID,
     SOURCE_VOCAB,
@@ -16,10 +20,6 @@ from conftest import (
     random_sources,
     write_bundle,
 )
-from scipy.stats import chisquare
-
-import s2s_runtime
-from s2s_runtime import GenerationOptions
 
 START, EOS = TARGET_VOCAB.id_of("bos"), TARGET_VOCAB.id_of("eos")
 

@@ -7,11 +7,11 @@ import time
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 
 import pytest
-from conftest import Wrapped, random_sources, slowed, wait_until
 
 import s2s_runtime
 from s2s_runtime import BatcherClosed, BatcherConfig, Overloaded, RequestTimeout
 from s2s_runtime.serving import Batcher
+from tests.conftest import Wrapped, random_sources, slowed, wait_until
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from s2s_export.bundle_export import ExportOptions, export_bundle
 from s2s_export.convert import REPORT_FILE, ConversionError, convert
 from s2s_runtime.cli import main
 
-G2P_EN = Path(__file__).parent / "fixtures" / "g2p_en"
+G2P_EN = Path(__file__).parent.parent / "fixtures" / "g2p_en"
 GOLDEN = json.loads((G2P_EN / "golden.json").read_text())["words"]
 
 
@@ -85,7 +85,7 @@ def test_g2p_en_refuses_what_it_cannot_convert_exactly(tmp_path):
     assert not (tmp_path / "out").exists()  # nothing written for a refused model
 
 
-KERAS = Path(__file__).parent / "fixtures" / "keras"  # made by Keras itself: tests/fixtures/keras/regenerate.py
+KERAS = Path(__file__).parent.parent / "fixtures" / "keras"  # made by Keras itself: tests/fixtures/keras/regenerate.py
 
 
 def convert_and_load(tmp_path: Path, model_file: Path, tokens: Path, sources: list[str]) -> s2s_runtime.Seq2SeqModel:
@@ -235,7 +235,7 @@ def test_keras_refuses_what_it_cannot_convert_exactly(tmp_path, case):
     assert not (tmp_path / "out").exists()
 
 
-OPENNMT = Path(__file__).parent / "fixtures" / "opennmt"  # trained by OpenNMT-py itself: its regenerate.py
+OPENNMT = Path(__file__).parent.parent / "fixtures" / "opennmt"  # trained by OpenNMT-py itself: its regenerate.py
 
 
 @pytest.mark.parametrize("name", ["lstm_general_feed", "gru_dot", "brnn_lstm_general", "lstm_mlp", "brnn_gru_bridge"])
@@ -306,7 +306,7 @@ def test_opennmt_refuses_a_file_that_needs_unpickling_code(tmp_path):
         convert("opennmt", tmp_path / "evil.pt", tmp_path / "out")
 
 
-TUTORIAL = Path(__file__).parent / "fixtures" / "torch_tutorial"  # the tutorial's own classes: its regenerate.py
+TUTORIAL = Path(__file__).parent.parent / "fixtures" / "torch_tutorial"  # the tutorial's own classes: its regenerate.py
 
 
 @pytest.mark.parametrize("name", ["attention", "plain"])

@@ -3,11 +3,11 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from conftest import EXTRA_OPTIONS, GRID, SOURCE_VOCAB, grid_id, random_checkpoint, random_sources, write_bundle
 
 import s2s_runtime
 from s2s_export.train import max_target_length
 from s2s_runtime import GenerationOptions
+from tests.conftest import EXTRA_OPTIONS, GRID, SOURCE_VOCAB, grid_id, random_checkpoint, random_sources, write_bundle
 
 RUNTIME_GRID = GRID[::4] + EXTRA_OPTIONS  # every option value still appears (the full grid runs in test_export)
 

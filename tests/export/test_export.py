@@ -4,7 +4,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import EXTRA_OPTIONS, GRID, SMALL, SOURCE_VOCAB, grid_id, random_checkpoint, random_sources, write_bundle
 from onnx import numpy_helper
 
 import s2s_export.bundle_export as bundle_export
@@ -13,6 +12,16 @@ from s2s_export.onnx_graphs import build_decoder_step, build_encoder
 from s2s_export.parity import TOLERANCE, ParityError, ParityReport, check_parity, compare, session
 from s2s_runtime import roles
 from s2s_runtime.bundle import sha256_of
+from tests.conftest import (
+    EXTRA_OPTIONS,
+    GRID,
+    SMALL,
+    SOURCE_VOCAB,
+    grid_id,
+    random_checkpoint,
+    random_sources,
+    write_bundle,
+)
 
 SOURCE_IDS = [SOURCE_VOCAB.encode(s) for s in random_sources(24, seed=5)]
 

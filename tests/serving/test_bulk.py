@@ -7,11 +7,11 @@ import subprocess
 import sys
 
 import pytest
-from conftest import random_sources, wait_until
 
 import s2s_runtime
 from s2s_runtime.cli import main
 from s2s_runtime.serving.bulk import BulkError, BulkJob, read_sources, run
+from tests.conftest import random_sources, wait_until
 
 pytest.importorskip("tqdm")
 pyarrow = pytest.importorskip("pyarrow")

@@ -1,6 +1,7 @@
 import pytest
 import torch
-from conftest import random_checkpoint
+
+from tests.conftest import random_checkpoint
 
 
 @pytest.mark.parametrize(

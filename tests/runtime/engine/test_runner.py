@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
-from conftest import array_runner, bound_runner, cpu_ortvalue_device, drive, random_sources
 
 import s2s_runtime
 from s2s_export.runtime_graphs import GRAPHS_DIR, runtime_graph_files
 from s2s_runtime.engine.runner import StepRunner
+from tests.conftest import array_runner, bound_runner, cpu_ortvalue_device, drive, random_sources
 
 
 @pytest.mark.parametrize("with_attention", [False, True])

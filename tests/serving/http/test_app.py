@@ -10,11 +10,10 @@ pytest.importorskip("uvicorn")  # the serve extra
 pytest.importorskip("prometheus_client")  # the serve extra
 httpx = pytest.importorskip("httpx")  # the test extra
 
-from support.background_server import BackgroundServer
-
 import s2s_runtime
 from s2s_runtime.serving import BatcherConfig
 from s2s_runtime.serving.http import ServerConfig, create_app
+from tests.support.background_server import BackgroundServer
 
 
 @pytest.fixture(scope="module")

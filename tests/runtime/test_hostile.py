@@ -1,5 +1,5 @@
 """Hostile and careless use of the library and of bundles: every case gets a result or its documented error, and the
-model answers a normal input exactly as before afterwards. (HTTP cases: test_server_hostile.py.)"""
+model answers a normal input exactly as before afterwards. (HTTP cases: tests/serving/http/test_hostile.py.)"""
 
 import json
 import os
@@ -192,7 +192,7 @@ def test_manifest_key_order_changes_nothing(bundle, small_bundle):
 
 def test_manifest_with_reversed_encoder_outputs(tmp_path):
     """An LSTM: state.c listed before state.h, graph names unchanged."""
-    from conftest import random_checkpoint, write_bundle
+    from tests.conftest import random_checkpoint, write_bundle
 
     directory = write_bundle(random_checkpoint(2, hidden_size=16, cell="lstm", num_layers=2), tmp_path)
     sources = ["abc", "hello", "jihgfedcba"]

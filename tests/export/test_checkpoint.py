@@ -2,12 +2,12 @@ import json
 
 import pytest
 import torch
-from conftest import TARGET_VOCAB, random_checkpoint
 from safetensors.torch import load_file, save_file
 
 from s2s_export.checkpoint import CheckpointError, expected_tensors, load_checkpoint, save_checkpoint
 from s2s_export.config import ConfigError
 from s2s_runtime.vocab import Vocab, VocabError
+from tests.conftest import TARGET_VOCAB, random_checkpoint
 
 
 @pytest.mark.parametrize(

@@ -10,13 +10,13 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import bound_runner, drive, random_sources
 
 import s2s_runtime
 from s2s_runtime.engine.capture import GraphCapture, row_bucket, source_bucket
 from s2s_runtime.engine.device import OrtValueDevice
 from s2s_runtime.engine.runner import StepRunner
 from s2s_runtime.engine.sessions import SessionSettings, create_capture_session
+from tests.conftest import bound_runner, drive, random_sources
 
 
 def cpu_capture(model) -> GraphCapture:

@@ -12,15 +12,14 @@ import pytest
 ray = pytest.importorskip("ray")  # the ray extra
 httpx = pytest.importorskip("httpx")
 
-from conftest import random_sources
-from support.background_server import BackgroundServer
-
 import s2s_runtime
 import s2s_runtime.serving.ray as s2s_ray
 from s2s_runtime.serving import BatcherConfig
 from s2s_runtime.serving.bulk import BulkJob, run
 from s2s_runtime.serving.http import ServerConfig, create_app
 from s2s_runtime.serving.ray.serving import HAPROXY_INGRESS, ReplicaConfig, start_ray
+from tests.conftest import random_sources
+from tests.support.background_server import BackgroundServer
 
 PORT = 18765
 BATCHER = BatcherConfig(max_batch_size=16, max_wait_ms=2)

@@ -1,5 +1,5 @@
-"""`s2s train` and `s2s export`. This module imports no torch at import time, so `s2s --help` works without the
-export extra; the commands themselves say how to install it when torch is missing."""
+"""`s2s train`, `s2s export`, `s2s convert` and `s2s eval`. This module imports no torch at import time, so
+`s2s --help` works without the export extra; the commands themselves say how to install it when torch is missing."""
 
 from __future__ import annotations
 

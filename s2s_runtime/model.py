@@ -19,7 +19,7 @@ from .bundle import Bundle
 from .config import GenerationOptions
 from .decoding.forced import forced_log_probs
 from .engine.engine import Engine
-from .engine.sessions import SessionSettings
+from .engine.sessions import DEFAULT_IDLE_BUFFER_BYTES, SessionSettings
 from .generation import Generation, Stop, decode_in_batches
 from .inputs import InputPreparer, InputText, PreparedInput
 from .limits import RequestLimits
@@ -246,6 +246,7 @@ def load(
     optimization_level: str = "all",
     io_binding: bool = True,
     cuda_graph: bool = False,
+    idle_buffer_bytes: int = DEFAULT_IDLE_BUFFER_BYTES,
     limits: RequestLimits = RequestLimits(),
 ) -> Seq2SeqModel:
     """Load a bundle directory and create its onnxruntime sessions.
@@ -261,6 +262,8 @@ def load(
         io_binding: preallocated, double-buffered decoder state buffers (device-resident on CUDA).
         cuda_graph: on CUDA, replay the decoder step as captured CUDA graphs, one per batch-size and
             source-length bucket (see s2s_runtime.engine.capture); no effect on the CPU.
+        idle_buffer_bytes: the most bytes of decoder buffers kept between calls for reuse, per model and process
+            (docs/limits.md: memory).
         limits: the most work one request may ask for (a RequestLimits: beams, hypotheses, output length,
             decoder tokens per service request).
 
@@ -277,6 +280,12 @@ def load(
         >>> model.generate("hello")[0].text  # doctest: +SKIP
     """
     settings = SessionSettings(
-        intra_op_threads, inter_op_threads, allow_spinning, optimization_level, io_binding, cuda_graph
+        intra_op_threads,
+        inter_op_threads,
+        allow_spinning,
+        optimization_level,
+        io_binding,
+        cuda_graph,
+        idle_buffer_bytes,
     )
     return Seq2SeqModel(Bundle.open(bundle_dir), device=device, settings=settings, limits=limits)

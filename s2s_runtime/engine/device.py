@@ -56,6 +56,10 @@ class Device:
         """Copy a host array of the same shape and dtype into a tensor of this device, in place."""
         raise NotImplementedError
 
+    def nbytes(self, tensor: Any) -> int:
+        """The bytes a tensor of this device holds."""
+        raise NotImplementedError
+
     def read(self, tensor: Any) -> np.ndarray:
         """A host copy (or view) of a tensor of this device."""
         raise NotImplementedError
@@ -96,6 +100,9 @@ class HostDevice(Device):
     def write(self, tensor: np.ndarray, array: np.ndarray) -> None:
         np.copyto(tensor, array)
 
+    def nbytes(self, tensor: np.ndarray) -> int:
+        return tensor.nbytes
+
     def read(self, tensor: np.ndarray) -> np.ndarray:
         return tensor
 
@@ -134,6 +141,10 @@ class OrtValueDevice(Device):
 
     def write(self, tensor: Any, array: np.ndarray) -> None:
         tensor.update_inplace(np.ascontiguousarray(array))
+
+    def nbytes(self, tensor: Any) -> int:
+        itemsize = {"tensor(float)": 4, "tensor(float16)": 2, "tensor(int64)": 8}[tensor.data_type()]
+        return int(np.prod(tensor.shape())) * itemsize
 
     def bind_view(self, binding: Any, name: str, tensor: Any, shape: tuple[int, ...]) -> None:
         """Bind the memory of an int64 `tensor` as an output of another shape with as many elements."""

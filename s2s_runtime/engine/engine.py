@@ -22,6 +22,7 @@ from ..decoding.strategy import input_rows
 from .capture import GraphCapture
 from .device import device_for
 from .encoding import Encoder
+from .memory import release_free_memory
 from .runner import LOG_PROBS, ArrayBuffers, Runners, StepGraph, StepRunner, take_rows
 from .sessions import (
     DeviceError,
@@ -59,7 +60,13 @@ class Engine:
         self.device = device_for(self.placement)  # compaction and beam reordering where the states live
         step = StepGraph.of(decoder, graphs[1], padding)
         capture = self._graph_capture(step, settings)
-        self.runners = Runners(step, self.device, io_binding=settings.io_binding, capture=capture)
+        self.runners = Runners(
+            step,
+            self.device,
+            io_binding=settings.io_binding,
+            capture=capture,
+            idle_bytes_limit=settings.idle_buffer_bytes,
+        )
         self.probe()
 
     @property
@@ -85,6 +92,9 @@ class Engine:
         ranked = 1 if top_k is None else top_k(self.step_graph.ranks, self.step_graph.vocab_size)
         with self.runners.runner(states, statics, with_attention, ranked) as runner:
             yield runner
+        if runner.nbytes > self.runners.idle_bytes_limit:  # too large to keep: its memory goes back to the OS
+            del states, statics, runner
+            release_free_memory()
 
     def instrument(self, wrap: Callable[[str, Any], Any]) -> None:
         """Route the sessions through `wrap(kind, session)` ("encoder", "decoder_step"): a timing or tracing hook.

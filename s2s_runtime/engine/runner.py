@@ -27,8 +27,9 @@ from .. import roles
 from ..bundle import GraphSpec
 from .device import Device
 
-# Bound runners kept per thread for reuse (one per recent shape: with attention, the source length is part of it).
-IDLE_RUNNERS_PER_THREAD = 16
+# Idle bound runners kept for reuse, per model and process (one per recent shape: with attention, the source length is
+# part of it), at most this many; their bytes are bounded by SessionSettings.idle_buffer_bytes.
+IDLE_RUNNERS = 64
 LOG_PROBS, CHOICE, TOP = "log_probs", "choice", "top"  # what a step reads
 
 
@@ -108,6 +109,11 @@ class StepRunner:
         self.selects = graph.ranks and top_k == 1
         self.top_k = top_k if graph.ranks else 0
 
+    @property
+    def nbytes(self) -> int:
+        """The bytes of the buffers this runner allocated for its batch (0 for fixed, captured ones)."""
+        return getattr(self.buffers, "nbytes", 0)
+
     def step(self, previous_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """previous_ids (rows,) → log-probs (rows, vocab) and attention (rows, source_length) or None."""
         self.buffers.set_previous(previous_ids)
@@ -158,6 +164,10 @@ class ArrayBuffers:
         self._previous = np.zeros(0, dtype=np.int64)
         self._first: list[np.ndarray] = []
         self._attention: np.ndarray | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(value.nbytes for values in (self.states, self.statics) for value in values.values())
 
     def set_previous(self, ids: np.ndarray) -> None:
         self._previous = ids
@@ -245,6 +255,11 @@ class BoundBuffers:
         width = int(self._top_k_input[0])  # (rows, top_k) candidates: log-probs and ids
         self._top = (np.empty((self._rows, width), dtype=np.float32), np.empty((self._rows, width), dtype=np.int64))
         self._bindings: list[Any] | None = None  # made by the next step, once it is known what the search reads
+        host: list[np.ndarray] = [*self._ids, self._next_log_probs, self._log_probs, *self._top]
+        if self._attention is not None:
+            host.append(self._attention)
+        device = [*self._states.values(), *spare.values(), *self._statics.values()]
+        self.nbytes = sum(a.nbytes for a in host) + sum(self.device.nbytes(t) for t in device)
 
     def _binding(self, parity: int) -> Any:
         """The IOBinding of the steps with this parity: inputs, states, attention and the outputs read so far (an
@@ -358,17 +373,30 @@ class BoundBuffers:
 
 
 class Runners:
-    """The runners of one model: a captured runner when the model captures and a bucket is free, else a bound one
-    (kept per thread, by the shapes it holds, and reused by the next batch of the same shapes — a service decoding
-    single inputs meets a handful of source lengths; one in use is never shared), else an array runner."""
+    """The runners of one model: a captured runner when the model captures and a bucket is free, else a bound one,
+    else an array runner. Bound runners are kept when idle, by the shapes they hold, and reused by the next batch of
+    the same shapes (a service decoding single inputs meets a handful of source lengths): one pool per model and
+    process, whatever thread decodes, holding at most `idle_bytes_limit` bytes and IDLE_RUNNERS runners (least
+    recently used leave first; a runner larger than the limit is never kept). A runner in use is never shared."""
 
-    def __init__(self, graph: StepGraph, device: Device, *, io_binding: bool, capture: Any = None):
+    def __init__(
+        self, graph: StepGraph, device: Device, *, io_binding: bool, capture: Any = None, idle_bytes_limit: int = 0
+    ):
         self.graph, self.device, self.io_binding, self.capture = graph, device, io_binding, capture
-        self._idle = threading.local()
+        self.idle_bytes_limit = idle_bytes_limit
+        self._idle: OrderedDict[tuple, BoundBuffers] = OrderedDict()  # by shapes, least recently used first
+        self._idle_bytes = 0
+        self._lock = threading.Lock()
 
     def use(self, graph: StepGraph) -> None:
         """Run the step through `graph` from now on (Engine.instrument); idle runners of the old one are dropped."""
-        self.graph, self._idle = graph, threading.local()
+        with self._lock:
+            self.graph, self._idle, self._idle_bytes = graph, OrderedDict(), 0
+
+    def idle_bytes(self) -> int:
+        """The bytes idle runners hold now (kept for reuse)."""
+        with self._lock:
+            return self._idle_bytes
 
     @contextmanager
     def runner(
@@ -384,11 +412,28 @@ class Runners:
             finally:
                 captured.release()
             return
-        idle = self._idle.__dict__.setdefault("buffers", OrderedDict())  # by shapes, least recent first
-        buffers = idle.pop(BoundBuffers.key_of(self.device, states, statics, with_attention, top_k), None)
+        buffers = self._take(BoundBuffers.key_of(self.device, states, statics, with_attention, top_k))
         if buffers is None or not buffers.reset(states, statics):
             buffers = BoundBuffers(self.graph, states, statics, with_attention, self.device, top_k)
         yield StepRunner(self.graph, buffers, top_k)
-        idle[buffers.key()] = buffers  # only after a clean finish: an abandoned stream keeps its own
-        if len(idle) > IDLE_RUNNERS_PER_THREAD:
-            idle.popitem(last=False)
+        self._keep(buffers)  # only after a clean finish: an abandoned stream keeps its own
+
+    def _take(self, key: tuple) -> BoundBuffers | None:
+        with self._lock:
+            buffers = self._idle.pop(key, None)
+            if buffers is not None:
+                self._idle_bytes -= buffers.nbytes
+            return buffers
+
+    def _keep(self, buffers: BoundBuffers) -> None:
+        if buffers.nbytes > self.idle_bytes_limit:
+            return  # bigger than the whole pool: released now
+        key = buffers.key()
+        with self._lock:
+            if key in self._idle:  # another thread returned the same shapes first: keep one
+                return
+            self._idle[key] = buffers
+            self._idle_bytes += buffers.nbytes
+            while self._idle_bytes > self.idle_bytes_limit or len(self._idle) > IDLE_RUNNERS:
+                _, dropped = self._idle.popitem(last=False)
+                self._idle_bytes -= dropped.nbytes

@@ -18,6 +18,7 @@ PROBE_GRAPH = Path(__file__).resolve().parent.parent / "graphs" / "gather_float3
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+DEFAULT_IDLE_BUFFER_BYTES = 32 << 20  # a service's single inputs and batch-64 greedy buffers fit many times over
 ORT_DTYPES = {
     "tensor(float)": "float32",
     "tensor(float16)": "float16",
@@ -54,6 +55,8 @@ class SessionSettings:
         io_binding: preallocated, double-buffered decoder state buffers (device-resident on CUDA).
         cuda_graph: on CUDA, replay the decoder step as captured CUDA graphs per batch bucket (needs io_binding; no
             effect on the CPU).
+        idle_buffer_bytes: the most bytes of decoder buffers kept between calls for reuse (per model and process,
+            whatever the threads); a batch needing more releases its buffers when it ends.
 
     Examples:
         >>> SessionSettings(intra_op_threads=2).intra_op_threads
@@ -66,8 +69,15 @@ class SessionSettings:
     optimization_level: str = "all"
     io_binding: bool = True
     cuda_graph: bool = False
+    idle_buffer_bytes: int = DEFAULT_IDLE_BUFFER_BYTES
 
     def __post_init__(self) -> None:
+        if (
+            not isinstance(self.idle_buffer_bytes, int)
+            or isinstance(self.idle_buffer_bytes, bool)
+            or self.idle_buffer_bytes < 0
+        ):
+            raise ValueError(f"idle_buffer_bytes: must be an int ≥ 0, got {self.idle_buffer_bytes!r}")
         for key in ("intra_op_threads", "inter_op_threads"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -81,6 +91,7 @@ class SessionSettings:
         ort = import_onnxruntime()
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.intra_op_threads
+        options.enable_cpu_mem_arena = False  # its arena never shrinks: a large batch would hold its peak for good
         options.inter_op_num_threads = self.inter_op_threads
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.allow_spinning else "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "1" if self.allow_spinning else "0")

@@ -89,3 +89,32 @@ def test_eos_inside_a_prefix_is_refused_the_same_way_by_every_strategy(g2p, opti
 def test_a_prefix_is_forced_by_every_strategy(g2p, options):
     [result] = g2p.generate(["hello"], target_prefix=[["HH", "AH"]], **options)
     assert all(h.tokens[:2] == ["HH", "AH"] for h in result.hypotheses)
+
+
+def test_memory_returns_to_idle_after_large_requests():
+    """The probe's sequence (64 long words, beam 16, one source length per call) held every call's decoder buffers
+    per thread and onnxruntime's arena at its peak: 79 → 1,379 MB after six calls. Now the resident memory after such
+    calls stays within the documented bound of idle (docs/limits.md: the idle buffer budget, 32 MiB, plus 32 MiB)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import random, s2s_runtime
+        def rss():
+            with open("/proc/self/status") as status:
+                return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) * 1024
+        model = s2s_runtime.load("g2p-en", device="cpu")
+        model.generate(["warm"] * 8, strategy="beam", beam_size=16, max_length=4)
+        idle = rss()
+        rng = random.Random(0)
+        for length in range(48, 52):
+            words = ["".join(rng.choice("abcdefghij") for _ in range(length)) for _ in range(64)]
+            model.generate(words, strategy="beam", beam_size=16, max_length=4)
+        print(rss() - idle, model.engine.runners.idle_bytes())
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    grown, idle_buffers = map(int, result.stdout.split())
+    assert idle_buffers <= 32 << 20
+    assert grown <= 64 << 20, f"resident memory grew {grown / 2**20:.0f} MiB"

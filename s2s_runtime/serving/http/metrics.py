@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 # Each request is counted once, under one of these (503s for shutting down count as overloaded: the service could
 # not take the request).
 OUTCOMES = ("ok", "bad_input", "overloaded", "timeout", "cancelled", "internal")
@@ -40,8 +42,17 @@ class Metrics:
         self.rejected = Counter(
             "s2s_connections_rejected", "Connections closed before reaching the app", ["reason"], registry=self.registry
         )
+        self.idle_buffers = Gauge(
+            "s2s_idle_buffer_bytes",
+            "Bytes of decoder buffers kept idle for reuse (bounded by SessionSettings.idle_buffer_bytes)",
+            registry=self.registry,
+        )
         for outcome in OUTCOMES:  # every label present from the start, so rates are defined
             self.requests.labels(outcome=outcome)
+
+    def watch(self, model: Any) -> None:
+        """Report the model's idle decoder buffers, read at each scrape."""
+        self.idle_buffers.set_function(model.engine.runners.idle_bytes)
 
     def request_done(self, outcome: str, seconds: float) -> None:
         self.requests.labels(outcome=outcome).inc()

@@ -19,6 +19,7 @@ class AppState:
     def __init__(self, model: Seq2SeqModel, batcher_config: BatcherConfig, config: ServerConfig):
         self.model, self.batcher_config, self.config = model, batcher_config, config
         self.metrics = Metrics()
+        self.metrics.watch(model)
         self.batcher: Batcher | None = None
         self.draining = False
         self._active = 0  # /v1/generate requests in progress, body reading included

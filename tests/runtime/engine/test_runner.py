@@ -167,3 +167,27 @@ def test_beam_search_ranks_in_the_graph_unless_it_needs_the_full_log_probs(model
     assert calls["top_k_step"] > 0 and calls["step"] == 0
     fresh.generate(["abc", "de"], strategy="beam", beam_size=3, no_repeat_ngram_size=2)
     assert calls["step"] > 0
+
+
+def test_idle_runners_are_bounded_by_bytes_per_process_whatever_the_threads(model):
+    """Runners kept for reuse are one pool per model and process (not per thread), least recently used leaving first
+    once their bytes pass idle_buffer_bytes; a runner larger than the whole budget is never kept."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from s2s_runtime.engine.runner import IDLE_RUNNERS
+
+    limit = 64 * 1024
+    fresh = s2s_runtime.load(model.bundle.root, device="cpu", idle_buffer_bytes=limit)
+    runners = fresh.engine.runners
+    lengths = range(2, 14)
+
+    def decode(length):
+        fresh.generate(["a" * length] * (1 + length % 5), strategy="beam", beam_size=4)
+        assert runners.idle_bytes() <= limit
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(decode, [*lengths, *lengths]))
+    assert 0 < runners.idle_bytes() <= limit and len(runners._idle) <= IDLE_RUNNERS
+    fresh.generate(["abcdefghij"] * 64, strategy="beam", beam_size=8)  # its buffers alone pass the budget
+    assert runners.idle_bytes() <= limit
+    assert all(buffers.nbytes <= limit for buffers in runners._idle.values())

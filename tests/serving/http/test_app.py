@@ -98,6 +98,7 @@ def test_metrics(server):
         "s2s_batch_size_bucket",
         "s2s_queue_depth",
         "s2s_tokens_generated_total",
+        "s2s_idle_buffer_bytes",
         's2s_requests_total{outcome="bad_input"}',
         's2s_requests_total{outcome="ok"}',
     ):

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import shutil
 import sys
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,15 +28,18 @@ from typing import Any
 from ..batching import BatchingOptions
 from ..config import GenerationOptions
 from ..model import load
-from .records import decode_records, from_row
+from .bulk_files import (
+    OUTPUT_FORMATS,
+    BulkError,
+    RowError,
+    assemble,
+    pyarrow_module,
+    read_sources,
+    write_shard,
+)
+from .records import decode_records, from_row, record
 
-INPUT_FORMATS = {".txt": "text", ".tsv": "tsv", ".jsonl": "jsonl", ".parquet": "parquet"}
-OUTPUT_FORMATS = {".jsonl": "jsonl", ".parquet": "parquet"}
 JOB_FILE = "job.json"
-
-
-class BulkError(ValueError):
-    """A bulk job's files or settings are wrong; the message names the file, line or setting."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,12 @@ class BulkJob:
     shard_size: int = 1024
     max_batch_size: int = 64
 
+    def __post_init__(self) -> None:
+        for name in ("shard_size", "max_batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise BulkError(f"{name}: must be an int ≥ 1, got {value!r}")
+
     @property
     def parts(self) -> Path:
         return Path(self.output + ".parts")
@@ -68,39 +75,6 @@ class BulkJob:
     @property
     def batching(self) -> BatchingOptions:
         return BatchingOptions(max_batch_size=self.max_batch_size)
-
-
-def read_sources(path: str | Path, column: str) -> list[Any]:
-    """The sources of an input file, by its extension (see the module docstring)."""
-    path = Path(path)
-    kind = INPUT_FORMATS.get(path.suffix.lower())
-    if kind is None:
-        raise BulkError(f"{path}: unknown input format (use {', '.join(INPUT_FORMATS)})")
-    if not path.is_file():
-        raise BulkError(f"{path}: file not found")
-    if kind == "parquet":
-        table = _pyarrow().parquet.read_table(path)
-        if column not in table.column_names:
-            raise BulkError(f"{path}: no column {column!r} (columns: {', '.join(table.column_names)})")
-        return table.column(column).to_pylist()
-    lines = path.read_text(encoding="utf-8").splitlines()
-    if kind == "text":
-        return lines
-    if kind == "tsv":
-        header = lines[0].split("\t") if lines else []
-        if column not in header:
-            raise BulkError(f"{path}: the header row has no column {column!r} (columns: {', '.join(header)})")
-        position = header.index(column)
-        rows = [line.split("\t") for line in lines[1:]]
-        return [row[position] if position < len(row) else None for row in rows]
-    sources = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            record = json.loads(line)
-        except ValueError as problem:
-            raise BulkError(f"{path}:{number}: not valid JSON ({problem})") from None
-        sources.append(record.get(column) if isinstance(record, dict) else None)
-    return sources
 
 
 # ---- the job ---------------------------------------------------------------------------------------------------
@@ -125,23 +99,32 @@ def run(
     if output_kind is None:
         raise BulkError(f"{job.output}: unknown output format (use {', '.join(OUTPUT_FORMATS)})")
     if output_kind == "parquet":
-        _pyarrow()
-    job.generation_options()  # invalid options fail before anything is read or written
+        pyarrow_module()
+    if Path(job.input).resolve() == Path(job.output).resolve():
+        raise BulkError(f"{job.output}: the output would overwrite the input")
+    options = job.generation_options()  # invalid options fail before anything is read or written
+    load(job.bundle, device="cpu").plan(options)  # so does what the model refuses, before any worker starts
     sources = read_sources(job.input, job.column)
+    if output_kind == "parquet" and {str, list} <= {type(s) for s in sources}:
+        raise BulkError(f"{job.input}: texts and token lists in one column cannot be written to Parquet")
     shards = [(start // job.shard_size, start) for start in range(0, len(sources), job.shard_size)]
-    _prepare_parts(job, resume)
-    pending = [(shard, start) for shard, start in shards if not _shard_path(job, shard).exists()]
-    bar = _progress(
-        len(sources), len(sources) - sum(len(sources[s : s + job.shard_size]) for _, s in pending), progress
-    )
     try:
-        if use_ray:
-            _run_on_ray(job, sources, pending, ray_address, workers, bar)
-        else:
-            _run_local(job, sources, pending, workers, bar)
-    finally:
-        bar.close()
-    _assemble(job, [shard for shard, _ in shards], output_kind)
+        _prepare_parts(job, resume)
+        pending = [(shard, start) for shard, start in shards if not _shard_path(job, shard).exists()]
+        bar = _progress(
+            len(sources), len(sources) - sum(len(sources[s : s + job.shard_size]) for _, s in pending), progress
+        )
+        try:
+            if use_ray:
+                _run_on_ray(job, sources, pending, ray_address, workers, bar)
+            else:
+                _run_local(job, sources, pending, workers, bar)
+        finally:
+            bar.close()
+        assemble([_shard_path(job, shard) for shard, _ in shards], job.output, output_kind)
+        shutil.rmtree(job.parts)
+    except OSError as error:  # a read-only or full disk, an output path under a file: one line, exit 2
+        raise BulkError(f"{error.filename or job.output}: {error.strerror or error}") from None
     return Path(job.output)
 
 
@@ -174,28 +157,7 @@ def _shard_path(job: BulkJob, shard: int) -> Path:
 
 
 def _write_shard(job: BulkJob, shard: int, records: list[dict]) -> None:
-    path = _shard_path(job, shard)
-    partial = path.with_suffix(".partial")
-    partial.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    os.replace(partial, path)  # a shard is on disk whole, or not at all
-
-
-def _assemble(job: BulkJob, shards: list[int], kind: str) -> None:
-    records: Iterator[dict] = (
-        json.loads(line)
-        for shard in shards
-        for line in _shard_path(job, shard).read_text(encoding="utf-8").splitlines()
-    )
-    partial = Path(job.output + ".partial")
-    if kind == "jsonl":
-        with open(partial, "w", encoding="utf-8") as out:
-            for record in records:
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
-    else:
-        pyarrow = _pyarrow()
-        pyarrow.parquet.write_table(pyarrow.Table.from_pylist(list(records)), partial)
-    os.replace(partial, job.output)
-    shutil.rmtree(job.parts)
+    write_shard(_shard_path(job, shard), records)
 
 
 # ---- local workers ---------------------------------------------------------------------------------------------
@@ -204,11 +166,18 @@ _worker: dict = {}
 
 
 def _start_worker(bundle: str, options: GenerationOptions) -> None:
-    model = load(bundle, device="cpu", intra_op_threads=1)
-    _worker.update(model=model, plan=model.plan(options))
+    """A worker process's model. Failing here would make multiprocessing start replacements forever: the error is
+    kept instead, and the worker's first shard raises it, which ends the job."""
+    try:
+        model = load(bundle, device="cpu", intra_op_threads=1)
+        _worker.update(model=model, plan=model.plan(options), error=None)
+    except Exception as error:  # noqa: BLE001 (whatever it is, the job ends with it)
+        _worker.update(error=f"a worker could not start: {type(error).__name__}: {error}")
 
 
 def _decode_shard(job: BulkJob, shard: int, start: int, sources: list[Any]) -> int:
+    if _worker.get("error"):
+        raise BulkError(_worker["error"])
     records = decode_records(_worker["model"], _worker["plan"], sources, first_index=start, batching=job.batching)
     _write_shard(job, shard, records)
     return len(records)
@@ -252,9 +221,17 @@ def _run_on_ray(
             {"index": start + offset, "shard": shard, "source": source}
             for shard, start in pending
             for offset, source in enumerate(sources[start : start + job.shard_size])
+            if not isinstance(source, RowError)
         ]
         expected = {shard: len(sources[start : start + job.shard_size]) for shard, start in pending}
         collected: dict[int, list[dict]] = {shard: [] for shard in expected}
+        for shard, start in pending:  # rows that were never sources: their error records are made here
+            for offset, source in enumerate(sources[start : start + job.shard_size]):
+                if isinstance(source, RowError):
+                    collected[shard].append(record(start + offset, None, None, source.reason, False))
+        for shard in [s for s in expected if len(collected[s]) == expected[s]]:
+            _write_shard(job, shard, sorted(collected.pop(shard), key=lambda r: r["index"]))
+            bar.update(expected[shard])
         dataset = ray.data.from_items(rows).map_batches(
             Predictor,
             fn_constructor_kwargs={"bundle": job.bundle, "column": "source", "options": job.generation_options()},
@@ -264,20 +241,11 @@ def _run_on_ray(
         )
         for row in dataset.iter_rows():
             shard = int(row["shard"])
-            collected[shard].append(row)
+            collected[shard].append(from_row(row))
             if len(collected[shard]) == expected[shard]:  # a shard is complete: write it in input order
-                records = [from_row(r) for r in sorted(collected.pop(shard), key=lambda r: int(r["index"]))]
+                records = sorted(collected.pop(shard), key=lambda r: r["index"])
                 _write_shard(job, shard, records)
                 bar.update(len(records))
     finally:
         if started_here:
             ray.shutdown()
-
-
-def _pyarrow() -> Any:
-    try:
-        import pyarrow
-        import pyarrow.parquet
-    except ImportError:
-        raise ImportError("Parquet needs pyarrow: pip install 's2s-runtime[bulk]'") from None
-    return pyarrow

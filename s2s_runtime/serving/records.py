@@ -12,6 +12,7 @@ from ..batching import BatchingOptions
 from ..model import Seq2SeqModel
 from ..plan import DecodingPlan
 from ..results import Result
+from .bulk_files import RowError
 
 COLUMNS = ("text", "tokens", "score", "finished", "error")  # the output columns of a record
 N_BEST_COLUMNS = ("hypotheses", "hypothesis_scores")  # added when num_hypotheses > 1
@@ -47,6 +48,9 @@ def decode_records(
     """One record per source, in order, indexed from `first_index`."""
     prepared, errors = [], {}
     for offset, source in enumerate(sources):
+        if isinstance(source, RowError):  # an input row that was never a source
+            errors[offset] = source.reason
+            continue
         try:
             prepared.append((offset, model.prepare(source, plan)))
         except (ValueError, TypeError) as error:

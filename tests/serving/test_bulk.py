@@ -197,3 +197,111 @@ def test_bad_settings_are_refused_before_any_work(small_bundle, tmp_path, capsys
     assert "beam_size: only used with strategy='beam'" in capsys.readouterr().err
     assert main(["bulk", str(tmp_path / "missing.txt"), str(tmp_path / "out.jsonl"), str(small_bundle)]) == 2
     assert "file not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--strategy", "beam", "--beam-size", "32"], "beam_size: 32 is more than this model allows"),
+        (["--max-length", "100000"], "max_length: 100000 is more than this model allows"),
+        (["--suppress-tokens", "NOPE"], "suppress_tokens: 'NOPE' is not in the target vocabulary"),
+    ],
+)
+def test_what_the_model_refuses_ends_the_job_before_any_worker_starts(small_bundle, tmp_path, capsys, flags, message):
+    """With several workers these used to make every worker's start fail, and multiprocessing replaced them forever."""
+    (tmp_path / "in.txt").write_text("abc\n")
+    argv = ["bulk", str(tmp_path / "in.txt"), str(tmp_path / "out.jsonl"), str(small_bundle), "--workers", "2"]
+    assert main([*argv, "--quiet", *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert main([*argv[:3], str(tmp_path / "no-bundle"), "--workers", "2", "--quiet"]) == 2
+    assert "no-bundle" in capsys.readouterr().err
+
+
+def test_a_worker_that_cannot_start_ends_the_job(small_bundle, tmp_path, monkeypatch):
+    """Whatever fails in a worker's start (here: its model load) ends the job with that error, once."""
+    import s2s_runtime.serving.bulk as bulk
+
+    def broken(*args, **kwargs):
+        raise MemoryError("no room for the model")
+
+    (tmp_path / "in.txt").write_text("abc\nde\n")
+    job = BulkJob(str(tmp_path / "in.txt"), str(tmp_path / "out.jsonl"), str(small_bundle))
+    bulk._worker.clear()
+    monkeypatch.setattr(bulk, "load", broken)
+    with pytest.raises(BulkError, match="a worker could not start: MemoryError: no room for the model"):
+        bulk._start_worker(job.bundle, job.generation_options())
+        bulk._decode_shard(job, 0, 0, ["abc"])
+
+
+@pytest.mark.parametrize("size", [0, -5])
+def test_a_shard_size_below_one_is_refused(small_bundle, tmp_path, capsys, size):
+    (tmp_path / "in.txt").write_text("abc\n")
+    argv = ["bulk", str(tmp_path / "in.txt"), str(tmp_path / "out.jsonl"), str(small_bundle), "--quiet"]
+    assert main([*argv, "--shard-size", str(size)]) == 2
+    assert f"shard_size: must be an int ≥ 1, got {size}" in capsys.readouterr().err
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def run_bulk(small_bundle, tmp_path, name, content: bytes, **job):
+    (tmp_path / name).write_bytes(content)
+    out = tmp_path / "out.jsonl"
+    run(BulkJob(str(tmp_path / name), str(out), str(small_bundle), **job), workers=1, progress=False)
+    return [json.loads(line) for line in out.read_text(encoding="utf-8").split("\n") if line]
+
+
+def test_one_row_per_newline_whatever_other_separators_a_line_holds(small_bundle, tmp_path):
+    lines = ["ab\u2028cd", "ef\u2029g", "h\x0bi", "j\x0ck", "l\x1em", "n\x85o", "crlf"]
+    rows = run_bulk(small_bundle, tmp_path, "in.txt", ("\n".join(lines[:-1]) + "\ncrlf\r\n").encode())
+    assert [r["source"] for r in rows] == lines
+    jsonl = "".join(json.dumps({"source": text}, ensure_ascii=False) + "\n" for text in lines)
+    assert [r["source"] for r in run_bulk(small_bundle, tmp_path, "in.jsonl", jsonl.encode())] == lines
+
+
+def test_bad_rows_become_error_rows_and_the_job_goes_on(small_bundle, tmp_path):
+    """A lone surrogate, a blank line, malformed JSON, a line nested 100,000 deep, and a line over MAX_LINE_BYTES each
+    become an error row in place; the rows around them are decoded."""
+    from s2s_runtime.serving.bulk_files import MAX_LINE_BYTES
+
+    content = "\n".join(
+        [
+            '{"source": "abc"}',
+            '{"source": "\\ud800"}',
+            "",
+            "{not json",
+            "[" * 100_000 + "]" * 100_000,
+            json.dumps({"source": "x" * (MAX_LINE_BYTES + 10)}),
+            '{"source": "de"}',
+        ]
+    )
+    rows = run_bulk(small_bundle, tmp_path, "in.jsonl", content.encode(), shard_size=2)
+    assert [r["index"] for r in rows] == list(range(7))
+    assert rows[0]["error"] is None and rows[6]["error"] is None and rows[6]["text"]
+    assert "lone surrogate" in rows[1]["error"] and rows[1]["source"] is None
+    assert "blank line" in rows[2]["error"]
+    assert "in.jsonl:4" in rows[3]["error"] and "in.jsonl:5" in rows[4]["error"]
+    assert f"more than {MAX_LINE_BYTES}" in rows[5]["error"] and rows[5]["source"] is None
+
+
+def test_a_binary_text_file_names_the_file_and_line(small_bundle, tmp_path):
+    rows = run_bulk(small_bundle, tmp_path, "in.txt", b"abc\n\xff\xfe\x00bin\nde\n")
+    assert rows[1]["error"].startswith(f"{tmp_path / 'in.txt'}:2: not UTF-8") and rows[0]["text"] and rows[2]["text"]
+
+
+def test_file_problems_are_one_line_and_exit_2(small_bundle, tmp_path, capsys):
+    (tmp_path / "in.jsonl").write_text('{"source": "abc"}\n')
+    (tmp_path / "a-file").write_text("")
+    cases = [
+        (str(tmp_path / "in.jsonl"), "the output would overwrite the input"),
+        (str(tmp_path / "a-file" / "out.jsonl"), "a-file"),
+    ]
+    for output, message in cases:
+        assert main(["bulk", str(tmp_path / "in.jsonl"), output, str(small_bundle), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "in.jsonl").read_text() == '{"source": "abc"}\n'
+
+
+def test_parquet_output_of_texts_and_token_lists_is_refused_before_decoding(small_bundle, tmp_path, capsys):
+    (tmp_path / "in.jsonl").write_text('{"source": "abc"}\n{"source": ["a", "b"]}\n')
+    assert main(["bulk", str(tmp_path / "in.jsonl"), str(tmp_path / "out.parquet"), str(small_bundle), "--quiet"]) == 2
+    assert "texts and token lists in one column cannot be written to Parquet" in capsys.readouterr().err

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from .decoding.registry import STRATEGIES, on_register, owners
+from .numbers import is_finite_number
 
 LENGTH_NORMALIZATIONS = ("power", "gnmt")
 DEFAULT_BEAM_SIZE = 4
@@ -114,8 +114,8 @@ class GenerationOptions:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
                 raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
-            if value is not None and not math.isfinite(value):
-                raise ValueError(f"{name}: must be finite, got {value}")
+            if value is not None and not is_finite_number(value):
+                raise ValueError(f"{name}: must be finite, got {str(value)[:20]}")
         for name in ("return_attention", "replace_unknowns"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name}: expected a bool, got {type(getattr(self, name)).__name__}")

@@ -21,6 +21,8 @@ def regular_file(path: Path, error: type[ValueError]) -> Path:
         raise error(f"{path}: file not found") from None
     except OSError as problem:
         raise error(f"{path}: cannot be read ({problem.strerror})") from None
+    except ValueError:  # a NUL byte in the name: no file can have it
+        raise error(f"{str(path)!r}: not a valid file name (it contains a NUL byte)") from None
     if stat.S_ISLNK(mode):
         raise error(f"{path}: is a symbolic link; bundle and vocabulary files must be regular files")
     if not stat.S_ISREG(mode):

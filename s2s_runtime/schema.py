@@ -26,11 +26,11 @@ would change this rule and the buffer backends, nothing else).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import roles
+from .numbers import is_finite_number
 
 FORMAT_VERSION = 2
 GRAPH_KINDS = ("encoder", "decoder_step")
@@ -195,14 +195,14 @@ class Manifest:
             raise _fail(f"config.source_eos must be true or false, got {source_eos!r}")
         decoding = _get(data, "decoding", "", dict)
         padding = _get(decoding, "memory_bias_padding", "decoding.", (int, float, type(None)))
-        if padding is not None and (isinstance(padding, bool) or not math.isfinite(padding) or padding >= 0):
+        if padding is not None and (not is_finite_number(padding) or padding >= 0):
             raise _fail(f"decoding.memory_bias_padding must be a finite negative number, got {padding!r}")
         limits = _get(data, "limits", "", dict)
         rule = _get(limits, "max_target_length", "limits.", dict)
         ratio = _get(rule, "ratio", "limits.max_target_length.", (int, float))
         offset = _get(rule, "offset", "limits.max_target_length.", int)
         max_source_length = _get(limits, "max_source_length", "limits.", int)
-        if isinstance(ratio, bool) or not math.isfinite(ratio) or not 0 <= ratio <= MAX_TARGET_LENGTH_RATIO:
+        if not is_finite_number(ratio) or not 0 <= ratio <= MAX_TARGET_LENGTH_RATIO:
             raise _fail(f"limits.max_target_length.ratio must be in [0, {MAX_TARGET_LENGTH_RATIO:g}], got {ratio!r}")
         if not 1 <= offset <= MAX_TARGET_LENGTH_OFFSET:
             raise _fail(f"limits.max_target_length.offset must be in [1, {MAX_TARGET_LENGTH_OFFSET}], got {offset}")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+
+from ..numbers import is_finite_number
 
 
 @dataclass(frozen=True)
@@ -43,11 +44,5 @@ class BatcherConfig:
             value = getattr(self, name)
             if value is None and name == "timeout_s":
                 continue
-            if (
-                not isinstance(value, (int, float))
-                or isinstance(value, bool)
-                or not math.isfinite(value)
-                or value < 0
-                or (positive and value == 0)
-            ):
+            if not is_finite_number(value) or value < 0 or (positive and value == 0):
                 raise ValueError(f"{name}: must be a finite number {'> 0' if positive else '≥ 0'}, got {value!r}")

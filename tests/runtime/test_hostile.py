@@ -38,6 +38,17 @@ LIBRARY_CASES = [
     ("seed past 2^63", dict(strategy="sample", seed=2**70), ValueError, r"seed: must be < 2\^63"),
     ("negative seed", dict(strategy="sample", seed=-1), ValueError, "seed: must be ≥ 0"),
     ("huge repetition penalty", dict(repetition_penalty=1e308), ValueError, "repetition_penalty"),
+    *[
+        (f"400-digit {name}", {**extra, name: 10**400}, ValueError, f"{name}: must be finite")
+        for name, extra in [
+            ("length_penalty", {}),
+            ("temperature", dict(strategy="sample")),
+            ("top_p", dict(strategy="sample")),
+            ("max_length_ratio", {}),
+            ("repetition_penalty", {}),
+            ("coverage_penalty", dict(strategy="beam")),
+        ]
+    ],
     ("tiny repetition penalty", dict(repetition_penalty=1e-300), None, ""),
     ("suppressed id past the vocabulary", dict(suppress_tokens=[10**30]), ValueError, "outside the target"),
     ("everything suppressed but eos", dict(suppress_tokens=list(range(4, 16)) + [0, 1, 2]), None, ""),
@@ -259,6 +270,9 @@ def test_special_files_are_refused(bundle, tmp_path):
         (lambda m: m["files"].__setitem__("encoder.onnx", 5), r"files.encoder.onnx must be a sha256 hex digest"),
         (lambda m: m["limits"]["max_target_length"].__setitem__("ratio", 1e308), "ratio must be in"),
         (lambda m: m["limits"]["max_target_length"].__setitem__("ratio", True), "ratio must be in"),
+        (lambda m: m["limits"]["max_target_length"].__setitem__("ratio", 10**400), "ratio must be in"),
+        (lambda m: m["decoding"].__setitem__("memory_bias_padding", -(10**400)), "memory_bias_padding must be"),
+        (lambda m: m["files"].__setitem__("enc\u0000oder.onnx", "0" * 64), "files"),
         (lambda m: m["limits"]["max_target_length"].__setitem__("offset", 10**9), "offset must be in"),
         (lambda m: m["limits"].__setitem__("max_source_length", 0), "max_source_length must be in"),
         (lambda m: m["decoding"].__setitem__("eos_id", 2), "decoding.eos_id 2 is not the target vocabulary's eos"),

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+
+from ...numbers import is_finite_number
 
 
 @dataclass(frozen=True)
@@ -44,5 +45,5 @@ class ServerConfig:
                 raise ValueError(f"{name}: must be an int ≥ 1, got {value!r}")
         for name in ("request_timeout_s", "read_timeout_s", "keep_alive_s", "shutdown_grace_s"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+            if not is_finite_number(value) or value <= 0:
                 raise ValueError(f"{name}: must be a finite number > 0, got {value!r}")

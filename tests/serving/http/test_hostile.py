@@ -64,6 +64,23 @@ def nested(depth):
 
 BODY_CASES = [  # (name, raw body, status, error type, message fragment)
     ("not json", b"{not json", 400, "bad_request", "not valid JSON"),
+    *[
+        (
+            f"400-digit {name}",
+            b'{"inputs": "abc", "options": {' + extra + b'"' + name.encode() + b'": 1' + b"0" * 400 + b"}}",
+            400,
+            "bad_input",
+            f"{name}: must be finite",
+        )
+        for name, extra in [
+            ("length_penalty", b""),
+            ("temperature", b'"strategy": "sample", '),
+            ("top_p", b'"strategy": "sample", '),
+            ("max_length_ratio", b""),
+            ("repetition_penalty", b""),
+            ("coverage_penalty", b'"strategy": "beam", '),
+        ]
+    ],
     (
         "deep nesting in options",
         b'{"inputs": "abc", "options": {"suppress_tokens": ' + nested(2000).encode() + b"}}",

@@ -26,10 +26,10 @@ service must never lose, mix up or hang a request, nor let one request hurt the 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
+import weakref
 from collections.abc import Sequence
-from concurrent.futures import Future
+from concurrent.futures import CancelledError
 from typing import Any
 
 from ..config import GenerationOptions
@@ -38,13 +38,11 @@ from ..results import Result
 from .admission import Admission
 from .answers import Answers
 from .config import BatcherConfig
-from .errors import BatcherClosed, InternalError, RequestTimeout
+from .errors import BatcherClosed, RequestTimeout
 from .execution import BatcherObserver, Execution, NoObserver
 from .queue import RequestQueue
 from .requests import Request, RequestFuture, TokenStream
 from .workers import Workers
-
-log = logging.getLogger("s2s_runtime.serving")
 
 
 class Batcher:
@@ -61,15 +59,19 @@ class Batcher:
     ):
         self.model, self.config = model, config
         self.observer = observer or NoObserver()
-        self._queue = RequestQueue(config)
-        self._condition = self._queue.condition  # the one lock of the batcher's state
+        queue = self._queue = RequestQueue(config)
+        self._condition = queue.condition  # the one lock of the batcher's state
         self._admission = Admission(config, model.limits.max_request_tokens)
         self._answers = Answers(self._condition)
-        self._aborting = False  # in-flight work stops at its next step (close's timeout passed)
-        self._streams = 0  # admitted streams not yet finished
-        self._execution = Execution(model, self.observer, self._answers, lambda: self._aborting)
-        self._workers = Workers(config.workers, config.restart_delay_s, self._condition, self._run, self._closing)
+        # The workers hold the queue, the answers and the execution, never `self`: a batcher dropped without close()
+        # is collected, and its finalizer closes the queue so that they end.
+        execution = Execution(model, self.observer, queue, self._answers, config.max_batch_size)
+        self._workers = Workers(
+            config.workers, config.restart_delay_s, self._condition, execution.work, queue.is_closing
+        )
+        execution.workers = self._workers
         self.ready = self._workers.ready  # every worker warmed up (is_ready() also needs them alive)
+        weakref.finalize(self, _abandon, queue, self._answers, self._workers)
         self._workers.start_all(warm_up=config.warmup)
 
     # ---- public API ----------------------------------------------------------------------------------------------
@@ -112,7 +114,7 @@ class Batcher:
         ]
         self._admission.check_work(items)
         deadline = self._admission.deadline(timeout, time.monotonic())
-        requests = [Request(item, plan, deadline) for item in items]
+        requests = [Request.of(item, plan, deadline, self._queue) for item in items]
         with self._condition:
             self._enqueue(requests)
         return [request.future for request in requests]
@@ -150,13 +152,13 @@ class Batcher:
         plan.check_streamable()
         item = self.model.prepare(source, plan, target_prefix=target_prefix)
         self._admission.check_work([item])
-        request = Request(item, plan, self._admission.deadline(timeout, time.monotonic()))
+        request = Request.of(item, plan, self._admission.deadline(timeout, time.monotonic()), self._queue)
         request.stream = TokenStream(request.future)
         with self._condition:
-            self._admission.check_stream_slot(self._streams)
+            self._admission.check_stream_slot(self._queue.open_streams)
             self._enqueue([request])
-            self._streams += 1
-            request.future.add_done_callback(self._stream_done)
+            self._queue.open_streams += 1
+            request.future.add_done_callback(self._queue.stream_done)
         return request.stream
 
     def queue_depth(self) -> int:
@@ -186,7 +188,7 @@ class Batcher:
         self._workers.join(None if timeout is None else time.monotonic() + timeout)
         if self._workers.any_alive():
             with self._condition:
-                self._aborting = True  # past the timeout: in-flight batches stop at their next step
+                self._queue.aborting = True  # past the timeout: in-flight batches stop at their next step
                 self._fail_queued("the batcher closed before this request ran")
                 self._condition.notify_all()
             self._workers.join(time.monotonic() + 30)
@@ -202,61 +204,36 @@ class Batcher:
     # ---- admission and the queue ---------------------------------------------------------------------------------
 
     def _enqueue(self, requests: list[Request]) -> None:
-        """Under the lock: admit the requests whole (or raise), queue them and wake a worker."""
-        self._admission.check_room(queued=len(self._queue), count=len(requests), closing=self._queue.closing)
-        self._queue.push(requests)
+        """Under the lock: admit the requests whole (or raise), queue them and wake a worker. Waiting requests whose
+        callers have gone (cancelled, disconnected, past their deadline) give their slots up first."""
+        queue = self._queue
+        if len(queue) + len(requests) > self.config.max_queue:
+            now = time.monotonic()
+            for request in queue.prune(lambda r: r.future.cancelled() or r.gone(now)):
+                if request.future.cancelled():
+                    self._answers.forget(request)
+                else:
+                    self._answers.fail(request, _gone_error(request, now))
+        self._admission.check_room(queued=len(queue), count=len(requests), closing=queue.closing)
+        queue.push(requests)
         self._answers.admitted(requests)
-        self.observer.queue_depth(len(self._queue))
-
-    def _closing(self) -> bool:
-        return self._queue.closing
+        self.observer.queue_depth(len(queue))
 
     def _fail_queued(self, message: str) -> None:
         """Under the lock: every queued request gets BatcherClosed."""
         for request in self._queue.pop_all():
             self._answers.fail(request, BatcherClosed(message))
 
-    def _stream_done(self, future: Future) -> None:
-        with self._condition:
-            self._streams -= 1
 
-    def _claim(self, request: Request) -> bool:
-        """Take a queued request for decoding: False if it was cancelled or its deadline passed (it is answered)."""
-        if request.expired(time.monotonic()):
-            self._answers.fail(request, RequestTimeout("the request's deadline passed while it was queued"))
-            return False
-        if not request.future.set_running_or_notify_cancel():
-            self._answers.forget(request)
-            return False
-        return True
+def _gone_error(request: Request, now: float) -> Exception:
+    return CancelledError() if request.future.abandoned else RequestTimeout("the deadline passed while queued")
 
-    # ---- a worker's loop -----------------------------------------------------------------------------------------
 
-    def _run(self, slot: int, warm_up: bool) -> None:
-        held: list[Request] = []
-        try:
-            if warm_up:
-                self._warm_up()
-            self._workers.warmed_up()
-            while True:
-                held = self._queue.next_batch(self._claim)
-                self.observer.queue_depth(len(self._queue))
-                if not held:
-                    return
-                self._execution.run(held)
-                held = []
-        except BaseException as error:  # a worker must never take requests down with it
-            log.exception("batcher worker %d died; restarting it in %.1f s", slot, self.config.restart_delay_s)
-            for request in held:
-                self._answers.fail(
-                    request, InternalError(f"the batcher worker failed: {type(error).__name__}: {error}")
-                )
-            self._workers.restart_later(slot)
-
-    def _warm_up(self) -> None:
-        vocab = self.model.bundle.source.vocab
-        symbols = [t for i, t in enumerate(vocab.tokens) if i not in vocab.special_ids.values()] or vocab.tokens
-        try:
-            self.model.generate([[symbols[0]] * 4] * min(8, self.config.max_batch_size), max_length=4)
-        except Exception:  # warm-up is an optimisation; a model that cannot run will fail real requests clearly
-            log.exception("batcher warm-up failed")
+def _abandon(queue: RequestQueue, answers: Answers, workers: Workers) -> None:
+    """A batcher collected without close(): fail what it still holds, and let its workers end."""
+    with queue.condition:
+        queue.closing = queue.aborting = True
+        workers.cancel_restarts()
+        for request in queue.pop_all():
+            answers.fail(request, BatcherClosed("the batcher was dropped without close()"))
+        queue.condition.notify_all()

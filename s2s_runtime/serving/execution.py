@@ -1,5 +1,8 @@
-"""How a worker decodes what the queue gave it: a batch through `Seq2SeqModel.start(...).run(stop)`, a stream
-token by token, and every request of it answered.
+"""What a worker thread does: take the next batch from the queue, decode it — a batch through
+`Seq2SeqModel.start(...).run(stop)`, a stream token by token — and answer every request of it.
+
+The worker loop holds the queue, the answers and the model, never the Batcher, so a Batcher dropped without
+`close()` can be collected: its finalizer closes the queue and the workers end (s2s_runtime.serving.batcher).
 
 Between decoder steps the search asks `stop`: once the batcher aborts (close's timeout passed) or every caller of
 the batch has gone (cancelled, or past its deadline), decoding ends and each request gets the error that says why.
@@ -18,8 +21,10 @@ from typing import Protocol
 from ..generation import DecodingStopped
 from ..model import Seq2SeqModel
 from .answers import Answers
-from .errors import BatcherClosed, RequestTimeout, as_request_error
-from .requests import Request
+from .errors import BatcherClosed, InternalError, RequestTimeout, as_request_error
+from .queue import RequestQueue
+from .requests import WORKER, Request
+from .workers import Workers
 
 log = logging.getLogger("s2s_runtime.serving")
 
@@ -41,10 +46,67 @@ class NoObserver:
 
 
 class Execution:
-    """Decodes batches and streams of one batcher and answers their requests."""
+    """Decodes the batches and streams of one batcher's queue and answers their requests (see the module
+    docstring)."""
 
-    def __init__(self, model: Seq2SeqModel, observer: BatcherObserver, answers: Answers, aborting: Callable[[], bool]):
-        self.model, self.observer, self.answers, self._aborting = model, observer, answers, aborting
+    def __init__(
+        self,
+        model: Seq2SeqModel,
+        observer: BatcherObserver,
+        queue: RequestQueue,
+        answers: Answers,
+        max_batch_size: int,
+    ):
+        self.model, self.observer, self.answers = model, observer, answers
+        self._queue, self._max_batch_size = queue, max_batch_size
+        self.workers: Workers | None = None  # set by the batcher, which makes them with `work` as their body
+
+    def work(self, slot: int, warm_up: bool) -> None:
+        """A worker thread's life: warm up, then decode batch after batch until the queue is closed and drained. It
+        never dies with requests in hand: what it held is answered (InternalError) and a replacement is started."""
+        workers = self.workers
+        assert workers is not None  # set before any worker starts
+        held: list[Request] = []
+        WORKER.queue = self._queue
+        try:
+            if warm_up:
+                self._warm_up()
+            workers.warmed_up()
+            while True:
+                held = self._queue.next_batch(self._claim)
+                self.observer.queue_depth(len(self._queue))
+                if not held:
+                    return
+                self.run(held)
+                held = []
+        except BaseException as error:  # a worker must never take requests down with it
+            log.exception("batcher worker %d died; restarting it", slot)
+            for request in held:
+                try:
+                    self.answers.fail(
+                        request, InternalError(f"the batcher worker failed: {type(error).__name__}: {error}")
+                    )
+                except Exception:
+                    log.exception("answering request after a worker failure failed")
+            workers.restart_later(slot)
+
+    def _warm_up(self) -> None:
+        vocab = self.model.bundle.source.vocab
+        symbols = [t for i, t in enumerate(vocab.tokens) if i not in vocab.special_ids.values()] or vocab.tokens
+        try:
+            self.model.generate([[symbols[0]] * 4] * min(8, self._max_batch_size), max_length=4)
+        except Exception:  # warm-up is an optimisation; a model that cannot run will fail real requests clearly
+            log.exception("batcher warm-up failed")
+
+    def _claim(self, request: Request) -> bool:
+        """Take a queued request for decoding: False if it was cancelled or its deadline passed (it is answered)."""
+        if request.expired(time.monotonic()):
+            self.answers.fail(request, RequestTimeout("the request's deadline passed while it was queued"))
+            return False
+        if not request.future.set_running_or_notify_cancel():
+            self.answers.forget(request)
+            return False
+        return True
 
     def run(self, batch: list[Request]) -> None:
         if batch[0].stream is not None:
@@ -57,7 +119,7 @@ class Execution:
         check in the common case)."""
 
         def stop() -> bool:
-            if self._aborting():
+            if self._queue.aborting:
                 return True
             now = time.monotonic()
             return all(request.gone(now) for request in batch)

@@ -28,7 +28,12 @@ class RequestQueue:
         self.config = config
         self.condition = threading.Condition()
         self.closing = False  # set under the condition: workers return [] once it is drained
+        self.aborting = False  # in-flight work stops at its next step (close's timeout passed, or nobody holds it)
+        self.open_streams = 0  # admitted streams not yet answered
         self._waiting: collections.deque[Request] = collections.deque()
+
+    def is_closing(self) -> bool:
+        return self.closing
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -37,6 +42,20 @@ class RequestQueue:
         """Under the condition: queue `requests` and wake a worker."""
         self._waiting.extend(requests)
         self.condition.notify()
+
+    def stream_done(self, future: object) -> None:
+        """A stream's future is done (a done callback): its slot is free."""
+        with self.condition:
+            self.open_streams -= 1
+
+    def prune(self, gone: Callable[[Request], bool]) -> list[Request]:
+        """Under the condition: remove and return the waiting requests nobody waits for any more."""
+        kept: collections.deque[Request] = collections.deque()
+        removed: list[Request] = []
+        for request in self._waiting:
+            (removed if gone(request) else kept).append(request)
+        self._waiting = kept
+        return removed
 
     def pop_all(self) -> list[Request]:
         """Under the condition: every waiting request, removed."""

@@ -14,15 +14,34 @@ from ..inputs import PreparedInput
 from ..plan import DecodingPlan
 from ..results import StreamedToken
 
+WORKER = threading.local()  # `queue`: the RequestQueue whose batches this thread decodes (batcher workers only)
+
 
 class RequestFuture(Future):
     """A Future whose `cancel()` also stops a request that is already being decoded: the batch it is in stops at
     the next decoder step once every request in it is cancelled or past its deadline, and the future then raises
-    CancelledError."""
+    CancelledError. Waiting for it on one of its own batcher's worker threads (in a done callback of another of its
+    requests) raises RuntimeError at once: that worker is the one that would have to answer it."""
 
-    def __init__(self) -> None:
+    def __init__(self, queue: object = None) -> None:
         super().__init__()
         self.abandoned = False
+        self._queue = queue
+
+    def result(self, timeout: float | None = None) -> Any:
+        self._refuse_deadlock()
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self._refuse_deadlock()
+        return super().exception(timeout)
+
+    def _refuse_deadlock(self) -> None:
+        if self._queue is not None and getattr(WORKER, "queue", None) is self._queue and not self.done():
+            raise RuntimeError(
+                "waiting for a batcher request on one of that batcher's own workers (inside a done callback) would "
+                "never end: hand the wait to another thread, or chain with add_done_callback"
+            )
 
     def cancel(self) -> bool:
         if super().cancel():
@@ -50,8 +69,12 @@ class TokenStream:
 
     def _notify(self) -> None:
         self._changed.notify_all()
-        for loop, event in self._wakers:
-            loop.call_soon_threadsafe(event.set)
+        for waker in list(self._wakers):
+            loop, event = waker
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # its loop was closed (without shutdown_asyncgens): nobody reads there any more
+                self._wakers.remove(waker)
 
     def end(self) -> None:
         with self._changed:
@@ -103,7 +126,8 @@ class TokenStream:
                 yield token  # type: ignore[misc]
         finally:
             with self._changed:
-                self._wakers.remove((loop, event))
+                if (loop, event) in self._wakers:
+                    self._wakers.remove((loop, event))
 
 
 _PENDING = object()  # TokenStream._next: no token yet
@@ -119,6 +143,11 @@ class Request:
     deadline: float | None
     future: RequestFuture = field(default_factory=RequestFuture)
     stream: TokenStream | None = None
+
+    @classmethod
+    def of(cls, item: PreparedInput, plan: DecodingPlan, deadline: float | None, queue: object) -> Request:
+        """A request whose future knows the queue that will answer it."""
+        return cls(item, plan, deadline, RequestFuture(queue))
 
     def expired(self, now: float) -> bool:
         return self.deadline is not None and now > self.deadline

@@ -358,3 +358,75 @@ def test_a_batch_reaches_the_decoder_whole(model):
     assert all(f.result(timeout=60).ids is not None for f in [first] + futures)
     batcher.close()
     assert sizes == [1, 100]
+
+
+def test_cancelled_requests_give_their_queue_slots_up(model):
+    """Eight queued callers cancel (or, over HTTP, disconnect): the next live request is admitted, not Overloaded."""
+    batcher, gate = blocked_batcher(model, max_batch_size=1, max_queue=8)
+    first = batcher.submit("abc", max_length=3)
+    wait_until(lambda: batcher.queue_depth() == 0)  # the worker holds `first`
+    queued = [batcher.submit("abc", max_length=3) for _ in range(8)]
+    for future in queued:
+        assert future.cancel()
+    live = batcher.submit("abc", max_length=3)
+    gate.set()
+    assert live.result(timeout=30).text and first.result(timeout=30).text
+    batcher.close()
+
+
+def test_a_stream_read_on_a_loop_closed_without_shutdown_keeps_the_worker_alive(model):
+    """The stream's async reader is left suspended on a loop that is closed without shutdown_asyncgens: waking it
+    used to raise inside the worker's error handler and kill the worker for good (every later request hung)."""
+    import asyncio
+
+    batcher = Batcher(model, BatcherConfig(warmup=False, max_wait_ms=0, restart_delay_s=0))
+    stream = batcher.stream("abcdefgh", max_length=8)
+    loop = asyncio.new_event_loop()
+
+    async def first_token():
+        async for token in stream:
+            return token
+
+    assert loop.run_until_complete(first_token()) is not None
+    loop.close()  # the async generator (and its waker) is left behind
+    assert batcher.submit("abc", max_length=3).result(timeout=30).text
+    assert batcher.is_ready()
+    batcher.close()
+
+
+def test_waiting_inside_a_done_callback_is_refused_not_a_deadlock(model):
+    """A done callback runs on the worker that answered; waiting there on another request of the same batcher
+    would wait for that very worker."""
+    batcher = Batcher(model, BatcherConfig(warmup=False, max_wait_ms=0))
+    seen = []
+
+    def callback(_):
+        second = batcher.submit("abd", max_length=3)
+        try:
+            second.result(timeout=30)
+        except RuntimeError as error:
+            seen.append(str(error))
+
+    batcher.submit("abc", max_length=3).add_done_callback(callback)
+    wait_until(lambda: seen)
+    assert "would never end" in seen[0]
+    assert batcher.submit("abc", max_length=3).result(timeout=30).text
+    batcher.close()
+
+
+def test_a_batcher_dropped_without_close_releases_its_workers_and_model(model):
+    import gc
+    import weakref
+
+    fresh = s2s_runtime.load(model.bundle.root, device="cpu")
+    before = set(threading.enumerate())
+    batcher = Batcher(fresh, BatcherConfig(warmup=False, workers=2))
+    assert batcher.submit("abc", max_length=3).result(timeout=30).text
+    model_ref = weakref.ref(fresh)
+    workers = [t for t in set(threading.enumerate()) - before if t.name.startswith("s2s-batcher-")]
+    assert len(workers) == 2
+    del batcher, fresh
+    gc.collect()
+    wait_until(lambda: not any(t.is_alive() for t in workers))
+    gc.collect()
+    assert model_ref() is None

@@ -87,5 +87,6 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0
     model = load_model(args)
-    serve(model, host=args.host, port=args.port, log_level=args.log_level, batcher_config=batcher_config, config=config)
-    return 0
+    return serve(
+        model, host=args.host, port=args.port, log_level=args.log_level, batcher_config=batcher_config, config=config
+    )

@@ -157,7 +157,9 @@ def test_serve_passes_its_flags_to_the_server(small_bundle, monkeypatch):
     import s2s_runtime.serving.http
 
     seen = {}
-    monkeypatch.setattr(s2s_runtime.serving.http, "serve", lambda model, **kwargs: seen.update(model=model, **kwargs))
+    monkeypatch.setattr(
+        s2s_runtime.serving.http, "serve", lambda model, **kwargs: seen.update(model=model, **kwargs) or 0
+    )
     assert (
         main(
             [

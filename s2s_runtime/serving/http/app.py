@@ -29,6 +29,7 @@ from ..config import BatcherConfig
 from .config import ServerConfig
 from .errors import HTTPError, http_error
 from .requests import GenerateRequest, parse_generate, read_json
+from .responses import answer_bound, render
 from .state import AppState
 
 log = logging.getLogger("s2s_runtime.server")
@@ -86,6 +87,9 @@ def error_response(state: AppState, problem: HTTPError) -> Any:
 
 async def generate(request: Any) -> Any:
     """POST /v1/generate: every request counted once under its outcome (a stream when it ends)."""
+    from starlette.requests import ClientDisconnect
+    from starlette.responses import Response
+
     state = _state(request)
     started = time.perf_counter()
     state.enter()
@@ -96,6 +100,9 @@ async def generate(request: Any) -> Any:
     except asyncio.CancelledError:
         outcome = "cancelled"
         raise
+    except ClientDisconnect:  # gone while sending its body: nobody to answer
+        outcome = "cancelled"
+        return Response(status_code=499)
     except Exception as problem:  # HTTPError, or anything unforeseen (500, never a crash of the server)
         error = http_error(problem)
         if error.status == 500:
@@ -114,8 +121,23 @@ async def _answer(state: AppState, request: Any, started: float) -> tuple[Any, s
     if state.draining or state.batcher is None:
         raise HTTPError(503, "shutting_down", "the service is shutting down", "overloaded")
     config = state.config
-    asked = parse_generate(await read_json(request, config), config)
+    state.reading(+1)
+    try:
+        body = await read_json(request, config)
+    finally:
+        state.reading(-1)
+    asked = parse_generate(body, config)
     timeout = config.request_timeout_s - (time.perf_counter() - started)
+    if timeout <= 0:  # the deadline passed while the body was still arriving
+        raise HTTPError(504, "timeout", f"no answer within {config.request_timeout_s:g} s", "timeout")
+    bound = answer_bound(state.model, asked.inputs, asked.options)
+    if bound > config.max_response_bytes:
+        raise HTTPError(
+            413,
+            "too_large",
+            f"the answer could reach {bound} bytes, more than max_response_bytes {config.max_response_bytes} "
+            "(fewer inputs, hypotheses or output tokens, or no return_attention)",
+        )
     if asked.stream:
         try:
             tokens = state.batcher.stream(
@@ -124,11 +146,11 @@ async def _answer(state: AppState, request: Any, started: float) -> tuple[Any, s
         except Exception as problem:  # noqa: BLE001 (every error is answered: http_error maps it)
             raise http_error(problem) from None
         return StreamingResponse(_events(state, tokens, started), media_type="text/event-stream"), None
-    return await _decode(state, request, asked, timeout)
+    return await _decode(state, request, asked, timeout, bound)
 
 
-async def _decode(state: AppState, request: Any, asked: GenerateRequest, timeout: float) -> tuple[Any, str]:
-    from starlette.responses import JSONResponse, Response
+async def _decode(state: AppState, request: Any, asked: GenerateRequest, timeout: float, bound: int) -> tuple[Any, str]:
+    from starlette.responses import Response
 
     assert state.batcher is not None  # checked by _answer
     try:
@@ -161,7 +183,8 @@ async def _decode(state: AppState, request: Any, asked: GenerateRequest, timeout
             future.cancel()
         raise http_error(problem) from None
     headers = {"connection": "close"} if state.draining else None
-    return JSONResponse({"results": [r.to_dict() for r in results]}, headers=headers), "ok"
+    body = await render(results, bound)
+    return Response(body, media_type="application/json", headers=headers), "ok"
 
 
 async def _events(state: AppState, tokens: Any, started: float) -> AsyncIterator[str]:

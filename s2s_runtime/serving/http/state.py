@@ -10,6 +10,7 @@ from ..batcher import Batcher
 from ..config import BatcherConfig
 from .config import ServerConfig
 from .metrics import Metrics
+from .transport import SHUTDOWN_SLACK_S
 
 
 class AppState:
@@ -23,6 +24,7 @@ class AppState:
         self.batcher: Batcher | None = None
         self.draining = False
         self._active = 0  # /v1/generate requests in progress, body reading included
+        self._reading = 0  # of those, the ones still reading their body
         self._lock = threading.Lock()
 
     def start(self) -> Batcher:
@@ -44,14 +46,25 @@ class AppState:
         with self._lock:
             self._active -= 1
 
+    def reading(self, delta: int) -> None:
+        """A handler starts (+1) or ends (-1) reading its body."""
+        with self._lock:
+            self._reading += delta
+
+    def answering(self) -> int:
+        """Handlers past their body: decoding or writing an answer."""
+        with self._lock:
+            return self._active - self._reading
+
     def drain(self, grace_s: float) -> None:
         """Stop taking requests (readiness and new requests answer 503), give in-flight ones `grace_s` to finish,
-        then stop what is left (503). Blocking: run it off the event loop."""
+        then stop what is left (503) and give those answers SHUTDOWN_SLACK_S to be written; a client still sending
+        its body then is not waited for (the server closes its connection). Blocking: run it off the event loop."""
         self.draining = True
         deadline = time.monotonic() + grace_s
         while self.busy() and time.monotonic() < deadline:
             time.sleep(0.02)
         if self.batcher is not None:
             self.batcher.close(drain=True, timeout=max(0.0, deadline - time.monotonic()))
-        while self._active and time.monotonic() < deadline + 1:  # handlers writing their (error) answers
+        while self.answering() and time.monotonic() < deadline + SHUTDOWN_SLACK_S:  # handlers writing answers
             time.sleep(0.01)

@@ -3,6 +3,7 @@ documented error, the server answers a normal request exactly as before after ea
 All traffic stays on the loopback interface; every loop is bounded in count and time."""
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -406,8 +407,8 @@ SERVE_SCRIPT = textwrap.dedent("""
             generation.run = lambda stop=None: run(lambda: (time.sleep(0.001), stop())[1])
             return generation
 
-    serve(Slow(s2s_runtime.load(sys.argv[1], device="cpu")), port=int(sys.argv[2]), log_level="warning",
-          batcher_config=BatcherConfig(warmup=False), config=ServerConfig(shutdown_grace_s=float(sys.argv[3])))
+    sys.exit(serve(Slow(s2s_runtime.load(sys.argv[1], device="cpu")), port=int(sys.argv[2]), log_level="warning",
+             batcher_config=BatcherConfig(warmup=False), config=ServerConfig(shutdown_grace_s=float(sys.argv[3]))))
 """)
 
 
@@ -456,3 +457,80 @@ def _ready(url):
         return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def started_server(bundle, grace):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [sys.executable, "-c", SERVE_SCRIPT, str(bundle), str(port), str(grace)], stderr=subprocess.PIPE, text=True
+    )
+    wait_until(lambda: _ready(url), timeout=60)
+    return process, url
+
+
+def in_flight(url, replies, name, options):
+    thread = threading.Thread(
+        target=lambda: replies.update(
+            {name: httpx.post(f"{url}/v1/generate", json={"inputs": "abc", "options": options}, timeout=30)}
+        )
+    )
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGINT])
+def test_sighup_and_sigint_drain_like_sigterm_and_exit_0_quietly(small_bundle, sig):
+    """SIGHUP used to kill the server at once (5 of 6 in-flight requests unanswered); SIGINT printed a
+    KeyboardInterrupt traceback and exited 130 after its drain."""
+    process, url = started_server(small_bundle, 5)
+    try:
+        replies = {}
+        thread = in_flight(url, replies, "short", {"min_length": 200, "max_length": 200})
+        time.sleep(0.1)
+        process.send_signal(sig)
+        assert process.wait(timeout=15) == 0
+        thread.join(10)
+        assert replies["short"].status_code == 200
+        assert "Traceback" not in process.stderr.read()
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_a_second_signal_stops_at_once_and_answers_what_is_in_flight(small_bundle):
+    """The second SIGTERM used to wait out the grace (9.6 s) and leave the in-flight request a plain-text 500."""
+    process, url = started_server(small_bundle, 30)
+    try:
+        replies = {}
+        thread = in_flight(url, replies, "long", {"min_length": 2000, "max_length": 2000})
+        time.sleep(0.3)
+        process.terminate()
+        wait_until(lambda: httpx.get(f"{url}/readyz").status_code == 503, timeout=5)
+        process.terminate()
+        second = time.monotonic()
+        assert process.wait(timeout=10) == 1
+        assert time.monotonic() - second < 3
+        thread.join(10)
+        assert replies["long"].status_code == 503
+        assert replies["long"].json()["error"]["type"] == "shutting_down"
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_sigterm_while_a_body_is_still_arriving_exits_within_the_grace(small_bundle):
+    grace = 1.0
+    process, url = started_server(small_bundle, grace)
+    try:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as connection:
+            connection.sendall(b"POST /v1/generate HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+            time.sleep(0.2)
+            process.terminate()
+            signalled = time.monotonic()
+            assert process.wait(timeout=10) == 0
+            assert time.monotonic() - signalled < grace + 1.0
+    finally:
+        process.kill()
+        process.wait()

@@ -33,8 +33,13 @@ class PreparedInput:
 class InputPreparer:
     """The rules of one bundle and its output cap for turning inputs into PreparedInputs."""
 
-    def __init__(self, bundle: Bundle, max_output_length: int):
+    def __init__(self, bundle: Bundle, max_output_length: int, max_source_length: int):
         self.bundle, self.max_output_length = bundle, max_output_length
+        # The binding source cap: the bundle's own, or RequestLimits.max_source_length below it.
+        if max_source_length < bundle.max_source_length:
+            self.max_source_length, self._cap_name = max_source_length, "RequestLimits.max_source_length"
+        else:
+            self.max_source_length, self._cap_name = bundle.max_source_length, "the bundle's max_source_length"
         self._source_eos = [bundle.source.special_ids["eos"]] if bundle.source_eos else []
         self._source_unk = bundle.source.special_ids.get("unk")
 
@@ -66,14 +71,11 @@ class InputPreparer:
         """(tokens, ids with the source eos, count of symbols that map to unk); a TypeError or ValueError naming
         inputs[index]."""
         vocab = self.bundle.source.vocab
-        limit = self.bundle.max_source_length - len(self._source_eos)
+        limit = self.max_source_length - len(self._source_eos)
         tokens = bounded_tokens(vocab, item, limit, f"inputs[{index}]")
         if len(tokens) > limit:  # counted in full only where that costs nothing
             count = len(item) if not isinstance(item, str) or vocab.tokenizer == "char" else f"more than {limit}"
-            raise ValueError(
-                f"inputs[{index}]: {count} source tokens exceed the bundle's max_source_length "
-                f"{self.bundle.max_source_length}"
-            )
+            raise ValueError(f"inputs[{index}]: {count} source tokens exceed {self._cap_name} {self.max_source_length}")
         if not tokens:
             return [], [], 0
         ids = vocab.encode(tokens)

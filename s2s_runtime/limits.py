@@ -15,6 +15,9 @@ DEFAULT_MAX_NUM_HYPOTHESES = 16
 # A service request's inputs × beams (or samples) × max output length: 256 inputs × beam 16 × 138 tokens (the
 # built-in g2p-en's longest output) fit; decoding that many tokens takes about a second on one core.
 DEFAULT_MAX_REQUEST_TOKENS = 1_000_000
+# Source tokens of one input, whatever the bundle allows: the encoder cannot be interrupted, so its work must be
+# bounded before it starts (a bundle allowing 1,000,000-character sources let one request take 2 GB and seconds).
+DEFAULT_MAX_SOURCE_LENGTH = 1024
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class RequestLimits:
             max_length_ratio above it is refused; the bundle's default rule is clipped to it.
         max_request_tokens: the most decoder tokens (inputs × beams or samples × max output length) one request
             to a Batcher or `s2s serve` may ask for; `generate` bounds each batch by the caps above instead.
+        max_source_length: the most source tokens of one input, below the bundle's own max_source_length when that
+            is larger (the encoder runs uninterrupted, so its work is bounded here).
 
     Examples:
         >>> RequestLimits(max_beam_size=8).max_num_hypotheses
@@ -39,9 +44,16 @@ class RequestLimits:
     max_num_hypotheses: int = DEFAULT_MAX_NUM_HYPOTHESES
     max_output_length: int | None = None
     max_request_tokens: int = DEFAULT_MAX_REQUEST_TOKENS
+    max_source_length: int = DEFAULT_MAX_SOURCE_LENGTH
 
     def __post_init__(self) -> None:
-        for name in ("max_beam_size", "max_num_hypotheses", "max_output_length", "max_request_tokens"):
+        for name in (
+            "max_beam_size",
+            "max_num_hypotheses",
+            "max_output_length",
+            "max_request_tokens",
+            "max_source_length",
+        ):
             value = getattr(self, name)
             if value is None and name == "max_output_length":
                 continue

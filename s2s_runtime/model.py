@@ -61,8 +61,9 @@ class Seq2SeqModel:
         self.bundle = bundle
         self.engine = Engine(bundle, device, settings)
         self.limits = limits
-        self.max_output_length = limits.max_output_length or bundle.default_max_length(bundle.max_source_length)
-        self._inputs = InputPreparer(bundle, self.max_output_length)
+        longest_source = min(bundle.max_source_length, limits.max_source_length)
+        self.max_output_length = limits.max_output_length or bundle.default_max_length(longest_source)
+        self._inputs = InputPreparer(bundle, self.max_output_length, limits.max_source_length)
         self._planner = Planner(bundle, self.engine.has_attention, limits, self.max_output_length)
 
     @property

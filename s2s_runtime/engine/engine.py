@@ -23,7 +23,8 @@ from .capture import GraphCapture
 from .device import device_for
 from .encoding import Encoder
 from .memory import release_free_memory
-from .runner import LOG_PROBS, ArrayBuffers, Runners, StepGraph, StepRunner, take_rows
+from .runner import LOG_PROBS, ArrayBuffers, StepGraph, StepRunner, take_rows
+from .runners import Runners
 from .sessions import (
     DeviceError,
     SessionSettings,

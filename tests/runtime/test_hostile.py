@@ -375,3 +375,18 @@ def test_generation_options_object_is_validated(model):
     with pytest.raises(TypeError, match="options: expected a GenerationOptions"):
         model.plan({"strategy": "beam"})
     assert model.plan(GenerationOptions()) is model.plan(GenerationOptions())  # checked once per options
+
+
+def test_a_bundle_allowing_huge_sources_is_capped_by_request_limits(bundle):
+    """A bundle that allows 1,000,000-character sources let one request take 2 GB and overrun its deadline (the
+    encoder cannot be interrupted): RequestLimits.max_source_length (1,024 by default) caps it whatever the bundle
+    says, and an operator can raise it."""
+    edit_manifest(bundle, lambda m: m["limits"].__setitem__("max_source_length", 1_000_000))
+    model = s2s_runtime.load(bundle, device="cpu")
+    with pytest.raises(
+        ValueError, match=r"inputs\[0\]: 5000 source tokens exceed RequestLimits.max_source_length 1024"
+    ):
+        model.generate("a" * 5000)
+    assert model.max_output_length <= model.bundle.default_max_length(1024)
+    raised = s2s_runtime.load(bundle, device="cpu", limits=RequestLimits(max_source_length=6000))
+    assert raised.generate("a" * 5000, max_length=2)[0].ids

@@ -113,7 +113,7 @@ def test_reused_runners_are_never_shared_by_interleaved_calls(model):
 def test_runners_are_reused_per_shape(model, monkeypatch):
     """Single inputs of alternating lengths (a source length is part of an attention model's shapes) re-use one
     runner per shape instead of re-allocating and re-binding each call, and still decode each input afresh."""
-    import s2s_runtime.engine.runner as runner_module
+    import s2s_runtime.engine.runners as runner_module  # where Runners makes them
 
     fresh = s2s_runtime.load(model.bundle.root, device="cpu")
     created = []
@@ -174,7 +174,7 @@ def test_idle_runners_are_bounded_by_bytes_per_process_whatever_the_threads(mode
     once their bytes pass idle_buffer_bytes; a runner larger than the whole budget is never kept."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from s2s_runtime.engine.runner import IDLE_RUNNERS
+    from s2s_runtime.engine.runners import IDLE_RUNNERS
 
     limit = 64 * 1024
     fresh = s2s_runtime.load(model.bundle.root, device="cpu", idle_buffer_bytes=limit)

@@ -127,11 +127,13 @@ class Engine:
             buffers.set_previous(np.array([highest["decoder_step"]], dtype=np.int64))
             buffers.run(LOG_PROBS)
             outputs[roles.LOG_PROBS] = buffers.log_probs()
+            stepped = dict(buffers.states)
         except Exception as error:  # noqa: BLE001 (onnxruntime's own exception types)
             raise BundleError(
                 f"{self.step_graph.spec.path}: the graph fails on target id {highest['decoder_step']}, the highest "
                 f"of the target vocabulary ({str(error).strip()[:200]})"
             ) from None
+        self._check_lstm_roles(stepped)
         for role, value in outputs.items():
             graph = self.encoder.spec if role in encoded else self.step_graph.spec
             declared = graph.outputs[role].shape
@@ -146,6 +148,20 @@ class Engine:
                         f"{graph.path}: output {role!r} has size {real} on axis {axis}, manifest.json "
                         f"declares {claimed}"
                     )
+
+    def _check_lstm_roles(self, states: dict[str, np.ndarray]) -> None:
+        """An LSTM cell's output satisfies |h| = o·|tanh(c)| ≤ |tanh(c)| in every unit (o, its output gate, is in
+        (0, 1)); with the graph names of state.h and state.c swapped in the manifest it fails wherever c ≠ 0. So a
+        swapped manifest is a BundleError here, not wrong answers later. (A swap on the step's inputs alone leaves
+        its outputs right and cannot be seen this way; the manifest's checksum guards what the exporter wrote.)"""
+        if roles.STATE_H not in states or roles.STATE_C not in states:
+            return
+        h, bound = np.abs(states[roles.STATE_H]), np.abs(np.tanh(states[roles.STATE_C]))
+        if np.any(h > bound * (1 + 1e-3) + 1e-5):
+            raise BundleError(
+                f"{self.step_graph.spec.path}: the output named for state.h is not an LSTM's hidden state for the "
+                "one named for state.c (|h| > |tanh(c)|): manifest.json binds the two names the wrong way round"
+            )
 
     def _graph_capture(self, step: StepGraph, settings: SessionSettings) -> GraphCapture | None:
         """The CUDA graph capture of the step, when asked for and the device captures (else None, logged)."""

@@ -390,3 +390,24 @@ def test_a_bundle_allowing_huge_sources_is_capped_by_request_limits(bundle):
     assert model.max_output_length <= model.bundle.default_max_length(1024)
     raised = s2s_runtime.load(bundle, device="cpu", limits=RequestLimits(max_source_length=6000))
     assert raised.generate("a" * 5000, max_length=2)[0].ids
+
+
+def test_a_manifest_binding_state_h_and_state_c_the_wrong_way_round_is_refused(tmp_path):
+    """The graph names of state.h and state.c swapped everywhere in the manifest used to load and answer wrongly
+    ("hello" → "OW"); the load-time probe checks an LSTM's |h| ≤ |tanh(c)|."""
+    from tests.conftest import random_checkpoint, write_bundle
+
+    for cell, bridge in (("lstm", "copy"), ("lstm", "linear")):
+        directory = write_bundle(random_checkpoint(2, hidden_size=16, cell=cell, bridge=bridge), tmp_path / bridge)
+        s2s_runtime.load(directory, device="cpu")  # the true names pass
+
+        def swap(manifest):
+            for graph in manifest["graphs"].values():
+                for side in ("inputs", "outputs"):
+                    io = graph[side]
+                    if "state.h" in io and "state.c" in io:
+                        io["state.h"]["name"], io["state.c"]["name"] = io["state.c"]["name"], io["state.h"]["name"]
+
+        edit_manifest(directory, swap)
+        with pytest.raises(BundleError, match="binds the two names the wrong way round"):
+            s2s_runtime.load(directory, device="cpu")

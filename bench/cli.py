@@ -215,11 +215,13 @@ def measure_plan(plan: list, mixes: dict, lengths: dict, floor_probe: Any, args:
                 each_round=(lambda found=rounds: found.append(floor_probe.measure())) if batch == 1 else None,
             )
             floor_timings += rounds
-            floor_here = floor_per_token(median_floor(rounds), *lengths[mix])["us_per_token"] if rounds else None
+            floor_here = floor_per_token(median_floor(rounds), *lengths[mix]) if rounds else None
             for row in (m.to_dict() for m in measured):
                 row["mix"] = mix
                 if floor_here is not None:
-                    row["floor_us_per_token"] = floor_here
-                    row["vs_floor"] = row["us_per_token"] / floor_here
+                    row["floor_us_per_token"] = floor_here["us_per_token"]
+                    row["vs_floor"] = row["us_per_token"] / floor_here["us_per_token"]
+                    row["physical_floor_us_per_token"] = floor_here["physical_us_per_token"]
+                    row["vs_physical_floor"] = row["us_per_token"] / floor_here["physical_us_per_token"]
                 measurements.append(row)
     return measurements, floor_timings

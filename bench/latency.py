@@ -384,7 +384,8 @@ def median_floor(timings: list[dict]) -> dict:
 def floor_per_token(machine_floor: dict, source_tokens: float, target_tokens: float) -> dict:
     """The floor in µs per output token for sequences of `source_tokens` source positions (eos included) and
     `target_tokens` output tokens (eos included): an empty call per token and one more per sequence (the encoder's),
-    plus the step's weight bytes per token and the encoder's per source position, at the measured bandwidth."""
+    plus the step's weight bytes per token and the encoder's per source position, at the measured bandwidth. The
+    physical floor is the weight reads alone (`physical_us_per_token`), the floor of a runtime with no call cost."""
     target_tokens = max(target_tokens, 1e-9)
     bandwidth = machine_floor["bandwidth_gb_per_s"] * 1e3  # bytes per µs
     parts = {
@@ -400,4 +401,6 @@ def floor_per_token(machine_floor: dict, source_tokens: float, target_tokens: fl
         "target_tokens_per_sequence": target_tokens,
         **parts,
         "us_per_token": sum(parts.values()),
+        # The products alone (no call overhead): what a runtime with no per-call cost at all would still pay.
+        "physical_us_per_token": parts["step_weights_us"] + parts["encoder_weights_us"],
     }

@@ -63,19 +63,21 @@ def markdown(result: dict) -> str:
             f"{machine_floor['step_weight_bytes'] / 1e3:.0f} kB of step weights per token and "
             f"{machine_floor['encoder_weight_bytes_per_position'] / 1e3:.0f} kB of encoder weights per source "
             f"position at {machine_floor['bandwidth_gb_per_s']:.0f} GB/s (a matrix-vector product of the step's "
-            "size). × floor: µs/token over the floor measured in the same rounds, for its mix.",
+            "size). × floor: µs/token over the floor measured in the same rounds, for its mix; × physical: over the "
+            "weight reads alone (the physical floor: no call cost at all).",
         ]
     lines += [
         "",
-        "| contender | mix | strategy | batch | p50 ms | p90 ms | p99 ms | µs/token | × floor | sequences/s | "
-        "tokens/s | graph GFLOP/s | % of matmul |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| contender | mix | strategy | batch | p50 ms | p90 ms | p99 ms | µs/token | × floor | × physical | "
+        "sequences/s | tokens/s | graph GFLOP/s | % of matmul |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m in result["measurements"]:
         floor_multiple = f"{m['vs_floor']:.1f}×" if "vs_floor" in m and m["batch_size"] == 1 else ""
+        physical = f"{m['vs_physical_floor']:.1f}×" if "vs_physical_floor" in m and m["batch_size"] == 1 else ""
         lines.append(
             f"| {m['contender']} | {m.get('mix', 'mixed')} | {m['strategy']} | {m['batch_size']} | {m['p50_ms']:.2f} | "
-            f"{m['p90_ms']:.2f} | {m['p99_ms']:.2f} | {m['us_per_token']:.1f} | {floor_multiple} | "
+            f"{m['p90_ms']:.2f} | {m['p99_ms']:.2f} | {m['us_per_token']:.1f} | {floor_multiple} | {physical} | "
             f"{m['sequences_per_s']:.0f} | {m['tokens_per_s']:.0f} | {m.get('graph_gflops', 0):.2f} | "
             f"{100 * m.get('matmul_fraction', 0):.0f}% |"
         )

@@ -85,6 +85,8 @@ def test_bench_measures_every_contender_and_writes_reports(small_bundle, tmp_pat
         if m["batch_size"] == 1:
             assert m["floor_us_per_token"] > 0
             assert m["vs_floor"] == pytest.approx(m["us_per_token"] / m["floor_us_per_token"])
+            assert 0 < m["physical_floor_us_per_token"] < m["floor_us_per_token"]
+            assert m["vs_physical_floor"] == pytest.approx(m["us_per_token"] / m["physical_floor_us_per_token"])
         else:
             assert "vs_floor" not in m
     for mix, breakdown in result["batch1_breakdown"].items():  # the sessions' time and the rest add up
@@ -265,6 +267,7 @@ def test_floor_per_token_counts_the_encoder_per_source_position_and_a_call_per_s
     floor = floor_per_token(machine, 8, 4)
     assert floor["us_per_token"] == pytest.approx(2 + 8 + (2 + 8 * 6) / 4)
     assert (floor["calls_us"], floor["step_weights_us"], floor["encoder_weights_us"]) == pytest.approx((2.5, 8, 12))
+    assert floor["physical_us_per_token"] == pytest.approx(8 + 12)  # the products alone, no call
     assert floor_per_token(machine, 16, 4)["us_per_token"] > floor_per_token(machine, 8, 4)["us_per_token"]
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -55,7 +57,13 @@ def add_plugin_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # words after an option are more inputs (`s2s generate g2p-en --strategy beam hello world`)
+        unknown = [word for word in extra if word.startswith("-")]
+        if unknown or not hasattr(args, "inputs"):
+            parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
+        args.inputs += extra
     chatty = args.verbose or args.command == "train"  # training reports each epoch's dev metrics
     logging.basicConfig(level=logging.INFO if chatty else logging.WARNING, format="%(message)s")
     try:
@@ -63,3 +71,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BundleError, DeviceError, ValueError, TypeError, ImportError, FileNotFoundError) as error:
         print(f"s2s {args.command}: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `s2s generate ... | head -1`: the reader is gone; end as a killed writer would
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        return 128 + signal.SIGPIPE

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         shard_size=args.shard_size,
         max_batch_size=BatchingOptions(**given(args, BatchingOptions)).max_batch_size,
     )
-    output = run_job(
+    report = run_job(
         job,
         workers=args.workers,
         use_ray=args.ray is not None,
@@ -71,5 +71,9 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=not args.quiet,
     )
-    print(f"wrote {output}", file=sys.stderr)
+    print(
+        f"s2s bulk: {report.rows} rows read, {report.rows} written to {report.output} ({report.failed} failed) "
+        f"in {report.seconds:.1f} s",
+        file=sys.stderr,
+    )
     return 0

@@ -53,7 +53,12 @@ def add_batching_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def generation_options(args: argparse.Namespace) -> GenerationOptions:
-    return GenerationOptions(**given(args, GenerationOptions))
+    """The GenerationOptions of the flags; `--beam-size N` without `--strategy` means beam search, as in CTranslate2
+    and Hugging Face."""
+    fields = given(args, GenerationOptions)
+    if "beam_size" in fields and "strategy" not in fields:
+        fields["strategy"] = "beam"
+    return GenerationOptions(**fields)
 
 
 def batching_options(args: argparse.Namespace) -> BatchingOptions:

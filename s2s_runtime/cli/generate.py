@@ -32,6 +32,11 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--timing", action="store_true", help="print latency per sequence and per token to stderr (after a warm-up)"
     )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="an input symbol the model does not know is an error (exit 2), not a warning on stderr",
+    )
     add_generation_flags(parser)
     add_batching_flags(parser)
     add_session_flags(parser)
@@ -43,11 +48,13 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args)
     inputs: Sequence[str] = args.inputs or [line.rstrip("\n") for line in sys.stdin]
     if args.stream:
+        report_unknown(model, inputs, strict=args.strict)
         for text in inputs:
             for token in model.generate_stream(text, target_prefix=args.target_prefix, options=options):
                 print(token.token, end="" if model.bundle.target.vocab.tokenizer == "char" else " ", flush=True)
             print()
         return 0
+    report_unknown(model, inputs, strict=args.strict)
     prefixes = None if args.target_prefix is None else [args.target_prefix] * len(inputs)
     if args.timing and inputs:  # onnxruntime initializes lazily on the first run: time the steady state
         model.generate(list(inputs[:1]), target_prefix=None if prefixes is None else prefixes[:1], options=options)
@@ -72,3 +79,18 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def report_unknown(model: Any, inputs: Sequence[str], *, strict: bool) -> None:
+    """Symbols the source vocabulary lacks are replaced by unk (the model still answers): say so on stderr, once per
+    input, or with `strict` refuse the inputs (ValueError: exit 2)."""
+    vocab = model.bundle.source.vocab
+    for index, text in enumerate(inputs):
+        symbols = list(text) if vocab.tokenizer == "char" else text.split()
+        unknown = sorted({symbol for symbol in symbols if symbol not in vocab})
+        if not unknown:
+            continue
+        message = f"inputs[{index}] {text!r}: not in the source vocabulary: {' '.join(map(repr, unknown))}"
+        if strict:
+            raise ValueError(message)
+        print(f"s2s generate: warning: {message} (replaced by unk; --strict refuses)", file=sys.stderr)

@@ -21,6 +21,7 @@ import json
 import multiprocessing
 import shutil
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,17 @@ from .bulk_files import (
 from .records import decode_records, from_row, record
 
 JOB_FILE = "job.json"
+
+
+@dataclass(frozen=True)
+class BulkReport:
+    """What a bulk job wrote: the output file, its rows (one per input row), how many of them are error rows, and
+    the seconds it took (this run: a resumed job counts only its own time)."""
+
+    output: Path
+    rows: int
+    failed: int
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -88,13 +100,14 @@ def run(
     use_ray: bool = False,
     resume: bool = False,
     progress: bool = True,
-) -> Path:
-    """Run (or with `resume`, continue) a bulk job; returns the output path.
+) -> BulkReport:
+    """Run (or with `resume`, continue) a bulk job; returns what it wrote.
 
     Examples:
         >>> run(BulkJob("words.txt", "out.jsonl", "g2p-en"), workers=2)  # doctest: +SKIP
-        PosixPath('out.jsonl')
+        BulkReport(output=PosixPath('out.jsonl'), rows=2, failed=0, seconds=0.9)
     """
+    started = time.perf_counter()
     output_kind = OUTPUT_FORMATS.get(Path(job.output).suffix.lower())
     if output_kind is None:
         raise BulkError(f"{job.output}: unknown output format (use {', '.join(OUTPUT_FORMATS)})")
@@ -121,11 +134,11 @@ def run(
                 _run_local(job, sources, pending, workers, bar)
         finally:
             bar.close()
-        assemble([_shard_path(job, shard) for shard, _ in shards], job.output, output_kind)
+        failed = assemble([_shard_path(job, shard) for shard, _ in shards], job.output, output_kind)
         shutil.rmtree(job.parts)
     except OSError as error:  # a read-only or full disk, an output path under a file: one line, exit 2
         raise BulkError(f"{error.filename or job.output}: {error.strerror or error}") from None
-    return Path(job.output)
+    return BulkReport(Path(job.output), len(sources), failed, time.perf_counter() - started)
 
 
 def _progress(total: int, done: int, enabled: bool) -> Any:

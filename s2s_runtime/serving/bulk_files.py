@@ -123,9 +123,17 @@ def shard_records(path: Path) -> Iterator[dict]:
             yield json.loads(line)
 
 
-def assemble(shards: list[Path], output: str, kind: str) -> None:
-    """The output file from the shards, in order (written beside it, then moved into place)."""
-    records = (record for shard in shards for record in shard_records(shard))
+def assemble(shards: list[Path], output: str, kind: str) -> int:
+    """The output file from the shards, in order (written beside it, then moved into place); returns how many of
+    its rows are error rows."""
+    failed = 0
+
+    def counted(record: dict) -> dict:
+        nonlocal failed
+        failed += record["error"] is not None
+        return record
+
+    records = (counted(record) for shard in shards for record in shard_records(shard))
     partial = Path(output + ".partial")
     if kind == "jsonl":
         with open(partial, "w", encoding="utf-8") as out:
@@ -135,6 +143,7 @@ def assemble(shards: list[Path], output: str, kind: str) -> None:
         pyarrow = pyarrow_module()
         pyarrow.parquet.write_table(pyarrow.Table.from_pylist(list(records)), partial)
     os.replace(partial, output)
+    return failed
 
 
 def pyarrow_module() -> Any:

@@ -14,7 +14,8 @@ from ..plan import DecodingPlan
 from ..results import Result
 from .bulk_files import RowError
 
-COLUMNS = ("text", "tokens", "score", "finished", "error")  # the output columns of a record
+# The output columns of a record; unknown_source_tokens: input symbols not in the source vocabulary (mapped to unk).
+COLUMNS = ("text", "tokens", "score", "finished", "unknown_source_tokens", "error")
 N_BEST_COLUMNS = ("hypotheses", "hypothesis_scores")  # added when num_hypotheses > 1
 
 
@@ -27,10 +28,12 @@ def record(index: int, source: Any, result: Result | None, error: str | None, n_
         "tokens": [],
         "score": None,
         "finished": False,
+        "unknown_source_tokens": 0,
         "error": error,
     }
     if result is not None:
         row.update(text=result.text, tokens=result.tokens, score=result.score, finished=result.finished)
+        row["unknown_source_tokens"] = result.unknown_source_tokens
         if n_best:
             row["hypotheses"] = [h.text for h in result.hypotheses]
             row["hypothesis_scores"] = [h.score for h in result.hypotheses]
@@ -82,6 +85,7 @@ def from_row(row: dict) -> dict:
         "tokens": list(plain(row["tokens"])),
         "score": None if row["error"] else float(row["score"]),
         "finished": bool(row["finished"]),
+        "unknown_source_tokens": int(row["unknown_source_tokens"]),
         "error": row["error"],
     }
     if "hypotheses" in row:

@@ -183,3 +183,59 @@ def test_serve_passes_its_flags_to_the_server(small_bundle, monkeypatch):
     assert seen["port"] == 8123 and seen["host"] == "127.0.0.1"
     assert (seen["batcher_config"].max_batch_size, seen["batcher_config"].workers) == (8, 2)
     assert seen["config"].max_inputs == 5 and seen["model"].device == "cpu"
+
+
+def test_options_may_come_anywhere_among_the_inputs(capsys):
+    """`s2s generate g2p-en --strategy beam hello` used to fail with "unrecognized arguments: hello"."""
+    assert main(["generate", "g2p-en", "--strategy", "beam", "hello", "--device", "cpu", "world"]) == 0
+    beam = capsys.readouterr().out.splitlines()
+    assert main(["generate", "g2p-en", "hello", "world", "--strategy", "beam", "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.splitlines() == beam and len(beam) == 2
+    with pytest.raises(SystemExit):
+        main(["generate", "g2p-en", "hello", "--no-such-flag"])
+
+
+def test_a_beam_size_alone_means_beam_search(capsys):
+    """As in CTranslate2 and Hugging Face (it used to be "beam_size: only used with strategy='beam'")."""
+    assert main(["generate", "g2p-en", "hello", "--beam-size", "4", "--json", "--device", "cpu"]) == 0
+    alone = json.loads(capsys.readouterr().out)
+    assert main(["generate", "g2p-en", "hello", "--strategy", "beam", "--beam-size", "4", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == alone
+    assert main(["generate", "g2p-en", "hello", "--strategy", "greedy", "--beam-size", "4"]) == 2
+    assert "beam_size: only used with strategy='beam'" in capsys.readouterr().err
+
+
+def test_unknown_characters_are_reported_and_strict_refuses_them(capsys):
+    """`1234` used to become `M AA K IY` silently (only --json showed the unknown count)."""
+    assert main(["generate", "g2p-en", "h3llo", "hello", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 2
+    assert "inputs[0] 'h3llo': not in the source vocabulary: '3'" in captured.err and "hello'" not in captured.err
+    assert main(["generate", "g2p-en", "h3llo", "--strict", "--device", "cpu"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "not in the source vocabulary: '3'" in captured.err
+
+
+def test_a_closed_stdout_ends_quietly_with_the_pipe_status():
+    import subprocess
+    import sys
+
+    words = "\n".join(["hello"] * 20000) + "\n"
+    command = [sys.executable, "-m", "s2s_runtime.cli", "generate", "g2p-en", "--device", "cpu"]
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdin.write(words.encode())
+    process.stdin.close()
+    assert process.stdout.readline().strip() == b"HH EH L OW"
+    process.stdout.close()  # as `| head -1` does
+    assert process.wait(timeout=120) == 141
+    assert b"Traceback" not in process.stderr.read()
+
+
+def test_info_prints_the_parity_gate_beside_its_tolerance(capsys):
+    """`max_abs_diff 0.000109` next to `tolerance 0.0001` and `passed: True` read as a failed gate; the gate is the
+    scaled difference."""
+    assert main(["info", "g2p-en", "--json"]) == 0
+    parity = json.loads(capsys.readouterr().out)["parity"]
+    assert parity["passed"] and parity["max_scaled_diff"] <= parity["tolerance"]
+    assert main(["info", "g2p-en"]) == 0
+    assert "max_scaled_diff" in capsys.readouterr().out

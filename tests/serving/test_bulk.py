@@ -305,3 +305,13 @@ def test_parquet_output_of_texts_and_token_lists_is_refused_before_decoding(smal
     (tmp_path / "in.jsonl").write_text('{"source": "abc"}\n{"source": ["a", "b"]}\n')
     assert main(["bulk", str(tmp_path / "in.jsonl"), str(tmp_path / "out.parquet"), str(small_bundle), "--quiet"]) == 2
     assert "texts and token lists in one column cannot be written to Parquet" in capsys.readouterr().err
+
+
+def test_bulk_ends_with_a_summary_and_rows_count_unknown_symbols(small_bundle, tmp_path, capsys):
+    (tmp_path / "in.txt").write_text("abc\nab?c\n" + "x" * 5000 + "\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["bulk", str(tmp_path / "in.txt"), str(out), str(small_bundle), "--workers", "1", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "s2s bulk: 3 rows read, 3 written to" in err and "(1 failed)" in err
+    rows = read_output(out)
+    assert [r["unknown_source_tokens"] for r in rows] == [0, 1, 0]

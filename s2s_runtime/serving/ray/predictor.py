@@ -25,7 +25,8 @@ from ._require import assigned_cpus, threads_for
 
 
 class Predictor:
-    """Adds output columns to each batch: `text`, `tokens`, `score`, `finished` and `error` (None, or the message
+    """Adds output columns to each batch: `text`, `tokens`, `score`, `finished`, `unknown_source_tokens` (input
+    symbols not in the source vocabulary, mapped to unk) and `error` (None, or the message
     of the ValueError/TypeError an input caused: a bad row never fails the job), and with num_hypotheses > 1 the
     n-best `hypotheses` and `hypothesis_scores`.
 
@@ -71,7 +72,7 @@ class Predictor:
         names = COLUMNS + (N_BEST_COLUMNS if self.options.num_hypotheses > 1 else ())
         columns = {name: [record.get(name) for record in records] for name in names}
         columns["score"] = [np.nan if score is None else score for score in columns["score"]]
-        typed = {"score": np.float64, "finished": np.bool_}
+        typed = {"score": np.float64, "finished": np.bool_, "unknown_source_tokens": np.int64}
         return {
             **batch,
             **{

@@ -27,9 +27,8 @@ class GenerateRequest:
         return self.prefixes[index] if self.prefixes else None
 
 
-async def read_json(request: Any, config: ServerConfig) -> dict:
-    """The body as a JSON object: at most max_body_bytes, arriving within read_timeout_s, nested at most
-    max_json_depth, with no field outside FIELDS (HTTPError otherwise)."""
+async def read_body(request: Any, config: ServerConfig) -> bytes:
+    """The body's bytes: at most max_body_bytes (413), arriving within read_timeout_s (408)."""
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > config.max_body_bytes):
         raise HTTPError(413, "too_large", f"body of {declared} bytes exceeds the limit of {config.max_body_bytes}")
@@ -49,37 +48,32 @@ async def read_json(request: Any, config: ServerConfig) -> dict:
             "timeout",
             f"the request body did not arrive within {config.read_timeout_s:g} s ({len(body)} bytes received)",
         ) from None
+    return bytes(body)
+
+
+def json_object(body: bytes, config: ServerConfig, fields: tuple[str, ...]) -> dict:
+    """The body as a JSON object nested at most max_json_depth, with no field outside `fields` (HTTPError)."""
     try:
-        payload = parse_json(bytes(body), ValueError, "body", max_depth=config.max_json_depth)
+        payload = parse_json(body, ValueError, "body", max_depth=config.max_json_depth)
     except ValueError as problem:
         raise HTTPError(400, "bad_request", str(problem)) from None
     if not isinstance(payload, dict):
         raise HTTPError(400, "bad_request", "body must be a JSON object")
-    unknown = sorted(set(payload) - set(FIELDS))
+    unknown = sorted(set(payload) - set(fields))
     if unknown:
-        raise HTTPError(400, "bad_request", f"unknown field {unknown[0]!r} (fields: {', '.join(FIELDS)})")
+        raise HTTPError(400, "bad_request", f"unknown field {unknown[0]!r} (fields: {', '.join(fields)})")
     return payload
 
 
-def parse_generate(payload: dict, config: ServerConfig) -> GenerateRequest:
-    """The fields of a /v1/generate body, checked (HTTPError naming the field at fault)."""
+def parse_generate(body: bytes, config: ServerConfig) -> GenerateRequest:
+    """A /v1/generate body, checked (HTTPError naming the field at fault)."""
+    payload = json_object(body, config, FIELDS)
     inputs = payload.get("inputs")
     inputs = [inputs] if isinstance(inputs, str) else inputs
     if not isinstance(inputs, list) or not inputs:
         raise HTTPError(400, "bad_request", "'inputs' must be a string or a non-empty list")
-    if len(inputs) > config.max_inputs:
-        raise HTTPError(413, "too_large", f"{len(inputs)} inputs exceed the limit of {config.max_inputs}")
-    options = payload.get("options", {})
-    if not isinstance(options, dict):
-        raise HTTPError(400, "bad_request", f"'options' must be an object, got {json_type(options)}")
-    if "max_batch_size" in options or "max_batch_tokens" in options:
-        raise HTTPError(
-            400, "bad_request", "'max_batch_size' and 'max_batch_tokens' are server settings, not request options"
-        )
-    try:
-        parsed = GenerationOptions.from_kwargs(options)
-    except (TypeError, ValueError) as problem:
-        raise HTTPError(400, "bad_input", f"options: {problem}") from None
+    check_input_count(len(inputs), config)
+    parsed = generation_options(payload.get("options", {}), "options")
     prefixes = payload.get("target_prefix")
     if prefixes is not None and (not isinstance(prefixes, list) or len(prefixes) != len(inputs)):
         raise HTTPError(400, "bad_request", "'target_prefix' must be a list with one entry (or null) per input")
@@ -89,6 +83,25 @@ def parse_generate(payload: dict, config: ServerConfig) -> GenerateRequest:
     if stream and len(inputs) != 1:
         raise HTTPError(400, "bad_request", "streaming takes exactly one input")
     return GenerateRequest(inputs, parsed, prefixes, stream)
+
+
+def check_input_count(count: int, config: ServerConfig) -> None:
+    if count > config.max_inputs:
+        raise HTTPError(413, "too_large", f"{count} inputs exceed the limit of {config.max_inputs}")
+
+
+def generation_options(options: object, where: str) -> GenerationOptions:
+    """Decoding options from a request's object of them (`where` names it in errors)."""
+    if not isinstance(options, dict):
+        raise HTTPError(400, "bad_request", f"'{where}' must be an object, got {json_type(options)}")
+    if "max_batch_size" in options or "max_batch_tokens" in options:
+        raise HTTPError(
+            400, "bad_request", "'max_batch_size' and 'max_batch_tokens' are server settings, not request options"
+        )
+    try:
+        return GenerationOptions.from_kwargs(options)
+    except (TypeError, ValueError) as problem:
+        raise HTTPError(400, "bad_input", f"{where}: {problem}") from None
 
 
 def json_type(value: object) -> str:

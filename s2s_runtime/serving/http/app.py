@@ -23,6 +23,7 @@ from typing import Any
 
 from ...model import Seq2SeqModel
 from ..config import BatcherConfig
+from . import v2
 from .config import ServerConfig
 from .errors import HTTPError
 from .handling import (
@@ -72,8 +73,10 @@ def create_app(
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", prometheus),
+            *v2.routes(),
         ],
         lifespan=lifespan,
+        exception_handlers={404: _routing_error, 405: _routing_error},
     )
     app.state.s2s = state
     return app
@@ -111,6 +114,19 @@ async def _generate(state: AppState, request: Any, started: float) -> tuple[Any,
         return Response(status_code=GONE), "cancelled"
     headers = {"connection": "close"} if state.draining else None
     return Response(await render(results, bound), media_type="application/json", headers=headers), "ok"
+
+
+async def _routing_error(request: Any, problem: Any) -> Any:
+    """404 and 405 in the JSON shape of the route family asked for (no plain-text answer from the server)."""
+    kind = "not_found" if problem.status_code == 404 else "method_not_allowed"
+    message = f"{request.method} {request.url.path}: {problem.detail}"
+    headers = getattr(problem, "headers", None)
+    error = HTTPError(problem.status_code, kind, message)
+    state = state_of(request)
+    response = v2.error_response(state, error) if request.url.path.startswith("/v2") else error_response(state, error)
+    if headers:
+        response.headers.update(headers)
+    return response
 
 
 def _token_event(token: Any) -> str:

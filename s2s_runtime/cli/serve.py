@@ -23,6 +23,12 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, loopback only)")
     parser.add_argument("--port", type=int, default=8000, help="port to bind (default: 8000)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="json: one JSON access-log line per request (time, request id, method, path, status, ms, client)",
+    )
     # The request deadline is the server's (it also becomes the batcher's): one flag, --request-timeout-s.
     add_fields(
         parser,
@@ -88,5 +94,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     model = load_model(args)
     return serve(
-        model, host=args.host, port=args.port, log_level=args.log_level, batcher_config=batcher_config, config=config
+        model,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        log_format=args.log_format,
+        batcher_config=batcher_config,
+        config=config,
     )

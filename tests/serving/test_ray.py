@@ -104,8 +104,13 @@ def mixed_requests(count):
 
 
 def answers(url, requests):
+    """(status, body) of each request, each sent with the same request id (each server would make its own)."""
     with httpx.Client(timeout=60) as client:
-        return [(r.status_code, r.text) for r in (client.post(f"{url}/v1/generate", json=body) for body in requests)]
+        replies = (
+            client.post(f"{url}/v1/generate", json=body, headers={"x-request-id": f"r{index}"})
+            for index, body in enumerate(requests)
+        )
+        return [(r.status_code, r.text) for r in replies]
 
 
 def test_serve_application_answers_exactly_like_s2s_serve(cluster, small_bundle):

@@ -38,6 +38,7 @@ from .handling import (
     stream_events,
     time_left,
 )
+from .observability import RequestContext, request_id
 from .requests import parse_generate
 from .responses import render
 from .state import AppState
@@ -49,6 +50,7 @@ def create_app(
     config: ServerConfig = ServerConfig(),
     *,
     state: AppState | None = None,
+    access_log_json: bool = False,
 ) -> Any:
     """The Starlette application; the batcher starts with the app and drains on shutdown.
 
@@ -57,6 +59,7 @@ def create_app(
         >>> uvicorn.run(app, host="127.0.0.1", port=8000)  # doctest: +SKIP
     """
     from starlette.applications import Starlette
+    from starlette.middleware import Middleware
     from starlette.routing import Route
 
     state = state or AppState(model, batcher_config, config)
@@ -77,6 +80,7 @@ def create_app(
         ],
         lifespan=lifespan,
         exception_handlers={404: _routing_error, 405: _routing_error},
+        middleware=[Middleware(RequestContext, access_log_json=access_log_json)],
     )
     app.state.s2s = state
     return app
@@ -88,9 +92,8 @@ def error_response(state: AppState, problem: HTTPError) -> Any:
     from starlette.responses import JSONResponse
 
     headers = {"connection": "close"} if problem.status in (408, 413, 431) or state.draining else None
-    return JSONResponse(
-        {"error": {"type": problem.kind, "message": str(problem)}}, status_code=problem.status, headers=headers
-    )
+    body = {"error": {"type": problem.kind, "message": str(problem), "request_id": request_id()}}
+    return JSONResponse(body, status_code=problem.status, headers=headers)
 
 
 async def generate(request: Any) -> Any:
@@ -135,7 +138,8 @@ def _token_event(token: Any) -> str:
 
 
 def _error_event(kind: str, message: str) -> str:
-    return f"event: error\ndata: {json.dumps({'type': kind, 'message': message})}\n\n"
+    payload = {"type": kind, "message": message, "request_id": request_id()}
+    return f"event: error\ndata: {json.dumps(payload)}\n\n"
 
 
 async def healthz(request: Any) -> Any:

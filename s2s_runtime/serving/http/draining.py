@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import threading
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from ...model import Seq2SeqModel
 from ..config import BatcherConfig
 from .app import create_app
 from .config import ServerConfig
+from .observability import access_log
 from .state import AppState
 from .transport import uvicorn_config
 
@@ -28,7 +30,14 @@ class DrainingServer:
     stops; a second signal stops at once. `drain()` does the same without a signal (tests, embedding)."""
 
     def __init__(
-        self, app: Any, config: ServerConfig, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"
+        self,
+        app: Any,
+        config: ServerConfig,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log_level: str = "warning",
+        access_log: bool = True,
     ):
         import uvicorn
 
@@ -84,7 +93,9 @@ class DrainingServer:
                     if cycle is not None and not cycle.response_complete:
                         connection.transport.abort()
 
-        self.server = Server(uvicorn_config(app, config, host=host, port=port, log_level=log_level))
+        self.server = Server(
+            uvicorn_config(app, config, host=host, port=port, log_level=log_level, access_log=access_log)
+        )
         self.host = host
 
     def run(self) -> int:
@@ -104,13 +115,23 @@ def serve(
     batcher_config: BatcherConfig = BatcherConfig(),
     config: ServerConfig = ServerConfig(),
     log_level: str = "info",
+    log_format: str = "text",
 ) -> int:
     """Run the service with uvicorn until SIGTERM, SIGINT or SIGHUP, then drain (loopback by default); the exit
-    status (see the module docstring).
+    status (see the module docstring). `log_format="json"`: one JSON access-log line per request
+    (s2s_runtime.serving.http.observability) instead of uvicorn's text lines.
 
     Examples:
         >>> serve(s2s_runtime.load("g2p-en"), port=8000)  # doctest: +SKIP
     """
-    return DrainingServer(
-        create_app(model, batcher_config, config), config, host=host, port=port, log_level=log_level
-    ).run()
+    if log_format not in ("text", "json"):
+        raise ValueError(f"log_format: {log_format!r} is not one of text, json")
+    json_lines = log_format == "json"
+    if json_lines:  # one JSON line per request on stderr, instead of uvicorn's text access log
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access_log.addHandler(handler)
+        access_log.setLevel(logging.INFO)
+        access_log.propagate = False
+    app = create_app(model, batcher_config, config, access_log_json=json_lines)
+    return DrainingServer(app, config, host=host, port=port, log_level=log_level, access_log=not json_lines).run()

@@ -15,6 +15,7 @@ from typing import Any
 from ...config import GenerationOptions
 from ...results import Result
 from .errors import HTTPError, http_error
+from .observability import request_id
 from .requests import read_body
 from .responses import answer_bound
 from .state import AppState
@@ -52,7 +53,7 @@ async def counted(request: Any, handle: Handle, render_error: RenderError) -> An
     except Exception as problem:  # HTTPError, or anything unforeseen (500, never a crash of the server)
         error = http_error(problem)
         if error.status == 500:
-            log.exception("%s failed", request.url.path)
+            log.exception("%s failed (request %s)", request.url.path, request_id())
         outcome = error.outcome
         return render_error(state, error)
     finally:

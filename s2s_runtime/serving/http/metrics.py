@@ -14,9 +14,21 @@ class Metrics:
     the batcher's observer (s2s_runtime.serving.execution.BatcherObserver)."""
 
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        from prometheus_client import (
+            CollectorRegistry,
+            Counter,
+            Gauge,
+            GCCollector,
+            Histogram,
+            PlatformCollector,
+            ProcessCollector,
+        )
 
         self.registry = CollectorRegistry()
+        # The process's own (resident memory, CPU seconds, open files, threads, GC) beside the service's.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
         self.requests = Counter(
             "s2s_requests",
             "Requests to /v1/generate by outcome, each counted once",

@@ -141,7 +141,9 @@ def guarded_protocol(config: ServerConfig, metrics: Metrics) -> type:
     return GuardedProtocol
 
 
-def uvicorn_config(app: Any, config: ServerConfig, *, host: str, port: int, log_level: str) -> Any:
+def uvicorn_config(
+    app: Any, config: ServerConfig, *, host: str, port: int, log_level: str, access_log: bool = True
+) -> Any:
     import uvicorn
 
     try:
@@ -156,6 +158,7 @@ def uvicorn_config(app: Any, config: ServerConfig, *, host: str, port: int, log_
         host=host,
         port=port,
         log_level=log_level,
+        access_log=access_log,
         http=guarded_protocol(config, metrics),
         timeout_keep_alive=config.keep_alive_s,  # type: ignore[arg-type]  # typed int, used as call_later's float
         timeout_graceful_shutdown=SHUTDOWN_SLACK_S,  # type: ignore[arg-type]  # typed int, used as a float

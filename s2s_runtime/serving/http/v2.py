@@ -38,6 +38,7 @@ from .handling import (
     stream_events,
     time_left,
 )
+from .observability import request_id
 from .requests import check_input_count, generation_options, json_object
 from .state import AppState
 
@@ -75,7 +76,8 @@ def error_response(state: AppState, problem: HTTPError) -> Any:
     from starlette.responses import JSONResponse
 
     headers = {"connection": "close"} if problem.status in (408, 413, 431) or state.draining else None
-    return JSONResponse({"error": str(problem)}, status_code=problem.status, headers=headers)
+    body = {"error": str(problem), "request_id": request_id()}
+    return JSONResponse(body, status_code=problem.status, headers=headers)
 
 
 def model_name(state: AppState) -> str:
@@ -294,4 +296,4 @@ async def _generate(request: Any, started: float, *, stream: bool) -> tuple[Any,
 
 
 def _error_data(message: str) -> str:
-    return f"data: {json.dumps({'error': message}, ensure_ascii=False)}\n\n"
+    return f"data: {json.dumps({'error': message, 'request_id': request_id()}, ensure_ascii=False)}\n\n"

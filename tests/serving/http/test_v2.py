@@ -135,3 +135,55 @@ def test_unknown_routes_and_methods_answer_json(server):
         error = response.json()["error"]
         assert (error if path.startswith("/v2") else error["message"]).startswith(f"{method} {path}")
     assert "POST" in httpx.get(f"{server.url}/v1/generate").headers["allow"]
+
+
+def test_request_ids_are_returned_and_in_every_error(server):
+    given = httpx.post(f"{server.url}/v1/generate", json={"inputs": "abc"}, headers={"x-request-id": "abc-123"})
+    assert given.headers["x-request-id"] == "abc-123"
+    made = httpx.post(f"{server.url}/v1/generate", content=b"{")
+    assert (
+        len(made.headers["x-request-id"]) == 32 and made.json()["error"]["request_id"] == made.headers["x-request-id"]
+    )
+    v2 = httpx.post(f"{server.url}/v2/models/g2p-en/infer", json={}, headers={"x-request-id": "r1"})
+    assert v2.json()["request_id"] == "r1"
+    odd = httpx.get(f"{server.url}/healthz", headers={"x-request-id": "x" * 500})
+    assert odd.headers["x-request-id"] != "x" * 500  # too long: a new one
+
+
+def test_process_metrics_beside_the_service_metrics(server):
+    text = httpx.get(f"{server.url}/metrics").text
+    for name in ("process_resident_memory_bytes", "process_open_fds", "python_gc_objects_collected_total"):
+        assert name in text
+
+
+def test_a_json_access_log_line_per_request(small_bundle, tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "s2s_runtime.cli", "serve", str(small_bundle), "--device", "cpu", "--port"]
+    process = subprocess.Popen(
+        [*command, str(port), "--log-format", "json", "--log-level", "warning"], stderr=subprocess.PIPE, text=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _up(url), timeout=60)
+        httpx.post(f"{url}/v1/generate", json={"inputs": "abc"}, headers={"x-request-id": "log-me"})
+        httpx.post(f"{url}/v1/generate", content=b"{")
+    finally:
+        process.terminate()
+        stderr = process.communicate(timeout=30)[1]
+    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    mine = next(line for line in lines if line["request_id"] == "log-me")
+    assert mine["method"] == "POST" and mine["path"] == "/v1/generate" and mine["status"] == 200 and mine["ms"] > 0
+    assert any(line["status"] == 400 for line in lines)
+
+
+def _up(url):
+    try:
+        return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False

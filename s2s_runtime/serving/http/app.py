@@ -23,7 +23,7 @@ from typing import Any
 
 from ...model import Seq2SeqModel
 from ..config import BatcherConfig
-from . import v2
+from . import openapi, v2
 from .config import ServerConfig
 from .errors import HTTPError
 from .handling import (
@@ -76,6 +76,8 @@ def create_app(
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", prometheus),
+            Route("/openapi.json", openapi_document),
+            Route("/docs", openapi_ui),
             *v2.routes(),
         ],
         lifespan=lifespan,
@@ -117,6 +119,22 @@ async def _generate(state: AppState, request: Any, started: float) -> tuple[Any,
         return Response(status_code=GONE), "cancelled"
     headers = {"connection": "close"} if state.draining else None
     return Response(await render(results, bound), media_type="application/json", headers=headers), "ok"
+
+
+async def openapi_document(request: Any) -> Any:
+    """GET /openapi.json: the API of this app (made once, on first ask)."""
+    from starlette.responses import JSONResponse
+
+    app = request.app
+    if not hasattr(app.state, "openapi"):
+        app.state.openapi = openapi.document(app.routes)
+    return JSONResponse(app.state.openapi)
+
+
+async def openapi_ui(request: Any) -> Any:
+    from starlette.responses import HTMLResponse
+
+    return HTMLResponse(openapi.SWAGGER_UI)
 
 
 async def _routing_error(request: Any, problem: Any) -> Any:

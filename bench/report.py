@@ -136,30 +136,48 @@ def markdown(result: dict) -> str:
 
 
 def plot(result: dict, path: Path) -> None:
-    """Latency and throughput against batch size, one line per contender, strategy and input mix (matplotlib)."""
+    """Latency and throughput against batch size (matplotlib): one row of panels per input mix, one colour per
+    contender (the same in every panel), one line style per strategy, the legend beside the panels, not over them."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (latency, throughput) = plt.subplots(1, 2, figsize=(11, 4.2))
-    series: dict[str, list[dict]] = {}
-    for m in result["measurements"]:
-        series.setdefault(f"{m['contender']} ({m['strategy']}, {m.get('mix', 'mixed')})", []).append(m)
-    for label, points in series.items():
-        points.sort(key=lambda m: m["batch_size"])
-        batches = [m["batch_size"] for m in points]
-        latency.plot(batches, [m["us_per_token"] for m in points], marker="o", label=label)
-        throughput.plot(batches, [m["sequences_per_s"] for m in points], marker="o", label=label)
-    for axis, title in ((latency, "µs per generated token"), (throughput, "sequences per second")):
-        axis.set_xscale("log", base=2)
-        axis.set_yscale("log")
-        axis.set_xlabel("batch size")
-        axis.set_title(title)
-        axis.grid(True, which="both", alpha=0.3)
-    throughput.legend(fontsize=7)
+    mixes = sorted({m.get("mix", "mixed") for m in result["measurements"]})
+    contenders = list(dict.fromkeys(m["contender"] for m in result["measurements"]))
+    strategies = list(dict.fromkeys(m["strategy"] for m in result["measurements"]))
+    colours = {c: plt.get_cmap("tab10")(i % 10) for i, c in enumerate(contenders)}
+    styles = {s: ("-", "--", ":", "-.")[i % 4] for i, s in enumerate(strategies)}
+    figure, axes = plt.subplots(len(mixes), 2, figsize=(12, 3.6 * len(mixes)), squeeze=False)
+    for row, mix in enumerate(mixes):
+        latency, throughput = axes[row]
+        for contender in contenders:
+            for strategy in strategies:
+                points = sorted(
+                    (
+                        m
+                        for m in result["measurements"]
+                        if m["contender"] == contender and m["strategy"] == strategy and m.get("mix", "mixed") == mix
+                    ),
+                    key=lambda m: m["batch_size"],
+                )
+                if not points:
+                    continue
+                batches = [m["batch_size"] for m in points]
+                style = dict(color=colours[contender], linestyle=styles[strategy], marker="o", markersize=3)
+                latency.plot(batches, [m["us_per_token"] for m in points], **style)
+                throughput.plot(batches, [m["sequences_per_s"] for m in points], **style)
+        for axis, title in ((latency, "µs per generated token"), (throughput, "sequences per second")):
+            axis.set_xscale("log", base=2)
+            axis.set_yscale("log")
+            axis.set_xlabel("batch size")
+            axis.set_title(f"{title} — {mix} inputs")
+            axis.grid(True, which="both", alpha=0.3)
+    handles = [plt.Line2D([], [], color=colours[c], label=c) for c in contenders]
+    handles += [plt.Line2D([], [], color="black", linestyle=styles[s], label=s) for s in strategies]
+    figure.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
 
 

@@ -239,3 +239,20 @@ def test_info_prints_the_parity_gate_beside_its_tolerance(capsys):
     assert parity["passed"] and parity["max_scaled_diff"] <= parity["tolerance"]
     assert main(["info", "g2p-en"]) == 0
     assert "max_scaled_diff" in capsys.readouterr().out
+
+
+def test_every_option_flag_has_help_a_default_and_its_choices():
+    """Generation flags had no help text and no choices (--return-attention, --replace-unknowns none at all)."""
+    from s2s_runtime.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices  # argparse has no public accessor
+    for name in ("generate", "serve", "bulk", "score"):
+        for action in commands[name]._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, (name, action.option_strings)
+    generate = {a.dest: a for a in commands["generate"]._actions}
+    assert set(generate["strategy"].choices) >= {"greedy", "beam", "sample", "alternatives"}
+    assert generate["length_normalization"].choices == ["power", "gnmt"]
+    assert "source token it attended to most" in generate["replace_unknowns"].help
+    assert "(default: 0.0)" in generate["length_penalty"].help

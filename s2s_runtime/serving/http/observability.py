@@ -71,12 +71,3 @@ class RequestContext:
                     )
                 )
             REQUEST_ID.reset(token)
-
-
-class RequestIdFilter(logging.Filter):
-    """Adds `request_id` to every log record (so a format can print it) and names it in messages of the service's
-    own loggers."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id()
-        return True

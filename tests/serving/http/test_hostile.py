@@ -23,6 +23,7 @@ from s2s_runtime.serving import BatcherConfig
 from s2s_runtime.serving.http import ServerConfig, create_app
 from tests.conftest import Wrapped, slowed, wait_until
 from tests.support.background_server import BackgroundServer
+from tests.support.sockets import read_reply
 
 NORMAL = {"inputs": ["abc", "hello", "jihgfedcba"]}
 CONFIG = ServerConfig(
@@ -218,12 +219,7 @@ def raw(server, data=b"", *, timeout=10.0):
                 connection.sendall(data)
             except OSError:  # the server closed it mid-send (an oversized header)
                 pass
-        reply = b""
-        try:
-            while chunk := connection.recv(65536):
-                reply += chunk
-        except (TimeoutError, ConnectionResetError):
-            pass
+        reply = read_reply(connection)
     status = int(reply.split(b" ", 2)[1]) if reply.startswith(b"HTTP/1.1") else None
     return status, time.monotonic() - started
 

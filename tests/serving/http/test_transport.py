@@ -14,6 +14,7 @@ from s2s_runtime.serving import BatcherConfig
 from s2s_runtime.serving.http import ServerConfig, create_app
 from tests.conftest import wait_until
 from tests.support.background_server import BackgroundServer
+from tests.support.sockets import read_reply
 
 
 @pytest.fixture(scope="module")
@@ -42,16 +43,6 @@ def connect(server, receive_buffer=None):
     connection.settimeout(10)
     connection.connect((host, int(port)))
     return connection
-
-
-def read_reply(connection):
-    reply = b""
-    try:
-        while chunk := connection.recv(65536):
-            reply += chunk
-    except (TimeoutError, ConnectionResetError):
-        pass
-    return reply
 
 
 def post(body, extra=b""):

@@ -221,7 +221,8 @@ def measure_plan(plan: list, mixes: dict, lengths: dict, floor_probe: Any, args:
                 if floor_here is not None:
                     row["floor_us_per_token"] = floor_here["us_per_token"]
                     row["vs_floor"] = row["us_per_token"] / floor_here["us_per_token"]
-                    row["physical_floor_us_per_token"] = floor_here["physical_us_per_token"]
-                    row["vs_physical_floor"] = row["us_per_token"] / floor_here["physical_us_per_token"]
+                    if floor_here["physical_us_per_token"] > 0:  # a graph with no dense weights has none
+                        row["physical_floor_us_per_token"] = floor_here["physical_us_per_token"]
+                        row["vs_physical_floor"] = row["us_per_token"] / floor_here["physical_us_per_token"]
                 measurements.append(row)
     return measurements, floor_timings

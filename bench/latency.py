@@ -294,7 +294,18 @@ def batch1_breakdown(bundle: Any, sources: Sequence[str], threads: int, repeats:
     }
 
 
-DENSE = ("MatMul", "Gemm", "GRU", "LSTM", "MatMulInteger", "DynamicQuantizeLSTM", "DynamicQuantizeMatMul")
+# The ops whose initializers are dense weights: fp32 products and the int8 ones of every quantization the exports use
+# (MatMulIntegerToFloat: the statically calibrated int8 matmuls of `--quantize int8`).
+DENSE = (
+    "MatMul",
+    "Gemm",
+    "GRU",
+    "LSTM",
+    "MatMulInteger",
+    "MatMulIntegerToFloat",
+    "DynamicQuantizeLSTM",
+    "DynamicQuantizeMatMul",
+)
 
 
 def _dense_weight_bytes(graph: Any, consumers: tuple[str, ...] = DENSE) -> int:

@@ -298,3 +298,15 @@ def test_contenders_take_turns_repeat_by_repeat():
     )
     assert calls == ["a", "b"] + ["probe", "a", "a", "b", "b"] * 3
     assert [(r.contender, r.sequences, r.tokens) for r in rows] == [("a", 4, 12), ("b", 4, 12)]
+
+
+def test_the_floor_counts_the_weights_of_int8_graphs():
+    """The int8 exports' matmuls (MatMulIntegerToFloat) were not counted: the floor of an int8 bundle had no weights,
+    and the physical floor (weights alone) was zero."""
+    import onnx
+
+    from s2s_bench.latency import _dense_weight_bytes
+    from s2s_runtime.bundle import BUILTIN_DIR
+
+    step = onnx.load(str(BUILTIN_DIR / "g2p-en" / "decoder_step.onnx"))  # int8
+    assert _dense_weight_bytes(step.graph) > 100_000

@@ -51,7 +51,8 @@ OUTPUTS = {  # name → (datatype, the value of one result)
     "finished": ("BOOL", lambda r: r.finished),
     "unknown_source_tokens": ("INT64", lambda r: r.unknown_source_tokens),
 }
-# Parameters the protocol reserves for itself: taken (the deadline) or ignored, never decoding options.
+# Parameters the protocol reserves for itself (Triton's timeout, priority, sequences, binary output): ignored, never
+# taken for decoding options (the deadline is the server's --request-timeout-s).
 RESERVED = {"binary_data_output", "timeout", "priority", "sequence_id", "sequence_start", "sequence_end"}
 HEADER_LENGTH = "inference-header-content-length"
 

@@ -101,6 +101,12 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--task", help="built-in task whose dev sources feed the parity check")
     parser.add_argument("--max-source-length", type=int, default=1024)
     parser.add_argument(
+        "--lexicon",
+        type=Path,
+        help="TSV of known inputs, key<TAB>output tokens (a key's lines are its variants, preferred first): "
+        "answered without decoding (s2s_runtime.lexicon)",
+    )
+    parser.add_argument(
         "--max-target-length",
         type=target_length_rule,
         metavar="N | RATIO,OFFSET",
@@ -344,6 +350,11 @@ def run_export(args: argparse.Namespace) -> int:
                 parity_tolerance=args.parity_tolerance,
             ),
         )
+        if args.lexicon:
+            from .lexicon import attach_lexicon, read_lexicon
+
+            known = attach_lexicon(out, read_lexicon(args.lexicon))
+            print(f"lexicon: {known} known inputs", file=sys.stderr)
     except (CheckpointError, ConfigError, DataError, ParityError, FileExistsError, ValueError) as error:
         raise SystemExit(f"s2s export: {error}") from None
     manifest = json.loads((out / "manifest.json").read_text())

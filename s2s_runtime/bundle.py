@@ -14,6 +14,8 @@ from pathlib import Path
 
 from . import roles
 from .files import parse_json, read_json, regular_file
+from .lexicon import FILE as LEXICON_FILE
+from .lexicon import Lexicon
 from .schema import MANIFEST_FILE, BundleError, GraphSchema, Manifest, TensorSpec
 from .vocab import Vocab, VocabError
 
@@ -96,6 +98,7 @@ class Bundle:
     source: SideSpec
     target: SideSpec
     graphs: dict[str, GraphSpec]
+    lexicon: Lexicon | None = None  # known inputs answered without decoding (s2s_runtime.lexicon)
 
     start_id = property(lambda self: self.manifest.start_id)
     eos_id = property(lambda self: self.manifest.eos_id)
@@ -203,7 +206,11 @@ def _check(root: Path, manifest: Manifest) -> Bundle:
         path = checked(graph.file, f"graphs.{kind}.file")
         graphs[kind] = GraphSpec(kind, path, graph, files[path.name])
     _check_contract(graphs, target_size, manifest)
-    return Bundle(root, manifest, sides["source"], sides["target"], graphs)
+    lexicon = None
+    if LEXICON_FILE in files:
+        path = bundle_file(root, LEXICON_FILE, "files")
+        lexicon = Lexicon.parse(read_verified(path, files[LEXICON_FILE]), sides["target"].vocab, str(path))
+    return Bundle(root, manifest, sides["source"], sides["target"], graphs, lexicon)
 
 
 def _check_contract(graphs: dict[str, GraphSpec], target_size: int, manifest: Manifest) -> None:

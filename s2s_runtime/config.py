@@ -58,6 +58,8 @@ class GenerationOptions:
         suppress_tokens: target tokens (strings or ids) never generated.
         return_attention: attach each step's attention weights over the source (attention models).
         replace_unknowns: replace an output unk token by the source token it attended to most (attention models).
+        use_lexicon: answer an input the bundle's lexicon knows from it, without decoding (its variants first in an
+            n-best, the model's after); False asks the model (s2s_runtime.lexicon).
 
     Raises:
         TypeError: an unknown option (`from_kwargs`) or a value of the wrong type.
@@ -90,6 +92,7 @@ class GenerationOptions:
     suppress_tokens: tuple = ()
     return_attention: bool = False
     replace_unknowns: bool = False
+    use_lexicon: bool = True
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -116,7 +119,7 @@ class GenerationOptions:
                 raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
             if value is not None and not is_finite_number(value):
                 raise ValueError(f"{name}: must be finite, got {str(value)[:20]}")
-        for name in ("return_attention", "replace_unknowns"):
+        for name in ("return_attention", "replace_unknowns", "use_lexicon"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name}: expected a bool, got {type(getattr(self, name)).__name__}")
         if not 0 <= self.length_penalty <= MAX_LENGTH_PENALTY:

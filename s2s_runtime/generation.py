@@ -48,10 +48,20 @@ class Generation:
         self.items, self.plan = items, plan
         self._vocab = engine.bundle.target.vocab
         self._results: list[Result | None] = [None] * len(items)
-        self._pending = [i for i, item in enumerate(items) if item.ids]
+        # The lexicon's outputs of inputs it knows (not when every step is reported: a stream decodes): enough of
+        # them answer the input without decoding; fewer than num_hypotheses come first, the model's after.
+        self._known: dict[int, list[Hypothesis]] = {}
+        wanted = plan.options.num_hypotheses
         for index, item in enumerate(items):
             if not item.ids:  # an empty input: an empty output, without running the model
                 self._results[index] = Result([Hypothesis("", [], [], 0.0, 0.0, True)], 0)
+            elif item.lexicon and not events:
+                known = [Hypothesis.from_lexicon(ids, self._vocab) for ids in item.lexicon[:wanted]]
+                if len(known) == wanted:
+                    self._results[index] = Result(known, item.unknown)
+                else:
+                    self._known[index] = known
+        self._pending = [i for i, item in enumerate(items) if self._results[i] is None]
         self._stack = ExitStack()
         self._search: Search | None = None
         self._steps = 0
@@ -173,9 +183,11 @@ class Generation:
         options = self.plan.options
         for index, candidates in zip(self._pending, n_best, strict=True):
             item = self.items[index]
-            self._results[index] = Result(
-                [hypothesis(c, item.tokens, len(item.ids), options, self._vocab) for c in candidates], item.unknown
-            )
+            decoded = [hypothesis(c, item.tokens, len(item.ids), options, self._vocab) for c in candidates]
+            known = self._known.get(index, [])
+            seen = [h.ids for h in known]
+            merged = known + [h for h in decoded if h.ids not in seen]
+            self._results[index] = Result(merged[: options.num_hypotheses], item.unknown)
 
 
 def decode_in_batches(

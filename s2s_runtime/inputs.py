@@ -28,6 +28,7 @@ class PreparedInput:
     unknown: int  # input symbols not in the source vocabulary (mapped to unk)
     limits: RowLimits
     tokens_bound: int  # the most decoder tokens it can cost: rows × max output length (0 if empty)
+    lexicon: tuple[tuple[int, ...], ...] = ()  # the lexicon's outputs for it, preferred first (s2s_runtime.lexicon)
 
 
 class InputPreparer:
@@ -56,7 +57,10 @@ class InputPreparer:
         if not ids:
             return PreparedInput([], [], 0, RowLimits((), 0, 0), 0)
         limits = self.limits(len(ids) - len(self._source_eos), prefix, options, index)
-        return PreparedInput(tokens, ids, unknown, limits, rows_per_input * limits.max_length)
+        known: tuple[tuple[int, ...], ...] = ()
+        if options.use_lexicon and self.bundle.lexicon is not None and isinstance(source, str) and not prefix:
+            known = self.bundle.lexicon.lookup(source)
+        return PreparedInput(tokens, ids, unknown, limits, rows_per_input * limits.max_length, known)
 
     def prepare_all(self, inputs: object, target_prefix: object, plan: DecodingPlan) -> list[PreparedInput]:
         """`prepare` for each input of a call, with its prefix (None, or a list of one per input)."""

@@ -24,6 +24,8 @@ class Hypothesis:
         normalized_score: the score used for ranking (see GenerationOptions.length_penalty).
         finished: True if the model emitted eos, False if the length limit stopped it.
         attention: (steps, source_length) attention weights when return_attention=True, else None.
+        origin: where the output came from: "model" (decoded) or "lexicon" (the bundle's lexicon: score 0, the
+            log-probability of a certain answer).
     """
 
     text: str
@@ -33,6 +35,13 @@ class Hypothesis:
     normalized_score: float
     finished: bool
     attention: np.ndarray | None = None
+    origin: str = "model"
+
+    @classmethod
+    def from_lexicon(cls, ids: tuple[int, ...], vocab: Vocab) -> Hypothesis:
+        """A lexicon entry as a hypothesis."""
+        tokens = vocab.decode_tokens(ids)
+        return cls(vocab.join(tokens), tokens, list(ids), 0.0, 0.0, True, None, "lexicon")
 
     def to_dict(self) -> dict:
         """JSON-ready form (scores to 6 decimals, attention to 5), as the CLI and the HTTP service print it."""
@@ -43,6 +52,7 @@ class Hypothesis:
             "score": round(self.score, 6),
             "normalized_score": round(self.normalized_score, 6),
             "finished": self.finished,
+            "origin": self.origin,
         }
         if self.attention is not None:
             record["attention"] = self.attention.round(5).tolist()

@@ -15,7 +15,8 @@ from ..results import Result
 from .bulk_files import RowError
 
 # The output columns of a record; unknown_source_tokens: input symbols not in the source vocabulary (mapped to unk).
-COLUMNS = ("text", "tokens", "score", "finished", "unknown_source_tokens", "error")
+# origin: "model" (decoded) or "lexicon" (the bundle's lexicon knew the input).
+COLUMNS = ("text", "tokens", "score", "finished", "unknown_source_tokens", "origin", "error")
 N_BEST_COLUMNS = ("hypotheses", "hypothesis_scores")  # added when num_hypotheses > 1
 
 
@@ -29,11 +30,13 @@ def record(index: int, source: Any, result: Result | None, error: str | None, n_
         "score": None,
         "finished": False,
         "unknown_source_tokens": 0,
+        "origin": None,
         "error": error,
     }
     if result is not None:
         row.update(text=result.text, tokens=result.tokens, score=result.score, finished=result.finished)
         row["unknown_source_tokens"] = result.unknown_source_tokens
+        row["origin"] = result.best.origin
         if n_best:
             row["hypotheses"] = [h.text for h in result.hypotheses]
             row["hypothesis_scores"] = [h.score for h in result.hypotheses]
@@ -86,6 +89,7 @@ def from_row(row: dict) -> dict:
         "score": None if row["error"] else float(row["score"]),
         "finished": bool(row["finished"]),
         "unknown_source_tokens": int(row["unknown_source_tokens"]),
+        "origin": row["origin"],
         "error": row["error"],
     }
     if "hypotheses" in row:

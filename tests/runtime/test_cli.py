@@ -69,6 +69,16 @@ def test_train_then_export_then_generate(tmp_path, capsys):
     assert main(["generate", str(tmp_path / "bundle"), "cab", "--device", "cpu"]) == 0
     with pytest.raises(SystemExit, match="already exists"):
         main(["export", summary["checkpoint"], "--out", str(tmp_path / "bundle")])
+    table = tmp_path / "lexicon.tsv"
+    lexicon = ["export", summary["checkpoint"], "--out", str(tmp_path / "lex"), "--lexicon", str(table)]
+    table.write_text("cab\tNOPE\n")
+    with pytest.raises(SystemExit, match=r"lexicon\.tsv\.gz:1: token 'NOPE' is not in the target vocabulary"):
+        main(lexicon)
+    table.write_text("cab\tc b a\n")
+    assert main([*lexicon, "--overwrite"]) == 0
+    assert "lexicon: 1 known inputs" in capsys.readouterr().err
+    assert main(["generate", str(tmp_path / "lex"), "cab", "--json", "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["origin"] == "lexicon"
     rnn = tmp_path / "rnn-bundle"
     assert main(["export", summary["checkpoint"], "--out", str(rnn), "--task", "sort", "--encoder-op", "rnn"]) == 0
     assert "GRU" in {node.op_type for node in onnx.load(str(rnn / "encoder.onnx")).graph.node}

@@ -79,7 +79,7 @@ def test_a_lookup_is_much_faster_than_a_decode(model):
     [
         ("hello\tzz\n", r":1: token 'zz' is not in the target vocabulary"),
         ("ok\ta\nhello a b\n", r":2: expected 'key<TAB>output tokens'"),
-        ("hello\ta b\nHello\ta b\n", r":2: 'Hello' → 'a b' is listed twice"),
+        ("read\ta\nwide\tb\nread\tc\n", r":3: 'read' is listed again \(first at line 1\)"),
         ("x\t" + "a " * MAX_LINE_CHARACTERS + "\n", f"more than {MAX_LINE_CHARACTERS}"),
     ],
 )
@@ -96,6 +96,15 @@ def test_bad_lexicons_are_bundle_errors_naming_the_line(bundle, tmp_path, conten
     write_manifest(copy, Manifest.parse(json.loads((copy / "manifest.json").read_text())))
     with pytest.raises(BundleError, match=message):
         s2s_runtime.load(copy, device="cpu")
+
+
+def test_keys_that_normalize_alike_share_their_variants(tmp_path, bundle):
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    attach_lexicon(copy, [("A", "a"), ("a.", "a"), ("a.", "b")])
+    loaded = s2s_runtime.load(copy, device="cpu").bundle
+    variants = loaded.lexicon.lookup("A!")
+    assert [loaded.target.vocab.decode_tokens(ids) for ids in variants] == [["a"], ["b"]]
 
 
 def test_key_normalization():

@@ -49,6 +49,7 @@ class Vocab:
         self.tokens: list[str] = list(tokens)
         self.tokenizer = tokenizer
         self._ids = {token: index for index, token in enumerate(self.tokens)}
+        self.longest_token = max(map(len, self.tokens), default=0)  # characters (an answer's size bound reads it)
         if not isinstance(specials, dict):
             raise VocabError(f"{origin}: 'specials' must be an object mapping roles to tokens")
         self.specials: dict[str, str] = {}

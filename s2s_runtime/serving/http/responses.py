@@ -22,7 +22,7 @@ def answer_bound(model: Seq2SeqModel, inputs: list, options: GenerationOptions) 
     """The most bytes the JSON answer to these inputs and options can take: every hypothesis (and the best one again,
     as the result's own fields) at the longest output the options allow, with its attention if asked."""
     vocab = model.bundle.target.vocab
-    token_bytes = 2 * max(len(token) for token in vocab.tokens) + TOKEN_OVERHEAD_BYTES
+    token_bytes = 2 * vocab.longest_token + TOKEN_OVERHEAD_BYTES
     hypotheses = min(options.num_hypotheses, model.limits.max_num_hypotheses) + 1
     total = 0
     for source in inputs:

@@ -116,7 +116,8 @@ def run(
     if Path(job.input).resolve() == Path(job.output).resolve():
         raise BulkError(f"{job.output}: the output would overwrite the input")
     options = job.generation_options()  # invalid options fail before anything is read or written
-    load(job.bundle, device="cpu").plan(options)  # so does what the model refuses, before any worker starts
+    checked = load(job.bundle, device="cpu", intra_op_threads=1)  # what the model refuses fails before any worker
+    plan = checked.plan(options)
     sources = read_sources(job.input, job.column)
     if output_kind == "parquet" and {str, list} <= {type(s) for s in sources}:
         raise BulkError(f"{job.input}: texts and token lists in one column cannot be written to Parquet")
@@ -131,7 +132,7 @@ def run(
             if use_ray:
                 _run_on_ray(job, sources, pending, ray_address, workers, bar)
             else:
-                _run_local(job, sources, pending, workers, bar)
+                _run_local(job, sources, pending, workers, bar, (checked, plan))
         finally:
             bar.close()
         failed = assemble([_shard_path(job, shard) for shard, _ in shards], job.output, output_kind)
@@ -196,11 +197,15 @@ def _decode_shard(job: BulkJob, shard: int, start: int, sources: list[Any]) -> i
     return len(records)
 
 
-def _run_local(job: BulkJob, sources: list[Any], pending: list[tuple[int, int]], workers: int, bar: Any) -> None:
+def _run_local(
+    job: BulkJob, sources: list[Any], pending: list[tuple[int, int]], workers: int, bar: Any, checked: tuple
+) -> None:
+    """The shards on this process (one worker: with the model `run` already loaded and planned) or on a pool."""
     options = job.generation_options()
     tasks = [(job, shard, start, sources[start : start + job.shard_size]) for shard, start in pending]
     if workers <= 1:
-        _start_worker(job.bundle, options)
+        model, plan = checked
+        _worker.update(model=model, plan=plan, error=None)
         for task in tasks:
             bar.update(_decode_shard(*task))
         return

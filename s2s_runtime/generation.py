@@ -184,10 +184,11 @@ class Generation:
         for index, candidates in zip(self._pending, n_best, strict=True):
             item = self.items[index]
             decoded = [hypothesis(c, item.tokens, len(item.ids), options, self._vocab) for c in candidates]
-            known = self._known.get(index, [])
-            seen = [h.ids for h in known]
-            merged = known + [h for h in decoded if h.ids not in seen]
-            self._results[index] = Result(merged[: options.num_hypotheses], item.unknown)
+            known = self._known.get(index)
+            if known:  # the lexicon's variants first, then the model's other outputs
+                seen = [h.ids for h in known]
+                decoded = (known + [h for h in decoded if h.ids not in seen])[: options.num_hypotheses]
+            self._results[index] = Result(decoded, item.unknown)
 
 
 def decode_in_batches(

@@ -25,7 +25,7 @@ from ...model import Seq2SeqModel
 from ..config import BatcherConfig
 from . import openapi, v2
 from .config import ServerConfig
-from .errors import HTTPError
+from .errors import HTTPError, closing_headers
 from .handling import (
     GONE,
     admit,
@@ -93,7 +93,7 @@ def error_response(state: AppState, problem: HTTPError) -> Any:
     draining)."""
     from starlette.responses import JSONResponse
 
-    headers = {"connection": "close"} if problem.status in (408, 413, 431) or state.draining else None
+    headers = closing_headers(problem, state.draining)
     body = {"error": {"type": problem.kind, "message": str(problem), "request_id": request_id()}}
     return JSONResponse(body, status_code=problem.status, headers=headers)
 

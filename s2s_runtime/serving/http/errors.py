@@ -25,6 +25,12 @@ ERRORS: list[tuple[type[BaseException], int, str, str]] = [
 ]
 
 
+def closing_headers(problem: HTTPError, draining: bool) -> dict[str, str] | None:
+    """An error answer closes its connection after 408, 413 and 431 (the rest of the request may still be on its
+    way) and while the service drains."""
+    return {"connection": "close"} if problem.status in (408, 413, 431) or draining else None
+
+
 def http_error(error: BaseException) -> HTTPError:
     if isinstance(error, HTTPError):
         return error

@@ -25,7 +25,7 @@ from typing import Any
 
 from ... import __version__
 from ...results import Result
-from .errors import HTTPError
+from .errors import HTTPError, closing_headers
 from .handling import (
     GONE,
     admit,
@@ -76,7 +76,7 @@ def routes() -> list:
 def error_response(state: AppState, problem: HTTPError) -> Any:
     from starlette.responses import JSONResponse
 
-    headers = {"connection": "close"} if problem.status in (408, 413, 431) or state.draining else None
+    headers = closing_headers(problem, state.draining)
     body = {"error": str(problem), "request_id": request_id()}
     return JSONResponse(body, status_code=problem.status, headers=headers)
 

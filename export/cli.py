@@ -37,7 +37,7 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
     )
     data = parser.add_argument_group("data")
     data.add_argument("--preset", help="a named recipe (task, model and training settings; flags override): reverse")
-    data.add_argument("--task", help="built-in task: reverse, sort, add, dates, cmudict")
+    data.add_argument("--task", help="built-in task: reverse, sort, add, dates, cmudict, cmudict-stress")
     data.add_argument("--train", type=Path, help="training pairs (.tsv: source<TAB>target, or .jsonl)")
     data.add_argument("--dev", type=Path, help="dev pairs for early stopping (required with --train)")
     data.add_argument("--size", type=int, help="examples of a generated task (default 5000)")
@@ -236,10 +236,35 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_average_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "average",
+        help="average the weights of checkpoints of one training run",
+        description="Write the element-wise mean of several checkpoints (e.g. OUT/epochs/* kept by `s2s train "
+        "--keep-epochs K`) as one checkpoint, the input of `s2s export`.",
+    )
+    parser.add_argument("checkpoints", nargs="+", type=Path, help="checkpoint directories of one run")
+    parser.add_argument("--out", type=Path, required=True, help="output checkpoint directory")
+    parser.set_defaults(handler=run_average)
+
+
+def run_average(args: argparse.Namespace) -> int:
+    require_torch()
+    from .average import average_checkpoints
+    from .checkpoint import CheckpointError, save_checkpoint
+
+    try:
+        save_checkpoint(average_checkpoints(args.checkpoints), args.out)
+    except (CheckpointError, ValueError) as error:
+        raise SystemExit(f"s2s average: {error}") from None
+    print(json.dumps({"checkpoint": str(args.out), "averaged": [str(c) for c in args.checkpoints]}, indent=1))
+    return 0
+
+
 def run_train(args: argparse.Namespace) -> int:
     require_torch()
     from .config import ConfigError
-    from .data import DataError, read_pairs, task_pairs
+    from .data import CMUDICT_TASKS, DataError, read_pairs, task_pairs
     from .presets import get_preset
     from .train import train
 
@@ -260,7 +285,7 @@ def run_train(args: argparse.Namespace) -> int:
             seed = train_options.get("seed", 0)
             train_pairs = task_pairs(task, "train", size=size or 5000, seed=seed)
             dev_pairs = task_pairs(task, "dev", size=size or 5000, seed=seed)
-            if task == "cmudict":
+            if task in CMUDICT_TASKS:
                 train_options.setdefault("target_tokenizer", "space")
         elif args.train and args.dev:
             train_pairs, dev_pairs = read_pairs(args.train), read_pairs(args.dev)

@@ -225,6 +225,8 @@ class TrainConfig:
     target_tokenizer: str = "char"
     max_dev_examples: int = 2000  # dev sources decoded per epoch for early stopping
     threads: int = 0  # torch intra-op threads; 0: chosen by model size (s2s_export.train.training_threads)
+    label_smoothing: float = 0.0  # share of each target's probability spread over the vocabulary in the loss
+    keep_epochs: int = 0  # keep the weights of the last this many epochs in OUT/epochs, for `s2s average`
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -235,6 +237,10 @@ class TrainConfig:
             raise ConfigError(f"threads: must be ≥ 0 (0: chosen by model size), got {self.threads}")
         if self.learning_rate <= 0 or self.clip_norm <= 0:
             raise ConfigError("learning_rate and clip_norm must be > 0")
+        if self.keep_epochs < 0:
+            raise ConfigError(f"keep_epochs: must be ≥ 0, got {self.keep_epochs}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"label_smoothing: must be in [0, 1), got {self.label_smoothing}")
         if not 0 < self.lr_decay <= 1:
             raise ConfigError(f"lr_decay: must be in (0, 1], got {self.lr_decay}")
         for key in ("source_tokenizer", "target_tokenizer"):

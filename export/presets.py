@@ -54,6 +54,14 @@ PRESETS = {
         train=G2P_TRAIN,
         description="English grapheme-to-phoneme, 2-layer bidirectional LSTM encoder-decoder with Luong attention",
     ),
+    # The built-in since 0.4: the same architecture with stress-marked targets (AH0, EY1, ...), label smoothing, and the
+    # last epochs kept for checkpoint averaging (`s2s average`).
+    "g2p-en-stress": Preset(
+        task="cmudict-stress",
+        model=dict(G2P_MODEL, attention="general", dropout=0.2),
+        train=dict(G2P_TRAIN, label_smoothing=0.1, keep_epochs=8, threads=1),
+        description="English grapheme-to-phoneme with stress (ARPAbet 0/1/2), the g2p-en architecture",
+    ),
     # The seed's plain encoder-decoder (no attention): the context vector initializes the decoder and is fed at
     # every step.
     "g2p-en-plain": Preset(

@@ -3,6 +3,8 @@ seed-deterministic and resumable.
 
 Output directory:
   checkpoint/       the best model so far (by dev exact match) — the input of `s2s export`
+  epochs/NNN/       with keep_epochs=K: the weights after each of the last K epochs (checkpoint directories), which
+                    `s2s average` averages into one model
   train_state.pt    last epoch's weights, optimizer state and progress, for --resume (tensors only, loaded with
                     weights_only=True)
   metrics.json      per-epoch history and the final dev (and test) metrics
@@ -16,6 +18,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +39,7 @@ from .model import Seq2Seq
 
 log = logging.getLogger(__name__)
 STATE_FILE = "train_state.pt"
+EPOCHS_DIR = "epochs"
 
 
 @dataclass
@@ -205,7 +209,9 @@ def _train(
     if resume and state_path.exists():
         progress = _restore(state_path, model, optimizer)
         log.info("resuming from %s after epoch %d", state_path, progress["epoch"])
-    loss_fn = nn.NLLLoss(ignore_index=target_vocab.id_of("pad"))
+    # The model returns log-probabilities; cross-entropy's own log-softmax leaves them unchanged, and it knows
+    # label smoothing (NLLLoss does not).
+    loss_fn = nn.CrossEntropyLoss(ignore_index=target_vocab.id_of("pad"), label_smoothing=tc.label_smoothing)
     collate_args = dict(
         source_pad=source_vocab.id_of("pad"),
         target_pad=target_vocab.id_of("pad"),
@@ -248,6 +254,7 @@ def _train(
             for group in optimizer.param_groups:  # the optimizer state (saved for resume) carries the decayed rate
                 group["lr"] *= tc.lr_decay
         progress["epoch"] = epoch
+        _keep_epoch(checkpoint, out_dir / EPOCHS_DIR, epoch, tc.keep_epochs)
         progress["seconds"] = progress.get("seconds", 0.0) + time.perf_counter() - epoch_started
         _save_state(state_path, model, optimizer, progress)
         message = (
@@ -275,6 +282,15 @@ def _train(
         + "\n"
     )
     return result
+
+
+def _keep_epoch(checkpoint: Checkpoint, directory: Path, epoch: int, keep: int) -> None:
+    """Save this epoch's weights as directory/NNN and drop the ones older than the last `keep`."""
+    if keep == 0:
+        return
+    save_checkpoint(checkpoint, directory / f"{epoch:03d}")
+    for old in sorted(directory.iterdir())[:-keep]:
+        shutil.rmtree(old)
 
 
 def _save_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, progress: dict) -> None:

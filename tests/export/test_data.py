@@ -1,4 +1,5 @@
 import datetime
+import re
 
 import pytest
 
@@ -69,6 +70,16 @@ def test_cmudict_split_is_deterministic_disjoint_and_keeps_pronunciations_togeth
     assert all(cmudict_split_of(p.source) == "test" for p in splits["test"])
     multi = [p for p in splits["train"] if p.source == "read"]
     assert len(multi) >= 2 and all(not any(c.isdigit() for c in p.target) for p in multi)
+
+
+def test_cmudict_stress_task_keeps_the_digits_and_is_the_same_split_and_order():
+    plain, stressed = task_pairs("cmudict", "dev"), task_pairs("cmudict-stress", "dev")
+    assert [p.source for p in stressed] == [p.source for p in plain]
+    assert [re.sub(r"\d", "", p.target) for p in stressed] == [p.target for p in plain]
+    read = [p.target for p in task_pairs("cmudict-stress", cmudict_split_of("read")) if p.source == "read"]
+    assert read == ["R EH1 D", "R IY1 D"]  # a homograph's pronunciations, in CMUdict's order
+    vowels = {t for p in stressed for t in p.target.split() if t[-1].isdigit()}
+    assert {t[-1] for t in vowels} == {"0", "1", "2"}
 
 
 def test_bucketed_batches_cover_everything_once_and_group_lengths():

@@ -4,8 +4,9 @@ import os
 import pytest
 import torch
 
-from s2s_export.checkpoint import load_checkpoint
-from s2s_export.config import Seq2SeqConfig, TrainConfig
+from s2s_export.average import average_checkpoints
+from s2s_export.checkpoint import CheckpointError, load_checkpoint
+from s2s_export.config import ConfigError, Seq2SeqConfig, TrainConfig
 from s2s_export.data import task_pairs
 from s2s_export.metrics import score_predictions
 from s2s_export.model import Seq2Seq
@@ -65,6 +66,40 @@ def test_training_runs_on_the_configured_threads_and_restores_them(tmp_path, mon
     assert training_threads(TrainConfig(), small) == 1
     assert training_threads(TrainConfig(), large) == min(len(os.sched_getaffinity(0)), 8)
     assert training_threads(TrainConfig(threads=3), small) == 3
+
+
+def test_label_smoothing_changes_the_loss_and_kept_epochs_average_into_one_checkpoint(tmp_path):
+    def train_sort(out, hidden_size=16, **options):
+        return train(
+            task_pairs("sort", "train", size=200),
+            task_pairs("sort", "dev", size=200),
+            out,
+            model_options=dict(hidden_size=hidden_size, source_embedding_size=8, target_embedding_size=8),
+            train_config=TrainConfig(epochs=3, batch_size=32, patience=50, progress=False, **options),
+        )
+
+    plain = train_sort(tmp_path / "plain", keep_epochs=2)
+    smoothed = train_sort(tmp_path / "smoothed", label_smoothing=0.2)
+    # Same seed, same batches: only the smoothed targets can make the losses differ.
+    assert all(a["loss"] != b["loss"] for a, b in zip(plain.history, smoothed.history, strict=True))
+    kept = sorted((tmp_path / "plain" / "epochs").iterdir())
+    assert [d.name for d in kept] == ["002", "003"] and not (tmp_path / "smoothed" / "epochs").exists()
+    averaged = average_checkpoints(kept)
+    weights = [load_checkpoint(d).model.state_dict() for d in kept]
+    for name, tensor in averaged.model.state_dict().items():
+        assert torch.allclose(tensor, (weights[0][name] + weights[1][name]) / 2, atol=1e-7)
+    assert evaluate(averaged, task_pairs("sort", "dev", size=200)).count > 0
+    with pytest.raises(CheckpointError, match="no checkpoints"):
+        average_checkpoints([])
+    train_sort(tmp_path / "wider", keep_epochs=1, hidden_size=24)
+    with pytest.raises(CheckpointError, match=r"wider.*config differs"):
+        average_checkpoints([kept[0], tmp_path / "wider" / "epochs" / "003"])
+
+
+@pytest.mark.parametrize("options", [dict(label_smoothing=1.0), dict(label_smoothing=-0.1), dict(keep_epochs=-1)])
+def test_bad_smoothing_or_kept_epochs_is_a_config_error(options):
+    with pytest.raises(ConfigError, match=next(iter(options))):
+        TrainConfig(**options)
 
 
 def test_metrics_with_several_references():

@@ -33,11 +33,13 @@ class Contender:
 
 
 class RuntimeContender(Contender):
-    """This runtime (optimized graphs, IO binding, compaction)."""
+    """This runtime (optimized graphs, IO binding, compaction; the greedy graph where it decodes, unless
+    `step_loop`)."""
 
-    def __init__(self, name: str, bundle: Path, threads: int, beam_size: int):
+    def __init__(self, name: str, bundle: Path, threads: int, beam_size: int, *, step_loop: bool = False):
         super().__init__(name, ("greedy", "beam"))
-        self.model = s2s_runtime.load(bundle, device="cpu", intra_op_threads=threads)
+        step_loop_only = {"greedy_graph_max_batch": 0} if step_loop else {}  # the runtime without its greedy graph
+        self.model = s2s_runtime.load(bundle, device="cpu", intra_op_threads=threads, **step_loop_only)
         self.beam_size = beam_size
 
     def decode(self, sources: Sequence[str], strategy: str) -> list[tuple[list[int], bool]]:

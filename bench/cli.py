@@ -123,6 +123,9 @@ def run_bench(args: argparse.Namespace) -> int:
             contenders += [TorchEager(checkpoint, args.threads), HandWrittenLoop(plain, args.threads, args.beam_size)]
             if openvino_available():  # what a CPU user picks instead of onnxruntime, on the same plain graphs
                 contenders.append(HandWrittenLoop(plain, args.threads, args.beam_size, engine="OpenVINO"))
+        contenders.append(
+            RuntimeContender(report.RUNTIME_STEP_LOOP, Path(args.bundle), args.threads, args.beam_size, step_loop=True)
+        )
         contenders.append(RuntimeContender(report.RUNTIME, Path(args.bundle), args.threads, args.beam_size))
         if args.checkpoint is not None:  # the export made for batch 1 (s2s export --encoder-op rnn), and int8
             contenders.append(RuntimeContender(report.RUNTIME_RNN_ENCODER, rnn_encoder, args.threads, args.beam_size))
@@ -154,10 +157,13 @@ def run_bench(args: argparse.Namespace) -> int:
                 sum(len(ids) + finished for ids, finished in greedy) / len(greedy),
             )
         with frozen_heap():
-            breakdown = {
-                mix: batch1_breakdown(Path(args.bundle), chosen[:256], args.threads, args.repeats)
-                for mix, chosen in mixes.items()
-            }
+            breakdown, breakdown_step_loop = (
+                {
+                    mix: batch1_breakdown(Path(args.bundle), chosen[:256], args.threads, args.repeats, greedy_graph)
+                    for mix, chosen in mixes.items()
+                }
+                for greedy_graph in (True, False)
+            )
             measurements, floor_timings = measure_plan(plan, mixes, lengths, floor_probe, args)
         machine_floor = median_floor(floor_timings or [floor_probe.measure()])
         machine_floor["by_mix"] = {mix: floor_per_token(machine_floor, *lengths[mix]) for mix in mixes}
@@ -182,6 +188,7 @@ def run_bench(args: argparse.Namespace) -> int:
         "ratios": report.ratios(measurements),
         "graphs_alone": alone,
         "batch1_breakdown": breakdown,
+        "batch1_breakdown_step_loop": breakdown_step_loop,
         "encoder_costs": encoder_cost,
     }
     for path in report.write(result, args.out, plot_png=not args.no_plot):

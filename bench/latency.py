@@ -265,27 +265,35 @@ class TimedSession:
         return getattr(self.session, name)
 
 
-def batch1_breakdown(bundle: Any, sources: Sequence[str], threads: int, repeats: int) -> dict:
+def batch1_breakdown(bundle: Any, sources: Sequence[str], threads: int, repeats: int, greedy_graph: bool) -> dict:
     """Where the runtime's time goes at batch 1: `generate` called once per input over `sources` (a model of its
-    own, loaded from `bundle`, whose encoder and decoder-step sessions are timed), medians over `repeats` passes;
-    what the sessions do not account for is the runtime's own Python (tokenizing, limits, the search, results).
-    µs per output token (eos included) and per sequence."""
+    own, loaded from `bundle`, whose sessions are timed), medians over `repeats` passes; `greedy_graph` False: the
+    step loop (greedy_graph_max_batch=0). What the sessions do not account for is the runtime's own Python
+    (tokenizing, limits, the search, results). µs per output token (eos included) and per sequence, by part:
+    encoder, step, greedy_graph (the one-call decode), python."""
     import s2s_runtime
 
-    model = s2s_runtime.load(bundle, device="cpu", intra_op_threads=threads)
+    model = s2s_runtime.load(
+        bundle, device="cpu", intra_op_threads=threads, **({} if greedy_graph else {"greedy_graph_max_batch": 0})
+    )
     timed: dict[str, TimedSession] = {}
     model.engine.instrument(lambda kind, session: timed.setdefault(kind, TimedSession(session)))
-    encoder, step = timed["encoder"], timed["decoder_step"]
+    sessions = {"encoder": timed["encoder"], "step": timed["decoder_step"]}
+    if "greedy" in timed:
+        sessions["greedy_graph"] = timed["greedy"]
     tokens = sum(len(r.ids) + r.finished for source in sources for r in model.generate([source]))  # and warm up
     passes = []
     for _ in range(repeats):
-        encoder.seconds = step.seconds = 0.0
+        for session in sessions.values():
+            session.seconds = 0.0
         started = time.perf_counter()
         for source in sources:
             model.generate([source])
-        passes.append((time.perf_counter() - started, encoder.seconds, step.seconds))
-    total, encoder_s, step_s = sorted(passes)[len(passes) // 2]  # the median pass, its parts as measured in it
-    parts = {"total": total, "encoder": encoder_s, "step": step_s, "python": total - encoder_s - step_s}
+        passes.append((time.perf_counter() - started, *(session.seconds for session in sessions.values())))
+    total, *spent = sorted(passes)[len(passes) // 2]  # the median pass, its parts as measured in it
+    parts = {"total": total, "encoder": 0.0, "step": 0.0, "greedy_graph": 0.0}
+    parts.update(zip(sessions, spent, strict=True))
+    parts["python"] = total - parts["encoder"] - parts["step"] - parts["greedy_graph"]
     return {
         "sequences": len(sources),
         "tokens": tokens,

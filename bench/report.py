@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 RUNTIME = "s2s-runtime fp32"
+RUNTIME_STEP_LOOP = "s2s-runtime fp32, step loop"  # the same bundle without its greedy graph: a step per call
 RUNTIME_RNN_ENCODER = "s2s-runtime fp32, --encoder-op rnn"
 RUNTIME_PREFIX = "s2s-runtime"  # the runtime's variants: fp32, int8
 
@@ -108,20 +109,22 @@ def markdown(result: dict) -> str:
             f"op): {said}.",
         ]
     floors = (result["machine"].get("floor") or {}).get("by_mix", {})
-    for mix, parts in result.get("batch1_breakdown", {}).items():
-        spent, floor_parts = parts["us_per_token"], floors.get(mix)
-        against = (
-            f"; the floor's: encoder weights {floor_parts['encoder_weights_us']:.1f}, step weights "
-            f"{floor_parts['step_weights_us']:.1f}, calls {floor_parts['calls_us']:.1f}"
-            if floor_parts
-            else ""
-        )
-        lines += [
-            "",
-            f"Where {RUNTIME}'s time goes at batch 1 ({mix} inputs, one generate call per input): "
-            f"{spent['total']:.1f} µs/token = encoder {spent['encoder']:.1f} + decoder step {spent['step']:.1f} + "
-            f"the runtime's own Python {spent['python']:.1f}{against}.",
-        ]
+    for route, key in (("", "batch1_breakdown"), (" (step loop)", "batch1_breakdown_step_loop")):
+        for mix, parts in result.get(key, {}).items():
+            spent, floor_parts = parts["us_per_token"], floors.get(mix)
+            against = (
+                f"; the floor's: encoder weights {floor_parts['encoder_weights_us']:.1f}, step weights "
+                f"{floor_parts['step_weights_us']:.1f}, calls {floor_parts['calls_us']:.1f}"
+                if floor_parts
+                else ""
+            )
+            graph = f"greedy graph {spent['greedy_graph']:.1f} + " if spent.get("greedy_graph") else ""
+            lines += [
+                "",
+                f"Where {RUNTIME}{route}'s time goes at batch 1 ({mix} inputs, one generate call per input): "
+                f"{spent['total']:.1f} µs/token = {graph}encoder {spent['encoder']:.1f} + decoder step "
+                f"{spent['step']:.1f} + the runtime's own Python {spent['python']:.1f}{against}.",
+            ]
     lines += [
         "",
         "| runtime | mix | strategy | batch | versus | per-token speed-up | throughput ratio |",

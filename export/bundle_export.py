@@ -15,7 +15,8 @@ import onnx
 import onnxruntime
 import torch
 
-from s2s_runtime.bundle import MANIFEST_FILE, sha256_of
+from s2s_runtime.bundle import MANIFEST_FILE, BundleError, sha256_of
+from s2s_runtime.engine.sessions import DeviceError
 from s2s_runtime.schema import (
     DEFAULT_TARGET_LENGTH_OFFSET,
     DEFAULT_TARGET_LENGTH_RATIO,
@@ -29,14 +30,17 @@ from s2s_runtime.schema import (
 from .checkpoint import SOURCE_VOCAB_FILE, TARGET_VOCAB_FILE, Checkpoint, load_checkpoint, start_id
 from .config import ENCODER_OPS
 from .graph_builder import OPSET
+from .greedy_graph import GREEDY_FILE, build_greedy, greedy_parity, greedy_schema
 from .model import MASK_VALUE
 from .onnx_graphs import ExportedGraph, build_decoder_step, build_encoder
-from .parity import check_parity, require_parity
+from .parity import ParityError, check_parity, require_parity
 from .precision import PRECISIONS, convert_fp16, quality_change
 from .quantize import quantize_int8
+from .weights_file import save_sharing_weights
 
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder_step.onnx"
+GREEDY = "greedy"  # the manifest's name of the greedy graph
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,9 @@ class ExportOptions:
     # |Δ|/max(1, |value|) the parity check always allows against float64 PyTorch (None: parity.TOLERANCE); a value
     # set here is recorded in the manifest as set by the user.
     parity_tolerance: float | None = None
+    # Also write the greedy graph (encoder + a Loop over the step: the whole greedy decode in one onnxruntime call,
+    # s2s_export.greedy_graph), with the graphs' weights stored once in weights.bin.
+    greedy: bool = True
 
     def __post_init__(self) -> None:
         if self.max_source_length < 1 or self.validation_size < 1:
@@ -125,7 +132,10 @@ def export_bundle(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # Written next to the destination and renamed at the end, so a crash never leaves a half-bundle at out_dir.
     staging = [_write(out_dir, ckpt, encoder.model, decoder.model, manifest)]
+    eos = ckpt.config.source_eos  # the validation ids end with it; the runtime appends it itself
+    sources = [ckpt.source_vocab.decode(ids[:-1] if eos else ids) for ids in validation]
     try:
+        manifest = _check_greedy(staging[0], manifest, sources, "cpu")
         if options.precision != "float32":
             # The parity above proved the fp32 graphs; the reduced-precision graphs are measured against them.
             reduced = dataclasses.replace(manifest, precision=options.precision)
@@ -141,7 +151,7 @@ def export_bundle(
             else:
                 graphs = convert_fp16(encoder.model), convert_fp16(decoder.model)
             staging.append(_write(out_dir, ckpt, *graphs, reduced))
-            sources = [ckpt.source_vocab.join(ckpt.source_vocab.decode_tokens(ids)) for ids in validation]
+            reduced = _check_greedy(staging[1], reduced, sources, "auto" if options.precision == "float16" else "cpu")
             quality = quality_change(staging[0], staging[1], sources, options.precision)
             write_manifest(staging[1], dataclasses.replace(reduced, quality=quality))
         if out_dir.exists():
@@ -153,13 +163,45 @@ def export_bundle(
     return out_dir
 
 
+def _check_greedy(directory: Path, manifest: Manifest, sources: Sequence[str], device: str) -> Manifest:
+    """The written bundle's greedy graph checked against its step loop (ParityError unless identical), the check
+    recorded in the manifest's parity report; a bundle without one as it is."""
+    if GREEDY not in manifest.graphs:
+        return manifest
+    try:
+        report = greedy_parity(directory, sources, device=device)
+    except DeviceError as error:  # a float16 bundle on a machine without CUDA: checked where it runs, at load
+        report = {"measured": False, "reason": str(error)}
+    except BundleError as error:  # the runtime's own load-time probe already saw it decode differently
+        raise ParityError(f"parity check failed — {error}") from None
+    if report.get("passed") is False:
+        raise ParityError(
+            f"parity check failed — the greedy graph decodes differently from the step loop ({report}); "
+            "export with --no-greedy and report this"
+        )
+    checked = dataclasses.replace(manifest, parity={**manifest.parity, "greedy_graph": report})
+    write_manifest(directory, checked)
+    return checked
+
+
 def _write(
     out_dir: Path, ckpt: Checkpoint, encoder: onnx.ModelProto, decoder: onnx.ModelProto, manifest: Manifest
 ) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
-    onnx.save(encoder, str(staging / ENCODER_FILE))
-    onnx.save(decoder, str(staging / DECODER_FILE))
+    if GREEDY in manifest.graphs:
+        greedy = build_greedy(
+            encoder,
+            decoder,
+            manifest.graphs["encoder"],
+            manifest.graphs["decoder_step"],
+            start_id=manifest.start_id,
+            eos_id=manifest.eos_id,
+        )
+        save_sharing_weights({ENCODER_FILE: encoder, DECODER_FILE: decoder, GREEDY_FILE: greedy}, staging)
+    else:
+        onnx.save(encoder, str(staging / ENCODER_FILE))
+        onnx.save(decoder, str(staging / DECODER_FILE))
     ckpt.source_vocab.save(staging / SOURCE_VOCAB_FILE)
     ckpt.target_vocab.save(staging / TARGET_VOCAB_FILE)
     write_manifest(staging, manifest)
@@ -194,6 +236,9 @@ def build_manifest(
     def graph(file: str, exported: ExportedGraph) -> GraphSchema:
         return GraphSchema(file, {io.role: io for io in exported.inputs}, {io.role: io for io in exported.outputs})
 
+    graphs = {"encoder": graph(ENCODER_FILE, encoder), "decoder_step": graph(DECODER_FILE, decoder)}
+    if options.greedy:
+        graphs[GREEDY] = greedy_schema(graphs["encoder"])
     return Manifest(
         config=ckpt.config.to_dict(),
         source=SideSchema(SOURCE_VOCAB_FILE, ckpt.source_vocab.special_ids),
@@ -204,7 +249,7 @@ def build_manifest(
         max_source_length=options.max_source_length,
         limits_ratio=options.target_length_ratio,
         limits_offset=options.target_length_offset,
-        graphs={"encoder": graph(ENCODER_FILE, encoder), "decoder_step": graph(DECODER_FILE, decoder)},
+        graphs=graphs,
         opset=OPSET,
         graph_variant="plain" if options.plain else "optimized",
         precision="float32",

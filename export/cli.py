@@ -92,8 +92,9 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "export",
         help="export a checkpoint to a bundle (parity-checked)",
-        description="Write encoder.onnx, decoder_step.onnx, vocabularies and manifest.json, "
-        "after checking them against PyTorch.",
+        description="Write encoder.onnx, decoder_step.onnx, greedy.onnx (the two as one greedy decode), weights.bin "
+        "(their weights, once), vocabularies and manifest.json, after checking them against PyTorch (and the greedy "
+        "graph against the step loop).",
     )
     parser.add_argument("checkpoint", type=Path, help="checkpoint directory (e.g. OUT/checkpoint of s2s train)")
     parser.add_argument("--out", type=Path, required=True, help="bundle directory to write")
@@ -135,6 +136,13 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:
         "--parity-tolerance",
         type=float,
         help="|Δ|/max(1, |value|) always allowed against float64 PyTorch (default 1e-4; recorded in the manifest)",
+    )
+    parser.add_argument(
+        "--no-greedy",
+        dest="greedy",
+        action="store_false",
+        help="no greedy graph (the whole greedy decode in one onnxruntime call): greedy decoding runs step by step, "
+        "and each graph keeps its own weights",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -373,6 +381,7 @@ def run_export(args: argparse.Namespace) -> int:
                 precision="int8" if args.quantize else "float16" if args.fp16 else "float32",
                 progress=not args.quiet,
                 parity_tolerance=args.parity_tolerance,
+                greedy=args.greedy,
             ),
         )
         if args.lexicon:

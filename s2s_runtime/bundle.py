@@ -34,6 +34,7 @@ __all__ = [
 ]
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "bundles"  # bundles shipped inside the package, by name
+WEIGHTS_FILE = "weights.bin"  # the graphs' large tensors, stored once (s2s_export.weights_file)
 
 
 def sha256_of(path: Path) -> str:
@@ -99,6 +100,13 @@ class Bundle:
     target: SideSpec
     graphs: dict[str, GraphSpec]
     lexicon: Lexicon | None = None  # known inputs answered without decoding (s2s_runtime.lexicon)
+    weights: Path | None = None  # weights.bin, the graphs' shared external data, when the bundle has one
+
+    def read_weights(self) -> bytes | None:
+        """weights.bin's bytes, verified against the manifest (None when the graphs hold their own tensors)."""
+        if self.weights is None:
+            return None
+        return read_verified(self.weights, self.manifest.files[WEIGHTS_FILE])
 
     start_id = property(lambda self: self.manifest.start_id)
     eos_id = property(lambda self: self.manifest.eos_id)
@@ -210,7 +218,8 @@ def _check(root: Path, manifest: Manifest) -> Bundle:
     if LEXICON_FILE in files:
         path = bundle_file(root, LEXICON_FILE, "files")
         lexicon = Lexicon.parse(read_verified(path, files[LEXICON_FILE]), sides["target"].vocab, str(path))
-    return Bundle(root, manifest, sides["source"], sides["target"], graphs, lexicon)
+    weights = bundle_file(root, WEIGHTS_FILE, "files") if WEIGHTS_FILE in files else None
+    return Bundle(root, manifest, sides["source"], sides["target"], graphs, lexicon, weights)
 
 
 def _check_contract(graphs: dict[str, GraphSpec], target_size: int, manifest: Manifest) -> None:
@@ -252,3 +261,23 @@ def _check_contract(graphs: dict[str, GraphSpec], target_size: int, manifest: Ma
             raise _fail(f"graphs.decoder_step.inputs.{role} is a state the step never updates")
     if roles.MEMORY_BIAS in step.inputs and manifest.memory_bias_padding is None:
         raise _fail("decoding.memory_bias_padding is missing: an attention model needs it (the bias at padding)")
+    if "greedy" in graphs:
+        _check_greedy(graphs["greedy"])
+
+
+GREEDY_IO = {
+    "inputs": {roles.SOURCE_IDS: "int64", roles.SOURCE_LENGTHS: "int64", roles.MAX_LENGTHS: "int64"},
+    "outputs": {roles.CHOSEN_IDS: "int64", roles.CHOSEN_LOG_PROBS: "float32"},
+}
+
+
+def _check_greedy(greedy: GraphSpec) -> None:
+    """The greedy graph has exactly its roles, with their dtypes (whether it decodes as the step does is the
+    engine's probe's to find out)."""
+    for direction, expected in GREEDY_IO.items():
+        declared = getattr(greedy, direction)
+        if set(declared) != set(expected):
+            raise _fail(f"graphs.greedy.{direction} must have the roles {sorted(expected)}, not {sorted(declared)}")
+        for role, dtype in expected.items():
+            if declared[role].dtype != dtype:
+                raise _fail(f"graphs.greedy.{direction}.{role} must be {dtype}, not {declared[role].dtype}")

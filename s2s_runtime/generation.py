@@ -21,6 +21,8 @@ from .batching import BatchingOptions, length_sorted_batches
 from .decoding.hypotheses import Candidate, StepEvent
 from .decoding.strategy import Search, SearchTask
 from .engine.engine import Engine
+from .engine.fused import FusedGreedy
+from .engine.watchdog import CallStopped
 from .inputs import PreparedInput
 from .plan import DecodingPlan
 from .results import Hypothesis, Result, StreamedToken, hypothesis
@@ -65,10 +67,37 @@ class Generation:
         self._stack = ExitStack()
         self._search: Search | None = None
         self._steps = 0
-        if self._pending:
-            self._search = self._start(
-                engine, [items[i] for i in self._pending], events, plan.entropy() if entropy is None else entropy
+        self._stop: Stop | None = None  # run()'s stop, for the one call of the greedy graph
+        pending = [items[i] for i in self._pending]
+        if not pending:
+            return
+        if engine.fused is not None and not events and self._plain_greedy(pending, engine):
+            self._search = self._decode_fused(engine.fused, pending)
+        else:
+            self._search = self._start(engine, pending, events, plan.entropy() if entropy is None else entropy)
+
+    def _plain_greedy(self, items: list[PreparedInput], engine: Engine) -> bool:
+        """Whether the greedy graph can decode this batch: greedy with nothing that needs every step's log-probs
+        (no logits rule, no forced prefix, no attention) and at most settings.greedy_graph_max_batch inputs."""
+        plan = self.plan
+        return (
+            plan.options.strategy == "greedy"
+            and not plan.with_attention
+            and len(items) <= engine.settings.greedy_graph_max_batch
+            and not plan.processors([item.limits for item in items])
+        )
+
+    def _decode_fused(self, fused: FusedGreedy, items: list[PreparedInput]) -> Search:
+        """The batch's greedy decode in one call of the greedy graph: a search of no step events, which run() and
+        step() drive like any other (its first advance is the whole decode)."""
+        yield from ()
+        try:
+            candidates = fused.decode(
+                [item.ids for item in items], [item.limits.max_length for item in items], self._stop
             )
+        except CallStopped:
+            raise DecodingStopped() from None
+        return [[candidate] for candidate in candidates]
 
     def _start(self, engine: Engine, items: list[PreparedInput], events: bool, entropy: int) -> Search:
         plan, strategy, bundle = self.plan, self.plan.strategy, engine.bundle
@@ -119,6 +148,7 @@ class Generation:
     def run(self, stop: Stop | None = None) -> list[Result]:
         """Step until done, asking `stop` before every step (DecodingStopped when it says so); the results."""
         if self._search is not None:
+            self._stop = stop
             advance = self._search.__next__  # the loop of step() without its per-step call: the fast paths' pace
             try:
                 if stop is None:

@@ -19,7 +19,7 @@ from .bundle import Bundle
 from .config import GenerationOptions
 from .decoding.forced import forced_log_probs
 from .engine.engine import Engine
-from .engine.sessions import DEFAULT_IDLE_BUFFER_BYTES, SessionSettings
+from .engine.sessions import DEFAULT_GREEDY_GRAPH_MAX_BATCH, DEFAULT_IDLE_BUFFER_BYTES, SessionSettings
 from .generation import Generation, Stop, decode_in_batches
 from .inputs import InputPreparer, InputText, PreparedInput
 from .limits import RequestLimits
@@ -248,6 +248,7 @@ def load(
     io_binding: bool = True,
     cuda_graph: bool = False,
     idle_buffer_bytes: int = DEFAULT_IDLE_BUFFER_BYTES,
+    greedy_graph_max_batch: int = DEFAULT_GREEDY_GRAPH_MAX_BATCH,
     limits: RequestLimits = RequestLimits(),
 ) -> Seq2SeqModel:
     """Load a bundle directory and create its onnxruntime sessions.
@@ -265,6 +266,9 @@ def load(
             source-length bucket (see s2s_runtime.engine.capture); no effect on the CPU.
         idle_buffer_bytes: the most bytes of decoder buffers kept between calls for reuse, per model and process
             (docs/limits.md: memory).
+        greedy_graph_max_batch: plain greedy batches of up to this many inputs run as one call of the bundle's
+            greedy graph, larger ones step by step (0: always step by step; docs/performance.md says where the
+            default comes from).
         limits: the most work one request may ask for (a RequestLimits: beams, hypotheses, output length,
             decoder tokens per service request).
 
@@ -288,5 +292,6 @@ def load(
         io_binding,
         cuda_graph,
         idle_buffer_bytes,
+        greedy_graph_max_batch,
     )
     return Seq2SeqModel(Bundle.open(bundle_dir), device=device, settings=settings, limits=limits)

@@ -16,6 +16,11 @@ TOP_LOG_PROBS = "top_log_probs"  # decoder output (batch, top_k) float: the best
 TOP_IDS = "top_ids"  # decoder output (batch, top_k) int64: their token ids (optimized)
 CONTROL_INPUTS = (PREVIOUS_IDS, TOP_K)  # decoder inputs the runtime feeds; the encoder provides all the others
 
+# The greedy graph (the whole greedy decode in one call): source_ids and source_lengths as the encoder's, and
+MAX_LENGTHS = "max_lengths"  # greedy input  (batch,) int64: a row stops at eos or after this many tokens
+CHOSEN_IDS = "chosen_ids"  # greedy output (steps, batch) int64: each row's chosen token at each step
+CHOSEN_LOG_PROBS = "chosen_log_probs"  # greedy output (steps, batch) float32: their log-probs
+
 STATE_H = "state.h"  # (layers, batch, hidden)
 STATE_C = "state.c"  # (layers, batch, hidden), LSTM only
 STATE_FEED = "state.feed"  # (batch, hidden), input feeding only

@@ -1,8 +1,8 @@
 """The bundle manifest: one typed schema, read and written by this code alone (the exporter builds a Manifest and
 calls `to_json`; the runtime calls `Manifest.parse`).
 
-manifest.json, format_version 2:
-  format_version    2; revision 1 manifests are upgraded on read (see `upgrade`)
+manifest.json, format_version 3:
+  format_version    3; revisions 1 and 2 are upgraded on read (see `upgrade`)
   config            the model's Seq2SeqConfig as a dict; the runtime reads source_eos and the vocabulary sizes
   parameters        the model's parameter count (shown by `s2s info`)
   source / target   {"vocab": file, "special_ids": {role: id}} (the tokenizer is the vocabulary file's)
@@ -10,14 +10,19 @@ manifest.json, format_version 2:
                      "memory_bias_padding": the memory bias at padded source positions (attention models, else null)}
   limits            {"max_source_length": n, "max_target_length": {"ratio": r, "offset": k}}: by default a hypothesis
                     may have ceil(r * source_length + k) tokens
-  graphs            {"encoder": G, "decoder_step": G}, G = {"file": name, "inputs": {role: IO}, "outputs": {role: IO}},
-                    IO = {"name": graph name, "dtype": "float32"|"int64"|..., "shape": [dims; strings are dynamic]}
+  graphs            {"encoder": G, "decoder_step": G, "greedy": G (optional)}, G = {"file": name, "inputs": {role: IO},
+                    "outputs": {role: IO}}, IO = {"name": graph name, "dtype": "float32"|"int64"|..., "shape": [dims;
+                    strings are dynamic]}. "greedy" is the whole greedy decode in one graph (encoder + a Loop over the
+                    step, s2s_export.greedy_graph); without it greedy decoding runs step by step
   opset, graph_variant ("optimized"|"plain"), precision ("float32"|"int8"|"float16")
   producer          the tools and versions that made the bundle
   parity            the export's parity report against PyTorch
   quality           reduced precisions: the change against the fp32 graphs (optional)
   evaluation        measured accuracy (optional; the built-in bundles)
-  files             {file name: sha256} for every other file of the bundle
+  files             {file name: sha256} for every other file of the bundle; among them, optionally, weights.bin: the
+                    graphs' large tensors stored once as ONNX external data (each graph names its tensors' offsets in
+                    it; the runtime hands its verified bytes to onnxruntime, which reads no other external file) and
+                    lexicon.tsv.gz (s2s_runtime.lexicon)
 
 Step state buffers follow one rule: a `state.*` output has exactly the shape of the input of the same role, so a
 runner allocates each state once per batch, from the shape the encoder gave it (a decoder whose cache grew per step
@@ -32,8 +37,9 @@ from typing import Any
 from . import roles
 from .numbers import is_finite_number
 
-FORMAT_VERSION = 2
-GRAPH_KINDS = ("encoder", "decoder_step")
+FORMAT_VERSION = 3
+GRAPH_KINDS = ("encoder", "decoder_step")  # required
+OPTIONAL_GRAPH_KINDS = ("greedy",)
 GRAPH_VARIANTS = ("optimized", "plain")
 PRECISIONS = ("float32", "int8", "float16")
 DTYPES = ("float32", "float16", "int64", "int32")
@@ -45,8 +51,16 @@ DEFAULT_TARGET_LENGTH_OFFSET = 10
 MAX_SOURCE_LENGTH = 1_000_000
 MAX_TARGET_LENGTH_RATIO = 1000.0
 MAX_TARGET_LENGTH_OFFSET = 100_000
-REQUIRED_INPUTS = {"encoder": (roles.SOURCE_IDS, roles.SOURCE_LENGTHS), "decoder_step": (roles.PREVIOUS_IDS,)}
-REQUIRED_OUTPUTS = {"encoder": (roles.STATE_H,), "decoder_step": (roles.LOG_PROBS, roles.STATE_H)}
+REQUIRED_INPUTS = {
+    "encoder": (roles.SOURCE_IDS, roles.SOURCE_LENGTHS),
+    "decoder_step": (roles.PREVIOUS_IDS,),
+    "greedy": (roles.SOURCE_IDS, roles.SOURCE_LENGTHS, roles.MAX_LENGTHS),
+}
+REQUIRED_OUTPUTS = {
+    "encoder": (roles.STATE_H,),
+    "decoder_step": (roles.LOG_PROBS, roles.STATE_H),
+    "greedy": (roles.CHOSEN_IDS, roles.CHOSEN_LOG_PROBS),
+}
 MANIFEST_FILE = "manifest.json"
 
 
@@ -212,8 +226,13 @@ class Manifest:
         for name, digest in files.items():
             if not isinstance(digest, str) or len(digest) != 64:
                 raise _fail(f"files.{name} must be a sha256 hex digest")
+        graph_specs = _get(data, "graphs", "", dict)
+        unknown = sorted(set(graph_specs) - set(GRAPH_KINDS) - set(OPTIONAL_GRAPH_KINDS))
+        if unknown:
+            raise _fail(f"graphs: unknown graph {unknown[0]!r}")
         graphs = {
-            kind: _graph(_get(_get(data, "graphs", "", dict), kind, "graphs.", dict), kind) for kind in GRAPH_KINDS
+            kind: _graph(_get(graph_specs, kind, "graphs.", dict), kind)
+            for kind in GRAPH_KINDS + tuple(k for k in OPTIONAL_GRAPH_KINDS if k in graph_specs)
         }
         for key, allowed in (("graph_variant", GRAPH_VARIANTS), ("precision", PRECISIONS)):
             if _get(data, key, "", str) not in allowed:
@@ -247,7 +266,8 @@ class Manifest:
 def upgrade(data: dict) -> dict:
     """A manifest of an older revision in the current form (a new dict); the current revision as it is.
 
-    Revision 1 → 2: the per-side "tokenizer" (a copy of the vocabulary file's) is dropped; the memory bias at padding
+    Revision 2 → 3: nothing changes (revision 3 adds the optional greedy graph and weights.bin).
+    Revision 1 → 3: the per-side "tokenizer" (a copy of the vocabulary file's) is dropped; the memory bias at padding
     becomes explicit (-1e9, the only value revision-1 exporters wrote); graphs_variant and precision, optional then,
     default to "optimized" and "float32"; and the separate greedy choice of early optimized step graphs (next_ids,
     next_log_probs; the choice is now the top-1 of top_ids/top_log_probs) is renamed to roles the runtime ignores, so
@@ -256,9 +276,11 @@ def upgrade(data: dict) -> dict:
     version = data.get("format_version")
     if version == FORMAT_VERSION:
         return data
+    if version == 2:  # revision 3 only added what revision 2 lacks: the optional greedy graph and weights.bin
+        return {**data, "format_version": FORMAT_VERSION}
     if version != 1:
         raise _fail(
-            f"unsupported format_version {version!r} (this runtime reads {FORMAT_VERSION} and upgrades 1); "
+            f"unsupported format_version {version!r} (this runtime reads {FORMAT_VERSION} and upgrades 1 and 2); "
             "re-export the bundle or upgrade s2s-runtime"
         )
     upgraded = {key: value for key, value in data.items() if key != "format_version"}

@@ -130,6 +130,28 @@ def write_bundle(checkpoint: Checkpoint, directory: Path) -> Path:
     )
 
 
+def as_revision_2(bundle: Path) -> Path:
+    """Rewrite a bundle in place as a format-2 exporter wrote it: no greedy graph, each graph holding its own tensors
+    (no weights.bin)."""
+    import json
+
+    import onnx
+
+    from s2s_runtime.bundle import sha256_of
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for kind in ("encoder", "decoder_step"):
+        path = bundle / manifest["graphs"][kind]["file"]
+        onnx.save(onnx.load(str(path)), str(path))  # loaded with its external data, saved holding it
+        manifest["files"][path.name] = sha256_of(path)
+    for name in (manifest["graphs"].pop("greedy")["file"], "weights.bin"):
+        (bundle / name).unlink()
+        del manifest["files"][name]
+    manifest["format_version"] = 2
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    return bundle
+
+
 REVERSE_CHECKPOINT = Path(__file__).parent / "fixtures" / "reverse"  # made by tests/fixtures/make_reverse.py
 
 

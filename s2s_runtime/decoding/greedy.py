@@ -88,12 +88,22 @@ def greedy_in_graph(
             active = kept if active is None else active[kept]
             expires, ended, chose_eos = expires[kept], ended[kept], chose_eos[kept]
             first_expiry = int(expires.min())
-    steps = np.arange(step + 1)[:, None]  # (steps, 1)
-    is_eos = (ids[: step + 1] == eos_id) & (steps < max_lengths)  # (steps, rows): eos within each row's limit
+    return cut_choices(ids[: step + 1], log_probs[: step + 1], max_lengths, eos_id)
+
+
+def cut_choices(ids: np.ndarray, log_probs: np.ndarray, max_lengths: np.ndarray, eos_id: int) -> list[Candidate]:
+    """Each row's hypothesis from the tokens it chose at every step and their log-probs, both (steps, rows): its
+    tokens up to its first eos within its max length (finished), else its first max-length tokens; its score the sum
+    of its tokens' log-probs (in float64, eos included). What a row chose after it ended is ignored."""
+    if ids.shape[1] == 1:
+        return [cut_one_row(ids[:, 0].tolist(), log_probs[:, 0].tolist(), int(max_lengths[0]), eos_id)]
+    steps = np.arange(len(ids))[:, None]  # (steps, 1)
+    is_eos = (ids == eos_id) & (steps < max_lengths)  # (steps, rows): eos within each row's limit
     finished = is_eos.any(axis=0)
     lengths = np.where(finished, is_eos.argmax(axis=0), max_lengths)  # tokens before eos, or up to the limit
-    totals = np.cumsum(log_probs[: step + 1], axis=0)[np.where(finished, lengths, lengths - 1), np.arange(count)]
-    per_row = ids[: step + 1].T.tolist()  # plain lists, sliced below: cheaper than a numpy slice per row
+    ends = np.where(finished, lengths, lengths - 1)  # (rows,): the step of each row's last scored token
+    totals = np.cumsum(log_probs, axis=0, dtype=np.float64)[ends, np.arange(ids.shape[1])]
+    per_row = ids.T.tolist()  # plain lists, sliced below: cheaper than a numpy slice per row
     return [
         Candidate(row_ids[:length], total, done)
         for row_ids, length, total, done in zip(
@@ -117,3 +127,16 @@ def greedy_one_row(runner: DecoderRunner, start_id: int, eos_id: int, max_length
         if len(ids) >= max_length:
             return Candidate(ids, score, False)
         chosen, log_probs = runner.greedy_step()
+
+
+def cut_one_row(ids: list[int], log_probs: list[float], max_length: int, eos_id: int) -> Candidate:
+    """cut_choices for a single row, in plain Python scalars (a service's common case, where array bookkeeping would
+    cost more than the rest of the call); the score summed in the same order, so equal to the last bit."""
+    try:
+        length, finished = ids.index(eos_id, 0, max_length), True
+    except ValueError:
+        length, finished = max_length, False
+    score = 0.0
+    for value in log_probs[: length + finished]:
+        score += value
+    return Candidate(ids[:length], score, finished)

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import roles
 from ..bundle import GraphSpec
-from .padding import padded
+from .padding import padded, padded_sources
 
 # Large batches of mixed lengths are encoded in groups of at least this many rows: small enough to cut the padding,
 # large enough for efficient matmuls and few calls.
@@ -74,12 +74,6 @@ class Encoder:
 
     def run(self, sources: list[list[int]]) -> dict[str, np.ndarray]:
         """One call of the encoder graph over the batch padded to its longest source; every output by role."""
-        lengths = [len(s) for s in sources]
-        longest, pad = max(lengths), self._pad
-        ids = np.array(
-            [s if len(s) == longest else s + [pad] * (longest - len(s)) for s in sources], dtype=np.int64
-        )  # (batch, source_length)
-        values = self.session.run(
-            self._output_names, {self._input_names[0]: ids, self._input_names[1]: np.array(lengths, dtype=np.int64)}
-        )
+        ids, lengths = padded_sources(sources, self._pad)  # (batch, source_length), (batch,)
+        values = self.session.run(self._output_names, {self._input_names[0]: ids, self._input_names[1]: lengths})
         return dict(zip(self._roles, values, strict=True))

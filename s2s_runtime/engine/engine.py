@@ -18,10 +18,14 @@ import numpy as np
 
 from .. import roles
 from ..bundle import Bundle, BundleError
+from ..decoding.hypotheses import RowLimits
+from ..decoding.processors import Processors
+from ..decoding.stepwise import argmax, stepwise_search
 from ..decoding.strategy import input_rows
 from .capture import GraphCapture
 from .device import device_for
 from .encoding import Encoder
+from .fused import FusedGreedy
 from .memory import release_free_memory
 from .runner import LOG_PROBS, ArrayBuffers, StepGraph, StepRunner, take_rows
 from .runners import Runners
@@ -36,6 +40,7 @@ from .sessions import (
 
 log = logging.getLogger("s2s_runtime")
 
+PROBE_STEPS = 6  # greedy steps the load-time probe compares between the greedy graph and the step loop
 TopK = Callable[[bool, int], int]  # (the graph ranks, its vocabulary size) → ranked candidates per row
 
 
@@ -53,14 +58,20 @@ class Engine:
     def __init__(self, bundle: Bundle, device: str, settings: SessionSettings):
         self.bundle, self.settings = bundle, settings
         graphs = [bundle.graphs["encoder"], bundle.graphs["decoder_step"]]
+        if "greedy" in bundle.graphs and settings.greedy_graph_max_batch:
+            graphs.append(bundle.graphs["greedy"])
         if bundle.manifest.precision == "float16":
             device = cuda_only(device)  # onnxruntime's CPU kernels cannot run these graphs (it may even crash)
-        (encoder, decoder), self.placement = create_sessions(graphs, device, settings)
-        padding = bundle.manifest.memory_bias_padding
-        self.encoder = Encoder(encoder, graphs[0], graphs[1], bundle.source.special_ids["pad"], padding)
+        weights = bundle.read_weights()  # read once for every session, then dropped (each session keeps its own)
+        sessions, self.placement = create_sessions(graphs, device, settings, weights)
+        padding, pad_id = bundle.manifest.memory_bias_padding, bundle.source.special_ids["pad"]
+        self.encoder = Encoder(sessions[0], graphs[0], graphs[1], pad_id, padding)
         self.device = device_for(self.placement)  # compaction and beam reordering where the states live
-        step = StepGraph.of(decoder, graphs[1], padding)
-        capture = self._graph_capture(step, settings)
+        step = StepGraph.of(sessions[1], graphs[1], padding)
+        # the whole greedy decode in one call, for plain greedy batches of up to settings.greedy_graph_max_batch
+        self.fused = FusedGreedy(sessions[2], graphs[2], pad_id, bundle.eos_id) if len(sessions) > 2 else None
+        capture = self._graph_capture(step, settings, weights)
+        del weights
         self.runners = Runners(
             step,
             self.device,
@@ -98,7 +109,8 @@ class Engine:
             release_free_memory()
 
     def instrument(self, wrap: Callable[[str, Any], Any]) -> None:
-        """Route the sessions through `wrap(kind, session)` ("encoder", "decoder_step"): a timing or tracing hook.
+        """Route the sessions through `wrap(kind, session)` ("encoder", "decoder_step", "greedy" where the greedy
+        graph is loaded): a timing or tracing hook.
         The wrapper must offer what it wraps (run, run_with_iobinding, io_binding); runners made afterwards use it.
 
         Examples:
@@ -106,6 +118,8 @@ class Engine:
         """
         self.encoder.session = wrap("encoder", self.encoder.session)
         self.runners.use(replace(self.step_graph, session=wrap("decoder_step", self.step_graph.session)))
+        if self.fused is not None:
+            self.fused.session = wrap("greedy", self.fused.session)
 
     def probe(self) -> None:
         """Run the encoder on the highest source id and one step on the highest target id, and compare every output
@@ -134,6 +148,8 @@ class Engine:
                 f"of the target vocabulary ({str(error).strip()[:200]})"
             ) from None
         self._check_lstm_roles(stepped)
+        if self.fused is not None:
+            self._probe_fused(highest["encoder"])
         for role, value in outputs.items():
             graph = self.encoder.spec if role in encoded else self.step_graph.spec
             declared = graph.outputs[role].shape
@@ -149,6 +165,37 @@ class Engine:
                         f"declares {claimed}"
                     )
 
+    def _probe_fused(self, highest_source_id: int) -> None:
+        """The greedy graph must decode as the step loop does: a greedy graph of another model (or of other graphs
+        of this one) is a BundleError at load, not different answers depending on the batch size."""
+        source = [highest_source_id, *range(min(highest_source_id, 7))]  # the highest id and a few others
+        limits = [RowLimits((), 0, PROBE_STEPS)]
+        spec = self.fused.spec  # type: ignore[union-attr]
+        try:
+            [fused] = self.fused.decode([source], [PROBE_STEPS])  # type: ignore[union-attr]
+        except Exception as error:  # noqa: BLE001 (onnxruntime's own exception types)
+            raise BundleError(f"{spec.path}: the greedy graph fails ({str(error).strip()[:200]})") from None
+        with self.runner([source]) as runner:
+            search = stepwise_search(
+                runner,
+                start_id=self.bundle.start_id,
+                eos_id=self.bundle.eos_id,
+                limits=limits,
+                processors=Processors([], [], self.bundle.eos_id),
+                choose=argmax,
+            )
+            try:
+                while True:
+                    next(search)
+            except StopIteration as done:
+                [[expected]] = done.value
+        if fused.ids != expected.ids or not np.isclose(fused.score, expected.score, rtol=1e-4, atol=1e-4):
+            raise BundleError(
+                f"{spec.path}: the greedy graph does not decode as the encoder and step graphs do (ids {fused.ids} "
+                f"score {fused.score:.6g} against {expected.ids} score {expected.score:.6g}): it belongs to another "
+                "model; re-export the bundle"
+            )
+
     def _check_lstm_roles(self, states: dict[str, np.ndarray]) -> None:
         """An LSTM cell's output satisfies |h| = o·|tanh(c)| ≤ |tanh(c)| in every unit (o, its output gate, is in
         (0, 1)); with the graph names of state.h and state.c swapped in the manifest it fails wherever c ≠ 0. So a
@@ -163,7 +210,7 @@ class Engine:
                 "one named for state.c (|h| > |tanh(c)|): manifest.json binds the two names the wrong way round"
             )
 
-    def _graph_capture(self, step: StepGraph, settings: SessionSettings) -> GraphCapture | None:
+    def _graph_capture(self, step: StepGraph, settings: SessionSettings, weights: bytes | None) -> GraphCapture | None:
         """The CUDA graph capture of the step, when asked for and the device captures (else None, logged)."""
         if not settings.cuda_graph:
             return None
@@ -174,7 +221,7 @@ class Engine:
                 "it needs io_binding" if device.captures else f"the model runs on the CPU ({self.placement.reason})",
             )
             return None
-        session = create_capture_session(step.spec, device.device_id, settings)  # type: ignore[attr-defined]
+        session = create_capture_session(step.spec, device.device_id, settings, weights)  # type: ignore[attr-defined]
         if session is None:
             return None
         return GraphCapture(StepGraph.of(session, step.spec, step.padding_bias), device)  # type: ignore[arg-type]

@@ -29,3 +29,19 @@ def padded(
     out = np.full(shape, fill, dtype=array.dtype)
     out[tuple(slice(0, n) for n in array.shape)] = array
     return out
+
+
+def padded_sources(sources: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """A batch of source ids as the encoder takes them: (batch, longest) ids padded with `pad_id`, and the lengths.
+
+    Examples:
+        >>> ids, lengths = padded_sources([[4, 5, 6], [7]], 0)
+        >>> ids.tolist(), lengths.tolist()
+        ([[4, 5, 6], [7, 0, 0]], [3, 1])
+    """
+    lengths = [len(source) for source in sources]
+    longest = max(lengths)
+    ids = np.array(
+        [s if len(s) == longest else s + [pad_id] * (longest - len(s)) for s in sources], dtype=np.int64
+    )  # (batch, longest)
+    return ids, np.array(lengths, dtype=np.int64)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..bundle import BundleError, GraphSpec
+from ..bundle import WEIGHTS_FILE, BundleError, GraphSpec
 
 log = logging.getLogger("s2s_runtime")
 
@@ -18,7 +18,10 @@ PROBE_GRAPH = Path(__file__).resolve().parent.parent / "graphs" / "gather_float3
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
-DEFAULT_IDLE_BUFFER_BYTES = 32 << 20  # a service's single inputs and batch-64 greedy buffers fit many times over
+DEFAULT_IDLE_BUFFER_BYTES = 32 << 20
+# The largest batch the greedy graph decodes by default: above it the step loop, which drops finished rows, is faster
+# (measured: bench/results/greedy-graph).
+DEFAULT_GREEDY_GRAPH_MAX_BATCH = 8  # a service's single inputs and batch-64 greedy buffers fit many times over
 ORT_DTYPES = {
     "tensor(float)": "float32",
     "tensor(float16)": "float16",
@@ -57,6 +60,9 @@ class SessionSettings:
             effect on the CPU).
         idle_buffer_bytes: the most bytes of decoder buffers kept between calls for reuse (per model and process,
             whatever the threads); a batch needing more releases its buffers when it ends.
+        greedy_graph_max_batch: plain greedy batches of up to this many inputs are decoded by the bundle's greedy
+            graph, in one onnxruntime call (larger batches, and bundles without one, run the step loop; 0: never,
+            and the graph is not even loaded).
 
     Examples:
         >>> SessionSettings(intra_op_threads=2).intra_op_threads
@@ -70,6 +76,7 @@ class SessionSettings:
     io_binding: bool = True
     cuda_graph: bool = False
     idle_buffer_bytes: int = DEFAULT_IDLE_BUFFER_BYTES
+    greedy_graph_max_batch: int = DEFAULT_GREEDY_GRAPH_MAX_BATCH
 
     def __post_init__(self) -> None:
         if (
@@ -78,10 +85,11 @@ class SessionSettings:
             or self.idle_buffer_bytes < 0
         ):
             raise ValueError(f"idle_buffer_bytes: must be an int ≥ 0, got {self.idle_buffer_bytes!r}")
-        for key in ("intra_op_threads", "inter_op_threads"):
+        for key in ("intra_op_threads", "inter_op_threads", "greedy_graph_max_batch"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{key}: must be an int ≥ 0 (0 lets onnxruntime choose), got {value!r}")
+                why = " (0: never)" if key == "greedy_graph_max_batch" else " (0 lets onnxruntime choose)"
+                raise ValueError(f"{key}: must be an int ≥ 0{why}, got {value!r}")
         if self.optimization_level not in OPTIMIZATION_LEVELS:
             raise ValueError(
                 f"optimization_level: {self.optimization_level!r} is not one of disable, basic, extended, all"
@@ -124,16 +132,18 @@ def parse_device(device: str) -> tuple[str, int]:
     return match.group(1), int(match.group(2) or 0)
 
 
-def create_sessions(graphs: list[GraphSpec], device: str, settings: SessionSettings) -> tuple[list[Any], Placement]:
-    """One session per graph on the requested device. CUDA counts as available only if a session really runs on it:
-    onnxruntime-gpu lists CUDAExecutionProvider even where its libraries are missing, then silently falls back to
-    the CPU."""
+def create_sessions(
+    graphs: list[GraphSpec], device: str, settings: SessionSettings, weights: bytes | None = None
+) -> tuple[list[Any], Placement]:
+    """One session per graph on the requested device, with `weights` (the bundle's verified weights.bin) as the
+    graphs' external data. CUDA counts as available only if a session really runs on it: onnxruntime-gpu lists
+    CUDAExecutionProvider even where its libraries are missing, then silently falls back to the CPU."""
     kind, device_id = parse_device(device)
     if kind in ("auto", "cuda"):
         works, why = cuda_works(device_id)
         if works:
             providers = [(CUDA, {"device_id": device_id}), CPU]
-            sessions = [_session(g, providers, settings) for g in graphs]
+            sessions = [_session(g, providers, settings, weights) for g in graphs]
             log.info("s2s_runtime: running on cuda:%d (CUDAExecutionProvider)", device_id)
             return sessions, Placement(f"cuda:{device_id}", tuple(sessions[0].get_providers()), why)
         if kind == "cuda":
@@ -141,7 +151,7 @@ def create_sessions(graphs: list[GraphSpec], device: str, settings: SessionSetti
         log.info("s2s_runtime: running on CPU (CPUExecutionProvider): %s", why)
     else:
         why = "device='cpu' requested"
-    sessions = [_session(g, [CPU], settings) for g in graphs]
+    sessions = [_session(g, [CPU], settings, weights) for g in graphs]
     return sessions, Placement("cpu", tuple(sessions[0].get_providers()), why)
 
 
@@ -165,12 +175,14 @@ def _probe_cuda(device_id: int) -> bool:
     return probe.get_providers()[0] == CUDA
 
 
-def create_capture_session(graph: GraphSpec, device_id: int, settings: SessionSettings) -> Any | None:
+def create_capture_session(
+    graph: GraphSpec, device_id: int, settings: SessionSettings, weights: bytes | None
+) -> Any | None:
     """The decoder step again, in a session with CUDA graph capture enabled; None, with a log line, where
     onnxruntime refuses it (it does when any node would not run on CUDA)."""
     providers = [(CUDA, {"device_id": device_id, "enable_cuda_graph": "1"})]
     try:
-        session = _from_bytes(graph.read(), settings, providers)
+        session = _from_bytes(graph.read(), settings, providers, weights)
     except Exception as error:  # noqa: BLE001 (onnxruntime's own exception types)
         log.warning("s2s_runtime: CUDA graph capture is off, onnxruntime refused it: %s", str(error).strip()[:300])
         return None
@@ -181,18 +193,18 @@ def create_capture_session(graph: GraphSpec, device_id: int, settings: SessionSe
     return session
 
 
-def _session(graph: GraphSpec, providers: list, settings: SessionSettings) -> Any:
+def _session(graph: GraphSpec, providers: list, settings: SessionSettings, weights: bytes | None) -> Any:
     """A session over the graph's verified bytes. Made from bytes, never from the path, onnxruntime has no
-    directory to resolve external-data files in: a graph that needs any is refused instead of reading files no
-    checksum covers."""
+    directory to resolve external-data files in: a graph that needs any file but the bundle's verified weights.bin
+    is refused instead of reading files no checksum covers."""
     try:
-        session = _from_bytes(graph.read(), settings, providers)
+        session = _from_bytes(graph.read(), settings, providers, weights)
     except BundleError:
         raise
     except Exception as error:  # noqa: BLE001 (onnxruntime raises its own types for unreadable models)
         message = str(error).strip()
         hint = (
-            " (it keeps tensors in external data files, which bundles do not allow)"
+            " (it keeps tensors in external data files, which bundles do not allow but for their weights.bin)"
             if "external data" in message.lower()
             else ""
         )
@@ -201,12 +213,20 @@ def _session(graph: GraphSpec, providers: list, settings: SessionSettings) -> An
     return session
 
 
-def _from_bytes(model: bytes, settings: SessionSettings, providers: list) -> Any:
+def _from_bytes(model: bytes, settings: SessionSettings, providers: list, weights: bytes | None = None) -> Any:
     """An InferenceSession over a graph's bytes. onnxruntime resolves a graph's external data files against the
     current directory when the graph comes from bytes; pointing it at an empty directory of its own makes any such
-    reference fail instead of reading files that no checksum covers."""
+    reference fail instead of reading files that no checksum covers. The bundle's weights.bin is handed over in
+    memory: its verified bytes are the only external data a graph can name."""
     ort = import_onnxruntime()
     options = settings.session_options()
+    if weights is not None:
+        if not hasattr(options, "add_external_initializers_from_files_in_memory"):
+            raise BundleError(
+                f"this bundle keeps its weights in {WEIGHTS_FILE}, which needs onnxruntime ≥ 1.18 "
+                f"(this is {ort.__version__}); upgrade onnxruntime or re-export with --no-greedy"
+            )
+        options.add_external_initializers_from_files_in_memory([WEIGHTS_FILE], [weights], [len(weights)])
     with tempfile.TemporaryDirectory(prefix="s2s-no-external-data-") as empty:
         options.add_session_config_entry("session.model_external_initializers_file_folder_path", empty)
         return ort.InferenceSession(model, options, providers=providers)

@@ -58,7 +58,12 @@ def test_bench_measures_every_contender_and_writes_reports(small_bundle, tmp_pat
     baselines = ("PyTorch eager", "hand-written onnxruntime loop") + (
         ("hand-written OpenVINO loop",) if openvino_available() else ()
     )
-    variants = ("s2s-runtime fp32", "s2s-runtime fp32, --encoder-op rnn", "s2s-runtime int8")
+    variants = (
+        "s2s-runtime fp32, step loop",
+        "s2s-runtime fp32",
+        "s2s-runtime fp32, --encoder-op rnn",
+        "s2s-runtime int8",
+    )
     for contender in (*baselines, *variants):
         assert (contender, "greedy", 1) in seen and (contender, "greedy", 4) in seen
     assert ("s2s-runtime int8", "beam", 4) in seen and ("hand-written onnxruntime loop", "beam", 4) in seen
@@ -89,12 +94,19 @@ def test_bench_measures_every_contender_and_writes_reports(small_bundle, tmp_pat
             assert m["vs_physical_floor"] == pytest.approx(m["us_per_token"] / m["physical_floor_us_per_token"])
         else:
             assert "vs_floor" not in m
-    for mix, breakdown in result["batch1_breakdown"].items():  # the sessions' time and the rest add up
-        parts = breakdown["us_per_token"]
-        assert parts["encoder"] > 0 and parts["step"] > 0 and parts["python"] > 0
-        assert parts["encoder"] + parts["step"] + parts["python"] == pytest.approx(parts["total"])
-        assert breakdown["sequences"] == result["mixes"][mix]["inputs"]
-    assert "Where s2s-runtime fp32's time goes at batch 1 (mixed inputs" in (out / "bench.md").read_text()
+    for key, graph in (("batch1_breakdown", True), ("batch1_breakdown_step_loop", False)):
+        for mix, breakdown in result[key].items():  # the sessions' time and the rest add up
+            parts = breakdown["us_per_token"]
+            assert parts["python"] > 0 and breakdown["sequences"] == result["mixes"][mix]["inputs"]
+            if graph:  # one call of the greedy graph per input, nothing step by step
+                assert parts["greedy_graph"] > 0 and parts["encoder"] == parts["step"] == 0
+            else:
+                assert parts["encoder"] > 0 and parts["step"] > 0 and parts["greedy_graph"] == 0
+            sessions = parts["encoder"] + parts["step"] + parts["greedy_graph"]
+            assert sessions + parts["python"] == pytest.approx(parts["total"])
+    report = (out / "bench.md").read_text()
+    assert "Where s2s-runtime fp32's time goes at batch 1 (mixed inputs" in report
+    assert "Where s2s-runtime fp32 (step loop)'s time goes at batch 1 (mixed inputs" in report
     costs = result["encoder_costs"]
     assert set(costs) == {"optimized", "--encoder-op rnn", "plain"} and all(
         set(c) == {"1", "4"} for c in costs.values()

@@ -159,8 +159,15 @@ def test_padding_never_leaks_into_states(options):
 def test_bundle_manifest_lists_roles_checksums_versions_and_parity(tmp_path):
     bundle = write_bundle(random_checkpoint(2, attention="general", cell="lstm", hidden_size=16), tmp_path)
     manifest = json.loads((bundle / "manifest.json").read_text())
-    assert manifest["format_version"] == 2 and manifest["opset"] == 17
-    assert set(manifest["files"]) == {"encoder.onnx", "decoder_step.onnx", "source_vocab.json", "target_vocab.json"}
+    assert manifest["format_version"] == 3 and manifest["opset"] == 17
+    assert set(manifest["files"]) == {
+        "encoder.onnx",
+        "decoder_step.onnx",
+        "greedy.onnx",
+        "weights.bin",
+        "source_vocab.json",
+        "target_vocab.json",
+    }
     assert all(sha256_of(bundle / name) == digest for name, digest in manifest["files"].items())
     step = manifest["graphs"]["decoder_step"]
     assert step["inputs"]["state.c"] == {"name": "state_c", "dtype": "float32", "shape": [1, "batch", 16]}
@@ -172,6 +179,43 @@ def test_bundle_manifest_lists_roles_checksums_versions_and_parity(tmp_path):
     )
     with pytest.raises(FileExistsError, match="already exists"):
         write_bundle(random_checkpoint(2), tmp_path)
+
+
+def test_the_greedy_graph_shares_the_weights_and_is_checked_at_export(tmp_path, monkeypatch):
+    """Each weight is stored once (weights.bin), whatever graph uses it; the export checks the greedy graph against
+    the step loop and records it; --no-greedy writes self-contained graphs as before."""
+    checkpoint = random_checkpoint(3, cell="lstm", attention="general", num_layers=2, hidden_size=32)
+    bundle = write_bundle(checkpoint, tmp_path / "with")
+    shared = (bundle / "weights.bin").stat().st_size
+    referenced = {}
+    for name in ("encoder.onnx", "decoder_step.onnx", "greedy.onnx"):  # structure only: the weights live apart
+        graph = onnx.load(str(bundle / name), load_external_data=False).graph
+        referenced[name] = sum(
+            int({e.key: e.value for e in t.external_data}["length"]) for t in graph.initializer if t.external_data
+        )
+        assert (bundle / name).stat().st_size < 0.1 * shared
+    # the greedy graph names the encoder's and the step's tensors again, the file holds them once
+    assert referenced["greedy.onnx"] == referenced["encoder.onnx"] + referenced["decoder_step.onnx"]
+    assert referenced["greedy.onnx"] <= shared < referenced["greedy.onnx"] * 1.05
+    greedy = onnx.load(str(bundle / "greedy.onnx"), load_external_data=False)
+    assert [n.op_type for n in greedy.graph.node].count("Loop") == 1
+    parity = json.loads((bundle / "manifest.json").read_text())["parity"]["greedy_graph"]
+    assert parity["passed"] and parity["ids_identical"] and parity["max_score_diff"] <= 1e-6
+    save_checkpoint(checkpoint, tmp_path / "checkpoint")
+    plain = bundle_export.export_bundle(
+        tmp_path / "checkpoint", tmp_path / "without", options=bundle_export.ExportOptions(greedy=False)
+    )
+    manifest = json.loads((plain / "manifest.json").read_text())
+    assert "greedy" not in manifest["graphs"] and "greedy_graph" not in manifest["parity"]
+    assert set(manifest["files"]) == {"encoder.onnx", "decoder_step.onnx", "source_vocab.json", "target_vocab.json"}
+    size = {b: sum(p.stat().st_size for p in b.iterdir()) for b in (bundle, plain)}
+    assert size[bundle] < size[plain] * 1.1  # one more graph, no second copy of the weights
+    # A greedy graph that starts its rows from another token decodes differently: the export refuses it.
+    real = bundle_export.build_greedy
+    monkeypatch.setattr(bundle_export, "build_greedy", lambda *a, start_id, **k: real(*a, start_id=start_id + 5, **k))
+    with pytest.raises(ParityError, match="greedy graph does not decode as the encoder and step graphs do"):
+        bundle_export.export_bundle(tmp_path / "checkpoint", tmp_path / "wrong")
+    assert not (tmp_path / "wrong").exists()
 
 
 def test_a_wrong_graph_fails_the_report(monkeypatch):

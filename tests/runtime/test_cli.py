@@ -27,7 +27,14 @@ def test_info(small_bundle, capsys):
     assert main(["info", str(small_bundle), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["config"]["attention"] == "general" and info["opset"] == 17 and info["parameters"] > 0
-    assert set(info["files"]) == {"encoder.onnx", "decoder_step.onnx", "source_vocab.json", "target_vocab.json"}
+    assert set(info["files"]) == {
+        "encoder.onnx",
+        "decoder_step.onnx",
+        "greedy.onnx",
+        "weights.bin",
+        "source_vocab.json",
+        "target_vocab.json",
+    }
     assert "CPUExecutionProvider" in info["available_providers"] and info["parity"]["passed"]
     assert main(["info", str(small_bundle)]) == 0
     assert "parameters:" in capsys.readouterr().out

@@ -13,6 +13,7 @@ import pytest
 import s2s_runtime
 from s2s_runtime import BundleError, GenerationOptions, RequestLimits
 from s2s_runtime.bundle import Bundle, sha256_of
+from tests.conftest import as_revision_2
 
 NORMAL = ["abc", "hello", "jihgfedcba"]
 
@@ -344,14 +345,19 @@ def test_source_eos_needs_an_eos_token(bundle):
         s2s_runtime.load(bundle, device="cpu")
 
 
-def test_graphs_with_external_data_are_refused(bundle, tmp_path, monkeypatch):
-    """onnxruntime would read external data relative to the current directory: the runtime must not let it."""
+@pytest.mark.parametrize("weights_bin", [True, False], ids=["bundle-with-weights.bin", "bundle-without"])
+def test_graphs_with_external_data_but_the_verified_weights_bin_are_refused(bundle, tmp_path, monkeypatch, weights_bin):
+    """onnxruntime would read external data relative to the current directory: the runtime must not let it. The
+    only external data a graph may name is the bundle's own weights.bin, verified and handed over in memory."""
     onnx = pytest.importorskip("onnx")
+    if not weights_bin:
+        as_revision_2(bundle)
+    location = "elsewhere.bin" if weights_bin else "weights.bin"
     encoder = onnx.load(str(bundle / "encoder.onnx"))
     onnx.save_model(
-        encoder, str(bundle / "encoder.onnx"), save_as_external_data=True, location="weights.bin", size_threshold=0
+        encoder, str(bundle / "encoder.onnx"), save_as_external_data=True, location=location, size_threshold=0
     )
-    shutil.copy(bundle / "weights.bin", tmp_path / "weights.bin")
+    shutil.copy(bundle / location, tmp_path / location)
     monkeypatch.chdir(tmp_path)  # where onnxruntime would find the weights if it looked
     edit_manifest(bundle, lambda m: m["files"].__setitem__("encoder.onnx", sha256_of(bundle / "encoder.onnx")))
     with pytest.raises(

@@ -10,6 +10,7 @@ import s2s_runtime
 from s2s_runtime import BundleError
 from s2s_runtime.bundle import sha256_of
 from s2s_runtime.schema import FORMAT_VERSION, Manifest
+from tests.conftest import as_revision_2
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper
@@ -17,7 +18,7 @@ from onnx import TensorProto, helper
 
 def test_parse_and_write_round_trip(small_bundle):
     data = json.loads((small_bundle / "manifest.json").read_text())
-    assert data["format_version"] == FORMAT_VERSION == 2
+    assert data["format_version"] == FORMAT_VERSION == 3
     assert Manifest.parse(data).to_json() == data  # nothing written that is not read, nothing read and lost
     assert "tokenizer" not in data["source"]  # the vocabulary file's own field, not repeated
 
@@ -25,7 +26,7 @@ def test_parse_and_write_round_trip(small_bundle):
 def revision_1(bundle):
     """A copy of a current bundle as a revision-1 exporter wrote it: tokenizers repeated per side, no explicit
     memory bias at padding, and the greedy choice output apart (next_ids, next_log_probs) from an ArgMax."""
-    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest = json.loads((as_revision_2(bundle) / "manifest.json").read_text())
     manifest["format_version"] = 1
     for side in ("source", "target"):
         vocab = json.loads((bundle / manifest[side]["vocab"]).read_text())
@@ -72,7 +73,27 @@ def test_unknown_revisions_and_keys_are_refused(small_bundle, tmp_path):
     bundle = shutil.copytree(small_bundle, tmp_path / "bundle")
     manifest = json.loads((bundle / "manifest.json").read_text())
     for change, message in (
-        (dict(format_version=3), "unsupported format_version 3"),
+        (dict(format_version=4), "unsupported format_version 4"),
+        (dict(graphs={**manifest["graphs"], "beam": manifest["graphs"]["greedy"]}), "unknown graph 'beam'"),
+        (
+            dict(graphs={**manifest["graphs"], "greedy": {**manifest["graphs"]["greedy"], "outputs": {}}}),
+            "graphs.greedy.outputs lacks the required role 'chosen_ids'",
+        ),
+        (
+            dict(
+                graphs={
+                    **manifest["graphs"],
+                    "greedy": {
+                        **manifest["graphs"]["greedy"],
+                        "outputs": {
+                            **manifest["graphs"]["greedy"]["outputs"],
+                            "attention": manifest["graphs"]["decoder_step"]["outputs"]["attention"],
+                        },
+                    },
+                }
+            ),
+            r"graphs.greedy.outputs must have the roles \['chosen_ids', 'chosen_log_probs'\]",
+        ),
         (dict(colour="red"), "unknown key 'colour'"),
         (dict(precision="int4"), "precision 'int4' is not one of"),
         (dict(decoding={**manifest["decoding"], "memory_bias_padding": None}), "memory_bias_padding is missing"),

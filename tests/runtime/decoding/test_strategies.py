@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from s2s_runtime.batching import length_sorted_batches
 from s2s_runtime.config import GenerationOptions
 from s2s_runtime.decoding.coverage import COVERAGE_FLOOR, CoveragePenalty
-from s2s_runtime.decoding.greedy import greedy_in_graph, greedy_one_row
+from s2s_runtime.decoding.greedy import cut_choices, cut_one_row, greedy_in_graph, greedy_one_row
 from s2s_runtime.decoding.hypotheses import Candidate, RowLimits
 from s2s_runtime.decoding.processors import processors_for
 from s2s_runtime.decoding.registry import strategy_class
@@ -400,3 +400,28 @@ def test_length_sorted_batches_partition_the_inputs(lengths, size, max_tokens):
         assert all(len(b) == 1 or len(b) * max(lengths[i] for i in b) <= max_tokens for b in batches)
     flat = [lengths[i] for b in batches for i in b]
     assert flat == sorted(flat)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 6).flatmap(
+        lambda rows: st.tuples(
+            st.lists(st.lists(st.integers(0, 3), min_size=rows, max_size=rows), min_size=1, max_size=7),
+            st.lists(st.integers(1, 7), min_size=rows, max_size=rows),
+            st.integers(0, 2**32 - 1),
+        )
+    )
+)
+def test_cutting_one_row_in_scalars_equals_cutting_rows_in_arrays(case):
+    """The single-row fast path of cut_choices gives each row exactly what the vectorized cut gives it (ids,
+    finished, and the score to the last bit), with eos anywhere, before, at and after each row's limit."""
+    steps, max_lengths, seed = case
+    ids = np.array(steps, dtype=np.int64)  # (steps, rows); token 2 plays eos
+    log_probs = -np.random.default_rng(seed).random(ids.shape).astype(np.float32)
+    limits = np.minimum(np.array(max_lengths), len(steps))  # a row never has more steps than were run
+    arrays = cut_choices(
+        np.concatenate([ids, ids], axis=1), np.concatenate([log_probs] * 2, axis=1), np.tile(limits, 2), 2
+    )
+    for row, vectorized in enumerate(arrays[: ids.shape[1]]):
+        one = cut_one_row(ids[:, row].tolist(), log_probs[:, row].tolist(), int(limits[row]), 2)
+        assert (one.ids, one.finished, one.score) == (vectorized.ids, vectorized.finished, vectorized.score)

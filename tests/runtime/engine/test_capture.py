@@ -145,7 +145,8 @@ def test_cuda_graph_is_a_logged_no_op_without_cuda(small_bundle, caplog):
 def test_capture_session_is_refused_where_cuda_does_not_run(small_bundle, caplog):
     """onnxruntime without a working CUDA (here: the CPU package, or onnxruntime-gpu without its libraries) must
     not hand back a CPU session posing as a captured one."""
-    graph = s2s_runtime.load(small_bundle, device="cpu").engine.step_graph.spec
+    model = s2s_runtime.load(small_bundle, device="cpu")
+    graph, weights = model.engine.step_graph.spec, model.bundle.read_weights()
     with caplog.at_level(logging.WARNING, logger="s2s_runtime"):
-        assert create_capture_session(graph, 0, SessionSettings(cuda_graph=True)) is None
+        assert create_capture_session(graph, 0, SessionSettings(cuda_graph=True), weights) is None
     assert "CUDA graph capture is off" in caplog.text

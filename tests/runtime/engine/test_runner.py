@@ -154,6 +154,7 @@ def test_ranked_candidates_are_the_best_log_probs_in_order(model):
 
 
 def test_beam_search_ranks_in_the_graph_unless_it_needs_the_full_log_probs(model, monkeypatch):
+    fresh = s2s_runtime.load(model.bundle.root, device="cpu")  # its load-time probe steps: counted from here on
     calls = {"step": 0, "top_k_step": 0}
     for name in calls:
         real = getattr(StepRunner, name)
@@ -162,7 +163,6 @@ def test_beam_search_ranks_in_the_graph_unless_it_needs_the_full_log_probs(model
             name,
             lambda self, *a, _real=real, _name=name: (calls.__setitem__(_name, calls[_name] + 1), _real(self, *a))[1],
         )
-    fresh = s2s_runtime.load(model.bundle.root, device="cpu")
     fresh.generate(["abc", "de"], strategy="beam", beam_size=3)
     assert calls["top_k_step"] > 0 and calls["step"] == 0
     fresh.generate(["abc", "de"], strategy="beam", beam_size=3, no_repeat_ngram_size=2)

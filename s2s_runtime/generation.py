@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 
 from .batching import BatchingOptions, length_sorted_batches
+from .decoding.forced import forced_log_probs
 from .decoding.hypotheses import Candidate, StepEvent
 from .decoding.strategy import Search, SearchTask
 from .engine.engine import Engine
@@ -25,7 +26,7 @@ from .engine.fused import FusedGreedy
 from .engine.watchdog import CallStopped
 from .inputs import PreparedInput
 from .plan import DecodingPlan
-from .results import Hypothesis, Result, StreamedToken, hypothesis
+from .results import Hypothesis, Result, StreamedToken, TokenScore, hypothesis
 
 Stop = Callable[[], bool]  # asked between steps: True ends the generation with DecodingStopped
 
@@ -234,4 +235,19 @@ def decode_in_batches(
         generation = Generation(engine, [items[i] for i in batch], plan, events=False, entropy=entropy)
         for index, result in zip(batch, generation.run(stop), strict=True):
             results[index] = result
+    return results  # type: ignore[return-value]
+
+
+def score_in_batches(engine: Engine, pairs: list[tuple[list[int], list[int]]], max_batch_size: int) -> list[TokenScore]:
+    """`Seq2SeqModel.score`: forced decoding of (source ids, target ids) pairs per length-sorted batch; one
+    TokenScore per pair, in order."""
+    results: list[TokenScore | None] = [None] * len(pairs)
+    bundle = engine.bundle
+    for batch in length_sorted_batches([len(source) for source, _ in pairs], max_batch_size):
+        with engine.runner([pairs[i][0] for i in batch]) as runner:
+            log_probs = forced_log_probs(runner, [pairs[i][1] for i in batch], bundle.start_id, bundle.eos_id)
+        for i, row_log_probs in zip(batch, log_probs, strict=True):
+            target = pairs[i][1]
+            tokens = bundle.target.vocab.decode_tokens(target)
+            results[i] = TokenScore(tokens, target, row_log_probs, float(sum(row_log_probs)))
     return results  # type: ignore[return-value]

@@ -14,17 +14,17 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .batching import BatchingOptions, length_sorted_batches
+from .batching import BatchingOptions
 from .bundle import Bundle
 from .config import GenerationOptions
-from .decoding.forced import forced_log_probs
 from .engine.engine import Engine
 from .engine.sessions import DEFAULT_GREEDY_GRAPH_MAX_BATCH, DEFAULT_IDLE_BUFFER_BYTES, SessionSettings
-from .generation import Generation, Stop, decode_in_batches
+from .generation import Generation, Stop, decode_in_batches, score_in_batches
 from .inputs import InputPreparer, InputText, PreparedInput
 from .limits import RequestLimits
 from .plan import DecodingPlan, Planner
 from .results import Hypothesis, Result, StreamedToken, TokenScore
+from .single import SingleInput
 
 __all__ = [
     "DecodingPlan",
@@ -65,6 +65,8 @@ class Seq2SeqModel:
         self.max_output_length = limits.max_output_length or bundle.default_max_length(longest_source)
         self._inputs = InputPreparer(bundle, self.max_output_length, limits.max_source_length)
         self._planner = Planner(bundle, self.engine.has_attention, limits, self.max_output_length)
+        fused = self.engine.fused
+        self._single = SingleInput(bundle, fused, self._inputs) if fused is not None else None
 
     @property
     def device(self) -> str:
@@ -114,6 +116,10 @@ class Seq2SeqModel:
             >>> model.generate(["hello", "world"], strategy="beam", beam_size=4)[0].text
             'HH EH L OW'
         """
+        if self._single is not None and not kwargs and options is batching is target_prefix is None:
+            answer = self._single.answer(inputs)  # one input, default options: the thin path (s2s_runtime.single)
+            if answer is not None:
+                return [answer]
         batching, kwargs = BatchingOptions.split(kwargs, batching)
         plan = self.plan(GenerationOptions.from_kwargs(kwargs, options))
         return self.decode(self._inputs.prepare_all(inputs, target_prefix, plan), plan, batching=batching)
@@ -225,16 +231,7 @@ class Seq2SeqModel:
             >>> model.score(["hello"], ["olleh"])[0].score  # doctest: +SKIP
             -0.016
         """
-        pairs = self._inputs.scoring_pairs(sources, targets)
-        results: list[TokenScore | None] = [None] * len(pairs)
-        start_id, eos_id, vocab = self.bundle.start_id, self.bundle.eos_id, self.bundle.target.vocab
-        for batch in length_sorted_batches([len(source) for source, _ in pairs], max_batch_size):
-            with self.engine.runner([pairs[i][0] for i in batch]) as runner:
-                log_probs = forced_log_probs(runner, [pairs[i][1] for i in batch], start_id, eos_id)
-            for i, row_log_probs in zip(batch, log_probs, strict=True):
-                target = pairs[i][1]
-                results[i] = TokenScore(vocab.decode_tokens(target), target, row_log_probs, float(sum(row_log_probs)))
-        return results  # type: ignore[return-value]
+        return score_in_batches(self.engine, self._inputs.scoring_pairs(sources, targets), max_batch_size)
 
 
 def load(

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import roles
 from ..bundle import GraphSpec
-from ..decoding.greedy import cut_choices
+from ..decoding.greedy import cut_choices, cut_one_row
 from ..decoding.hypotheses import Candidate
 from .padding import padded_sources
 from .sessions import import_onnxruntime
@@ -54,3 +54,16 @@ class FusedGreedy:
             with WATCHDOG.watching(stop, run_options):
                 chosen, log_probs = self.session.run(self._output_names, feeds, run_options)
         return cut_choices(chosen, log_probs, limits, self._eos)
+
+    def decode_one(self, source: list[int], max_length: int) -> Candidate:
+        """`decode` of a single source without a stop, with no padding or batch bookkeeping (the thin path)."""
+        ids, length, limit = self._input_names
+        chosen, log_probs = self.session.run(
+            self._output_names,
+            {
+                ids: np.array([source], dtype=np.int64),  # (1, source_length)
+                length: np.array([len(source)], dtype=np.int64),  # (1,)
+                limit: np.array([max_length], dtype=np.int64),  # (1,)
+            },
+        )  # (steps, 1) each
+        return cut_one_row(chosen[:, 0].tolist(), log_probs[:, 0].tolist(), max_length, self._eos)

@@ -174,3 +174,29 @@ def test_a_corrupt_or_mismatched_greedy_graph_is_a_bundle_error(small_bundle, tm
     with pytest.raises(BundleError, match=r"greedy\.onnx: the greedy graph does not decode as the encoder and step"):
         s2s_runtime.load(bundle, device="cpu")
     assert s2s_runtime.load(bundle, device="cpu", **STEP_LOOP).generate(["abc"])  # not loaded: not checked
+
+
+def test_the_thin_path_for_one_input_answers_as_the_general_path(small_bundle, monkeypatch):
+    """generate("word") with the default options takes the thin path (one call of the greedy graph, nothing around
+    it) and gives the Result the general path gives, checks and errors included."""
+    model = s2s_runtime.load(small_bundle, device="cpu")
+    stepwise = s2s_runtime.load(small_bundle, device="cpu", **STEP_LOOP)
+    assert stepwise._single is None
+    thin = []
+    real = model.engine.fused.decode_one
+    monkeypatch.setattr(model.engine.fused, "decode_one", lambda *a: (thin.append(a), real(*a))[1])
+    longest = "j" * model.limits.max_source_length
+    for source in [*random_sources(20, seed=9), "ab?c", longest, "a"]:
+        general = model.generate([source], options=s2s_runtime.GenerationOptions())  # options given: general path
+        for answer in (model.generate(source), model.generate([source]), model.generate((source,))):
+            assert answer == general == stepwise.generate(source)
+    assert len(thin) == 3 * 23 and model.generate("ab?c")[0].unknown_source_tokens == 1
+    thin.clear()
+    for bad, error in ((longest + "j", ValueError), (5, TypeError), ([5], TypeError)):
+        with pytest.raises(error) as thin_error:
+            model.generate(bad)
+        with pytest.raises(error) as general_error:
+            stepwise.generate(bad)
+        assert str(thin_error.value) == str(general_error.value)
+    assert model.generate("")[0].text == "" and thin == []  # the empty input: the general way
+    assert model.generate(["ab", "cd"]) == stepwise.generate(["ab", "cd"]) and thin == []

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 # Typical (source, target) lengths of each preset's task, for batches of realistic shape.
-TASK_LENGTHS = {"reverse": (8, 9), "cmudict": (9, 8)}
+TASK_LENGTHS = {"reverse": (8, 9), "cmudict": (9, 8), "cmudict-stress": (9, 8)}
 VOCAB_SIZES = (32, 80)
 
 

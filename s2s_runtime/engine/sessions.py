@@ -18,10 +18,10 @@ PROBE_GRAPH = Path(__file__).resolve().parent.parent / "graphs" / "gather_float3
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
-DEFAULT_IDLE_BUFFER_BYTES = 32 << 20
+DEFAULT_IDLE_BUFFER_BYTES = 32 << 20  # a service's single inputs and batch-64 greedy buffers fit many times over
 # The largest batch the greedy graph decodes by default: above it the step loop, which drops finished rows, is faster
-# (measured: bench/results/greedy-graph).
-DEFAULT_GREEDY_GRAPH_MAX_BATCH = 8  # a service's single inputs and batch-64 greedy buffers fit many times over
+# (measured: bench/results/greedy-graph, `s2s bench-cutover`).
+DEFAULT_GREEDY_GRAPH_MAX_BATCH = 16
 ORT_DTYPES = {
     "tensor(float)": "float32",
     "tensor(float16)": "float16",

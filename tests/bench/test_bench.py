@@ -322,3 +322,14 @@ def test_the_floor_counts_the_weights_of_int8_graphs():
 
     step = onnx.load(str(BUILTIN_DIR / "g2p-en" / "decoder_step.onnx"))  # int8
     assert _dense_weight_bytes(step.graph) > 100_000
+
+
+def test_cutover_bench_times_both_routes_per_batch_size(small_bundle, tmp_path, capsys):
+    out = tmp_path / "cutover"
+    argv = [str(small_bundle), "--batch-sizes", "1", "4", "--inputs", "16", "--repeats", "2", "--out", str(out)]
+    assert main(["bench-cutover", *argv]) == 0
+    result = json.loads((out / "cutover.json").read_text())
+    [rows] = result["bundles"].values()
+    assert [r["batch_size"] for r in rows] == [1, 4] and result["inputs"] == 16
+    assert all(r["step_loop_us_per_word"] > 0 and r["greedy_graph_us_per_word"] > 0 and r["speedup"] > 0 for r in rows)
+    assert "| greedy graph |" in (out / "cutover.md").read_text() and "speed-up" in capsys.readouterr().out

@@ -108,6 +108,14 @@ def add_export_parser(commands: argparse._SubParsersAction) -> None:
         "answered without decoding (s2s_runtime.lexicon)",
     )
     parser.add_argument(
+        "--target-view",
+        action="append",
+        default=[],
+        metavar="NAME=REGEX",
+        help="a view callers may ask for (--view NAME): each target token with what REGEX matches removed, e.g. "
+        "no-stress='\\d' (repeatable)",
+    )
+    parser.add_argument(
         "--max-target-length",
         type=target_length_rule,
         metavar="N | RATIO,OFFSET",
@@ -384,6 +392,13 @@ def run_export(args: argparse.Namespace) -> int:
                 greedy=args.greedy,
             ),
         )
+        for view in args.target_view:
+            from .views import attach_target_view
+
+            name, equals, pattern = view.partition("=")
+            if not equals:
+                raise ValueError(f"--target-view: expected NAME=REGEX, got {view!r}")
+            attach_target_view(out, name, pattern)
         if args.lexicon:
             from .lexicon import attach_lexicon, read_lexicon
 

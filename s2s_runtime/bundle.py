@@ -209,6 +209,10 @@ def _check(root: Path, manifest: Manifest) -> Bundle:
             f"decoding.eos_id {manifest.eos_id} is not the target vocabulary's eos token "
             f"({sides['target'].special_ids.get('eos')})"
         )
+    for name, view in (manifest.target_views or {}).items():
+        unknown = next((token for token in view if token not in sides["target"].vocab), None)
+        if unknown is not None:
+            raise _fail(f"target_views.{name}: {unknown!r} is not in the target vocabulary")
     graphs = {}
     for kind, graph in manifest.graphs.items():
         path = checked(graph.file, f"graphs.{kind}.file")

@@ -60,6 +60,9 @@ class GenerationOptions:
         replace_unknowns: replace an output unk token by the source token it attended to most (attention models).
         use_lexicon: answer an input the bundle's lexicon knows from it, without decoding (its variants first in an
             n-best, the model's after); False asks the model (s2s_runtime.lexicon).
+        view: show the outputs through one of the bundle's target views (`s2s info` lists them; e.g. g2p-en's
+            "no-stress": AH0 → AH): tokens and text change, ids stay the model's; hypotheses that become alike
+            are given once. None: the model's own tokens.
 
     Raises:
         TypeError: an unknown option (`from_kwargs`) or a value of the wrong type.
@@ -93,6 +96,7 @@ class GenerationOptions:
     return_attention: bool = False
     replace_unknowns: bool = False
     use_lexicon: bool = True
+    view: str | None = None
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -119,6 +123,8 @@ class GenerationOptions:
                 raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
             if value is not None and not is_finite_number(value):
                 raise ValueError(f"{name}: must be finite, got {str(value)[:20]}")
+        if self.view is not None and not isinstance(self.view, str):
+            raise TypeError(f"view: expected a view name, got {type(self.view).__name__}")
         for name in ("return_attention", "replace_unknowns", "use_lexicon"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name}: expected a bool, got {type(getattr(self, name)).__name__}")

@@ -26,7 +26,7 @@ from .engine.fused import FusedGreedy
 from .engine.watchdog import CallStopped
 from .inputs import PreparedInput
 from .plan import DecodingPlan
-from .results import Hypothesis, Result, StreamedToken, TokenScore, hypothesis
+from .results import Hypothesis, Result, StreamedToken, TokenScore, hypothesis, once
 
 Stop = Callable[[], bool]  # asked between steps: True ends the generation with DecodingStopped
 
@@ -59,7 +59,7 @@ class Generation:
             if not item.ids:  # an empty input: an empty output, without running the model
                 self._results[index] = Result([Hypothesis("", [], [], 0.0, 0.0, True)], 0)
             elif item.lexicon and not events:
-                known = [Hypothesis.from_lexicon(ids, self._vocab) for ids in item.lexicon[:wanted]]
+                known = once([Hypothesis.from_lexicon(ids, self._vocab, plan.view) for ids in item.lexicon])[:wanted]
                 if len(known) == wanted:
                     self._results[index] = Result(known, item.unknown)
                 else:
@@ -179,7 +179,7 @@ class Generation:
     def tokens(self, stop: Stop | None = None) -> Iterator[StreamedToken]:
         """The output tokens of the first input as the steps produce them (a generation started with events=True),
         asking `stop` before every step as `run` does."""
-        vocab = self._vocab.tokens
+        vocab, view = self._vocab.tokens, self.plan.view
         while self._search is not None:
             if stop is not None and stop():
                 self.close()
@@ -187,7 +187,8 @@ class Generation:
             event = self.step()
             if event is not None and not event.ended[0]:
                 token_id = int(event.tokens[0])
-                yield StreamedToken(vocab[token_id], token_id, float(event.log_probs[0]))
+                token = view.get(token_id, vocab[token_id]) if view else vocab[token_id]
+                yield StreamedToken(token, token_id, float(event.log_probs[0]))
 
     def results(self) -> list[Result]:
         """One Result per input, in input order (once done)."""
@@ -211,14 +212,16 @@ class Generation:
     def _finish(self, n_best: list[list[Candidate]]) -> None:
         self._search = None
         self._stack.close()  # a clean finish: the runner's buffers are kept for reuse
-        options = self.plan.options
+        options, view = self.plan.options, self.plan.view
         for index, candidates in zip(self._pending, n_best, strict=True):
             item = self.items[index]
-            decoded = [hypothesis(c, item.tokens, len(item.ids), options, self._vocab) for c in candidates]
+            decoded = [hypothesis(c, item.tokens, len(item.ids), options, self._vocab, view) for c in candidates]
             known = self._known.get(index)
             if known:  # the lexicon's variants first, then the model's other outputs
                 seen = [h.ids for h in known]
                 decoded = (known + [h for h in decoded if h.ids not in seen])[: options.num_hypotheses]
+            if view:
+                decoded = once(decoded)
             self._results[index] = Result(decoded, item.unknown)
 
 

@@ -18,6 +18,7 @@ from .decoding.ranking import attention_options
 from .decoding.registry import strategy_class
 from .decoding.strategy import Strategy
 from .limits import RequestLimits
+from .results import TargetView
 
 PLANS_CACHED = 256  # checked option sets kept per model
 _NOTHING_SUPPRESSED = np.zeros(0, dtype=np.int64)
@@ -38,6 +39,7 @@ class DecodingPlan:
     strategy: Strategy
     eos_id: int
     with_attention: bool  # whether the decoder's attention weights are read at every step
+    view: TargetView | None = None  # options.view's tokens, by target id
 
     @property
     def rows_per_input(self) -> int:
@@ -95,6 +97,7 @@ class Planner:
             strategy,
             self.bundle.eos_id,
             bool(attention_reading_options(options)),
+            self._view(options.view),
         )
         with self._lock:
             self._plans[options] = plan
@@ -121,6 +124,16 @@ class Planner:
             if value > cap:
                 raise ValueError(f"{name}: {value} is more than this model allows ({limit} = {cap}; see RequestLimits)")
         return self._suppressed_ids(options)
+
+    def _view(self, name: str | None) -> TargetView | None:
+        if name is None:
+            return None
+        views = self.bundle.manifest.target_views or {}
+        if name not in views:
+            offered = ", ".join(sorted(views)) or "none"
+            raise ValueError(f"view: {name!r} is not a target view of this model (its views: {offered})")
+        vocab = self.bundle.target.vocab
+        return {vocab.tokens.index(token): shown for token, shown in views[name].items()}
 
     def _suppressed_ids(self, options: GenerationOptions) -> np.ndarray:
         if not options.suppress_tokens:

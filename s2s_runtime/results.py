@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,6 +11,8 @@ from .config import GenerationOptions
 from .decoding.hypotheses import Candidate
 from .decoding.ranking import normalized_score
 from .vocab import Vocab
+
+TargetView = dict[int, str]  # a bundle's target view: target id → the token to show instead (unmapped ids as they are)
 
 
 @dataclass(frozen=True)
@@ -38,9 +41,9 @@ class Hypothesis:
     origin: str = "model"
 
     @classmethod
-    def from_lexicon(cls, ids: tuple[int, ...], vocab: Vocab) -> Hypothesis:
-        """A lexicon entry as a hypothesis."""
-        tokens = vocab.decode_tokens(ids)
+    def from_lexicon(cls, ids: tuple[int, ...], vocab: Vocab, view: TargetView | None = None) -> Hypothesis:
+        """A lexicon entry as a hypothesis (its tokens through `view`, if given)."""
+        tokens = viewed(vocab.decode_tokens(ids), ids, view)
         return cls(vocab.join(tokens), tokens, list(ids), 0.0, 0.0, True, None, "lexicon")
 
     def to_dict(self) -> dict:
@@ -110,11 +113,34 @@ class StreamedToken:
         return self.token
 
 
+def viewed(tokens: list[str], ids: Sequence[int], view: TargetView | None) -> list[str]:
+    """`tokens` (of target `ids`) as a target view shows them; as they are without one."""
+    if not view:
+        return tokens
+    return [view.get(token_id, token) for token, token_id in zip(tokens, ids, strict=True)]
+
+
+def once(hypotheses: list[Hypothesis]) -> list[Hypothesis]:
+    """The hypotheses without those whose tokens an earlier one already shows (alike through a view)."""
+    seen: list[list[str]] = []
+    kept = []
+    for h in hypotheses:
+        if h.tokens not in seen:
+            seen.append(h.tokens)
+            kept.append(h)
+    return kept
+
+
 def hypothesis(
-    candidate: Candidate, source_tokens: list[str], source_length: int, options: GenerationOptions, vocab: Vocab
+    candidate: Candidate,
+    source_tokens: list[str],
+    source_length: int,
+    options: GenerationOptions,
+    vocab: Vocab,
+    view: TargetView | None = None,
 ) -> Hypothesis:
-    """A Candidate as the caller sees it: tokens and text, ranking score, attention cut to the source, and with
-    replace_unknowns each output unk replaced by the source token it attended to most."""
+    """A Candidate as the caller sees it: tokens and text (through `view`, if given), ranking score, attention cut to
+    the source, and with replace_unknowns each output unk replaced by the source token it attended to most."""
     tokens = vocab.decode_tokens(candidate.ids)
     attention = None
     if candidate.attention:
@@ -125,6 +151,7 @@ def hypothesis(
             if token_id == unk:
                 source_position = int(attention[position, : len(source_tokens)].argmax())
                 tokens[position] = source_tokens[source_position]
+    tokens = viewed(tokens, candidate.ids, view)
     return Hypothesis(
         vocab.join(tokens),
         tokens,

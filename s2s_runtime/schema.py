@@ -19,6 +19,8 @@ manifest.json, format_version 3:
   parity            the export's parity report against PyTorch
   quality           reduced precisions: the change against the fp32 graphs (optional)
   evaluation        measured accuracy (optional; the built-in bundles)
+  target_views      optional {view name: {target token: what to show instead}}: alternative spellings of the output
+                    a caller may ask for (GenerationOptions.view), e.g. g2p-en's "no-stress" (AH0 → AH)
   files             {file name: sha256} for every other file of the bundle; among them, optionally, weights.bin: the
                     graphs' large tensors stored once as ONNX external data (each graph names its tensors' offsets in
                     it; the runtime hands its verified bytes to onnxruntime, which reads no other external file) and
@@ -143,6 +145,7 @@ class Manifest:
     parity: dict = field(default_factory=dict)
     quality: dict | None = None
     evaluation: dict | None = None
+    target_views: dict[str, dict[str, str]] | None = None
 
     @property
     def source_eos(self) -> bool:
@@ -175,6 +178,8 @@ class Manifest:
             data["quality"] = self.quality
         if self.evaluation is not None:
             data["evaluation"] = self.evaluation
+        if self.target_views is not None:
+            data["target_views"] = self.target_views
         data["files"] = self.files
         return data
 
@@ -198,6 +203,7 @@ class Manifest:
             "parity",
             "quality",
             "evaluation",
+            "target_views",
             "files",
         }
         unknown = sorted(set(data) - known)
@@ -241,6 +247,7 @@ class Manifest:
             key: _get(data, key, "", (dict, type(None))) if key in data else None for key in ("quality", "evaluation")
         }
         parameters = _get(data, "parameters", "", (int, type(None))) if "parameters" in data else None
+        views = _target_views(data["target_views"]) if "target_views" in data else None
         return cls(
             config,
             _side(data, "source"),
@@ -260,6 +267,7 @@ class Manifest:
             _get(data, "producer", "", dict) if "producer" in data else {},
             _get(data, "parity", "", dict) if "parity" in data else {},
             **optional,
+            target_views=views,
         )
 
 
@@ -323,6 +331,16 @@ def _get(mapping: dict, key: str, where: str, kind: type | tuple) -> Any:
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise _fail(f"{where}{key!r} has the wrong type ({type(value).__name__})")
     return value
+
+
+def _target_views(views: object) -> dict[str, dict[str, str]]:
+    """The target views, structurally checked (their tokens are checked against the vocabulary by the bundle)."""
+    views = _object(views, "target_views")
+    for name, view in views.items():
+        for token, shown in _object(view, f"target_views.{name}").items():
+            if not isinstance(shown, str) or not shown or any(c.isspace() for c in shown):
+                raise _fail(f"target_views.{name}.{token} must be a non-empty token without spaces, got {shown!r}")
+    return views
 
 
 def _side(data: dict, side: str) -> SideSchema:

@@ -333,3 +333,25 @@ def test_cutover_bench_times_both_routes_per_batch_size(small_bundle, tmp_path, 
     assert [r["batch_size"] for r in rows] == [1, 4] and result["inputs"] == 16
     assert all(r["step_loop_us_per_word"] > 0 and r["greedy_graph_us_per_word"] > 0 and r["speedup"] > 0 for r in rows)
     assert "| greedy graph |" in (out / "cutover.md").read_text() and "speed-up" in capsys.readouterr().out
+
+
+def test_g2p_bench_scores_with_and_without_stress_and_leaves_out_missing_peers(small_bundle, tmp_path, monkeypatch):
+    from s2s_bench import g2p_baselines
+
+    references = {"read": [["R", "EH1", "D"], ["R", "IY1", "D"]], "a": [["AH0"]]}
+    both = g2p_baselines.scores({"read": ["R", "IY0", "D"], "a": ["AH0"]}, references)
+    assert both["words"] == 2 and both["stress_wer"] == 50.0 and both["wer"] == 0.0
+    assert both["stress_per"] == pytest.approx(100 / 4) and both["per"] == 0.0
+
+    def missing():
+        raise ImportError("not installed here")
+
+    monkeypatch.setattr(g2p_baselines, "g2p_en_predictor", missing)
+    monkeypatch.setattr(g2p_baselines, "phonetisaurus_predictor", lambda *a: missing())
+    out = tmp_path / "g2p"
+    assert main(["bench-g2p", str(small_bundle), "--limit", "20", "--out", str(out)]) == 0
+    result = json.loads((out / "g2p.json").read_text())
+    [(name, system)] = result["systems"].items()
+    assert name.startswith(str(small_bundle)) and system["words"] == 20 == result["words"]
+    assert 0 <= system["wer"] <= system["stress_wer"] <= 100  # removing stress can only make more words right
+    assert "| stress-free WER % |" in (out / "g2p.md").read_text()

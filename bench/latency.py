@@ -316,12 +316,13 @@ DENSE = (
 )
 
 
-def _dense_weight_bytes(graph: Any, consumers: tuple[str, ...] = DENSE) -> int:
-    """Bytes of the initializers that `consumers` nodes read in `graph` and its subgraphs (Scan bodies): the dense
-    weights a row streams through once per call. Tables read by Gather (one row per token) are not counted."""
+def _dense_weight_bytes(graph: Any, consumers: tuple[str, ...] = DENSE, outer: dict | None = None) -> int:
+    """Bytes of the initializers that `consumers` nodes read in `graph` and its subgraphs (Scan bodies, which may
+    read their weights from the outer graph): the dense weights a row streams through once per call. Tables read by
+    Gather (one row per token) are not counted."""
     from onnx import helper
 
-    initializers = {i.name: i for i in graph.initializer}
+    initializers = {**(outer or {}), **{i.name: i for i in graph.initializer}}
     total = 0
     for node in graph.node:
         if node.op_type in consumers:
@@ -332,7 +333,7 @@ def _dense_weight_bytes(graph: Any, consumers: tuple[str, ...] = DENSE) -> int:
                     total += itemsize * int(np.prod(tensor.dims))
         for attribute in node.attribute:
             if attribute.g.node:  # a subgraph: the Scan's cell
-                total += _dense_weight_bytes(attribute.g, consumers)
+                total += _dense_weight_bytes(attribute.g, consumers, initializers)
     return total
 
 

@@ -46,9 +46,8 @@ class BatchingOptions:
         cls, kwargs: dict[str, Any], base: BatchingOptions | None = None
     ) -> tuple[BatchingOptions, dict[str, Any]]:
         """The batching fields of keyword arguments (on top of `base`), and the rest."""
-        names = {field.name for field in dataclasses.fields(cls)}
-        mine = {name: value for name, value in kwargs.items() if name in names}
-        rest = {name: value for name, value in kwargs.items() if name not in names}
+        mine = {name: value for name, value in kwargs.items() if name in BATCHING_FIELDS}
+        rest = {name: value for name, value in kwargs.items() if name not in BATCHING_FIELDS}
         base = base or DEFAULT_BATCHING
         return (dataclasses.replace(base, **mine) if mine else base), rest
 
@@ -84,3 +83,4 @@ def length_sorted_batches(
 
 
 DEFAULT_BATCHING = BatchingOptions()
+BATCHING_FIELDS = frozenset(field.name for field in dataclasses.fields(BatchingOptions))

@@ -116,8 +116,8 @@ class Seq2SeqModel:
             >>> model.generate(["hello", "world"], strategy="beam", beam_size=4)[0].text
             'HH EH L OW'
         """
-        if self._single is not None and not kwargs and options is batching is target_prefix is None:
-            answer = self._single.answer(inputs)  # one input, default options: the thin path (s2s_runtime.single)
+        if self._single is not None and options is target_prefix is None:  # maybe one input, default options:
+            answer = self._single.answer(inputs, kwargs, batching)  # the thin path (s2s_runtime.single)
             if answer is not None:
                 return [answer]
         batching, kwargs = BatchingOptions.split(kwargs, batching)

@@ -10,8 +10,9 @@ general path's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
+from .batching import BATCHING_FIELDS, BatchingOptions
 from .bundle import Bundle
 from .config import GenerationOptions
 from .engine.fused import FusedGreedy
@@ -32,8 +33,14 @@ class SingleInput:
         self._options = GenerationOptions()  # greedy with no rule: what the greedy graph decodes
         self._vocab = bundle.target.vocab
 
-    def answer(self, source: str | Sequence[object]) -> Result | None:
-        """The Result of one input, or None where the thin path does not apply (the caller goes the general way)."""
+    def answer(self, source: object, kwargs: dict[str, Any], batching: BatchingOptions | None) -> Result | None:
+        """The Result of one input given `generate`'s keyword arguments and batching, or None where the thin path
+        does not apply (the caller goes the general way). Batching options say nothing about one input, but are
+        validated all the same."""
+        if kwargs or batching is not None:
+            if not kwargs.keys() <= BATCHING_FIELDS:
+                return None
+            BatchingOptions.split(kwargs, batching)
         if not isinstance(source, str):
             if not isinstance(source, (list, tuple)) or len(source) != 1 or not isinstance(source[0], str):
                 return None

@@ -84,6 +84,7 @@ def test_bench_measures_every_contender_and_writes_reports(small_bundle, tmp_pat
     assert result["mixes"]["equal"]["inputs"] == 3  # abc, xyz, bad: the most common length
     floor = result["machine"]["floor"]
     assert floor["empty_run_us"] > 0 and floor["step_weight_bytes"] > 0 and floor["bandwidth_gb_per_s"] > 0
+    assert floor["encoder_weight_bytes_per_position"] > 0  # the Scan's weights, read from weights.bin's main scope
     assert set(floor["by_mix"]) == {"mixed", "equal"}
     assert all(f["us_per_token"] > floor["empty_run_us"] for f in floor["by_mix"].values())
     for m in result["measurements"]:  # each batch-1 row against the floor measured next to it, for its mix

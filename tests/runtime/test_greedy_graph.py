@@ -188,15 +188,21 @@ def test_the_thin_path_for_one_input_answers_as_the_general_path(small_bundle, m
     longest = "j" * model.limits.max_source_length
     for source in [*random_sources(20, seed=9), "ab?c", longest, "a"]:
         general = model.generate([source], options=s2s_runtime.GenerationOptions())  # options given: general path
-        for answer in (model.generate(source), model.generate([source]), model.generate((source,))):
+        for answer in (model.generate(source), model.generate([source]), model.generate((source,), max_batch_size=1)):
             assert answer == general == stepwise.generate(source)
     assert len(thin) == 3 * 23 and model.generate("ab?c")[0].unknown_source_tokens == 1
     thin.clear()
-    for bad, error in ((longest + "j", ValueError), (5, TypeError), ([5], TypeError)):
+    for bad, error, options in (
+        (longest + "j", ValueError, {}),
+        (5, TypeError, {}),
+        ([5], TypeError, {}),
+        ("abc", ValueError, {"max_batch_size": 0}),  # batching says nothing about one input, but is checked
+        ("abc", TypeError, {"max_batch_tokens": "8"}),
+    ):
         with pytest.raises(error) as thin_error:
-            model.generate(bad)
+            model.generate(bad, **options)
         with pytest.raises(error) as general_error:
-            stepwise.generate(bad)
+            stepwise.generate(bad, **options)
         assert str(thin_error.value) == str(general_error.value)
     assert model.generate("")[0].text == "" and thin == []  # the empty input: the general way
     assert model.generate(["ab", "cd"]) == stepwise.generate(["ab", "cd"]) and thin == []

@@ -24,7 +24,7 @@ class SingleInput:
     """One input decoded greedily by the greedy graph with the default options (see the module docstring).
 
     Examples:
-        >>> model._single.answer("hello").text  # doctest: +SKIP
+        >>> model._single.answer("hello", {}, None).text  # doctest: +SKIP
         'HH EH L OW'
     """
 

@@ -135,7 +135,7 @@ def export_bundle(
     eos = ckpt.config.source_eos  # the validation ids end with it; the runtime appends it itself
     sources = [ckpt.source_vocab.decode(ids[:-1] if eos else ids) for ids in validation]
     try:
-        manifest = _check_greedy(staging[0], manifest, sources, "cpu")
+        manifest = check_greedy(staging[0], manifest, sources, "cpu")
         if options.precision != "float32":
             # The parity above proved the fp32 graphs; the reduced-precision graphs are measured against them.
             reduced = dataclasses.replace(manifest, precision=options.precision)
@@ -151,7 +151,7 @@ def export_bundle(
             else:
                 graphs = convert_fp16(encoder.model), convert_fp16(decoder.model)
             staging.append(_write(out_dir, ckpt, *graphs, reduced))
-            reduced = _check_greedy(staging[1], reduced, sources, "auto" if options.precision == "float16" else "cpu")
+            reduced = check_greedy(staging[1], reduced, sources, "auto" if options.precision == "float16" else "cpu")
             quality = quality_change(staging[0], staging[1], sources, options.precision)
             write_manifest(staging[1], dataclasses.replace(reduced, quality=quality))
         if out_dir.exists():
@@ -163,7 +163,7 @@ def export_bundle(
     return out_dir
 
 
-def _check_greedy(directory: Path, manifest: Manifest, sources: Sequence[str], device: str) -> Manifest:
+def check_greedy(directory: Path, manifest: Manifest, sources: Sequence[str], device: str) -> Manifest:
     """The written bundle's greedy graph checked against its step loop (ParityError unless identical), the check
     recorded in the manifest's parity report; a bundle without one as it is."""
     if GREEDY not in manifest.graphs:

@@ -252,6 +252,33 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_upgrade_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "upgrade",
+        help="rewrite a bundle of an earlier revision with a greedy graph (no checkpoint needed)",
+        description="Write BUNDLE to OUT in the current format: its own graphs unchanged, plus the greedy graph "
+        "composed from them (checked against the step loop) and the weights stored once in weights.bin.",
+    )
+    parser.add_argument("bundle", help="bundle directory or built-in name")
+    parser.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    parser.set_defaults(handler=run_upgrade)
+
+
+def run_upgrade(args: argparse.Namespace) -> int:
+    require_torch()
+    from s2s_runtime.bundle import BundleError
+
+    from .parity import ParityError
+    from .upgrade import upgrade_bundle
+
+    try:
+        out = upgrade_bundle(args.bundle, args.out)
+    except (BundleError, ParityError, FileExistsError, ValueError) as error:
+        raise SystemExit(f"s2s upgrade: {error}") from None
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
 def add_average_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "average",

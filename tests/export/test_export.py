@@ -436,3 +436,29 @@ def test_int8_is_batch_independent_and_quantizes_every_weight_matmul(tmp_path, o
         together = model.generate(sources, max_length=10, max_batch_size=batch_size)
         assert [r.ids for r in together] == [r.ids for r in alone]
         assert [r.score for r in together] == [r.score for r in alone]  # exactly: not one bit depends on the batch
+
+
+def test_upgrade_adds_the_greedy_graph_to_an_older_bundle_without_its_checkpoint(tmp_path):
+    """A revision-2 bundle (no greedy graph, graphs holding their own weights) rewritten by `s2s upgrade`: the same
+    graphs, the greedy graph checked against them, the weights once; it decodes as before, now in one call."""
+    import shutil
+
+    import s2s_runtime
+    from s2s_export.upgrade import upgrade_bundle
+    from s2s_runtime.cli import main
+    from tests.conftest import as_revision_2
+
+    bundle = write_bundle(random_checkpoint(6, cell="lstm", attention="additive", hidden_size=16), tmp_path)
+    old = as_revision_2(shutil.copytree(bundle, tmp_path / "old"))
+    assert main(["upgrade", str(old), "--out", str(tmp_path / "new")]) == 0
+    new = s2s_runtime.load(tmp_path / "new", device="cpu")
+    manifest = json.loads((tmp_path / "new" / "manifest.json").read_text())
+    assert manifest["format_version"] == 3 and manifest["parity"]["greedy_graph"]["passed"]
+    assert new.engine.fused is not None and (tmp_path / "new" / "weights.bin").is_file()
+    sources = random_sources(20, seed=2)
+    assert new.generate(sources) == s2s_runtime.load(old, device="cpu").generate(sources)
+    with pytest.raises(ValueError, match="already has a greedy graph"):
+        upgrade_bundle(tmp_path / "new", tmp_path / "newer")
+    with pytest.raises(FileExistsError, match="already exists"):
+        upgrade_bundle(old, tmp_path / "new")
+    assert not (tmp_path / "newer").exists()

@@ -3,9 +3,9 @@ case of every online service, answered by one call of the greedy graph with noth
 no generation object, the plan made once — where the general path spends several times the decode's own Python.
 
 It does less per call, never fewer checks: the input is prepared by the same InputPreparer as every call (types,
-max_source_length, the length limits), and whatever the thin path does not cover — empty inputs, lexicon entries,
-options, several inputs, a bundle without a greedy graph — goes the general way. Tests prove its Results equal the
-general path's.
+max_source_length, the length limits), a known input gets the lexicon's preferred output as the general path gives
+it, and whatever the thin path does not cover — empty inputs, options, several inputs, a bundle without a greedy
+graph — goes the general way. Tests prove its Results equal the general path's.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from .bundle import Bundle
 from .config import GenerationOptions
 from .engine.fused import FusedGreedy
 from .inputs import InputPreparer
-from .results import Result, hypothesis
+from .results import Hypothesis, Result, hypothesis
 
 
 class SingleInput:
@@ -46,7 +46,9 @@ class SingleInput:
                 return None
             source = source[0]  # a list of one text (a list of tokens is not a text: never reaches here)
         item = self._inputs.prepare(source, self._options, 1, None, 0)
-        if not item.ids or item.lexicon:  # an empty input, or one the lexicon answers
+        if item.lexicon:  # the lexicon's preferred output, as the general path gives it with the default options
+            return Result([Hypothesis.from_lexicon(item.lexicon[0], self._vocab)], item.unknown)
+        if not item.ids:  # an empty input: the general way
             return None
         candidate = self._fused.decode_one(item.ids, item.limits.max_length)
         return Result([hypothesis(candidate, item.tokens, len(item.ids), self._options, self._vocab)], item.unknown)

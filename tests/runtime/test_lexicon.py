@@ -36,6 +36,12 @@ def test_known_inputs_come_from_the_lexicon_and_say_so(model):
     assert known.to_dict()["origin"] == "lexicon"
 
 
+def test_the_thin_path_answers_known_inputs_as_the_general_path(model):
+    default = s2s_runtime.GenerationOptions()  # given explicitly: the general path
+    for word in ("Hello!", "read", "wide", "abc"):
+        assert model.generate(word) == model.generate([word], options=default) == model.generate([word, "x"])[:1]
+
+
 def test_the_model_on_request_and_for_token_lists_and_prefixes(model):
     asked = model.generate(["hello"], use_lexicon=False)[0]
     assert asked.best.origin == "model"

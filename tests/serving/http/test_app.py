@@ -75,6 +75,7 @@ def test_streaming_server_sent_events(server):
         (b"{not json", 400, "not valid JSON"),
         (json.dumps({"inputs": "abc", "options": {"beam_width": 2}}).encode(), 400, "unknown generation option"),
         (json.dumps({"inputs": "abc", "options": {"strategy": "sample", "top_p": 2}}).encode(), 400, "top_p"),
+        (json.dumps({"inputs": "abc", "options": {"view": "no-stress"}}).encode(), 400, "not a target view"),
         (json.dumps({"inputs": []}).encode(), 400, "non-empty list"),
         (json.dumps({"inputs": ["a"] * 9}).encode(), 413, "exceed the limit of 8"),
         (json.dumps({"inputs": "a" * 5000}).encode(), 413, "exceeds the limit of 4096"),

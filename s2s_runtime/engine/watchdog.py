@@ -3,7 +3,9 @@ as its longest row, so a deadline or a cancellation cannot wait for it to return
 
 One daemon thread per process polls the `stop` callables of the calls in flight, every INTERVAL seconds, and sets
 the RunOptions.terminate of each call whose stop says so; onnxruntime then ends that call with an error, which
-`watching` turns into CallStopped. The thread sleeps on a condition while no call is watched.
+`watching` turns into CallStopped. Registering a call only wakes the thread when it sleeps: it keeps polling for
+LINGER seconds after the last call ended (a service's calls follow each other closely, and a wake-up per call would
+cost more than the polls), then sleeps on a condition until the next call.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 log = logging.getLogger("s2s_runtime")
 
 INTERVAL = 0.002  # seconds between two looks at a call's stop: the most a stopped call overruns, plus a kernel
+LINGER = 0.1  # seconds the thread keeps polling after the last call before it sleeps
 
 
 class CallStopped(Exception):
@@ -32,11 +35,13 @@ class Watchdog:
         ...     session.run(None, feeds, run_options)
     """
 
-    def __init__(self, interval: float = INTERVAL):
-        self.interval = interval
+    def __init__(self, interval: float = INTERVAL, linger: float = LINGER):
+        self.interval, self.linger = interval, linger
         self._calls: dict[int, tuple[Callable[[], bool], Any]] = {}
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._sleeping = False  # the thread waits on the condition: a new call must wake it
+        self._last_call = 0.0  # monotonic time the last call ended
         self._next = 0
 
     @contextmanager
@@ -48,7 +53,8 @@ class Watchdog:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._watch, name="s2s-watchdog", daemon=True)
                 self._thread.start()
-            self._changed.notify()
+            elif self._sleeping:
+                self._changed.notify()
         try:
             yield
         except Exception:
@@ -58,12 +64,16 @@ class Watchdog:
         finally:
             with self._changed:
                 del self._calls[key]
+                self._last_call = time.monotonic()
 
     def _watch(self) -> None:
         while True:
             with self._changed:
-                while not self._calls:
-                    self._changed.wait()
+                if not self._calls and time.monotonic() - self._last_call > self.linger:
+                    self._sleeping = True
+                    while not self._calls:
+                        self._changed.wait()
+                    self._sleeping = False
             self._look()
             time.sleep(self.interval)
 

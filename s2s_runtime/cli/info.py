@@ -1,4 +1,5 @@
-"""`s2s info`: what a bundle is — config, parameters, vocabularies, limits, parity, files, providers."""
+"""`s2s info`: what a bundle is — config, parameters, vocabularies, limits, parity, graphs, lexicon, target views
+(tokens each changes), files, providers."""
 
 from __future__ import annotations
 
@@ -35,6 +36,9 @@ def run(args: argparse.Namespace) -> int:
         "producer": manifest["producer"],
         # The gate is the scaled difference (|runtime − torch| over the log-probs' magnitude) against the tolerance.
         "parity": {k: manifest["parity"].get(k) for k in ("passed", "max_scaled_diff", "tolerance", "max_abs_diff")},
+        "graphs": sorted(bundle.graphs),  # "greedy": the whole greedy decode in one call
+        "lexicon": len(bundle.lexicon) if bundle.lexicon is not None else None,  # known inputs
+        "target_views": {name: len(view) for name, view in (bundle.manifest.target_views or {}).items()},
         "files": {name: (bundle.root / name).stat().st_size for name in sorted(manifest["files"])},
         "available_providers": import_onnxruntime().get_available_providers(),
     }

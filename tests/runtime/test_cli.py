@@ -36,6 +36,8 @@ def test_info(small_bundle, capsys):
         "target_vocab.json",
     }
     assert "CPUExecutionProvider" in info["available_providers"] and info["parity"]["passed"]
+    assert info["graphs"] == ["decoder_step", "encoder", "greedy"] and info["lexicon"] is None
+    assert info["target_views"] == {}
     assert main(["info", str(small_bundle)]) == 0
     assert "parameters:" in capsys.readouterr().out
 

@@ -51,14 +51,14 @@ class Generation:
         self.items, self.plan = items, plan
         self._vocab = engine.bundle.target.vocab
         self._results: list[Result | None] = [None] * len(items)
-        # The lexicon's outputs of inputs it knows (not when every step is reported: a stream decodes): enough of
-        # them answer the input without decoding; fewer than num_hypotheses come first, the model's after.
+        # The lexicon's outputs of inputs it knows: enough of them answer the input without decoding (a stream yields
+        # the preferred one's tokens); fewer than num_hypotheses come first, the model's after.
         self._known: dict[int, list[Hypothesis]] = {}
         wanted = plan.options.num_hypotheses
         for index, item in enumerate(items):
             if not item.ids:  # an empty input: an empty output, without running the model
                 self._results[index] = Result([Hypothesis("", [], [], 0.0, 0.0, True)], 0)
-            elif item.lexicon and not events:
+            elif item.lexicon:
                 known = once([Hypothesis.from_lexicon(ids, self._vocab, plan.view) for ids in item.lexicon])[:wanted]
                 if len(known) == wanted:
                     self._results[index] = Result(known, item.unknown)
@@ -180,6 +180,9 @@ class Generation:
         """The output tokens of the first input as the steps produce them (a generation started with events=True),
         asking `stop` before every step as `run` does."""
         vocab, view = self._vocab.tokens, self.plan.view
+        known = self._results[0] if self._results else None
+        if known is not None and known.best.origin == "lexicon":  # certain: each token's log-prob is 0
+            yield from (StreamedToken(t, i, 0.0) for t, i in zip(known.tokens, known.ids, strict=True))
         while self._search is not None:
             if stop is not None and stop():
                 self.close()

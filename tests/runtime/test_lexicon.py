@@ -47,7 +47,10 @@ def test_the_model_on_request_and_for_token_lists_and_prefixes(model):
     assert asked.best.origin == "model"
     assert model.generate([list("hello")])[0].best.origin == "model"  # a token list is never looked up
     assert model.generate(["hello"], target_prefix=[["b"]])[0].best.origin == "model"
-    assert [t.token for t in model.generate_stream("hello")] == model.generate("hello", use_lexicon=False)[0].tokens
+    streamed = list(model.generate_stream("hello"))
+    assert [t.token for t in streamed] == ["a", "b", "c"] and all(t.log_prob == 0.0 for t in streamed)
+    decoded = [t.token for t in model.generate_stream("hello", use_lexicon=False)]
+    assert decoded == model.generate("hello", use_lexicon=False)[0].tokens
 
 
 def test_an_n_best_has_the_lexicons_variants_first_then_the_models(model):

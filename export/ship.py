@@ -283,10 +283,11 @@ def model_card(
         "- The model has learned CMUdict's words: names, abbreviations and foreign words are weaker, and long "
         "compounds the weakest (see the errors `s2s eval g2p-en --task cmudict-stress --errors errors.tsv "
         "--no-use-lexicon` writes).",
-        "- Input is English letters, apostrophe, period and hyphen; capitals are looked up in the lexicon but the "
-        "model sees lower case only. Other characters (digits, accents, other punctuation) are unknown symbols: "
-        "they map to `<unk>` and are counted in `Result.unknown_source_tokens`; the model still answers, but what "
-        "it says for them is unreliable. Spell out digits first.",
+        "- Input is English letters, apostrophe, period and hyphen. The lexicon is looked up lower-cased; the model "
+        "knows lower case only (a capital is an unknown symbol to it): lower-case an input first. Other "
+        "characters (digits, accents, other punctuation) are unknown symbols: they map to `<unk>` and are counted "
+        "in `Result.unknown_source_tokens`; the model still answers, but what it says for them is unreliable. "
+        "Spell out digits first.",
         f"- Inputs longer than {64} characters are refused (`ValueError`).",
         "- int8: activations are quantized with scales fixed at export (s2s_export.quantize), so a word's output "
         "is the same alone and inside any batch, as in fp32; values beyond the calibrated range saturate.",

@@ -114,7 +114,7 @@ class Seq2SeqModel:
         Examples:
             >>> model = s2s_runtime.load("g2p-en")
             >>> model.generate(["hello", "world"], strategy="beam", beam_size=4)[0].text
-            'HH EH L OW'
+            'HH AH0 L OW1'
         """
         if self._single is not None and options is target_prefix is None:  # maybe one input, default options:
             answer = self._single.answer(inputs, kwargs, batching)  # the thin path (s2s_runtime.single)
@@ -167,7 +167,7 @@ class Seq2SeqModel:
             >>> while not generation.is_done():
             ...     _ = generation.step()
             >>> generation.results()[0].text
-            'HH EH L OW'
+            'HH AH0 L OW1'
         """
         return Generation(self.engine, list(items), plan, events=events)
 
@@ -187,7 +187,7 @@ class Seq2SeqModel:
             >>> model = s2s_runtime.load("g2p-en")
             >>> plan = model.plan(GenerationOptions(strategy="beam"))
             >>> [r.text for r in model.decode([model.prepare(w, plan) for w in ("a", "hi")], plan)]
-            ['AH', 'HH AY']
+            ['AH0', 'HH AY1']
         """
         return decode_in_batches(self.engine, list(items), plan, batching, stop)
 
@@ -203,7 +203,7 @@ class Seq2SeqModel:
 
         Examples:
             >>> " ".join(map(str, s2s_runtime.load("g2p-en").generate_stream("hello")))
-            'HH EH L OW'
+            'HH AH0 L OW1'
         """
         plan = self.plan(GenerationOptions.from_kwargs(kwargs, options))
         plan.check_streamable()
@@ -216,7 +216,7 @@ class Seq2SeqModel:
             >>> model = s2s_runtime.load("g2p-en")
             >>> plan = model.plan(GenerationOptions())
             >>> [t.token for t in model.stream(model.prepare("hi", plan), plan)]
-            ['HH', 'AY']
+            ['HH', 'AY1']
         """
         plan.check_streamable()
         with self.start([item], plan, events=True) as generation:

@@ -25,7 +25,7 @@ class SingleInput:
 
     Examples:
         >>> model._single.answer("hello", {}, None).text  # doctest: +SKIP
-        'HH EH L OW'
+        'HH AH0 L OW1'
     """
 
     def __init__(self, bundle: Bundle, fused: FusedGreedy, inputs: InputPreparer):

